@@ -99,7 +99,10 @@ fn certificate_request_field_numbers_match_istio() {
     varint(86_400, &mut v);
     assert_eq!(&bytes[6..6 + v.len()], v.as_slice());
     assert_eq!(bytes[6 + v.len()], 4 << 3 | 2);
-    assert_eq!(ca::IstioCertificateRequest::decode(bytes.as_slice()).ok(), Some(req));
+    assert_eq!(
+        ca::IstioCertificateRequest::decode(bytes.as_slice()).ok(),
+        Some(req)
+    );
 }
 
 #[test]
@@ -128,5 +131,8 @@ fn service_path_matches_istio() {
         }
     }
     let name = <IstioCertificateServiceServer<Nop> as NamedService>::NAME;
-    assert_eq!(format!("/{name}/CreateCertificate"), ca::CREATE_CERTIFICATE_PATH);
+    assert_eq!(
+        format!("/{name}/CreateCertificate"),
+        ca::CREATE_CERTIFICATE_PATH
+    );
 }
