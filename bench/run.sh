@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One command for every benchmark: bench/run.sh [certs ...]. Writes BENCHMARKS.md sections.
+# Each benchmark is pinned with taskset and repeated; medians are reported.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${MESHFED_BENCH_ROUNDS:-5}
+OUT=BENCHMARKS.md
+suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs)
+
+machine() {
+  echo "- Machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
+  echo "- Date: $(date -u +%Y-%m-%dT%H:%MZ)"
+}
+
+# Replaces the section between <!-- NAME:begin --> and <!-- NAME:end --> in BENCHMARKS.md.
+put_section() {
+  local name=$1 body=$2
+  [ -f "$OUT" ] || printf '# Benchmarks\n\nProduced by `bench/run.sh`; each section says how it was measured.\n' > "$OUT"
+  python3 - "$OUT" "$name" "$body" <<'PY'
+import sys, re
+path, name, body = sys.argv[1:]
+text = open(path).read()
+block = f"<!-- {name}:begin -->\n{body.rstrip()}\n<!-- {name}:end -->"
+pat = re.compile(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", re.S)
+text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
+open(path, "w").write(text)
+PY
+}
+
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+bench_certs() {
+  cargo build --release -q -p meshfed-certs --benches
+  local bin; bin=$(ls -t target/release/deps/issue_rate-* | grep -v '\.d$' | head -1)
+  local ours; ours=$(MESHFED_BENCH_ROUNDS=$ROUNDS taskset -c 1 "$bin")
+
+  # Peer: what Istio ships (tools/certs Makefile): one openssl run per certificate.
+  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  ./target/release/meshfed certs root-ca --out "$tmp/root" >/dev/null
+  ./target/release/meshfed certs intermediate --root "$tmp/root" --cluster bench --out "$tmp/ca" >/dev/null
+  local n=200 rates=() cpus=()
+  for _ in $(seq "$ROUNDS"); do
+    local t0 c0 t1 c1
+    t0=$(date +%s.%N); c0=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
+    for i in $(seq $n); do
+      taskset -c 1 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/k.pem" \
+        -subj "/" -addext "subjectAltName=critical,URI:spiffe://cluster.local/ns/sample/sa/sleep" 2>/dev/null |
+      taskset -c 1 openssl x509 -req -CA "$tmp/ca/ca-cert.pem" -CAkey "$tmp/ca/ca-key.pem" -days 1 \
+        -copy_extensions copy -out "$tmp/c.pem" 2>/dev/null
+    done
+    t1=$(date +%s.%N); c1=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
+    rates+=("$(echo "$n / ($t1 - $t0)" | bc -l)")
+    cpus+=("$(echo "($c1 - $c0) * 10000 / $n" | bc -l)")
+  done
+  local peer_rate peer_cpu
+  peer_rate=$(printf '%s\n' "${rates[@]}" | median); peer_cpu=$(printf '%s\n' "${cpus[@]}" | median)
+  local raw; raw=$(taskset -c 1 openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/{print $(NF-1); exit}')
+
+  local ours_rate; ours_rate=$(echo "$ours" | head -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+  local body
+  body=$(cat <<MD
+## certs: leaf certificates per second (ECDSA P-256, one core)
+
+$(machine)
+- Command: \`bench/run.sh certs\` (our figure: \`cargo bench -p meshfed-certs --bench issue_rate\`, pinned with \`taskset -c 1\`; median of $ROUNDS rounds of 3000)
+- Goal: at least 5,000 leaf certificates per second on one core.
+
+| what | certificates/s | CPU µs per certificate |
+|---|---:|---:|
+$ours
+| peer: openssl CLI per certificate, as Istio's \`tools/certs\` Makefile does (median of $ROUNDS×$n) | $(printf '%.0f' "$peer_rate") | $(printf '%.0f' "$peer_cpu") |
+| reference: \`openssl speed ecdsap256\` raw signatures/s (no key generation, no encoding) | $raw | |
+
+Ratio, library issuance to the openssl CLI workflow: $(printf '%.0f' "$(echo "$ours_rate / $peer_rate" | bc -l)")×.
+MD
+)
+  put_section certs "$body"
+  echo "$body"
+}
+
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+command -v bc >/dev/null || { echo "bc is required: apt-get install bc" >&2; exit 1; }
+for s in "${suites[@]}"; do "bench_$s"; done
