@@ -2,6 +2,7 @@
 //! arguments and calls the component's library crate.
 
 mod certs_cmd;
+mod testbed_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Make, check and package the shared-root CA material (root, per-cluster intermediates, workloads).
     Certs(certs_cmd::CertsArgs),
+    /// The local test bed: a small Kubernetes API server (and, later, the seed scenario).
+    Testbed(testbed_cmd::TestbedArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Certs(args) => certs_cmd::run(args),
+        Command::Testbed(args) => testbed_cmd::run(args),
     };
     match result {
         Ok(code) => code,
@@ -54,9 +58,9 @@ mod tests {
     #[test]
     fn every_flag_is_documented_with_an_example() {
         let cli = Cli::command();
-        let certs = cli.find_subcommand("certs").expect("certs subcommand");
         let mut checked = 0;
-        for sub in certs.get_subcommands() {
+        let subs = ["certs", "testbed"].map(|name| cli.find_subcommand(name).expect("subcommand"));
+        for sub in subs.iter().flat_map(|c| c.get_subcommands()) {
             let examples = sub
                 .get_after_help()
                 .map(|h| h.to_string())
@@ -78,7 +82,7 @@ mod tests {
                 );
                 let used = match arg.get_long() {
                     Some(long) => examples.contains(&format!("--{long}")),
-                    None => examples.contains(&format!("certs {}", sub.get_name())),
+                    None => examples.contains(&format!(" {} ", sub.get_name())),
                 };
                 assert!(used, "{} --{id} has no example", sub.get_name());
                 checked += 1;

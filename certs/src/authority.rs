@@ -130,6 +130,32 @@ impl CertificateAuthority {
         })
     }
 
+    /// A TLS server certificate for infrastructure (the test bed's API server): DNS and IP
+    /// SANs, serverAuth only. Each name that parses as an IP address becomes an IP SAN.
+    pub fn issue_server(&self, names: &[String], ttl: Duration) -> Result<WorkloadCert> {
+        let key = KeyAlgorithm::EcdsaP256.generate()?;
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = self.clamp(now - BACKDATE, now + ttl);
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial());
+        params.distinguished_name = dn(&[(
+            DnType::CommonName,
+            names.first().map(String::as_str).unwrap_or("server"),
+        )]);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(WorkloadCert {
+            chain: self.leaf_chain(cert.pem()),
+            key_pem: key.serialize_pem(),
+            root_pem: self.root_pem().to_string(),
+            not_after,
+        })
+    }
+
     /// Signs a PKCS#10 request for `spiffe` (as Istio's CA service does). The identity,
     /// validity and usages come from the caller, never from the request; the result is the
     /// leaf followed by the whole chain up to the root, as Istio returns it.

@@ -1,0 +1,420 @@
+//! A small Kubernetes API server that real clients (kubectl, kube-rs) accept: HTTPS with its
+//! own CA, bearer tokens, discovery, CRUD, patch, watch and the service-account token
+//! controller, all in memory. RBAC objects are stored, never enforced; there is no admission
+//! and no controller but the token one (see README).
+
+mod controllers;
+mod error;
+mod handlers;
+mod patch;
+mod present;
+mod protobuf;
+mod resources;
+mod route;
+mod selector;
+mod store;
+mod watch;
+
+pub use error::ApiError;
+pub use store::Store;
+
+use crate::Error;
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meshfed_certs::{CertificateAuthority, KeyAlgorithm, RootOptions};
+use route::Target;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use store::Identity;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+#[derive(Debug, Clone)]
+pub struct ApiServerConfig {
+    pub listen: SocketAddr,
+    pub cluster_name: String,
+    /// ClusterIPs are allocated from here.
+    pub service_cidr: (Ipv4Addr, u8),
+    /// Extra names for the serving certificate (the listen address is always included).
+    pub extra_sans: Vec<String>,
+    pub bookmark_interval: Duration,
+    /// Events kept for watches to resume from; older resourceVersions get 410 Gone.
+    pub event_history: usize,
+}
+
+impl ApiServerConfig {
+    pub fn new(listen: SocketAddr, cluster_name: &str) -> Self {
+        ApiServerConfig {
+            listen,
+            cluster_name: cluster_name.to_string(),
+            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 16),
+            extra_sans: Vec::new(),
+            bookmark_interval: Duration::from_secs(15),
+            event_history: 10_000,
+        }
+    }
+}
+
+struct Shared {
+    store: Arc<Store>,
+    bookmark_interval: Duration,
+    /// Seconds added to the wall clock when checking token expiry (tests move time forward).
+    clock_offset: AtomicU64,
+}
+
+impl Shared {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_secs(self.clock_offset.load(Ordering::Relaxed))
+    }
+}
+
+/// A running API server; dropping it stops it.
+pub struct ApiServer {
+    addr: SocketAddr,
+    cluster_name: String,
+    admin_token: String,
+    ca_pem: String,
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl ApiServer {
+    pub async fn start(cfg: ApiServerConfig) -> Result<Self, Error> {
+        let ca = CertificateAuthority::new_root(&RootOptions {
+            org: format!("meshfed testbed {}", cfg.cluster_name),
+            days: 365,
+            key: KeyAlgorithm::EcdsaP256,
+        })?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| Error::io(format!("binding {}", cfg.listen), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("local address", e))?;
+        let tls = tls_config(&ca, &cfg, addr.ip())?;
+        let store = Store::new(
+            ca.cert_pem().to_string(),
+            (u32::from(cfg.service_cidr.0), cfg.service_cidr.1),
+            cfg.event_history,
+        );
+        let admin_token = controllers::new_token();
+        store.add_token(
+            admin_token.clone(),
+            Identity {
+                user: "admin".into(),
+                expires: None,
+                service_account: None,
+            },
+        );
+        let shared = Arc::new(Shared {
+            store,
+            bookmark_interval: cfg.bookmark_interval,
+            clock_offset: AtomicU64::new(0),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(listener, tls, shared.clone()));
+        tracing::info!(%addr, cluster = %cfg.cluster_name, "test bed API server listening");
+        Ok(ApiServer {
+            addr,
+            cluster_name: cfg.cluster_name,
+            admin_token,
+            ca_pem: ca.cert_pem().to_string(),
+            shared,
+            tasks,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// Moves the clock used for token expiry forward.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared
+            .clock_offset
+            .fetch_add(by.as_secs(), Ordering::Relaxed);
+    }
+
+    /// A kubeconfig with one cluster, context and admin user (inline CA and token).
+    pub fn kubeconfig(&self) -> String {
+        crate::kubeconfig::render(
+            &self.cluster_name,
+            &self.url(),
+            &self.ca_pem,
+            &self.cluster_name,
+            &self.admin_token,
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
+        crate::kubeconfig::write(path, &self.kubeconfig())
+    }
+
+    /// Stops accepting and closes every connection, watches included.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+
+    /// Serves until the task is cancelled (the CLI waits for a signal instead).
+    pub async fn wait(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn tls_config(
+    ca: &CertificateAuthority,
+    cfg: &ApiServerConfig,
+    ip: IpAddr,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ];
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    names.extend(cfg.extra_sans.iter().cloned());
+    names.dedup();
+    let cert = ca.issue_server(&names, Duration::from_secs(365 * 86_400))?;
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.chain_pem().as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| Error::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+async fn accept_loop(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut conns = JoinSet::new();
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        conns.spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                tracing::debug!(%peer, "TLS handshake failed");
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let response = match serve(req, &shared).await {
+        Ok(r) => r,
+        Err(e) => json_response(
+            StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &e.status(),
+        ),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    Ok(response)
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> &'a str {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn authenticate(req: &Request<Incoming>, shared: &Shared) -> Result<Identity, ApiError> {
+    let token = header(req, "authorization")
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .unwrap_or("");
+    let identity = shared
+        .store
+        .identity(token)
+        .ok_or_else(ApiError::unauthorized)?;
+    if identity.expires.is_some_and(|exp| exp <= shared.now()) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(identity)
+}
+
+async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
+    let target = route::route(req.uri().path())?;
+    if target == Target::Health {
+        return Ok(text_response(StatusCode::OK, "ok"));
+    }
+    let who = authenticate(&req, shared)?;
+    tracing::trace!(user = %who.user, "authenticated");
+    let doc = match target {
+        Target::Version => resources::version_doc(),
+        Target::CoreVersions => resources::core_versions_doc(),
+        Target::Groups => resources::groups_doc(),
+        Target::Group(g) => {
+            resources::single_group_doc(&g).ok_or_else(|| ApiError::not_found("group", &g))?
+        }
+        Target::ResourceList(g, v) => resources::resource_list_doc(&g, &v),
+        Target::OpenApi => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "OpenAPI is not served by the test bed",
+            ));
+        }
+        Target::Resource(path) => return resource(req, path, shared).await,
+        Target::Health => return Ok(text_response(StatusCode::OK, "ok")),
+    };
+    Ok(json_response(StatusCode::OK, &doc))
+}
+
+async fn resource(
+    req: Request<Incoming>,
+    path: route::ResourcePath,
+    shared: &Shared,
+) -> Result<Response<Body>, ApiError> {
+    let query = route::query(req.uri().query());
+    let table = present::wants_table(header(&req, "accept"));
+    let content_type = header(&req, "content-type").to_string();
+    let method = req.method().clone();
+    let watching = path.watch_prefix || query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let mut body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?
+        .to_bytes();
+    if content_type.starts_with(protobuf::CONTENT_TYPE) && method != Method::DELETE {
+        body = Bytes::from(serde_json::to_vec(&protobuf::to_json(&body)?).unwrap_or_default());
+    }
+    let hreq = handlers::Request {
+        path: &path,
+        query: &query,
+        body: &body,
+        content_type: &content_type,
+        table,
+        now: shared.now(),
+    };
+    let store = &shared.store;
+    let (status, doc) = match method {
+        Method::GET if watching && path.name.is_none() => return watch_response(&hreq, shared),
+        Method::GET if path.name.is_none() => (StatusCode::OK, handlers::list(store, &hreq)?),
+        Method::GET => (StatusCode::OK, handlers::get(store, &hreq)?),
+        Method::POST => (StatusCode::CREATED, handlers::create(store, &hreq)?),
+        Method::PUT => (StatusCode::OK, handlers::update(store, &hreq)?),
+        Method::PATCH => (StatusCode::OK, handlers::patch(store, &hreq)?),
+        Method::DELETE => (StatusCode::OK, handlers::delete(store, &hreq)?),
+        other => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{other} is not supported"),
+            ));
+        }
+    };
+    Ok(json_response(status, &doc))
+}
+
+fn watch_response(req: &handlers::Request, shared: &Shared) -> Result<Response<Body>, ApiError> {
+    let q = req.query;
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1800u64);
+    let params = watch::WatchParams {
+        res: req.path.res,
+        version: req.path.version.clone(),
+        namespace: req.path.namespace.clone(),
+        selector: req.selector()?,
+        from: watch::WatchParams::parse_rv(q.get("resourceVersion"))?,
+        send_initial_events: q.get("sendInitialEvents").is_some_and(|v| v == "true"),
+        bookmarks: q.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+        timeout: Duration::from_secs(timeout),
+        bookmark_interval: shared.bookmark_interval,
+        table: req.table,
+    };
+    let stream =
+        watch::start(shared.store.clone(), params).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let body = BodyExt::boxed(StreamBody::new(stream));
+    let content_type = if req.table {
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+    } else {
+        "application/json"
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())))
+}
+
+fn json_response(status: StatusCode, doc: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+    let content_type = if doc["kind"] == "Table" {
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+    } else {
+        "application/json"
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(text.as_bytes())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}

@@ -1,0 +1,292 @@
+//! The resource types the test bed serves, and the discovery documents kubectl reads.
+
+use serde_json::{Value, json};
+
+/// One stored kind. Several versions (Istio's v1, v1beta1, v1alpha3) share one storage.
+#[derive(Debug)]
+pub struct ResourceType {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub versions: &'static [&'static str],
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub status_subresource: bool,
+}
+
+impl ResourceType {
+    pub fn singular(&self) -> String {
+        self.kind.to_lowercase()
+    }
+
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
+
+    /// kind used in error messages, as kube-apiserver writes it ("services", "destinationrules.networking.istio.io").
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+}
+
+const CORE: &[&str] = &["v1"];
+const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+const ISTIO_GROUP: &str = "networking.istio.io";
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+macro_rules! rt {
+    ($group:expr, $versions:expr, $kind:literal, $plural:literal, $namespaced:literal, [$($short:literal),*], $status:literal) => {
+        ResourceType {
+            group: $group,
+            versions: $versions,
+            kind: $kind,
+            plural: $plural,
+            namespaced: $namespaced,
+            short_names: &[$($short),*],
+            status_subresource: $status,
+        }
+    };
+}
+
+pub static RESOURCES: &[ResourceType] = &[
+    rt!("", CORE, "Namespace", "namespaces", false, ["ns"], true),
+    rt!("", CORE, "Node", "nodes", false, ["no"], true),
+    rt!("", CORE, "Service", "services", true, ["svc"], true),
+    rt!("", CORE, "Pod", "pods", true, ["po"], true),
+    rt!("", CORE, "Secret", "secrets", true, [], false),
+    rt!("", CORE, "ConfigMap", "configmaps", true, ["cm"], false),
+    rt!(
+        "",
+        CORE,
+        "ServiceAccount",
+        "serviceaccounts",
+        true,
+        ["sa"],
+        false
+    ),
+    rt!("", CORE, "Endpoints", "endpoints", true, ["ep"], false),
+    rt!(
+        "discovery.k8s.io",
+        CORE,
+        "EndpointSlice",
+        "endpointslices",
+        true,
+        [],
+        false
+    ),
+    rt!(RBAC, CORE, "Role", "roles", true, [], false),
+    rt!(RBAC, CORE, "RoleBinding", "rolebindings", true, [], false),
+    rt!(RBAC, CORE, "ClusterRole", "clusterroles", false, [], false),
+    rt!(
+        RBAC,
+        CORE,
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+        [],
+        false
+    ),
+    rt!(
+        ISTIO_GROUP,
+        ISTIO,
+        "DestinationRule",
+        "destinationrules",
+        true,
+        ["dr"],
+        false
+    ),
+    rt!(
+        ISTIO_GROUP,
+        ISTIO,
+        "ServiceEntry",
+        "serviceentries",
+        true,
+        ["se"],
+        false
+    ),
+    rt!(
+        ISTIO_GROUP,
+        ISTIO,
+        "Gateway",
+        "gateways",
+        true,
+        ["gw"],
+        false
+    ),
+];
+
+/// Index into [`RESOURCES`]: cheap to copy, used as part of storage keys.
+pub type ResourceId = usize;
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<ResourceId> {
+    RESOURCES
+        .iter()
+        .position(|r| r.group == group && r.plural == plural && r.versions.contains(&version))
+}
+
+pub fn by_kind(kind: &str) -> ResourceId {
+    RESOURCES
+        .iter()
+        .position(|r| r.kind == kind)
+        .unwrap_or(usize::MAX)
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&str> = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.dedup();
+    groups
+}
+
+fn group_versions(group: &str) -> &'static [&'static str] {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group)
+        .map(|r| r.versions)
+        .unwrap_or(&[])
+}
+
+pub fn has_group_version(group: &str, version: &str) -> bool {
+    group_versions(group).contains(&version)
+}
+
+pub fn version_doc() -> Value {
+    json!({
+        "major": "1", "minor": "33", "gitVersion": "v1.33.0-meshfed-testbed",
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "n/a", "compiler": "rustc", "platform": "linux/amd64"
+    })
+}
+
+pub fn core_versions_doc() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+}
+
+fn group_doc(group: &str) -> Value {
+    let versions: Vec<Value> = group_versions(group)
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
+}
+
+pub fn groups_doc() -> Value {
+    let groups: Vec<Value> = groups().into_iter().map(group_doc).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub fn single_group_doc(group: &str) -> Option<Value> {
+    if !groups().contains(&group) {
+        return None;
+    }
+    let mut doc = group_doc(group);
+    doc["kind"] = json!("APIGroup");
+    doc["apiVersion"] = json!("v1");
+    Some(doc)
+}
+
+pub fn resource_list_doc(group: &str, version: &str) -> Value {
+    let mut resources = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.versions.contains(&version))
+    {
+        let mut verbs = vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ];
+        verbs.sort();
+        resources.push(json!({
+            "name": r.plural, "singularName": r.singular(), "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": verbs, "shortNames": r.short_names,
+        }));
+        if r.status_subresource {
+            resources.push(json!({
+                "name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "kind": r.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if r.kind == "ServiceAccount" {
+            resources.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"],
+            }));
+        }
+    }
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }, "resources": resources})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_kinds_resolve_in_every_version_to_one_storage() {
+        let v1 = find("networking.istio.io", "v1", "destinationrules");
+        assert!(v1.is_some());
+        assert_eq!(
+            find("networking.istio.io", "v1alpha3", "destinationrules"),
+            v1
+        );
+        assert_eq!(
+            find("networking.istio.io", "v1beta1", "destinationrules"),
+            v1
+        );
+        assert_eq!(find("networking.istio.io", "v2", "destinationrules"), None);
+        assert_eq!(find("", "v1", "destinationrules"), None);
+    }
+
+    #[test]
+    fn discovery_lists_status_and_token_subresources() {
+        let doc = resource_list_doc("", "v1");
+        let names: Vec<&str> = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "services",
+            "services/status",
+            "pods/status",
+            "serviceaccounts/token",
+            "endpoints",
+            "namespaces",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let groups = groups_doc();
+        let names: Vec<&str> = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "discovery.k8s.io",
+                "rbac.authorization.k8s.io",
+                "networking.istio.io"
+            ]
+        );
+    }
+}
