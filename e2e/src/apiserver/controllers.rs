@@ -189,6 +189,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> ApiResult<()> {
         Some(ip) => ip.to_string(),
         None => free_cluster_ip(inner)?.to_string(),
     };
+    default_ports(spec);
     spec["clusterIP"] = ip.clone().into();
     spec["clusterIPs"] = json!([ip]);
     spec["ipFamilies"] = json!(["IPv4"]);
@@ -203,6 +204,21 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// As kube-apiserver defaults them: protocol TCP, targetPort = port.
+fn default_ports(spec: &mut Value) {
+    if spec["sessionAffinity"].is_null() {
+        spec["sessionAffinity"] = "None".into();
+    }
+    for port in spec["ports"].as_array_mut().into_iter().flatten() {
+        if port["protocol"].is_null() {
+            port["protocol"] = "TCP".into();
+        }
+        if port["targetPort"].is_null() {
+            port["targetPort"] = port["port"].clone();
+        }
+    }
 }
 
 /// The lowest free address of the service CIDR, skipping .0 and .1 (the apiserver's own).

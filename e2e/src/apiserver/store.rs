@@ -66,6 +66,8 @@ pub struct Inner {
 pub struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<Event>>,
+    /// Bumped to end every open watch with 410 Gone.
+    expiry: tokio::sync::watch::Sender<u64>,
     log_capacity: usize,
 }
 
@@ -75,6 +77,7 @@ pub struct WatchStart {
     pub initial: Vec<Value>,
     pub backlog: Vec<Arc<Event>>,
     pub live: broadcast::Receiver<Arc<Event>>,
+    pub expired: tokio::sync::watch::Receiver<u64>,
     pub rv: u64,
 }
 
@@ -93,6 +96,7 @@ impl Store {
                 pending: Vec::new(),
             }),
             events,
+            expiry: tokio::sync::watch::channel(0).0,
             log_capacity,
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -187,6 +191,7 @@ impl Store {
     ) -> ApiResult<WatchStart> {
         let inner = self.lock();
         let live = self.events.subscribe();
+        let expired = self.expiry.subscribe();
         if snapshot {
             let initial = inner
                 .objects
@@ -198,6 +203,7 @@ impl Store {
                 initial,
                 backlog: Vec::new(),
                 live,
+                expired,
                 rv: inner.rv,
             });
         }
@@ -218,6 +224,7 @@ impl Store {
             initial: Vec::new(),
             backlog,
             live,
+            expired,
             rv,
         })
     }
@@ -227,6 +234,13 @@ impl Store {
         let mut inner = self.lock();
         inner.log.clear();
         inner.oldest_rv = inner.rv;
+    }
+
+    /// Compacts the history and ends every open watch with 410 Gone, as a restarted API
+    /// server does: clients must relist, and resuming from any earlier resourceVersion fails.
+    pub fn expire_watches(&self) {
+        self.compact();
+        self.expiry.send_modify(|n| *n += 1);
     }
 
     pub fn resource_version(&self) -> u64 {

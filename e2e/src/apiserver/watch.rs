@@ -72,6 +72,7 @@ async fn run(store: Arc<Store>, p: WatchParams, mut tx: Tx) -> Result<(), mpsc::
         last_rv = ev.rv;
     }
     let mut live = start.live;
+    let mut expired = start.expired;
     let deadline = tokio::time::sleep(p.timeout);
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(p.bookmark_interval);
@@ -79,6 +80,10 @@ async fn run(store: Arc<Store>, p: WatchParams, mut tx: Tx) -> Result<(), mpsc::
     loop {
         tokio::select! {
             _ = &mut deadline => return Ok(()),
+            _ = expired.changed() => {
+                let gone = ApiError::gone(format!("too old resource version: {last_rv}"));
+                return send(&mut tx, &error_event(&gone)).await;
+            }
             _ = tick.tick(), if p.bookmarks => send(&mut tx, &bookmark(&p, last_rv, false)).await?,
             ev = live.recv() => match ev {
                 Ok(ev) if ev.res == p.res && ev.rv > last_rv => {
