@@ -110,17 +110,34 @@ static SERVICE_SPEC: &[Field] = &[
     Field(5, "externalIPs", Str, Many),
     Field(7, "sessionAffinity", Str, One),
     Field(8, "loadBalancerIP", Str, One),
+    Field(9, "loadBalancerSourceRanges", Str, Many),
     Field(10, "externalName", Str, One),
     Field(11, "externalTrafficPolicy", Str, One),
+    Field(12, "healthCheckNodePort", Int, One),
     Field(13, "publishNotReadyAddresses", Bool, One),
     Field(17, "ipFamilyPolicy", Str, One),
     Field(18, "clusterIPs", Str, Many),
     Field(19, "ipFamilies", Str, Many),
+    Field(20, "allocateLoadBalancerNodePorts", Bool, One),
+    Field(21, "loadBalancerClass", Str, One),
     Field(22, "internalTrafficPolicy", Str, One),
+    Field(23, "trafficDistribution", Str, One),
 ];
+static LB_INGRESS: &[Field] = &[
+    Field(1, "ip", Str, One),
+    Field(2, "hostname", Str, One),
+    Field(3, "ipMode", Str, One),
+];
+static SERVICE_STATUS: &[Field] = &[Field(
+    1,
+    "loadBalancer",
+    Msg(&[Field(1, "ingress", Msg(LB_INGRESS), Many)]),
+    One,
+)];
 static SERVICE: &[Field] = &[
     Field(1, "metadata", Msg(OBJECT_META), One),
     Field(2, "spec", Msg(SERVICE_SPEC), One),
+    Field(3, "status", Msg(SERVICE_STATUS), One),
 ];
 static TOKEN_REQUEST: &[Field] = &[
     Field(1, "metadata", Msg(OBJECT_META), One),

@@ -1,0 +1,440 @@
+//! Real kubectl, a client we did not write, drives the test bed API server.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// An API server on its own runtime, and a kubeconfig for it.
+struct Bed {
+    _rt: tokio::runtime::Runtime,
+    server: meshfed_e2e::ApiServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Bed {
+    fn start() -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt.block_on(common::server());
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).unwrap();
+        Bed {
+            _rt: rt,
+            server,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        cmd
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is required; the README's test command installs it");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) -> String {
+        let out = self.run(&["apply", "--validate=false", "-f", "-"], Some(yaml));
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = s.lines().filter(|l| !l.is_empty()).collect();
+    v.sort();
+    v
+}
+
+const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: sample, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: helloworld, namespace: sample, labels: {app: helloworld, service: helloworld}}
+spec:
+  ports: [{port: 5000, name: http}]
+  selector: {app: helloworld}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sleep, namespace: sample, labels: {app: sleep}}
+spec:
+  ports: [{port: 80, name: http}]
+  selector: {app: sleep}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: helloworld-v1, namespace: sample, labels: {app: helloworld, version: v1}}
+spec:
+  containers: [{name: helloworld, image: docker.io/istio/examples-helloworld-v1, ports: [{containerPort: 5000}]}]
+status: {phase: Running, podIP: 10.10.0.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: helloworld-v2, namespace: sample, labels: {app: helloworld, version: v2}}
+spec:
+  containers: [{name: helloworld, image: docker.io/istio/examples-helloworld-v2}]
+"#;
+
+#[test]
+fn apply_get_delete_and_label_selectors() {
+    let bed = Bed::start();
+    let out = bed.apply(APP);
+    assert!(
+        out.contains("service/helloworld created") && out.contains("pod/helloworld-v2 created"),
+        "{out}"
+    );
+
+    assert_eq!(
+        lines(&bed.ok(&[
+            "get",
+            "svc",
+            "-n",
+            "sample",
+            "-l",
+            "app=helloworld",
+            "-o",
+            "name"
+        ])),
+        ["service/helloworld"]
+    );
+    assert_eq!(
+        lines(&bed.ok(&[
+            "get",
+            "pods",
+            "-A",
+            "-l",
+            "app=helloworld,version in (v1)",
+            "-o",
+            "name"
+        ])),
+        ["pod/helloworld-v1"]
+    );
+    assert_eq!(
+        lines(&bed.ok(&[
+            "get",
+            "pods",
+            "-n",
+            "sample",
+            "-l",
+            "version!=v1",
+            "-o",
+            "name"
+        ])),
+        ["pod/helloworld-v2"]
+    );
+    assert_eq!(
+        lines(&bed.ok(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "metadata.name=helloworld-v2",
+            "-o",
+            "name"
+        ])),
+        ["pod/helloworld-v2"]
+    );
+    let table = bed.ok(&["get", "svc", "-n", "sample"]);
+    assert!(
+        table.contains("NAME") && table.contains("helloworld") && table.contains("10.96."),
+        "{table}"
+    );
+    // The pod was created with a status and keeps it: there is no kubelet to overwrite it.
+    assert_eq!(
+        bed.ok(&[
+            "get",
+            "pod",
+            "helloworld-v1",
+            "-n",
+            "sample",
+            "-o",
+            "jsonpath={.status.podIP}"
+        ]),
+        "10.10.0.5"
+    );
+
+    // Re-applying a change goes through strategic merge patch.
+    let changed = APP.replace(
+        "ports: [{port: 5000, name: http}]",
+        "ports: [{port: 5000, name: http}, {port: 5001, name: grpc}]",
+    );
+    assert!(
+        bed.apply(&changed)
+            .contains("service/helloworld configured")
+    );
+    let ports = bed.ok(&[
+        "get",
+        "svc",
+        "helloworld",
+        "-n",
+        "sample",
+        "-o",
+        "jsonpath={.spec.ports[*].port}",
+    ]);
+    assert_eq!(ports, "5000 5001");
+    assert!(bed.apply(&changed).contains("service/helloworld unchanged"));
+
+    assert!(
+        bed.ok(&["delete", "pods", "-n", "sample", "-l", "version=v2"])
+            .contains("helloworld-v2")
+    );
+    let gone = bed.run(&["get", "pod", "helloworld-v2", "-n", "sample"], None);
+    assert!(!gone.status.success() && String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    bed.ok(&["delete", "namespace", "sample"]);
+    assert_eq!(
+        bed.ok(&["get", "svc", "-A", "-o", "name"]).trim(),
+        "",
+        "namespace deletion left services"
+    );
+}
+
+#[test]
+fn get_watch_prints_events_in_order() {
+    let bed = Bed::start();
+    bed.ok(&["create", "configmap", "pre", "-n", "default"]);
+    let mut watch = bed
+        .command(&[
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "jsonpath={.type} {.object.metadata.name}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = || out.next().expect("watch ended").unwrap();
+    // The existing object arrives first: from then on the watch is established.
+    assert_eq!(next(), "ADDED pre");
+    bed.ok(&["create", "configmap", "a", "-n", "default"]);
+    bed.ok(&["label", "configmap", "a", "-n", "default", "tier=web"]);
+    bed.ok(&["delete", "configmap", "a", "-n", "default"]);
+    let seen: Vec<String> = (0..3).map(|_| next()).collect();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(seen, ["ADDED a", "MODIFIED a", "DELETED a"]);
+}
+
+#[test]
+fn seed_destination_rules_round_trip_in_every_version() {
+    let bed = Bed::start();
+    bed.ok(&["create", "namespace", "sample"]);
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["locality-lb-weight.yaml", "locality-lb-failover.yaml"] {
+        let yaml = std::fs::read_to_string(format!("{root}/../samples/{file}")).unwrap();
+        bed.apply(&yaml);
+        let sent: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        for version in ["v1", "v1beta1", "v1alpha3"] {
+            let kind = format!("destinationrules.{version}.networking.istio.io");
+            let got: serde_json::Value = serde_json::from_str(&bed.ok(&[
+                "get",
+                &kind,
+                "helloworld",
+                "-n",
+                "sample",
+                "-o",
+                "json",
+            ]))
+            .unwrap();
+            assert_eq!(got["spec"], sent["spec"], "{file} read back as {version}");
+            assert_eq!(got["apiVersion"], format!("networking.istio.io/{version}"));
+        }
+    }
+    assert_eq!(
+        lines(&bed.ok(&["get", "dr", "-A", "-o", "name"])),
+        ["destinationrule.networking.istio.io/helloworld"]
+    );
+    bed.ok(&["delete", "dr", "helloworld", "-n", "sample"]);
+    assert_eq!(bed.ok(&["get", "dr", "-A", "-o", "name"]).trim(), "");
+}
+
+#[test]
+fn unknown_token_is_unauthorized() {
+    let bed = Bed::start();
+    let bad = bed.kubeconfig.with_file_name("bad-kubeconfig");
+    let text = std::fs::read_to_string(&bed.kubeconfig)
+        .unwrap()
+        .replace(bed.server.admin_token(), "not-a-token");
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new("kubectl")
+        .args(["get", "namespaces"])
+        .env("KUBECONFIG", &bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // kubectl's wording for a 401 (the reason in brackets depends on which request got it).
+    assert!(
+        stderr.contains("You must be logged in to the server"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn typed_create_commands_send_protobuf_and_work() {
+    let bed = Bed::start();
+    bed.ok(&["create", "namespace", "istio-system"]);
+    bed.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "cacerts",
+        "-n",
+        "istio-system",
+        "--from-literal=root-cert.pem=PEM",
+    ]);
+    assert_eq!(
+        bed.ok(&[
+            "get",
+            "secret",
+            "cacerts",
+            "-n",
+            "istio-system",
+            "-o",
+            "jsonpath={.data.root-cert\\.pem}"
+        ]),
+        "UEVN"
+    );
+    bed.ok(&[
+        "create",
+        "configmap",
+        "mesh",
+        "-n",
+        "istio-system",
+        "--from-literal=a=b",
+    ]);
+    bed.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "istiod",
+        "-n",
+        "istio-system",
+        "--tcp=15012:15012",
+    ]);
+    let port = bed.ok(&[
+        "get",
+        "svc",
+        "istiod",
+        "-n",
+        "istio-system",
+        "-o",
+        "jsonpath={.spec.ports[0].targetPort}",
+    ]);
+    assert_eq!(port, "15012");
+    bed.ok(&[
+        "create",
+        "serviceaccount",
+        "istio-reader",
+        "-n",
+        "istio-system",
+    ]);
+    let token = bed.ok(&[
+        "create",
+        "token",
+        "istio-reader",
+        "-n",
+        "istio-system",
+        "--duration=10m",
+    ]);
+    assert!(token.trim().len() > 20, "{token}");
+    let out = bed.run(
+        &["--token", token.trim(), "get", "namespaces", "-o", "name"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/istio-system"));
+}
+
+#[test]
+fn status_subresource_through_kubectl() {
+    let bed = Bed::start();
+    bed.apply("apiVersion: v1\nkind: Service\nmetadata: {name: eastwest, namespace: default}\nspec: {type: LoadBalancer, ports: [{port: 15443, name: tls}]}\n");
+    let status = r#"{"status":{"loadBalancer":{"ingress":[{"ip":"172.31.0.10"}]}}}"#;
+    bed.ok(&[
+        "patch",
+        "svc",
+        "eastwest",
+        "-n",
+        "default",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    let ip = bed.ok(&[
+        "get",
+        "svc",
+        "eastwest",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]);
+    assert_eq!(ip, "172.31.0.10");
+    bed.ok(&[
+        "patch",
+        "svc",
+        "eastwest",
+        "-n",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"status":null}"#,
+    ]);
+    let ip = bed.ok(&[
+        "get",
+        "svc",
+        "eastwest",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]);
+    assert_eq!(ip, "172.31.0.10", "main endpoint changed status");
+}
