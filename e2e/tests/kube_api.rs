@@ -341,3 +341,44 @@ async fn status_is_kept_on_create_and_changed_only_through_the_subresource() {
     );
     assert_eq!(patched.metadata.labels.unwrap()["x"], "y");
 }
+
+#[tokio::test]
+async fn update_checks_resource_version_and_bumps_generation() {
+    let server = server().await;
+    let api: Api<Service> = Api::namespaced(client(&server).await, "default");
+    let svc: Service = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}}),
+    )
+    .unwrap();
+    let created = api.create(&PostParams::default(), &svc).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let mut next = created.clone();
+    next.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 81;
+    let updated = api
+        .replace("s", &PostParams::default(), &next)
+        .await
+        .unwrap();
+    assert_eq!(updated.metadata.generation, Some(2));
+    assert_eq!(
+        updated.spec.as_ref().unwrap().cluster_ip,
+        created.spec.as_ref().unwrap().cluster_ip,
+        "ClusterIP kept"
+    );
+    assert_ne!(
+        updated.metadata.resource_version,
+        created.metadata.resource_version
+    );
+
+    // Writing from the stale copy is a conflict, as in Kubernetes.
+    match api.replace("s", &PostParams::default(), &next).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    let mut moved = updated.clone();
+    moved.spec.as_mut().unwrap().cluster_ip = Some("10.96.9.9".into());
+    match api.replace("s", &PostParams::default(), &moved).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 422),
+        other => panic!("expected 422 for a changed ClusterIP, got {other:?}"),
+    }
+}
