@@ -2,6 +2,7 @@
 //! arguments and calls the component's library crate.
 
 mod certs_cmd;
+mod gateway_cmd;
 mod testbed_cmd;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Make, check and package the shared-root CA material (root, per-cluster intermediates, workloads).
     Certs(certs_cmd::CertsArgs),
+    /// East-west gateway: routes mesh TLS by SNI (AUTO_PASSTHROUGH) on port 15443.
+    Gateway(gateway_cmd::GatewayArgs),
     /// The local test bed: a small Kubernetes API server (and, later, the seed scenario).
     Testbed(testbed_cmd::TestbedArgs),
 }
@@ -39,12 +42,29 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Certs(args) => certs_cmd::run(args),
         Command::Testbed(args) => testbed_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
@@ -59,8 +79,14 @@ mod tests {
     fn every_flag_is_documented_with_an_example() {
         let cli = Cli::command();
         let mut checked = 0;
-        let subs = ["certs", "testbed"].map(|name| cli.find_subcommand(name).expect("subcommand"));
-        for sub in subs.iter().flat_map(|c| c.get_subcommands()) {
+        let groups =
+            ["certs", "testbed"].map(|name| cli.find_subcommand(name).expect("subcommand"));
+        let leaf = cli.find_subcommand("gateway").expect("gateway");
+        for sub in groups
+            .iter()
+            .flat_map(|c| c.get_subcommands())
+            .chain([leaf])
+        {
             let examples = sub
                 .get_after_help()
                 .map(|h| h.to_string())

@@ -75,26 +75,11 @@ pub fn run(args: TestbedArgs) -> Result<ExitCode> {
                 );
                 tokio::select! {
                     _ = server.wait() => {}
-                    _ = shutdown_signal() => tracing::info!("shutting down"),
+                    _ = crate::shutdown_signal() => tracing::info!("shutting down"),
                 }
                 server.shutdown().await;
                 Ok(ExitCode::SUCCESS)
             }
         }
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -2,6 +2,182 @@
 //! endpoint of that mesh service and copies bytes both ways. It never terminates TLS and
 //! never routes a name that is not in its route table.
 
+pub mod admin;
 pub mod balance;
 pub mod clienthello;
+pub mod copy;
+pub mod metrics;
+mod proxy;
 pub mod routes;
+pub mod source;
+
+use routes::RouteHandle;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// A ClientHello must arrive within this (slowloris guard).
+    pub hello_timeout: Duration,
+    /// A routed connection with no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// An endpoint that refused a connection is skipped for this long.
+    pub eject_for: Duration,
+    /// Beyond this many open connections the gateway stops accepting until one closes.
+    pub max_connections: usize,
+    /// On shutdown, open connections get this long to finish.
+    pub drain_timeout: Duration,
+    pub balance: balance::Policy,
+    pub copy: copy::CopyMode,
+}
+
+impl GatewayConfig {
+    pub fn new(listen: SocketAddr, admin: SocketAddr) -> Self {
+        GatewayConfig {
+            listen,
+            admin,
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(5),
+            eject_for: Duration::from_secs(30),
+            max_connections: 100_000,
+            drain_timeout: Duration::from_secs(30),
+            balance: balance::Policy::default(),
+            copy: copy::CopyMode::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway whose sockets are bound; [`Gateway::run`] serves until `shutdown` completes.
+pub struct Gateway {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    config: GatewayConfig,
+    routes: RouteHandle,
+}
+
+impl Gateway {
+    pub async fn bind(config: GatewayConfig, routes: RouteHandle) -> Result<Self, Error> {
+        let listener = listen(config.listen)?;
+        let admin_listener =
+            TcpListener::bind(config.admin)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: config.admin,
+                    source,
+                })?;
+        Ok(Gateway {
+            listener,
+            admin_listener,
+            config,
+            routes,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.local_addr().ok()
+    }
+
+    /// Accepts until `shutdown`, then stops accepting, reports not-ready and gives open
+    /// connections `drain_timeout` to finish.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (prometheus, metrics) = metrics::global();
+        let ready = Arc::new(AtomicBool::new(true));
+        let admin = admin::Admin {
+            routes: self.routes.clone(),
+            prometheus: prometheus.clone(),
+            ready: ready.clone(),
+        };
+        let admin_task = tokio::spawn(admin::serve(self.admin_listener, admin));
+        let on_bytes: copy::OnBytes = Arc::new(move |to_up, n| {
+            if to_up {
+                metrics.bytes_to_upstream.increment(n)
+            } else {
+                metrics.bytes_to_downstream.increment(n)
+            }
+        });
+        let ctx = Arc::new(proxy::Context {
+            config: self.config.clone(),
+            routes: self.routes,
+            metrics,
+            on_bytes,
+        });
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let accept = accept_loop(self.listener, ctx, slots.clone());
+        tokio::select! {
+            () = accept => {}
+            () = shutdown => {}
+        }
+        ready.store(false, Ordering::Relaxed);
+        drain(
+            &slots,
+            self.config.max_connections,
+            self.config.drain_timeout,
+        )
+        .await;
+        admin_task.abort();
+    }
+}
+
+fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let bind_err = |source| Error::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_err)?;
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(addr).map_err(bind_err)?;
+    socket.listen(4096).map_err(bind_err)
+}
+
+/// Backpressure: a connection slot is taken before accepting, so at the cap new
+/// connections wait in the kernel's backlog instead of being accepted and dropped.
+async fn accept_loop(listener: TcpListener, ctx: Arc<proxy::Context>, slots: Arc<Semaphore>) {
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    proxy::handle(tcp, ctx).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: pause briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Waits until every slot is free again (all connections closed) or the timeout passes.
+async fn drain(slots: &Arc<Semaphore>, total: usize, timeout: Duration) {
+    let all = u32::try_from(total).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(timeout, slots.acquire_many(all)).await;
+}

@@ -1,0 +1,302 @@
+//! Copying bytes both ways between the downstream and the chosen upstream.
+//!
+//! On Linux the default is `splice(2)` through a pipe per direction: bytes never enter user
+//! space and an idle connection holds no buffer at all (pipes take pages only while data is
+//! in them). The buffered copy is the portable fallback and the benchmark's comparison.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMode {
+    Splice,
+    Buffered,
+}
+
+impl Default for CopyMode {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            CopyMode::Splice
+        } else {
+            CopyMode::Buffered
+        }
+    }
+}
+
+impl std::str::FromStr for CopyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "splice" if cfg!(target_os = "linux") => Ok(CopyMode::Splice),
+            "splice" => Err("splice(2) needs Linux".into()),
+            "buffered" => Ok(CopyMode::Buffered),
+            other => Err(format!(
+                "unknown copy mode {other:?}: use splice or buffered"
+            )),
+        }
+    }
+}
+
+/// Bytes moved each way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transferred {
+    pub to_upstream: u64,
+    pub to_downstream: u64,
+}
+
+/// Called with each batch of bytes moved: (to_upstream, n) where to_upstream tells the way.
+pub type OnBytes = Arc<dyn Fn(bool, u64) + Send + Sync>;
+
+/// Copies until both directions reach end of stream (each end's FIN is passed on as a
+/// half-close), an error, or `idle` passes with no byte moved either way.
+pub async fn bidirectional(
+    down: TcpStream,
+    up: TcpStream,
+    mode: CopyMode,
+    idle: Duration,
+    on_bytes: OnBytes,
+) -> io::Result<Transferred> {
+    let activity = Arc::new(AtomicU64::new(0));
+    let (down_r, down_w) = down.into_split();
+    let (up_r, up_w) = up.into_split();
+    let to_up = one_way(down_r, up_w, mode, activity.clone(), on_bytes.clone(), true);
+    let to_down = one_way(up_r, down_w, mode, activity.clone(), on_bytes, false);
+    let both = async { tokio::try_join!(to_up, to_down) };
+    tokio::select! {
+        r = both => r.map(|(to_upstream, to_downstream)| Transferred { to_upstream, to_downstream }),
+        () = idle_watch(activity, idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    }
+}
+
+/// Completes once `idle` passes without the activity counter moving.
+async fn idle_watch(activity: Arc<AtomicU64>, idle: Duration) {
+    let mut seen = activity.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(idle).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+async fn one_way(
+    r: OwnedReadHalf,
+    mut w: OwnedWriteHalf,
+    mode: CopyMode,
+    activity: Arc<AtomicU64>,
+    on_bytes: OnBytes,
+    to_up: bool,
+) -> io::Result<u64> {
+    let total = match mode {
+        #[cfg(target_os = "linux")]
+        CopyMode::Splice => splice::copy(&r, &w, &activity, &on_bytes, to_up).await?,
+        _ => buffered(r, &mut w, &activity, &on_bytes, to_up).await?,
+    };
+    // Pass the FIN on; the peer may already be gone, which is not an error for us.
+    let _ = w.shutdown().await;
+    Ok(total)
+}
+
+async fn buffered(
+    mut r: OwnedReadHalf,
+    w: &mut OwnedWriteHalf,
+    activity: &AtomicU64,
+    on_bytes: &OnBytes,
+    to_up: bool,
+) -> io::Result<u64> {
+    let mut total = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n]).await?;
+        total += n as u64;
+        activity.fetch_add(1, Ordering::Relaxed);
+        on_bytes(to_up, n as u64);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod splice {
+    use super::OnBytes;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::Interest;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+    /// Up to this much moves per splice call (the default pipe capacity).
+    const CHUNK: usize = 64 * 1024;
+
+    struct Pipe {
+        read: OwnedFd,
+        write: OwnedFd,
+    }
+
+    fn pipe() -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: fds is a valid two-element array for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        Ok(unsafe {
+            Pipe {
+                read: OwnedFd::from_raw_fd(fds[0]),
+                write: OwnedFd::from_raw_fd(fds[1]),
+            }
+        })
+    }
+
+    fn splice_fd(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+        let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
+        // SAFETY: plain descriptors and null offsets (both ends are streams).
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                flags,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub async fn copy(
+        r: &OwnedReadHalf,
+        w: &OwnedWriteHalf,
+        activity: &AtomicU64,
+        on_bytes: &OnBytes,
+        to_up: bool,
+    ) -> io::Result<u64> {
+        // The pipe is made on first data, so a connection that never sends costs no pipe.
+        let mut pipe: Option<Pipe> = None;
+        let mut total = 0u64;
+        let (src, dst) = (r.as_ref(), w.as_ref());
+        loop {
+            src.readable().await?;
+            let p = match &pipe {
+                Some(p) => p,
+                None => pipe.insert(self::pipe()?),
+            };
+            let n = match src.try_io(Interest::READABLE, || {
+                splice_fd(src.as_raw_fd(), p.write.as_raw_fd(), CHUNK)
+            }) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            let mut left = n;
+            while left > 0 {
+                dst.writable().await?;
+                match dst.try_io(Interest::WRITABLE, || {
+                    splice_fd(p.read.as_raw_fd(), dst.as_raw_fd(), left)
+                }) {
+                    Ok(m) => left -= m,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            total += n as u64;
+            activity.fetch_add(1, Ordering::Relaxed);
+            on_bytes(to_up, n as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair of sockets over loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    async fn relay(mode: CopyMode) {
+        let (mut client, proxy_down) = pair().await;
+        let (proxy_up, mut server) = pair().await;
+        let counted = Arc::new(AtomicU64::new(0));
+        let c = counted.clone();
+        let on_bytes: OnBytes = Arc::new(move |_, n| {
+            c.fetch_add(n, Ordering::Relaxed);
+        });
+        let proxy = tokio::spawn(bidirectional(
+            proxy_down,
+            proxy_up,
+            mode,
+            Duration::from_secs(10),
+            on_bytes,
+        ));
+        let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let send = payload.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&send).await.unwrap();
+            // Half-close: the server must see EOF yet still be able to answer.
+            client.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, payload);
+        server.write_all(b"done").await.unwrap();
+        server.shutdown().await.unwrap();
+        assert_eq!(writer.await.unwrap(), b"done");
+        let t = proxy.await.unwrap().unwrap();
+        assert_eq!(
+            t,
+            Transferred {
+                to_upstream: 1_000_000,
+                to_downstream: 4
+            }
+        );
+        assert_eq!(counted.load(Ordering::Relaxed), 1_000_004);
+    }
+
+    #[tokio::test]
+    async fn splice_relays_both_ways_with_half_close() {
+        relay(CopyMode::Splice).await;
+    }
+
+    #[tokio::test]
+    async fn buffered_relays_both_ways_with_half_close() {
+        relay(CopyMode::Buffered).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed() {
+        let (_client, proxy_down) = pair().await;
+        let (proxy_up, _server) = pair().await;
+        let r = bidirectional(
+            proxy_down,
+            proxy_up,
+            CopyMode::default(),
+            Duration::from_secs(30),
+            Arc::new(|_, _| {}),
+        )
+        .await;
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+}

@@ -1,0 +1,95 @@
+//! `meshfed_gateway_*` series. Handles are registered once, so the per-connection cost is an
+//! atomic add, not a registry lookup.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// How a downstream connection ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Routed,
+    NoSni,
+    NoRoute,
+    BadHello,
+    HelloTimeout,
+    NoEndpoint,
+    UpstreamFailed,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Outcome::Routed,
+        Outcome::NoSni,
+        Outcome::NoRoute,
+        Outcome::BadHello,
+        Outcome::HelloTimeout,
+        Outcome::NoEndpoint,
+        Outcome::UpstreamFailed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Routed => "routed",
+            Outcome::NoSni => "no_sni",
+            Outcome::NoRoute => "no_route",
+            Outcome::BadHello => "bad_hello",
+            Outcome::HelloTimeout => "hello_timeout",
+            Outcome::NoEndpoint => "no_endpoint",
+            Outcome::UpstreamFailed => "upstream_failed",
+        }
+    }
+}
+
+pub struct Metrics {
+    outcomes: [Counter; 7],
+    pub active: Gauge,
+    pub bytes_to_upstream: Counter,
+    pub bytes_to_downstream: Counter,
+    pub connect_seconds: Histogram,
+    pub connect_failures: Counter,
+    pub route_reloads_ok: Counter,
+    pub route_reloads_failed: Counter,
+    pub routes: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Metrics {
+            outcomes: Outcome::ALL
+                .map(|o| counter!("meshfed_gateway_connections_total", "outcome" => o.label())),
+            active: gauge!("meshfed_gateway_active_connections"),
+            bytes_to_upstream: counter!("meshfed_gateway_bytes_total", "direction" => "to_upstream"),
+            bytes_to_downstream: counter!("meshfed_gateway_bytes_total", "direction" => "to_downstream"),
+            connect_seconds: histogram!("meshfed_gateway_upstream_connect_seconds"),
+            connect_failures: counter!("meshfed_gateway_upstream_connect_failures_total"),
+            route_reloads_ok: counter!("meshfed_gateway_route_reloads_total", "result" => "ok"),
+            route_reloads_failed: counter!("meshfed_gateway_route_reloads_total", "result" => "error"),
+            routes: gauge!("meshfed_gateway_routes"),
+        }
+    }
+
+    pub fn outcome(&self, o: Outcome) {
+        self.outcomes[Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)].increment(1);
+    }
+
+    pub fn hello_failure(&self, reason: &'static str) {
+        counter!("meshfed_gateway_clienthello_parse_failures_total", "reason" => reason)
+            .increment(1);
+    }
+}
+
+/// The process-wide recorder and this component's handles (metrics recorders are global).
+pub fn global() -> &'static (PrometheusHandle, Metrics) {
+    static GLOBAL: OnceLock<(PrometheusHandle, Metrics)> = OnceLock::new();
+    GLOBAL.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+            .map(|b| b.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a host program's); ours still renders.
+        let _ = metrics::set_global_recorder(recorder);
+        (handle, Metrics::new())
+    })
+}

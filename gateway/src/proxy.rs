@@ -1,0 +1,142 @@
+//! One downstream connection: read the ClientHello, route on its SNI, connect upstream
+//! (trying the next endpoint on failure), replay the ClientHello and copy both ways.
+
+use crate::GatewayConfig;
+use crate::balance;
+use crate::clienthello::{self, HelloError, Parsed};
+use crate::copy::{self, OnBytes};
+use crate::metrics::{Metrics, Outcome};
+use crate::routes::{RouteEndpoint, RouteHandle};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Context {
+    pub config: GatewayConfig,
+    pub routes: RouteHandle,
+    pub metrics: &'static Metrics,
+    pub on_bytes: OnBytes,
+}
+
+pub async fn handle(down: TcpStream, ctx: Arc<Context>) {
+    let outcome = serve(down, &ctx).await;
+    ctx.metrics.outcome(outcome);
+}
+
+async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
+    let hello = match tokio::time::timeout(ctx.config.hello_timeout, read_hello(&mut down)).await {
+        Err(_) => return Outcome::HelloTimeout,
+        Ok(Err(e)) => {
+            ctx.metrics.hello_failure(e.reason());
+            return Outcome::BadHello;
+        }
+        Ok(Ok(h)) => h,
+    };
+    let Some(sni) = hello.sni else {
+        return Outcome::NoSni;
+    };
+    let Some(cluster) = ctx.routes.get().lookup(&sni) else {
+        tracing::debug!(%sni, "no route");
+        return Outcome::NoRoute;
+    };
+    let candidates = balance::candidates(&cluster, ctx.config.balance);
+    if candidates.is_empty() {
+        return Outcome::NoEndpoint;
+    }
+    let Some((up, endpoint)) = connect_first(&candidates, &hello.bytes, ctx).await else {
+        return Outcome::UpstreamFailed;
+    };
+    drop(hello.bytes);
+    let _ = down.set_nodelay(true);
+    endpoint.health.active.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics.active.increment(1.0);
+    let result = copy::bidirectional(
+        down,
+        up,
+        ctx.config.copy,
+        ctx.config.idle_timeout,
+        ctx.on_bytes.clone(),
+    )
+    .await;
+    ctx.metrics.active.decrement(1.0);
+    endpoint.health.active.fetch_sub(1, Ordering::Relaxed);
+    if let Err(e) = result {
+        tracing::debug!(%sni, error = %e, "connection ended with an error");
+    }
+    Outcome::Routed
+}
+
+struct Hello {
+    sni: Option<String>,
+    /// Everything read so far, replayed to the upstream unchanged.
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum ReadError {
+    Hello(HelloError),
+    Closed,
+}
+
+impl ReadError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ReadError::Hello(e) => e.reason(),
+            ReadError::Closed => "closed",
+        }
+    }
+}
+
+async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
+    let mut bytes = Vec::with_capacity(2048);
+    loop {
+        if bytes.len() >= clienthello::MAX_HELLO + 1024 {
+            return Err(ReadError::Hello(HelloError::TooLarge));
+        }
+        bytes.reserve(2048);
+        let n = down
+            .read_buf(&mut bytes)
+            .await
+            .map_err(|_| ReadError::Closed)?;
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        match clienthello::parse(&bytes).map_err(ReadError::Hello)? {
+            Parsed::NeedMore => continue,
+            Parsed::Done { sni, .. } => return Ok(Hello { sni, bytes }),
+        }
+    }
+}
+
+/// Tries endpoints in order; one that fails to connect is set aside and the next is tried.
+async fn connect_first(
+    candidates: &[RouteEndpoint],
+    hello: &[u8],
+    ctx: &Context,
+) -> Option<(TcpStream, RouteEndpoint)> {
+    for endpoint in candidates {
+        let addr = endpoint.endpoint.address;
+        let started = Instant::now();
+        let attempt =
+            tokio::time::timeout(ctx.config.connect_timeout, TcpStream::connect(addr)).await;
+        match attempt {
+            Ok(Ok(mut up)) => {
+                ctx.metrics
+                    .connect_seconds
+                    .record(started.elapsed().as_secs_f64());
+                let _ = up.set_nodelay(true);
+                if up.write_all(hello).await.is_ok() {
+                    endpoint.health.restore();
+                    return Some((up, endpoint.clone()));
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "upstream connect failed"),
+            Err(_) => tracing::debug!(%addr, "upstream connect timed out"),
+        }
+        ctx.metrics.connect_failures.increment(1);
+        endpoint.health.eject(ctx.config.eject_for);
+    }
+    None
+}

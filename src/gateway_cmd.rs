@@ -1,0 +1,107 @@
+//! `meshfed gateway`: the east-west gateway.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use meshfed_gateway::balance::Policy;
+use meshfed_gateway::copy::CopyMode;
+use meshfed_gateway::routes::RouteHandle;
+use meshfed_gateway::{Gateway, GatewayConfig, source};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+#[command(
+    after_help = "The route file (reloaded when it changes; a bad edit keeps the previous routes):
+
+  services:
+  - host: helloworld.sample.svc.cluster.local
+    port: 5000
+    endpoints:
+    - {address: \"10.1.0.5:5000\", labels: {version: v1}, locality: region1/zone1}
+    subsets:
+    - {name: v1, labels: {version: v1}}
+
+Examples:
+  meshfed gateway --endpoints routes.yaml
+  meshfed gateway --listen 0.0.0.0:15443 --admin 0.0.0.0:15021 --endpoints routes.yaml --balance least-connections
+  meshfed gateway --endpoints routes.yaml --hello-timeout 5s --idle-timeout 1h --connect-timeout 2s --eject-for 30s
+  meshfed gateway --endpoints routes.yaml --max-connections 50000 --drain-timeout 20s --copy buffered"
+)]
+pub struct GatewayArgs {
+    /// Address to accept TLS connections on (routed by SNI, never terminated).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15443")]
+    listen: SocketAddr,
+    /// Admin address: /healthz/ready, /metrics, /debug/routes.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15021")]
+    admin: SocketAddr,
+    /// Static route file (YAML, format above).
+    #[arg(long, value_name = "FILE")]
+    endpoints: PathBuf,
+    /// How to pick among healthy endpoints: round-robin or least-connections.
+    #[arg(long, value_name = "POLICY", default_value = "round-robin")]
+    balance: Policy,
+    /// How to copy bytes: splice (zero-copy, Linux) or buffered.
+    #[arg(long, value_name = "MODE")]
+    copy: Option<CopyMode>,
+    /// The ClientHello must arrive within this.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    hello_timeout: Duration,
+    /// Close routed connections idle this long.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Give up on an upstream connect after this and try the next endpoint.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Skip an endpoint that failed to connect for this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    eject_for: Duration,
+    /// Stop accepting beyond this many open connections (they wait in the backlog).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_connections: usize,
+    /// On SIGTERM, wait this long for open connections before exiting.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    drain_timeout: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub fn run(args: GatewayArgs) -> Result<ExitCode> {
+    let mut config = GatewayConfig::new(args.listen, args.admin);
+    config.balance = args.balance;
+    config.copy = args.copy.unwrap_or_default();
+    config.hello_timeout = args.hello_timeout;
+    config.idle_timeout = args.idle_timeout;
+    config.connect_timeout = args.connect_timeout;
+    config.eject_for = args.eject_for;
+    config.max_connections = args.max_connections.max(1);
+    config.drain_timeout = args.drain_timeout;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let routes = RouteHandle::default();
+        let (_, metrics) = meshfed_gateway::metrics::global();
+        source::start(
+            args.endpoints,
+            routes.clone(),
+            metrics,
+            Duration::from_secs(1),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let gateway = Gateway::bind(config, routes).await?;
+        let (listen, admin) = (gateway.local_addr(), gateway.admin_addr());
+        println!(
+            "gateway listening on {} (admin {})",
+            show(listen),
+            show(admin)
+        );
+        gateway.run(crate::shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+}
