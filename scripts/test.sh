@@ -28,3 +28,7 @@ fi
 
 cargo fmt --all -- --check
 cargo test --workspace --release --locked "$@"
+
+# The ClientHello parser is fuzzed for a minute on every run (stable toolchain: no sanitizer).
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+(cd gateway/fuzz && cargo fuzz run --sanitizer none --fuzz-dir . clienthello -- -max_total_time=60 2>&1 | tail -3)
