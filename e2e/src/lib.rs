@@ -2,6 +2,7 @@
 //! isolated networks (one network namespace per cluster) for multi-network scenarios.
 
 pub mod apiserver;
+pub mod bench;
 pub mod kubeconfig;
 pub mod netns;
 

@@ -184,22 +184,28 @@ mod splice {
         on_bytes: &OnBytes,
         to_up: bool,
     ) -> io::Result<u64> {
-        // The pipe is made on first data, so a connection that never sends costs no pipe.
+        // The pipe exists only while data flows: it is made on the first byte and closed
+        // whenever the source runs dry, so an idle connection holds just its two sockets.
         let mut pipe: Option<Pipe> = None;
         let mut total = 0u64;
         let (src, dst) = (r.as_ref(), w.as_ref());
         loop {
-            src.readable().await?;
             let p = match &pipe {
                 Some(p) => p,
-                None => pipe.insert(self::pipe()?),
+                None => {
+                    src.readable().await?;
+                    pipe.insert(self::pipe()?)
+                }
             };
             let n = match src.try_io(Interest::READABLE, || {
                 splice_fd(src.as_raw_fd(), p.write.as_raw_fd(), CHUNK)
             }) {
                 Ok(0) => return Ok(total),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pipe = None;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let mut left = n;

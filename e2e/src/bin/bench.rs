@@ -1,0 +1,46 @@
+//! `bench gateway --json FILE`: meshfed's gateway side by side with HAProxy, nginx and sniproxy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if args.first().map(String::as_str) != Some("gateway") {
+        eprintln!(
+            "usage: bench gateway --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64]"
+        );
+        return ExitCode::from(2);
+    }
+    let num =
+        |flag: &str, default: f64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let opts = meshfed_e2e::bench::GatewayOptions {
+        json: PathBuf::from(value("--json").unwrap_or_else(|| "bench-gateway.json".into())),
+        meshfed: PathBuf::from(
+            value("--meshfed").unwrap_or_else(|| "target/release/meshfed".into()),
+        ),
+        secs: num("--secs", 2.0),
+        rounds: num("--rounds", 3.0) as usize,
+        idle: num("--idle", 10_000.0) as usize,
+        rate: num("--rate", 1000.0) as u32,
+        workers: num("--workers", 64.0) as usize,
+    };
+    match meshfed_e2e::bench::gateway(&opts) {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
