@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${MESHFED_BENCH_ROUNDS:-5}
 OUT=BENCHMARKS.md
-suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs)
+suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs gateway)
 
 machine() {
   echo "- Machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
@@ -75,6 +75,51 @@ Ratio, library issuance to the openssl CLI workflow: $(printf '%.0f' "$(echo "$o
 MD
 )
   put_section certs "$body"
+  echo "$body"
+}
+
+bench_gateway() {
+  cargo build --release -q --workspace --bins
+  local json=target/bench-gateway.json
+  cargo run --release -q -p meshfed-e2e --bin bench -- gateway --json "$json" --rounds "$ROUNDS" --secs 2 --idle 10000 >/dev/null
+  local table
+  table=$(python3 - "$json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+hp, direct = d["haproxy"], d["direct"]
+order = ["direct", "meshfed", "meshfed-buffered", "haproxy", "nginx", "sniproxy"]
+rows = ["| proxy | Gbit/s 1 stream | Gbit/s 8 streams | conn/s | p50 µs | p99 µs | CPU µs/conn | CPU s/GB | RSS KiB/idle conn |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for k in order:
+    v = d[k]
+    rows.append(f"| {k} | {v['gbps']} | {v['gbps_8']} | {v['conn_per_s']:.0f} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | {v.get('cpu_us_per_conn','–')} | {v.get('cpu_s_per_gb','–')} | {v.get('rss_kib_per_conn','–')} |")
+m = d["meshfed"]
+def r(a, b): return f"{a / b:.2f}×" if b else "n/a"
+rows.append("")
+rows.append("meshfed (splice) against the goals:")
+rows.append(f"- conn/s vs HAProxy: {r(m['conn_per_s'], hp['conn_per_s'])} (goal ≥ 1.25×); CPU per connection vs HAProxy: {r(m['cpu_us_per_conn'], hp['cpu_us_per_conn'])} (lower is better)")
+rows.append(f"- Gbit/s vs HAProxy: {r(m['gbps'], hp['gbps'])} (1 stream), {r(m['gbps_8'], hp['gbps_8'])} (8 streams) (goal ≥ 1×); vs direct: {r(m['gbps'], direct['gbps'])}, {r(m['gbps_8'], direct['gbps_8'])} (goal ≥ 0.8×)")
+rows.append(f"- CPU per GB vs HAProxy: {r(m['cpu_s_per_gb'], hp['cpu_s_per_gb'])}; vs nginx: {r(m['cpu_s_per_gb'], d['nginx']['cpu_s_per_gb'])}")
+rows.append(f"- p99 vs HAProxy: {m['p99_us']:.0f} µs vs {hp['p99_us']:.0f} µs (goal: no worse); idle memory: {m['rss_kib_per_conn']} KiB per connection (goal ≤ 16)")
+meta = d["_meta"]
+rows.append("")
+rows.append(f"Idle connections measured: {meta['idle_connections']} (this machine caps open files at {meta['open_file_limit']} per process, and each proxied connection holds two). Latency at {meta['latency_rate_per_s']} new connections/s; connection rate with {meta['workers']} clients.")
+print("\n".join(rows))
+PY
+)
+  local body
+  body=$(cat <<MD
+## gateway: SNI routing side by side with HAProxy, nginx and sniproxy
+
+$(machine)
+- Command: \`bench/run.sh gateway\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- gateway --json target/bench-gateway.json\`); median of $ROUNDS rounds of 2 s per figure.
+- Setup: loopback; the load generator and the backend (one thread) pinned to core 0, each proxy pinned to core 1 with one worker (HAProxy \`nbthread 1\` \`mode tcp\` + \`req.ssl_sni\`, nginx \`stream\` + \`ssl_preread\` with one worker, sniproxy, meshfed single-threaded). A connection is: connect, send a ClientHello, read the first byte back, close. CPU is the proxy's utime+stime from /proc over each phase.
+- With two cores the load generator's core caps the connection rate for every proxy alike; CPU per connection and per GB are the figures that compare the proxies themselves.
+
+$table
+MD
+)
+  put_section gateway "$body"
   echo "$body"
 }
 

@@ -60,6 +60,10 @@ pub struct GatewayArgs {
     /// Stop accepting beyond this many open connections (they wait in the backlog).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_connections: usize,
+    /// Worker threads (default: one per core this process may run on; one means a
+    /// single-threaded runtime, the cheapest per connection).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// On SIGTERM, wait this long for open connections before exiting.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     drain_timeout: Duration,
@@ -79,7 +83,22 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
     config.eject_for = args.eject_for;
     config.max_connections = args.max_connections.max(1);
     config.drain_timeout = args.drain_timeout;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async move {
         let routes = RouteHandle::default();
         let (_, metrics) = meshfed_gateway::metrics::global();

@@ -1,6 +1,7 @@
 //! Which endpoints to try, in order, for a new connection.
 
 use crate::routes::{Cluster, RouteEndpoint};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,13 +26,14 @@ impl std::str::FromStr for Policy {
 
 /// Endpoints in the order to try them: healthy ones by policy, then (only when every
 /// endpoint is set aside) the ejected ones, since trying beats refusing outright.
-pub fn candidates(cluster: &Cluster, policy: Policy) -> Vec<RouteEndpoint> {
+pub fn candidates(cluster: &Cluster, policy: Policy) -> Vec<Arc<RouteEndpoint>> {
     let eps = &cluster.endpoints;
     if eps.is_empty() {
         return Vec::new();
     }
     let start = cluster.next.fetch_add(1, Ordering::Relaxed) % eps.len();
-    let mut order: Vec<RouteEndpoint> = eps[start..].iter().chain(&eps[..start]).cloned().collect();
+    let mut order: Vec<Arc<RouteEndpoint>> =
+        eps[start..].iter().chain(&eps[..start]).cloned().collect();
     if policy == Policy::LeastConnections {
         // Stable sort: ties keep the round-robin rotation, so equal load still spreads.
         order.sort_by_key(|e| e.health.active.load(Ordering::Relaxed));

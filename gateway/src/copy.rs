@@ -61,20 +61,26 @@ pub async fn bidirectional(
     idle: Duration,
     on_bytes: OnBytes,
 ) -> io::Result<Transferred> {
-    let activity = Arc::new(AtomicU64::new(0));
-    let (down_r, down_w) = down.into_split();
-    let (up_r, up_w) = up.into_split();
-    let to_up = one_way(down_r, up_w, mode, activity.clone(), on_bytes.clone(), true);
-    let to_down = one_way(up_r, down_w, mode, activity.clone(), on_bytes, false);
-    let both = async { tokio::try_join!(to_up, to_down) };
+    let activity = AtomicU64::new(0);
+    let both = async {
+        match mode {
+            #[cfg(target_os = "linux")]
+            CopyMode::Splice => {
+                let to_up = zerocopy::copy(&down, &up, &activity, &on_bytes, true);
+                let to_down = zerocopy::copy(&up, &down, &activity, &on_bytes, false);
+                tokio::try_join!(to_up, to_down)
+            }
+            _ => buffered_both(down, up, &activity, &on_bytes).await,
+        }
+    };
     tokio::select! {
         r = both => r.map(|(to_upstream, to_downstream)| Transferred { to_upstream, to_downstream }),
-        () = idle_watch(activity, idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+        () = idle_watch(&activity, idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
     }
 }
 
 /// Completes once `idle` passes without the activity counter moving.
-async fn idle_watch(activity: Arc<AtomicU64>, idle: Duration) {
+async fn idle_watch(activity: &AtomicU64, idle: Duration) {
     let mut seen = activity.load(Ordering::Relaxed);
     loop {
         tokio::time::sleep(idle).await;
@@ -86,27 +92,23 @@ async fn idle_watch(activity: Arc<AtomicU64>, idle: Duration) {
     }
 }
 
-async fn one_way(
-    r: OwnedReadHalf,
-    mut w: OwnedWriteHalf,
-    mode: CopyMode,
-    activity: Arc<AtomicU64>,
-    on_bytes: OnBytes,
-    to_up: bool,
-) -> io::Result<u64> {
-    let total = match mode {
-        #[cfg(target_os = "linux")]
-        CopyMode::Splice => splice::copy(&r, &w, &activity, &on_bytes, to_up).await?,
-        _ => buffered(r, &mut w, &activity, &on_bytes, to_up).await?,
-    };
-    // Pass the FIN on; the peer may already be gone, which is not an error for us.
-    let _ = w.shutdown().await;
-    Ok(total)
+async fn buffered_both(
+    down: TcpStream,
+    up: TcpStream,
+    activity: &AtomicU64,
+    on_bytes: &OnBytes,
+) -> io::Result<(u64, u64)> {
+    let (down_r, down_w) = down.into_split();
+    let (up_r, up_w) = up.into_split();
+    tokio::try_join!(
+        buffered(down_r, up_w, activity, on_bytes, true),
+        buffered(up_r, down_w, activity, on_bytes, false)
+    )
 }
 
 async fn buffered(
     mut r: OwnedReadHalf,
-    w: &mut OwnedWriteHalf,
+    mut w: OwnedWriteHalf,
     activity: &AtomicU64,
     on_bytes: &OnBytes,
     to_up: bool,
@@ -116,6 +118,8 @@ async fn buffered(
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {
+            // Pass the FIN on; the peer may already be gone, which is not an error for us.
+            let _ = w.shutdown().await;
             return Ok(total);
         }
         w.write_all(&buf[..n]).await?;
@@ -125,17 +129,28 @@ async fn buffered(
     }
 }
 
+/// Linux: small reads go through a per-thread scratch buffer (recv + send, no pipe); once a
+/// read fills that buffer the stream is in bulk and moves through a pipe with splice(2),
+/// never entering user space. The pipe is closed whenever the source runs dry, so an idle
+/// connection holds nothing but its two sockets.
 #[cfg(target_os = "linux")]
-mod splice {
+mod zerocopy {
     use super::OnBytes;
+    use std::cell::RefCell;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::Interest;
-    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::TcpStream;
 
     /// Up to this much moves per splice call (the default pipe capacity).
     const CHUNK: usize = 64 * 1024;
+    /// Reads that fill the scratch buffer switch the stream to splice.
+    const SCRATCH: usize = 16 * 1024;
+
+    thread_local! {
+        static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
+    }
 
     struct Pipe {
         read: OwnedFd,
@@ -157,10 +172,18 @@ mod splice {
         })
     }
 
+    fn check(n: isize) -> io::Result<usize> {
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     fn splice_fd(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
         // SAFETY: plain descriptors and null offsets (both ends are streams).
-        let n = unsafe {
+        check(unsafe {
             libc::splice(
                 from,
                 std::ptr::null_mut(),
@@ -169,43 +192,111 @@ mod splice {
                 len,
                 flags,
             )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        })
+    }
+
+    fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+    }
+
+    fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for reads of buf.len() bytes.
+        check(unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        })
+    }
+
+    /// What one small read did.
+    enum Small {
+        Eof,
+        /// Moved n bytes; `rest` could not be sent yet; `full` means the scratch was filled.
+        Moved {
+            n: usize,
+            rest: Vec<u8>,
+            full: bool,
+        },
+    }
+
+    fn relay_small(src: &TcpStream, dst: &TcpStream) -> io::Result<Small> {
+        SCRATCH_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let n = src.try_io(Interest::READABLE, || recv(src.as_raw_fd(), &mut buf))?;
+            if n == 0 {
+                return Ok(Small::Eof);
+            }
+            let sent = match send(dst.as_raw_fd(), &buf[..n]) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            Ok(Small::Moved {
+                n,
+                rest: buf[sent..n].to_vec(),
+                full: n == buf.len(),
+            })
+        })
     }
 
     pub async fn copy(
-        r: &OwnedReadHalf,
-        w: &OwnedWriteHalf,
+        src: &TcpStream,
+        dst: &TcpStream,
         activity: &AtomicU64,
         on_bytes: &OnBytes,
         to_up: bool,
     ) -> io::Result<u64> {
-        // The pipe exists only while data flows: it is made on the first byte and closed
-        // whenever the source runs dry, so an idle connection holds just its two sockets.
-        let mut pipe: Option<Pipe> = None;
         let mut total = 0u64;
-        let (src, dst) = (r.as_ref(), w.as_ref());
         loop {
-            let p = match &pipe {
-                Some(p) => p,
-                None => {
-                    src.readable().await?;
-                    pipe.insert(self::pipe()?)
+            src.readable().await?;
+            let moved = match relay_small(src, dst) {
+                Ok(Small::Eof) => break,
+                Ok(Small::Moved { n, rest, full }) => {
+                    send_all(dst, &rest).await?;
+                    if full { n + bulk(src, dst).await? } else { n }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             };
+            total += moved as u64;
+            activity.fetch_add(1, Ordering::Relaxed);
+            on_bytes(to_up, moved as u64);
+        }
+        // Pass the FIN on; the peer may already be gone, which is not an error for us.
+        // SAFETY: shutdown on a descriptor we own (through dst) only half-closes it.
+        unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
+        Ok(total)
+    }
+
+    /// Whatever the peer could not take at once (rare: small writes to a full socket).
+    async fn send_all(dst: &TcpStream, mut rest: &[u8]) -> io::Result<()> {
+        while !rest.is_empty() {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || send(dst.as_raw_fd(), rest)) {
+                Ok(m) => rest = &rest[m..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Splices until the source has nothing more right now (or hits end of stream, which the
+    /// caller then sees as a readable EOF); the pipe lives only as long as this call.
+    async fn bulk(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
+        let p = pipe()?;
+        let mut total = 0;
+        loop {
             let n = match src.try_io(Interest::READABLE, || {
                 splice_fd(src.as_raw_fd(), p.write.as_raw_fd(), CHUNK)
             }) {
                 Ok(0) => return Ok(total),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    pipe = None;
-                    continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
                 Err(e) => return Err(e),
             };
             let mut left = n;
@@ -219,9 +310,7 @@ mod splice {
                     Err(e) => return Err(e),
                 }
             }
-            total += n as u64;
-            activity.fetch_add(1, Ordering::Relaxed);
-            on_bytes(to_up, n as u64);
+            total += n;
         }
     }
 }

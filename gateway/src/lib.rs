@@ -109,6 +109,14 @@ impl Gateway {
             ready: ready.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(self.admin_listener, admin));
+        // Histograms buffer samples until upkeep folds them in; without a scrape they would grow.
+        let upkeep = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                prometheus.run_upkeep();
+            }
+        });
         let on_bytes: copy::OnBytes = Arc::new(move |to_up, n| {
             if to_up {
                 metrics.bytes_to_upstream.increment(n)
@@ -136,6 +144,7 @@ impl Gateway {
         )
         .await;
         admin_task.abort();
+        upkeep.abort();
     }
 }
 

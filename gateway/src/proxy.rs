@@ -112,10 +112,10 @@ async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
 
 /// Tries endpoints in order; one that fails to connect is set aside and the next is tried.
 async fn connect_first(
-    candidates: &[RouteEndpoint],
+    candidates: &[Arc<RouteEndpoint>],
     hello: &[u8],
     ctx: &Context,
-) -> Option<(TcpStream, RouteEndpoint)> {
+) -> Option<(TcpStream, Arc<RouteEndpoint>)> {
     for endpoint in candidates {
         let addr = endpoint.endpoint.address;
         let started = Instant::now();

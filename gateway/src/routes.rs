@@ -79,7 +79,7 @@ pub struct RouteEndpoint {
 #[derive(Debug)]
 pub struct Cluster {
     pub name: ClusterName,
-    pub endpoints: Vec<RouteEndpoint>,
+    pub endpoints: Vec<Arc<RouteEndpoint>>,
     /// Round-robin cursor.
     pub next: AtomicUsize,
 }
@@ -96,10 +96,10 @@ impl RouteTable {
     pub fn build(services: &[ServiceRoutes], previous: &RouteTable) -> RouteTable {
         let mut table = RouteTable::default();
         for svc in services {
-            let endpoints: Vec<RouteEndpoint> = svc
+            let endpoints: Vec<Arc<RouteEndpoint>> = svc
                 .endpoints
                 .iter()
-                .map(|e| table.endpoint(e, previous))
+                .map(|e| Arc::new(table.endpoint(e, previous)))
                 .collect();
             table.insert(
                 ClusterName::new(svc.port, None, &svc.host),
@@ -134,7 +134,7 @@ impl RouteTable {
         RouteEndpoint { endpoint, health }
     }
 
-    fn insert(&mut self, name: ClusterName, endpoints: Vec<RouteEndpoint>) {
+    fn insert(&mut self, name: ClusterName, endpoints: Vec<Arc<RouteEndpoint>>) {
         let cluster = Cluster {
             name: name.clone(),
             endpoints,
