@@ -27,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
-cargo test --workspace --release --locked "$@"
+cargo test --workspace --release --locked --no-fail-fast "$@"
 
 # The ClientHello parser is fuzzed for a minute on every run (stable toolchain: no sanitizer).
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz

@@ -27,7 +27,7 @@ Examples:
   meshfed gateway --endpoints routes.yaml
   meshfed gateway --listen 0.0.0.0:15443 --admin 0.0.0.0:15021 --endpoints routes.yaml --balance least-connections
   meshfed gateway --endpoints routes.yaml --hello-timeout 5s --idle-timeout 1h --connect-timeout 2s --eject-for 30s
-  meshfed gateway --endpoints routes.yaml --max-connections 50000 --drain-timeout 20s --copy buffered"
+  meshfed gateway --endpoints routes.yaml --max-connections 50000 --drain-timeout 20s --copy buffered --threads 2"
 )]
 pub struct GatewayArgs {
     /// Address to accept TLS connections on (routed by SNI, never terminated).

@@ -382,3 +382,27 @@ async fn update_checks_resource_version_and_bumps_generation() {
         other => panic!("expected 422 for a changed ClusterIP, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_data() {
+    let server = server().await;
+    let api: Api<Secret> = Api::namespaced(client(&server).await, "default");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"cluster2": "kubeconfig"}, "data": {"x": "eQ=="}})).unwrap();
+    api.create(&PostParams::default(), &s).await.unwrap();
+    let got = api.get("s").await.unwrap();
+    assert!(got.string_data.is_none());
+    let data = got.data.unwrap();
+    assert_eq!(data["cluster2"].0, b"kubeconfig");
+    assert_eq!(data["x"].0, b"y");
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"stringData": {"cluster2": "rotated"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api.get("s").await.unwrap().data.unwrap()["cluster2"].0,
+        b"rotated"
+    );
+}

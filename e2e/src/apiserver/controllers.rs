@@ -17,10 +17,25 @@ pub fn on_create(inner: &mut Inner, res: ResourceId, ns: &str, obj: &mut Value) 
         allocate_cluster_ip(inner, obj)?;
     } else if res == by_kind("Namespace") {
         obj["status"]["phase"] = "Active".into();
-    } else if res == by_kind("Secret") && is_sa_token_secret(obj) {
-        fill_token_secret(inner, ns, obj);
+    } else if res == by_kind("Secret") {
+        merge_string_data(obj);
+        if is_sa_token_secret(obj) {
+            fill_token_secret(inner, ns, obj);
+        }
     }
     Ok(())
+}
+
+/// `stringData` is write-only: kube-apiserver merges it into `data` (base64) and drops it.
+fn merge_string_data(secret: &mut Value) {
+    let Some(Value::Object(plain)) = secret.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (k, v) in plain {
+        secret["data"][k] = b64.encode(v.as_str().unwrap_or_default()).into();
+    }
 }
 
 pub fn after_create(inner: &mut Inner, res: ResourceId, ns: &str, obj: &Value) {
@@ -74,12 +89,13 @@ pub fn on_update(
             }
             _ => {}
         }
-    } else if res == by_kind("Secret") && is_sa_token_secret(next) {
+    } else if res == by_kind("Secret") {
+        merge_string_data(next);
         let ns = current["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if next["data"]["token"].is_null() {
+        if is_sa_token_secret(next) && next["data"]["token"].is_null() {
             fill_token_secret(inner, &ns, next);
         }
     }

@@ -1,0 +1,439 @@
+//! The merged registry: what every cluster's watchers saw, and the merged view of services,
+//! endpoints (with cluster, network, locality, labels, readiness, service account) and
+//! network gateways that the xDS server, the gateway and the DNS proxy are built from.
+
+use meshfed_model::Locality;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::task::AbortHandle;
+
+pub const NETWORK_LABEL: &str = "topology.istio.io/network";
+pub const GATEWAY_PORT_LABEL: &str = "networking.istio.io/gatewayPort";
+pub const DEFAULT_GATEWAY_PORT: u16 = 15443;
+
+/// The kinds watched in every cluster; a cluster is synced once each has listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Service,
+    EndpointSlice,
+    Pod,
+    Node,
+    DestinationRule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Syncing,
+    Synced,
+    Timeout,
+    Unreachable,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceInfo {
+    pub ports: Vec<ServicePort>,
+    pub labels: BTreeMap<String, String>,
+    pub cluster_ip: Option<String>,
+    /// LoadBalancer ingress addresses, then externalIPs.
+    pub external_addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceEndpoint {
+    pub addresses: Vec<String>,
+    pub ready: bool,
+    pub pod: Option<(String, String)>,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceInfo {
+    pub service: String,
+    /// Port name -> target port number.
+    pub ports: Vec<(String, u16)>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInfo {
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub node: Option<String>,
+}
+
+/// Everything one connection to one cluster's API server has seen.
+#[derive(Debug, Default)]
+pub struct ClusterData {
+    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub services: HashMap<(String, String), ServiceInfo>,
+    pub slices: HashMap<(String, String), SliceInfo>,
+    pub pods: HashMap<(String, String), PodInfo>,
+    pub nodes: HashMap<String, Locality>,
+    pub destination_rules: HashMap<(String, String), serde_json::Value>,
+}
+
+/// One connection (generation) to a cluster.
+struct Entry {
+    secret: String,
+    default_network: Option<String>,
+    data: ClusterData,
+    listed: Vec<Kind>,
+    needed: usize,
+    status: Status,
+    error: Option<String>,
+    started: Instant,
+    last_good: Option<Instant>,
+    task: Option<AbortHandle>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: BTreeMap<(String, u64), Entry>,
+    active: HashMap<String, u64>,
+    next_gen: u64,
+    /// (cluster id, secret) pairs refused because another secret claimed the id first.
+    conflicts: BTreeMap<(String, String), String>,
+}
+
+/// Registry settings that shape the merged view.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub system_namespace: String,
+    pub domain: String,
+    /// Endpoints of a cluster unreachable for longer than this are dropped (None: kept).
+    pub stale_endpoint_ttl: Option<Duration>,
+    /// A cluster still syncing after this no longer holds readiness back.
+    pub sync_timeout: Duration,
+}
+
+pub struct Registry {
+    inner: Mutex<Inner>,
+    config: RegistryConfig,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Registry {
+    pub fn new(config: RegistryConfig) -> Self {
+        Registry {
+            inner: Mutex::new(Inner::default()),
+            config,
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Notified on every change (watchers of the merged view wait on it).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// A new connection to `id`; it becomes the active one once synced (make-before-break),
+    /// or at once if there is none yet. `kinds` is how many kinds must list before synced.
+    pub fn add_generation(
+        &self,
+        id: &str,
+        secret: &str,
+        default_network: Option<String>,
+        kinds: usize,
+    ) -> u64 {
+        let mut inner = self.lock();
+        inner.next_gen += 1;
+        let generation = inner.next_gen;
+        let entry = Entry {
+            secret: secret.to_string(),
+            default_network,
+            data: ClusterData::default(),
+            listed: Vec::new(),
+            needed: kinds,
+            status: Status::Syncing,
+            error: None,
+            started: Instant::now(),
+            last_good: None,
+            task: None,
+        };
+        inner.entries.insert((id.to_string(), generation), entry);
+        inner.active.entry(id.to_string()).or_insert(generation);
+        drop(inner);
+        self.bump();
+        generation
+    }
+
+    pub fn set_task(&self, id: &str, generation: u64, task: AbortHandle) {
+        if let Some(e) = self.lock().entries.get_mut(&(id.to_string(), generation)) {
+            e.task = Some(task);
+        }
+    }
+
+    /// A cluster that cannot even be connected to (a broken kubeconfig): shown, never watched.
+    pub fn set_error(&self, id: &str, generation: u64, error: String) {
+        if let Some(e) = self.lock().entries.get_mut(&(id.to_string(), generation)) {
+            e.status = Status::Error;
+            e.error = Some(error);
+        }
+        self.bump();
+    }
+
+    /// Removes every generation of `id` and stops their watchers.
+    pub fn remove_cluster(&self, id: &str) {
+        let mut inner = self.lock();
+        let gens: Vec<(String, u64)> = inner
+            .entries
+            .keys()
+            .filter(|(i, _)| i == id)
+            .cloned()
+            .collect();
+        for key in gens {
+            if let Some(task) = inner.entries.remove(&key).and_then(|e| e.task) {
+                task.abort();
+            }
+        }
+        inner.active.remove(id);
+        drop(inner);
+        self.bump();
+    }
+
+    /// Applies a watcher's change to one generation's data.
+    pub fn update(&self, id: &str, generation: u64, f: impl FnOnce(&mut ClusterData)) {
+        let mut inner = self.lock();
+        let Some(e) = inner.entries.get_mut(&(id.to_string(), generation)) else {
+            return;
+        };
+        f(&mut e.data);
+        e.last_good = Some(Instant::now());
+        if e.status == Status::Unreachable {
+            e.status = if e.listed.len() >= e.needed {
+                Status::Synced
+            } else {
+                Status::Syncing
+            };
+            e.error = None;
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    /// A kind finished (re)listing. When every kind has, the generation is synced and, if
+    /// newer than the active one, replaces it (the old connection is stopped only now).
+    pub fn listed(&self, id: &str, generation: u64, kind: Kind) {
+        let mut inner = self.lock();
+        let Some(e) = inner.entries.get_mut(&(id.to_string(), generation)) else {
+            return;
+        };
+        if !e.listed.contains(&kind) {
+            e.listed.push(kind);
+        }
+        e.last_good = Some(Instant::now());
+        if e.listed.len() >= e.needed {
+            e.status = Status::Synced;
+            e.error = None;
+            let active = inner.active.get(id).copied().unwrap_or(0);
+            if generation > active {
+                inner.active.insert(id.to_string(), generation);
+                let old: Vec<(String, u64)> = inner
+                    .entries
+                    .keys()
+                    .filter(|(i, g)| i == id && *g < generation)
+                    .cloned()
+                    .collect();
+                for key in old {
+                    if let Some(task) = inner.entries.remove(&key).and_then(|e| e.task) {
+                        task.abort();
+                    }
+                }
+            }
+        }
+        drop(inner);
+        self.bump();
+    }
+
+    /// A watcher error: the cluster is unreachable until a watcher succeeds again.
+    pub fn watch_error(&self, id: &str, generation: u64, error: String) {
+        let mut inner = self.lock();
+        let Some(e) = inner.entries.get_mut(&(id.to_string(), generation)) else {
+            return;
+        };
+        let changed = e.status != Status::Unreachable;
+        e.status = Status::Unreachable;
+        e.error = Some(error);
+        drop(inner);
+        if changed {
+            self.bump();
+        }
+    }
+
+    pub fn set_conflict(&self, id: &str, secret: &str, error: String) {
+        self.lock()
+            .conflicts
+            .insert((id.to_string(), secret.to_string()), error);
+        self.bump();
+    }
+
+    pub fn clear_conflicts(&self, secret: &str) {
+        self.lock().conflicts.retain(|(_, s), _| s != secret);
+    }
+
+    /// Per-cluster status for `/debug/clusterz` (active generations, then refused claims).
+    pub fn clusters(&self) -> Vec<ClusterStatus> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for ((id, secret), error) in &inner.conflicts {
+            out.push(ClusterStatus {
+                id: id.clone(),
+                secret: secret.clone(),
+                status: Status::Error,
+                error: Some(error.clone()),
+                last_sync_age_s: None,
+                services: 0,
+                endpoints: 0,
+            });
+        }
+        for (id, generation) in &inner.active {
+            let Some(e) = inner.entries.get(&(id.clone(), *generation)) else {
+                continue;
+            };
+            let status = match e.status {
+                Status::Syncing if e.started.elapsed() > self.config.sync_timeout => {
+                    Status::Timeout
+                }
+                s => s,
+            };
+            let endpoints = e
+                .data
+                .slices
+                .values()
+                .map(|s| {
+                    s.endpoints
+                        .iter()
+                        .map(|ep| ep.addresses.len())
+                        .sum::<usize>()
+                })
+                .sum();
+            out.push(ClusterStatus {
+                id: id.clone(),
+                secret: e.secret.clone(),
+                status,
+                error: e.error.clone(),
+                last_sync_age_s: e.last_good.map(|t| t.elapsed().as_secs_f64()),
+                services: e.data.services.len(),
+                endpoints,
+            });
+        }
+        out.sort_by(|a, b| (&a.id, &a.secret).cmp(&(&b.id, &b.secret)));
+        out
+    }
+
+    /// Ready when every cluster is synced, failed for good, or past the sync timeout.
+    pub fn ready(&self) -> bool {
+        self.clusters().iter().all(|c| c.status != Status::Syncing)
+    }
+
+    /// The merged view.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        let mut view = crate::merge::Merger::new(&self.config);
+        for (id, generation) in &inner.active {
+            let Some(e) = inner.entries.get(&(id.clone(), *generation)) else {
+                continue;
+            };
+            let stale = self.config.stale_endpoint_ttl.is_some_and(|ttl| {
+                e.status == Status::Unreachable && e.last_good.is_none_or(|t| t.elapsed() > ttl)
+            });
+            view.add_cluster(id, e.default_network.as_deref(), &e.data, stale);
+        }
+        view.finish()
+    }
+
+    /// DestinationRules of every active generation (the local cluster is the only one that
+    /// watches them), as (namespace, name, object).
+    pub fn destination_rules(&self) -> Vec<(String, String, serde_json::Value)> {
+        let inner = self.lock();
+        let mut out: Vec<_> = inner
+            .active
+            .iter()
+            .filter_map(|(id, generation)| inner.entries.get(&(id.clone(), *generation)))
+            .flat_map(|e| {
+                e.data
+                    .destination_rules
+                    .iter()
+                    .map(|((ns, n), v)| (ns.clone(), n.clone(), v.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub id: String,
+    pub secret: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub last_sync_age_s: Option<f64>,
+    pub services: usize,
+    pub endpoints: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Snapshot {
+    pub services: Vec<ServiceView>,
+    pub gateways: Vec<GatewayView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServiceView {
+    pub hostname: String,
+    pub namespace: String,
+    pub ports: Vec<PortView>,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortView {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndpointView {
+    pub cluster: String,
+    pub network: String,
+    pub address: String,
+    /// The target port; `service_port` says which service port it serves.
+    pub port: u16,
+    pub service_port: u16,
+    pub locality: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayView {
+    pub network: String,
+    pub cluster: String,
+    pub address: String,
+    pub port: u16,
+}

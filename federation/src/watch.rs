@@ -1,0 +1,329 @@
+//! One cluster's watchers: a kube-rs watcher per kind, each relist swapped in whole at
+//! `InitDone` so a `410 Gone` loses and duplicates nothing.
+
+use crate::registry::{
+    ClusterData, Kind, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Client, Resource, ResourceExt};
+use meshfed_model::Locality;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+
+/// Which cluster generation a watcher feeds.
+#[derive(Clone)]
+pub struct Target {
+    pub registry: Arc<Registry>,
+    pub id: String,
+    pub generation: u64,
+}
+
+/// How a watched object becomes registry data.
+trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
+    type Key: Eq + Hash + Send;
+    type Value: Send;
+    const KIND: Kind;
+    fn entry(&self) -> Option<(Self::Key, Self::Value)>;
+    fn key(&self) -> Self::Key;
+    fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, Self::Value>;
+}
+
+fn ns_name<K: Resource>(o: &K) -> (String, String) {
+    (
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
+}
+
+fn labels<K: Resource>(o: &K) -> BTreeMap<String, String> {
+    o.meta().labels.clone().unwrap_or_default()
+}
+
+impl Watched for Namespace {
+    type Key = String;
+    type Value = BTreeMap<String, String>;
+    const KIND: Kind = Kind::Namespace;
+    fn entry(&self) -> Option<(String, Self::Value)> {
+        Some((self.key(), labels(self)))
+    }
+    fn key(&self) -> String {
+        self.name_any()
+    }
+    fn map(d: &mut ClusterData) -> &mut HashMap<String, Self::Value> {
+        &mut d.namespaces
+    }
+}
+
+impl Watched for Node {
+    type Key = String;
+    type Value = Locality;
+    const KIND: Kind = Kind::Node;
+    fn entry(&self) -> Option<(String, Locality)> {
+        let l = labels(self);
+        let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
+        Some((
+            self.key(),
+            Locality::new(
+                get("topology.kubernetes.io/region"),
+                get("topology.kubernetes.io/zone"),
+                get("topology.istio.io/subzone"),
+            ),
+        ))
+    }
+    fn key(&self) -> String {
+        self.name_any()
+    }
+    fn map(d: &mut ClusterData) -> &mut HashMap<String, Locality> {
+        &mut d.nodes
+    }
+}
+
+impl Watched for Service {
+    type Key = (String, String);
+    type Value = ServiceInfo;
+    const KIND: Kind = Kind::Service;
+    fn entry(&self) -> Option<(Self::Key, ServiceInfo)> {
+        let spec = self.spec.as_ref()?;
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(ServicePort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port: u16::try_from(p.port).ok()?,
+                })
+            })
+            .collect();
+        let ingress = self
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        let mut external: Vec<String> = ingress
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .collect();
+        external.extend(spec.external_ips.iter().flatten().cloned());
+        let info = ServiceInfo {
+            ports,
+            labels: labels(self),
+            cluster_ip: spec.cluster_ip.clone(),
+            external_addresses: external,
+        };
+        Some((self.key(), info))
+    }
+    fn key(&self) -> Self::Key {
+        ns_name(self)
+    }
+    fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, ServiceInfo> {
+        &mut d.services
+    }
+}
+
+impl Watched for EndpointSlice {
+    type Key = (String, String);
+    type Value = SliceInfo;
+    const KIND: Kind = Kind::EndpointSlice;
+    fn entry(&self) -> Option<(Self::Key, SliceInfo)> {
+        let service = labels(self).get("kubernetes.io/service-name")?.clone();
+        let ports = self
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.port?).ok()?,
+                ))
+            })
+            .collect();
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| SliceEndpoint {
+                addresses: e.addresses.clone(),
+                // Kubernetes: an unknown readiness is to be read as ready.
+                ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+                pod: e
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .map(|r| {
+                        (
+                            r.namespace.clone().unwrap_or_default(),
+                            r.name.clone().unwrap_or_default(),
+                        )
+                    }),
+                node: e.node_name.clone(),
+            })
+            .collect();
+        Some((
+            self.key(),
+            SliceInfo {
+                service,
+                ports,
+                endpoints,
+            },
+        ))
+    }
+    fn key(&self) -> Self::Key {
+        ns_name(self)
+    }
+    fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, SliceInfo> {
+        &mut d.slices
+    }
+}
+
+impl Watched for Pod {
+    type Key = (String, String);
+    type Value = PodInfo;
+    const KIND: Kind = Kind::Pod;
+    fn entry(&self) -> Option<(Self::Key, PodInfo)> {
+        let spec = self.spec.as_ref();
+        let info = PodInfo {
+            labels: labels(self),
+            service_account: spec
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+            node: spec.and_then(|s| s.node_name.clone()),
+        };
+        Some((self.key(), info))
+    }
+    fn key(&self) -> Self::Key {
+        ns_name(self)
+    }
+    fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, PodInfo> {
+        &mut d.pods
+    }
+}
+
+/// Watches one kind until aborted, feeding `target`.
+async fn run_kind<K: Watched>(api: Api<K>, target: Target) {
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut staging: Option<HashMap<K::Key, K::Value>> = None;
+    while let Some(event) = events.next().await {
+        let Target {
+            registry,
+            id,
+            generation,
+        } = &target;
+        match event {
+            Ok(Event::Init) => staging = Some(HashMap::new()),
+            Ok(Event::InitApply(o)) => {
+                if let (Some(map), Some((k, v))) = (staging.as_mut(), o.entry()) {
+                    map.insert(k, v);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let fresh = staging.take().unwrap_or_default();
+                registry.update(id, *generation, |d| *K::map(d) = fresh);
+                registry.listed(id, *generation, K::KIND);
+            }
+            Ok(Event::Apply(o)) => registry.update(id, *generation, |d| match o.entry() {
+                Some((k, v)) => {
+                    K::map(d).insert(k, v);
+                }
+                None => {
+                    K::map(d).remove(&o.key());
+                }
+            }),
+            Ok(Event::Delete(o)) => registry.update(id, *generation, |d| {
+                K::map(d).remove(&o.key());
+            }),
+            Err(e) => registry.watch_error(
+                id,
+                *generation,
+                format!(
+                    "{}: {e}",
+                    std::any::type_name::<K>()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or("watch")
+                ),
+            ),
+        }
+    }
+}
+
+/// DestinationRules are unstructured (networking.istio.io/v1).
+async fn run_destination_rules(client: Client, target: Target) {
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule");
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk(&gvk));
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut staging: Option<HashMap<(String, String), serde_json::Value>> = None;
+    let json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
+    while let Some(event) = events.next().await {
+        let Target {
+            registry,
+            id,
+            generation,
+        } = &target;
+        match event {
+            Ok(Event::Init) => staging = Some(HashMap::new()),
+            Ok(Event::InitApply(o)) => {
+                if let Some(map) = staging.as_mut() {
+                    map.insert(ns_name(&o), json(&o));
+                }
+            }
+            Ok(Event::InitDone) => {
+                let fresh = staging.take().unwrap_or_default();
+                registry.update(id, *generation, |d| d.destination_rules = fresh);
+                registry.listed(id, *generation, Kind::DestinationRule);
+            }
+            Ok(Event::Apply(o)) => registry.update(id, *generation, |d| {
+                d.destination_rules.insert(ns_name(&o), json(&o));
+            }),
+            Ok(Event::Delete(o)) => registry.update(id, *generation, |d| {
+                d.destination_rules.remove(&ns_name(&o));
+            }),
+            Err(e) => registry.watch_error(id, *generation, format!("DestinationRule: {e}")),
+        }
+    }
+}
+
+/// How many kinds a cluster lists before it counts as synced.
+pub fn kinds(local: bool) -> usize {
+    if local { 6 } else { 5 }
+}
+
+/// Watches every kind of one cluster until aborted.
+pub async fn run_cluster(client: Client, target: Target, local: bool) {
+    let t = || target.clone();
+    let mut tasks = vec![
+        tokio::spawn(run_kind::<Namespace>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<Service>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<EndpointSlice>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<Pod>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<Node>(Api::all(client.clone()), t())),
+    ];
+    if local {
+        tasks.push(tokio::spawn(run_destination_rules(client, t())));
+    }
+    // Aborting this task must stop the watchers too.
+    let _guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
+    futures::future::join_all(tasks).await;
+}
+
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
