@@ -302,6 +302,7 @@ impl Registry {
             out.push(ClusterStatus {
                 id: id.clone(),
                 secret: secret.clone(),
+                generation: 0,
                 status: Status::Error,
                 error: Some(error.clone()),
                 last_sync_age_s: None,
@@ -333,6 +334,7 @@ impl Registry {
             out.push(ClusterStatus {
                 id: id.clone(),
                 secret: e.secret.clone(),
+                generation: *generation,
                 status,
                 error: e.error.clone(),
                 last_sync_age_s: e.last_good.map(|t| t.elapsed().as_secs_f64()),
@@ -389,6 +391,8 @@ impl Registry {
 pub struct ClusterStatus {
     pub id: String,
     pub secret: String,
+    /// Bumped on every new connection (e.g. rotated credentials).
+    pub generation: u64,
     pub status: Status,
     pub error: Option<String>,
     pub last_sync_age_s: Option<f64>,

@@ -179,10 +179,13 @@ pub async fn from_kubeconfig(
     create_remote_secret(client, &server, &ca, opts).await
 }
 
-/// kube names the path again in its message; the caller already does.
 fn read_error(e: kube::config::KubeconfigError) -> String {
+    use kube::config::KubeconfigError as E;
     match e {
-        kube::config::KubeconfigError::ReadConfig(io, _) => format!("cannot read: {io}"),
+        // kube names the path again in its message; the caller already does.
+        E::ReadConfig(io, _) => format!("cannot read: {io}"),
+        // The parser's first line says what and where; the rest quotes the file.
+        E::Parse(_) => e.to_string().lines().next().unwrap_or_default().to_string(),
         other => other.to_string(),
     }
 }

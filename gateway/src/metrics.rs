@@ -2,7 +2,7 @@
 //! atomic add, not a registry lookup.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::OnceLock;
 
 /// How a downstream connection ended up.
@@ -79,17 +79,8 @@ impl Metrics {
     }
 }
 
-/// The process-wide recorder and this component's handles (metrics recorders are global).
+/// The process-wide recorder and this component's handles.
 pub fn global() -> &'static (PrometheusHandle, Metrics) {
     static GLOBAL: OnceLock<(PrometheusHandle, Metrics)> = OnceLock::new();
-    GLOBAL.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
-            .map(|b| b.build_recorder())
-            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let handle = recorder.handle();
-        // Another recorder may already be installed (a host program's); ours still renders.
-        let _ = metrics::set_global_recorder(recorder);
-        (handle, Metrics::new())
-    })
+    GLOBAL.get_or_init(|| (meshfed_model::telemetry::prometheus().clone(), Metrics::new()))
 }

@@ -4,6 +4,7 @@
 
 mod locality;
 mod sni;
+pub mod telemetry;
 
 pub use locality::Locality;
 pub use sni::{ClusterName, NameError};
