@@ -2,6 +2,7 @@
 //! arguments and calls the component's library crate.
 
 mod certs_cmd;
+mod federation_cmd;
 mod gateway_cmd;
 mod testbed_cmd;
 
@@ -26,6 +27,12 @@ enum Command {
     Certs(certs_cmd::CertsArgs),
     /// East-west gateway: routes mesh TLS by SNI (AUTO_PASSTHROUGH) on port 15443.
     Gateway(gateway_cmd::GatewayArgs),
+    /// Federation controller: remote secrets, every cluster's services and endpoints, one registry.
+    Federation(federation_cmd::FederationArgs),
+    /// Print a remote secret (Istio's format) that lets another cluster read this one.
+    CreateRemoteSecret(federation_cmd::CreateRemoteSecretArgs),
+    /// Show the federation controller's clusters; exit 1 if any is not synced.
+    RemoteClusters(federation_cmd::RemoteClustersArgs),
     /// The local test bed: a small Kubernetes API server (and, later, the seed scenario).
     Testbed(testbed_cmd::TestbedArgs),
 }
@@ -43,6 +50,9 @@ fn main() -> ExitCode {
         Command::Certs(args) => certs_cmd::run(args),
         Command::Testbed(args) => testbed_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
+        Command::Federation(args) => federation_cmd::federation(args),
+        Command::CreateRemoteSecret(args) => federation_cmd::create_remote_secret(args),
+        Command::RemoteClusters(args) => federation_cmd::remote_clusters(args),
     };
     match result {
         Ok(code) => code,

@@ -2,12 +2,12 @@
 //! and merges what it sees into one registry with the network, cluster and locality of
 //! every endpoint.
 
+pub mod admin;
 pub mod merge;
 pub mod registry;
 pub mod remote_secret;
 pub mod secrets;
 pub mod watch;
-pub mod admin;
 
 use kube::Client;
 use registry::{Registry, RegistryConfig};
@@ -53,12 +53,26 @@ impl Federation {
             stale_endpoint_ttl: cfg.stale_endpoint_ttl,
             sync_timeout: cfg.sync_timeout,
         }));
-        let generation = registry.add_generation(&cfg.cluster_id, "", Some(cfg.network.clone()), watch::kinds(true));
-        let target = watch::Target { registry: registry.clone(), id: cfg.cluster_id.clone(), generation };
+        let generation = registry.add_generation(
+            &cfg.cluster_id,
+            "",
+            Some(cfg.network.clone()),
+            watch::kinds(true),
+        );
+        let target = watch::Target {
+            registry: registry.clone(),
+            id: cfg.cluster_id.clone(),
+            generation,
+        };
         let local_task = tokio::spawn(watch::run_cluster(local.clone(), target, true));
         registry.set_task(&cfg.cluster_id, generation, local_task.abort_handle());
-        let secrets = tokio::spawn(secrets::SecretController::new(registry.clone(), &cfg.cluster_id).run(local));
-        Federation { registry, tasks: vec![local_task, secrets] }
+        let secrets = tokio::spawn(
+            secrets::SecretController::new(registry.clone(), &cfg.cluster_id).run(local),
+        );
+        Federation {
+            registry,
+            tasks: vec![local_task, secrets],
+        }
     }
 }
 

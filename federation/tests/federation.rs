@@ -10,31 +10,63 @@ use serde_json::json;
 use std::time::Duration;
 
 async fn server(name: &str) -> ApiServer {
-    ApiServer::start(ApiServerConfig::new("127.0.0.1:0".parse().unwrap(), name)).await.unwrap()
+    ApiServer::start(ApiServerConfig::new("127.0.0.1:0".parse().unwrap(), name))
+        .await
+        .unwrap()
 }
 
 async fn client(kubeconfig: &str) -> kube::Client {
-    meshfed_federation::secrets::client_from_kubeconfig(kubeconfig).await.unwrap()
+    meshfed_federation::secrets::client_from_kubeconfig(kubeconfig)
+        .await
+        .unwrap()
 }
 
 async fn create<K>(api: Api<K>, v: serde_json::Value)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
 {
-    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap()).await.unwrap();
+    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap())
+        .await
+        .unwrap();
 }
 
 /// One cluster running helloworld `version` on a node in `locality`.
-async fn seed(c: &kube::Client, cluster: &str, version: &str, ip: &str, region: &str, zone: &str, network: Option<&str>) {
-    let net_labels = network.map(|n| json!({"topology.istio.io/network": n})).unwrap_or(json!({}));
-    create(Api::<Namespace>::all(c.clone()), json!({"metadata": {"name": "istio-system", "labels": net_labels}})).await;
-    create(Api::<Namespace>::all(c.clone()), json!({"metadata": {"name": "sample"}})).await;
+async fn seed(
+    c: &kube::Client,
+    cluster: &str,
+    version: &str,
+    ip: &str,
+    region: &str,
+    zone: &str,
+    network: Option<&str>,
+) {
+    let net_labels = network
+        .map(|n| json!({"topology.istio.io/network": n}))
+        .unwrap_or(json!({}));
+    create(
+        Api::<Namespace>::all(c.clone()),
+        json!({"metadata": {"name": "istio-system", "labels": net_labels}}),
+    )
+    .await;
+    create(
+        Api::<Namespace>::all(c.clone()),
+        json!({"metadata": {"name": "sample"}}),
+    )
+    .await;
     let node = format!("{cluster}-node");
     create(Api::<Node>::all(c.clone()), json!({"metadata": {"name": node, "labels": {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}}})).await;
     create(Api::<Service>::namespaced(c.clone(), "sample"), json!({"metadata": {"name": "helloworld", "labels": {"app": "helloworld"}}, "spec": {"ports": [{"name": "http", "port": 5000}], "selector": {"app": "helloworld"}}})).await;
     let pod = format!("helloworld-{version}");
     create(Api::<Pod>::namespaced(c.clone(), "sample"), json!({"metadata": {"name": pod, "labels": {"app": "helloworld", "version": version}}, "spec": {"serviceAccountName": "helloworld", "nodeName": node, "containers": [{"name": "helloworld", "image": "helloworld"}]}, "status": {"podIP": ip}})).await;
-    create(Api::<EndpointSlice>::namespaced(c.clone(), "sample"), slice(&node, &pod, &[ip], true)).await;
+    create(
+        Api::<EndpointSlice>::namespaced(c.clone(), "sample"),
+        slice(&node, &pod, &[ip], true),
+    )
+    .await;
 }
 
 fn slice(node: &str, pod: &str, ips: &[&str], ready: bool) -> serde_json::Value {
@@ -49,14 +81,22 @@ async fn remote_secret(local: &kube::Client, name: &str, cluster: &str, kubeconf
         "stringData": {cluster: kubeconfig},
     });
     if api.get_opt(name).await.unwrap().is_some() {
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&s)).await.unwrap();
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&s))
+            .await
+            .unwrap();
     } else {
-        api.create(&PostParams::default(), &serde_json::from_value(s).unwrap()).await.unwrap();
+        api.create(&PostParams::default(), &serde_json::from_value(s).unwrap())
+            .await
+            .unwrap();
     }
 }
 
 /// Waits (bounded) until the registry satisfies `ok`.
-async fn until(registry: &Registry, what: &str, ok: impl Fn(&Snapshot, &[meshfed_federation::registry::ClusterStatus]) -> bool) {
+async fn until(
+    registry: &Registry,
+    what: &str,
+    ok: impl Fn(&Snapshot, &[meshfed_federation::registry::ClusterStatus]) -> bool,
+) {
     let mut changes = registry.subscribe();
     let waited = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -68,14 +108,28 @@ async fn until(registry: &Registry, what: &str, ok: impl Fn(&Snapshot, &[meshfed
         }
     })
     .await;
-    assert!(waited.is_ok(), "timed out waiting for {what}: {:?}\n{:?}", registry.clusters(), registry.snapshot());
+    assert!(
+        waited.is_ok(),
+        "timed out waiting for {what}: {:?}\n{:?}",
+        registry.clusters(),
+        registry.snapshot()
+    );
 }
 
 fn hw(s: &Snapshot) -> Vec<(String, String, String, bool)> {
     s.services
         .iter()
         .filter(|v| v.hostname == "helloworld.sample.svc.cluster.local")
-        .flat_map(|v| v.endpoints.iter().map(|e| (e.cluster.clone(), e.address.clone(), format!("{} {}", e.network, e.locality), e.ready)))
+        .flat_map(|v| {
+            v.endpoints.iter().map(|e| {
+                (
+                    e.cluster.clone(),
+                    e.address.clone(),
+                    format!("{} {}", e.network, e.locality),
+                    e.ready,
+                )
+            })
+        })
         .collect()
 }
 
@@ -93,15 +147,39 @@ struct Bed {
 
 async fn bed() -> Bed {
     let (s1, s2) = (server("cluster1").await, server("cluster2").await);
-    let (c1, c2) = (client(&s1.kubeconfig()).await, client(&s2.kubeconfig()).await);
+    let (c1, c2) = (
+        client(&s1.kubeconfig()).await,
+        client(&s2.kubeconfig()).await,
+    );
     seed(&c1, "cluster1", "v1", "10.10.0.5", "region1", "zone1", None).await;
-    seed(&c2, "cluster2", "v2", "10.20.0.5", "region2", "zone2", Some("network2")).await;
+    seed(
+        &c2,
+        "cluster2",
+        "v2",
+        "10.20.0.5",
+        "region2",
+        "zone2",
+        Some("network2"),
+    )
+    .await;
     let gw = json!({"metadata": {"name": "istio-eastwestgateway", "labels": {"topology.istio.io/network": "network2"}}, "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]}, "status": {"loadBalancer": {"ingress": [{"ip": "172.31.0.12"}]}}});
     create(Api::<Service>::namespaced(c2.clone(), "istio-system"), gw).await;
-    remote_secret(&c1, "istio-remote-secret-cluster2", "cluster2", &s2.kubeconfig()).await;
+    remote_secret(
+        &c1,
+        "istio-remote-secret-cluster2",
+        "cluster2",
+        &s2.kubeconfig(),
+    )
+    .await;
     let fed = Federation::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
     until(&fed.registry, "both clusters", |s, _| hw(s).len() == 2).await;
-    Bed { s1, s2, c1, c2, fed }
+    Bed {
+        s1,
+        s2,
+        c1,
+        c2,
+        fed,
+    }
 }
 
 #[tokio::test]
@@ -111,55 +189,153 @@ async fn both_clusters_endpoints_carry_network_and_locality_and_changes_propagat
     assert_eq!(
         hw(&snap),
         [
-            ("cluster1".into(), "10.10.0.5".into(), "network1 region1/zone1".into(), true),
-            ("cluster2".into(), "10.20.0.5".into(), "network2 region2/zone2".into(), true),
+            (
+                "cluster1".into(),
+                "10.10.0.5".into(),
+                "network1 region1/zone1".into(),
+                true
+            ),
+            (
+                "cluster2".into(),
+                "10.20.0.5".into(),
+                "network2 region2/zone2".into(),
+                true
+            ),
         ]
     );
-    let ep = &snap.services.iter().find(|s| s.hostname.starts_with("helloworld.")).unwrap().endpoints[1];
-    assert_eq!((ep.labels["version"].as_str(), ep.service_account.as_str(), ep.port), ("v2", "helloworld", 5000));
+    let ep = &snap
+        .services
+        .iter()
+        .find(|s| s.hostname.starts_with("helloworld."))
+        .unwrap()
+        .endpoints[1];
+    assert_eq!(
+        (
+            ep.labels["version"].as_str(),
+            ep.service_account.as_str(),
+            ep.port
+        ),
+        ("v2", "helloworld", 5000)
+    );
     assert_eq!(snap.gateways.len(), 1);
-    assert_eq!((snap.gateways[0].network.as_str(), snap.gateways[0].address.as_str(), snap.gateways[0].port), ("network2", "172.31.0.12", 15443));
+    assert_eq!(
+        (
+            snap.gateways[0].network.as_str(),
+            snap.gateways[0].address.as_str(),
+            snap.gateways[0].port
+        ),
+        ("network2", "172.31.0.12", 15443)
+    );
     assert!(b.fed.registry.ready());
 
     // A new remote endpoint, then a readiness change, reach the registry.
     let slices: Api<EndpointSlice> = Api::namespaced(b.c2.clone(), "sample");
-    let two = slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.6"], true);
-    slices.replace("helloworld-abc", &PostParams::default(), &serde_json::from_value(two).unwrap()).await.ok();
-    let merge = Patch::Merge(json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.6"], true)["endpoints"]}));
-    slices.patch("helloworld-abc", &PatchParams::default(), &merge).await.unwrap();
-    until(&b.fed.registry, "the new remote endpoint", |s, _| hw(s).len() == 3).await;
-    let unready = Patch::Merge(json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.6"], false)["endpoints"]}));
-    slices.patch("helloworld-abc", &PatchParams::default(), &unready).await.unwrap();
-    until(&b.fed.registry, "remote readiness", |s, _| hw(s).iter().filter(|e| e.0 == "cluster2").all(|e| !e.3)).await;
+    let two = slice(
+        "cluster2-node",
+        "helloworld-v2",
+        &["10.20.0.5", "10.20.0.6"],
+        true,
+    );
+    slices
+        .replace(
+            "helloworld-abc",
+            &PostParams::default(),
+            &serde_json::from_value(two).unwrap(),
+        )
+        .await
+        .ok();
+    let merge = Patch::Merge(
+        json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.6"], true)["endpoints"]}),
+    );
+    slices
+        .patch("helloworld-abc", &PatchParams::default(), &merge)
+        .await
+        .unwrap();
+    until(&b.fed.registry, "the new remote endpoint", |s, _| {
+        hw(s).len() == 3
+    })
+    .await;
+    let unready = Patch::Merge(
+        json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.6"], false)["endpoints"]}),
+    );
+    slices
+        .patch("helloworld-abc", &PatchParams::default(), &unready)
+        .await
+        .unwrap();
+    until(&b.fed.registry, "remote readiness", |s, _| {
+        hw(s).iter().filter(|e| e.0 == "cluster2").all(|e| !e.3)
+    })
+    .await;
     drop(b.s1);
 }
 
 #[tokio::test]
 async fn a_broken_secret_is_isolated_and_a_deleted_secret_removes_its_cluster() {
     let b = bed().await;
-    remote_secret(&b.c1, "istio-remote-secret-cluster3", "cluster3", "this is not a kubeconfig").await;
-    until(&b.fed.registry, "cluster3 in error", |_, c| status_of(c, "cluster3") == Some(Status::Error)).await;
-    assert_eq!(status_of(&b.fed.registry.clusters(), "cluster2"), Some(Status::Synced));
+    remote_secret(
+        &b.c1,
+        "istio-remote-secret-cluster3",
+        "cluster3",
+        "this is not a kubeconfig",
+    )
+    .await;
+    until(&b.fed.registry, "cluster3 in error", |_, c| {
+        status_of(c, "cluster3") == Some(Status::Error)
+    })
+    .await;
+    assert_eq!(
+        status_of(&b.fed.registry.clusters(), "cluster2"),
+        Some(Status::Synced)
+    );
     assert_eq!(hw(&b.fed.registry.snapshot()).len(), 2);
 
     // The same id claimed by a second secret: reported, and the first one keeps it.
     remote_secret(&b.c1, "another-secret", "cluster2", &b.s2.kubeconfig()).await;
-    until(&b.fed.registry, "the conflict", |_, c| c.iter().any(|c| c.id == "cluster2" && c.secret == "another-secret" && c.status == Status::Error)).await;
-    assert!(b.fed.registry.clusters().iter().any(|c| c.id == "cluster2" && c.secret == "istio-remote-secret-cluster2" && c.status == Status::Synced));
+    until(&b.fed.registry, "the conflict", |_, c| {
+        c.iter().any(|c| {
+            c.id == "cluster2" && c.secret == "another-secret" && c.status == Status::Error
+        })
+    })
+    .await;
+    assert!(b.fed.registry.clusters().iter().any(|c| c.id == "cluster2"
+        && c.secret == "istio-remote-secret-cluster2"
+        && c.status == Status::Synced));
 
     let secrets: Api<Secret> = Api::namespaced(b.c1.clone(), "istio-system");
-    secrets.delete("another-secret", &DeleteParams::default()).await.unwrap();
-    secrets.delete("istio-remote-secret-cluster2", &DeleteParams::default()).await.unwrap();
-    until(&b.fed.registry, "cluster2 gone", |s, c| status_of(c, "cluster2").is_none() && hw(s).len() == 1).await;
+    secrets
+        .delete("another-secret", &DeleteParams::default())
+        .await
+        .unwrap();
+    secrets
+        .delete("istio-remote-secret-cluster2", &DeleteParams::default())
+        .await
+        .unwrap();
+    until(&b.fed.registry, "cluster2 gone", |s, c| {
+        status_of(c, "cluster2").is_none() && hw(s).len() == 1
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_stopped_remote_api_server_keeps_its_endpoints_and_is_unreachable() {
     let b = bed().await;
     b.s2.shutdown().await;
-    until(&b.fed.registry, "cluster2 unreachable", |_, c| status_of(c, "cluster2") == Some(Status::Unreachable)).await;
-    assert_eq!(hw(&b.fed.registry.snapshot()).len(), 2, "endpoints of an unreachable cluster are kept by default");
-    let age = b.fed.registry.clusters().iter().find(|c| c.id == "cluster2").and_then(|c| c.last_sync_age_s);
+    until(&b.fed.registry, "cluster2 unreachable", |_, c| {
+        status_of(c, "cluster2") == Some(Status::Unreachable)
+    })
+    .await;
+    assert_eq!(
+        hw(&b.fed.registry.snapshot()).len(),
+        2,
+        "endpoints of an unreachable cluster are kept by default"
+    );
+    let age = b
+        .fed
+        .registry
+        .clusters()
+        .iter()
+        .find(|c| c.id == "cluster2")
+        .and_then(|c| c.last_sync_age_s);
     assert!(age.is_some());
 }
 
@@ -167,27 +343,84 @@ async fn a_stopped_remote_api_server_keeps_its_endpoints_and_is_unreachable() {
 async fn rotated_credentials_are_picked_up_without_a_restart() {
     let b = bed().await;
     let sas: Api<ServiceAccount> = Api::namespaced(b.c2.clone(), "istio-system");
-    create(Api::<ServiceAccount>::namespaced(b.c2.clone(), "istio-system"), json!({"metadata": {"name": "reader"}})).await;
+    create(
+        Api::<ServiceAccount>::namespaced(b.c2.clone(), "istio-system"),
+        json!({"metadata": {"name": "reader"}}),
+    )
+    .await;
     let token = |secs: i64| {
         let sas = sas.clone();
         async move {
             let req = serde_json::from_value(json!({"spec": {"expirationSeconds": secs}})).unwrap();
-            sas.create_token_request("reader", &PostParams::default(), &req).await.unwrap().status.unwrap().token
+            sas.create_token_request("reader", &PostParams::default(), &req)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .token
         }
     };
-    let with_token = |t: &str| meshfed_e2e::kubeconfig::render("cluster2", &b.s2.url(), b.s2.ca_pem(), "reader", t);
-    remote_secret(&b.c1, "istio-remote-secret-cluster2", "cluster2", &with_token(&token(3600).await)).await;
-    let first = b.fed.registry.clusters().iter().find(|c| c.id == "cluster2").unwrap().generation;
-    until(&b.fed.registry, "the first rotation", |_, c| c.iter().any(|c| c.id == "cluster2" && c.generation > first && c.status == Status::Synced)).await;
-    let second = b.fed.registry.clusters().iter().find(|c| c.id == "cluster2").unwrap().generation;
+    let with_token = |t: &str| {
+        meshfed_e2e::kubeconfig::render("cluster2", &b.s2.url(), b.s2.ca_pem(), "reader", t)
+    };
+    remote_secret(
+        &b.c1,
+        "istio-remote-secret-cluster2",
+        "cluster2",
+        &with_token(&token(3600).await),
+    )
+    .await;
+    let first = b
+        .fed
+        .registry
+        .clusters()
+        .iter()
+        .find(|c| c.id == "cluster2")
+        .unwrap()
+        .generation;
+    until(&b.fed.registry, "the first rotation", |_, c| {
+        c.iter()
+            .any(|c| c.id == "cluster2" && c.generation > first && c.status == Status::Synced)
+    })
+    .await;
+    let second = b
+        .fed
+        .registry
+        .clusters()
+        .iter()
+        .find(|c| c.id == "cluster2")
+        .unwrap()
+        .generation;
 
     // Rotate again, then revoke the earlier token: changes must still arrive.
-    remote_secret(&b.c1, "istio-remote-secret-cluster2", "cluster2", &with_token(&token(3600).await)).await;
-    until(&b.fed.registry, "the second rotation", |_, c| c.iter().any(|c| c.id == "cluster2" && c.generation > second && c.status == Status::Synced)).await;
-    assert_eq!(hw(&b.fed.registry.snapshot()).len(), 2, "rotation lost endpoints");
+    remote_secret(
+        &b.c1,
+        "istio-remote-secret-cluster2",
+        "cluster2",
+        &with_token(&token(3600).await),
+    )
+    .await;
+    until(&b.fed.registry, "the second rotation", |_, c| {
+        c.iter()
+            .any(|c| c.id == "cluster2" && c.generation > second && c.status == Status::Synced)
+    })
+    .await;
+    assert_eq!(
+        hw(&b.fed.registry.snapshot()).len(),
+        2,
+        "rotation lost endpoints"
+    );
     let slices: Api<EndpointSlice> = Api::namespaced(b.c2.clone(), "sample");
-    let merge = Patch::Merge(json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.7"], true)["endpoints"]}));
-    slices.patch("helloworld-abc", &PatchParams::default(), &merge).await.unwrap();
-    until(&b.fed.registry, "a change after rotation", |s, _| hw(s).iter().any(|e| e.1 == "10.20.0.7")).await;
+    let merge = Patch::Merge(
+        json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.7"], true)["endpoints"]}),
+    );
+    slices
+        .patch("helloworld-abc", &PatchParams::default(), &merge)
+        .await
+        .unwrap();
+    until(&b.fed.registry, "a change after rotation", |s, _| {
+        hw(s).iter().any(|e| e.1 == "10.20.0.7")
+    })
+    .await;
     drop(b.s1);
 }

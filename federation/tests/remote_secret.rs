@@ -415,7 +415,10 @@ fn kubectl_on_path() -> bool {
 #[tokio::test]
 async fn kubectl_applies_the_output_in_another_cluster() {
     // A missing judge is a failure, never a skip: the README's test command installs kubectl.
-    assert!(kubectl_on_path(), "kubectl is required; run the README's test command");
+    assert!(
+        kubectl_on_path(),
+        "kubectl is required; run the README's test command"
+    );
     let (cluster1, cluster2) = (bed("cluster1").await, bed("cluster2").await);
     let yaml = run(&cluster2, &RemoteSecretOptions::new("cluster2")).await;
     let kc1 = &cluster1.kubeconfig;

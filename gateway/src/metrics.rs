@@ -82,5 +82,10 @@ impl Metrics {
 /// The process-wide recorder and this component's handles.
 pub fn global() -> &'static (PrometheusHandle, Metrics) {
     static GLOBAL: OnceLock<(PrometheusHandle, Metrics)> = OnceLock::new();
-    GLOBAL.get_or_init(|| (meshfed_model::telemetry::prometheus().clone(), Metrics::new()))
+    GLOBAL.get_or_init(|| {
+        (
+            meshfed_model::telemetry::prometheus().clone(),
+            Metrics::new(),
+        )
+    })
 }

@@ -1,0 +1,181 @@
+//! The multi-cluster flow as a user runs it, with istioctl's default credentials (a
+//! long-lived token Secret): create-remote-secret, kubectl apply, federation, remote-clusters.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts meshfed with `args` and waits for its first line (printed once it serves).
+fn start(args: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(MESHFED)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Killed(child), line)
+}
+
+fn apiserver(dir: &Path, name: &str) -> Killed {
+    let kc = dir.join(name);
+    start(&[
+        "testbed",
+        "apiserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-name",
+        name,
+        "--kubeconfig-out",
+        kc.to_str().unwrap(),
+    ])
+    .0
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is required");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn create_remote_secret_then_federation_sees_the_remote_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s1, _s2) = (
+        apiserver(dir.path(), "cluster1"),
+        apiserver(dir.path(), "cluster2"),
+    );
+    let (kc1, kc2) = (dir.path().join("cluster1"), dir.path().join("cluster2"));
+    kubectl(&kc2, &["create", "namespace", "sample"], "");
+    kubectl(
+        &kc2,
+        &[
+            "create",
+            "service",
+            "clusterip",
+            "helloworld",
+            "-n",
+            "sample",
+            "--tcp=5000:5000",
+        ],
+        "",
+    );
+
+    let out = Command::new(MESHFED)
+        .args(["create-remote-secret", "--name", "cluster2", "--kubeconfig"])
+        .arg(&kc2)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        secret.contains("istio/multiCluster")
+            && secret.contains("networking.istio.io/cluster: cluster2"),
+        "{secret}"
+    );
+    kubectl(&kc1, &["create", "namespace", "istio-system"], "");
+    kubectl(&kc1, &["apply", "--validate=false", "-f", "-"], &secret);
+
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (_fed, line) = start(&[
+        "federation",
+        "--kubeconfig",
+        kc1.to_str().unwrap(),
+        "--cluster-id",
+        "cluster1",
+        "--network",
+        "network1",
+        "--admin",
+        &admin,
+    ]);
+    assert!(line.starts_with("federation for cluster1"), "{line}");
+
+    // The controller syncs in the background; remote-clusters exits 0 once every cluster is synced.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let out = Command::new(MESHFED)
+            .args(["remote-clusters", "--admin", &admin])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never synced: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("cluster2"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("istio-remote-secret-cluster2") && row.contains("synced"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("cluster1") && l.contains("(local)")),
+        "{table}"
+    );
+}
+
+#[test]
+fn remote_clusters_fails_without_a_controller() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = Command::new(MESHFED)
+        .args(["remote-clusters", "--admin", &unused])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error:"));
+}
