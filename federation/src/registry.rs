@@ -94,7 +94,26 @@ struct Entry {
     error: Option<String>,
     started: Instant,
     last_good: Option<Instant>,
+    /// Every kind has listed at least once.
+    ever_synced: bool,
     task: Option<AbortHandle>,
+}
+
+impl Entry {
+    /// What `/debug/clusterz` shows: a cluster that never synced is `timeout` once past the
+    /// sync timeout, whatever went wrong.
+    fn shown_status(&self, timeout: Duration) -> Status {
+        match self.status {
+            Status::Error => Status::Error,
+            _ if !self.ever_synced && self.started.elapsed() > timeout => Status::Timeout,
+            s => s,
+        }
+    }
+
+    /// Holds readiness back: never synced, not broken for good, and still within the timeout.
+    fn blocks_readiness(&self, timeout: Duration) -> bool {
+        !self.ever_synced && self.status != Status::Error && self.started.elapsed() <= timeout
+    }
 }
 
 #[derive(Default)]
@@ -171,6 +190,7 @@ impl Registry {
             error: None,
             started: Instant::now(),
             last_good: None,
+            ever_synced: false,
             task: None,
         };
         inner.entries.insert((id.to_string(), generation), entry);
@@ -247,6 +267,7 @@ impl Registry {
         e.last_good = Some(Instant::now());
         if e.listed.len() >= e.needed {
             e.status = Status::Synced;
+            e.ever_synced = true;
             e.error = None;
             let active = inner.active.get(id).copied().unwrap_or(0);
             if generation > active {
@@ -314,12 +335,7 @@ impl Registry {
             let Some(e) = inner.entries.get(&(id.clone(), *generation)) else {
                 continue;
             };
-            let status = match e.status {
-                Status::Syncing if e.started.elapsed() > self.config.sync_timeout => {
-                    Status::Timeout
-                }
-                s => s,
-            };
+            let status = e.shown_status(self.config.sync_timeout);
             let endpoints = e
                 .data
                 .slices
@@ -346,9 +362,15 @@ impl Registry {
         out
     }
 
-    /// Ready when every cluster is synced, failed for good, or past the sync timeout.
+    /// Ready when every cluster has synced, failed for good, or is past the sync timeout.
     pub fn ready(&self) -> bool {
-        self.clusters().iter().all(|c| c.status != Status::Syncing)
+        let inner = self.lock();
+        let timeout = self.config.sync_timeout;
+        inner
+            .active
+            .iter()
+            .filter_map(|(id, g)| inner.entries.get(&(id.clone(), *g)))
+            .all(|e| !e.blocks_readiness(timeout))
     }
 
     /// The merged view.

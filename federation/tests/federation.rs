@@ -424,3 +424,82 @@ async fn rotated_credentials_are_picked_up_without_a_restart() {
     .await;
     drop(b.s1);
 }
+
+#[tokio::test]
+async fn a_dead_cluster_holds_readiness_only_until_the_sync_timeout() {
+    let s1 = server("cluster1").await;
+    let c1 = client(&s1.kubeconfig()).await;
+    seed(&c1, "cluster1", "v1", "10.10.0.5", "region1", "zone1", None).await;
+    // A kubeconfig that parses but points at a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kubeconfig = meshfed_e2e::kubeconfig::render(
+        "cluster9",
+        &format!("https://{dead}"),
+        s1.ca_pem(),
+        "u",
+        "t",
+    );
+    remote_secret(&c1, "istio-remote-secret-cluster9", "cluster9", &kubeconfig).await;
+    let mut cfg = FederationConfig::new("cluster1", "network1");
+    cfg.sync_timeout = Duration::from_millis(1500);
+    let fed = Federation::start(c1.clone(), &cfg);
+    until(&fed.registry, "cluster9 known and local synced", |_, c| {
+        status_of(c, "cluster9").is_some() && status_of(c, "cluster1") == Some(Status::Synced)
+    })
+    .await;
+    assert!(
+        !fed.registry.ready(),
+        "a cluster that never synced must hold readiness within the timeout"
+    );
+    until(&fed.registry, "the sync timeout", |_, c| {
+        status_of(c, "cluster9") == Some(Status::Timeout)
+    })
+    .await;
+    assert!(fed.registry.ready());
+    assert_eq!(hw(&fed.registry.snapshot()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_410_relist_of_a_remote_cluster_loses_and_duplicates_nothing() {
+    let b = bed().await;
+    let slices: Api<EndpointSlice> = Api::namespaced(b.c2.clone(), "sample");
+    // Change, then end every watch of cluster2 with 410 while more changes land.
+    let three = Patch::Merge(
+        json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.5", "10.20.0.6", "10.20.0.8"], true)["endpoints"]}),
+    );
+    slices
+        .patch("helloworld-abc", &PatchParams::default(), &three)
+        .await
+        .unwrap();
+    b.s2.store().expire_watches();
+    let two = Patch::Merge(
+        json!({"endpoints": slice("cluster2-node", "helloworld-v2", &["10.20.0.6", "10.20.0.8"], true)["endpoints"]}),
+    );
+    slices
+        .patch("helloworld-abc", &PatchParams::default(), &two)
+        .await
+        .unwrap();
+    until(
+        &b.fed.registry,
+        "cluster2 converged after the relist",
+        |s, c| {
+            let mut remote: Vec<String> = hw(s)
+                .into_iter()
+                .filter(|e| e.0 == "cluster2")
+                .map(|e| e.1)
+                .collect();
+            remote.sort();
+            remote == ["10.20.0.6", "10.20.0.8"] && status_of(c, "cluster2") == Some(Status::Synced)
+        },
+    )
+    .await;
+    assert_eq!(
+        hw(&b.fed.registry.snapshot()).len(),
+        3,
+        "duplicates after the relist"
+    );
+    drop(b.s1);
+}
