@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${MESHFED_BENCH_ROUNDS:-5}
 OUT=BENCHMARKS.md
-suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs gateway)
+suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs gateway federation)
 
 machine() {
   echo "- Machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
@@ -120,6 +120,46 @@ $table
 MD
 )
   put_section gateway "$body"
+  echo "$body"
+}
+
+bench_federation() {
+  cargo build --release -q --workspace --bins
+  local json=target/bench-federation.json runs=() i
+  for i in $(seq "$ROUNDS"); do
+    cargo run --release -q -p meshfed-e2e --bin bench -- federation --json "$json.$i" >/dev/null
+    runs+=("$json.$i")
+  done
+  local table
+  table=$(python3 - "${runs[@]}" <<'PY'
+import json, sys
+runs = [json.load(open(f)) for f in sys.argv[1:]]
+med = lambda xs: sorted(xs)[len(xs) // 2]
+p = {k: med([r["propagation"][k] for r in runs]) for k in ("p50_ms", "p99_ms", "max_ms")}
+s = {k: med([r["scale"][k] for r in runs]) for k in ("first_sync_s", "rss_mib")}
+sc = runs[0]["scale"]
+print("| figure | median | goal |")
+print("|---|---:|---|")
+print(f"| remote endpoint change to registry, p50 ({runs[0]['propagation']['changes']} changes) | {p['p50_ms']:.2f} ms | |")
+print(f"| remote endpoint change to registry, p99 | {p['p99_ms']:.2f} ms | under 50 ms |")
+print(f"| remote endpoint change to registry, max | {p['max_ms']:.2f} ms | |")
+print(f"| first full sync, {sc['clusters']} clusters x {sc['services_per_cluster']} services x {sc['endpoints_per_service']} endpoints ({sc['endpoints']} endpoints, as many pods) | {s['first_sync_s']:.2f} s | under 5 s |")
+print(f"| federation process RSS after that sync | {s['rss_mib']:.1f} MiB | under 300 MiB |")
+PY
+)
+  local body
+  body=$(cat <<MD
+## federation: propagation and first sync
+
+$(machine)
+- Command: \`bench/run.sh federation\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- federation --json FILE\` $ROUNDS times; medians).
+- Propagation: two test bed API servers and the controller in one process; each change patches a remote EndpointSlice and is timed until the merged registry shows it.
+- Scale: three test bed API servers seeded in-process; a separate \`meshfed federation\` process is timed from start until \`/debug/clusterz\` shows every cluster synced with every endpoint, then its RSS is read from /proc.
+
+$table
+MD
+)
+  put_section federation "$body"
   echo "$body"
 }
 

@@ -406,3 +406,48 @@ async fn secret_string_data_is_stored_as_data() {
         b"rotated"
     );
 }
+
+#[tokio::test]
+async fn pagination_across_prefix_namespaces_returns_each_object_once() {
+    // "a" sorts before "a-b" as a key but after it as the string "a/..." vs "a-b/...".
+    let server = server().await;
+    let c = client(&server).await;
+    let mut want = Vec::new();
+    for ns in ["a", "a-b", "b"] {
+        let nss: Api<Namespace> = Api::all(c.clone());
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+        let api: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+        for n in ["x", "z"] {
+            api.create(&PostParams::default(), &cm(n, "1"))
+                .await
+                .unwrap();
+            want.push(format!("{ns}/{n}"));
+        }
+    }
+    let api: Api<ConfigMap> = Api::all(c);
+    let (mut got, mut token) = (Vec::new(), None::<String>);
+    loop {
+        let mut lp = ListParams::default().limit(1);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.unwrap();
+        got.extend(
+            page.items
+                .iter()
+                .map(|o| format!("{}/{}", o.metadata.namespace.clone().unwrap(), name_of(o))),
+        );
+        token = page.metadata.continue_.filter(|c| !c.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}

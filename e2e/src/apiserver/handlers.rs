@@ -79,27 +79,24 @@ pub fn get(store: &Store, req: &Request) -> ApiResult<Value> {
 
 pub fn list(store: &Store, req: &Request) -> ApiResult<Value> {
     req.check_scope(false)?;
-    let (mut items, rv) = store.list(
-        req.path.res,
-        req.path.namespace.as_deref(),
-        &req.selector()?,
-    );
-    let mut cont = None;
-    if let Some(after) = req.query.get("continue").filter(|c| !c.is_empty()) {
-        let after = decode_continue(after)?;
-        items.retain(|o| item_key(o) > after);
-    }
-    if let Some(limit) = req
+    let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(decode_continue(token)?),
+        None => None,
+    };
+    let limit = req
         .query
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|&l| l > 0)
-    {
-        if items.len() > limit {
-            items.truncate(limit);
-            cont = items.last().map(|o| encode_continue(&item_key(o)));
-        }
-    }
+        .unwrap_or(usize::MAX);
+    let (items, rv, next) = store.list_page(
+        req.path.res,
+        req.path.namespace.as_deref(),
+        &req.selector()?,
+        after,
+        limit,
+    );
+    let cont = next.map(|(ns, name)| encode_continue(&ns, &name));
     Ok(if req.table {
         present::table(&items, req.rt(), rv, true)
     } else {
@@ -107,23 +104,17 @@ pub fn list(store: &Store, req: &Request) -> ApiResult<Value> {
     })
 }
 
-fn item_key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or(""),
-        o["metadata"]["name"].as_str().unwrap_or("")
-    )
-}
-
-fn encode_continue(key: &str) -> String {
+/// The continue token names the last (namespace, name) returned.
+fn encode_continue(ns: &str, name: &str) -> String {
+    let key = serde_json::json!([ns, name]).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
-fn decode_continue(token: &str) -> ApiResult<String> {
+fn decode_continue(token: &str) -> ApiResult<(String, String)> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
-        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
         .ok_or_else(|| ApiError::bad_request("invalid continue token"))
 }
 

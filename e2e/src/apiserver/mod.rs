@@ -155,6 +155,21 @@ impl ApiServer {
         &self.shared.store
     }
 
+    /// Stores an object directly (no HTTP), as if created by a client: for seeding large
+    /// test states quickly. `kind` is e.g. "Pod"; cluster-scoped kinds take `namespace` "".
+    pub fn insert(
+        &self,
+        kind: &str,
+        namespace: &str,
+        object: serde_json::Value,
+    ) -> Result<Value, ApiError> {
+        let res = resources::by_kind(kind);
+        if res >= resources::RESOURCES.len() {
+            return Err(ApiError::bad_request(format!("unknown kind {kind}")));
+        }
+        self.shared.store.create(res, namespace, object)
+    }
+
     /// Moves the clock used for token expiry forward.
     pub fn advance_clock(&self, by: Duration) {
         self.shared

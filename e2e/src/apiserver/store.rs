@@ -141,16 +141,41 @@ impl Store {
     /// Objects of `res` (in `ns`, or everywhere for None) matching `sel`, sorted by
     /// namespace and name, with the store's resourceVersion.
     pub fn list(&self, res: ResourceId, ns: Option<&str>, sel: &Selector) -> (Vec<Value>, u64) {
+        let (items, rv, _) = self.list_page(res, ns, sel, None, usize::MAX);
+        (items, rv)
+    }
+
+    /// Up to `limit` matching objects after the (namespace, name) `after`, in key order, and
+    /// the key to continue from if more remain. Scans only from `after`, so paging through
+    /// a large kind costs what it returns.
+    pub fn list_page(
+        &self,
+        res: ResourceId,
+        ns: Option<&str>,
+        sel: &Selector,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> (Vec<Value>, u64, Option<(String, String)>) {
+        use std::ops::Bound;
         let inner = self.lock();
-        let items = inner
+        let start = match after {
+            Some((n, name)) => Bound::Excluded((res, n, name)),
+            None => Bound::Included((res, String::new(), String::new())),
+        };
+        let mut matching = inner
             .objects
-            .range((res, String::new(), String::new())..)
+            .range((start, Bound::Unbounded))
             .take_while(|((r, _, _), _)| *r == res)
             .filter(|((_, n, _), _)| ns.is_none_or(|want| want == n))
-            .filter(|(_, obj)| sel.matches(obj))
-            .map(|(_, obj)| obj.clone())
-            .collect();
-        (items, inner.rv)
+            .filter(|(_, obj)| sel.matches(obj));
+        let mut items = Vec::new();
+        let mut last = None;
+        for ((_, n, name), obj) in matching.by_ref().take(limit) {
+            items.push(obj.clone());
+            last = Some((n.clone(), name.clone()));
+        }
+        let more = matching.next().is_some();
+        (items, inner.rv, last.filter(|_| more))
     }
 
     pub fn create(&self, res: ResourceId, ns: &str, obj: Value) -> ApiResult<Value> {

@@ -11,6 +11,21 @@ fn main() -> ExitCode {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    let num =
+        |flag: &str, default: f64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(default);
+    if args.first().map(String::as_str) == Some("federation") {
+        let opts = meshfed_e2e::bench::federation::FederationOptions {
+            json: PathBuf::from(value("--json").unwrap_or_else(|| "bench-federation.json".into())),
+            meshfed: PathBuf::from(
+                value("--meshfed").unwrap_or_else(|| "target/release/meshfed".into()),
+            ),
+            changes: num("--changes", 1000.0) as usize,
+            clusters: num("--clusters", 3.0) as usize,
+            services: num("--services", 2000.0) as usize,
+            endpoints: num("--endpoints", 10.0) as usize,
+        };
+        return report(meshfed_e2e::bench::federation::run(&opts));
+    }
     if args.first().map(String::as_str) != Some("gateway") {
         eprintln!(
             "usage: bench gateway --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64]"
@@ -30,7 +45,11 @@ fn main() -> ExitCode {
         rate: num("--rate", 1000.0) as u32,
         workers: num("--workers", 64.0) as usize,
     };
-    match meshfed_e2e::bench::gateway(&opts) {
+    report(meshfed_e2e::bench::gateway(&opts))
+}
+
+fn report(result: Result<serde_json::Value, String>) -> ExitCode {
+    match result {
         Ok(report) => {
             println!(
                 "{}",
