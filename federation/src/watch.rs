@@ -257,42 +257,26 @@ async fn run_kind<K: Watched>(api: Api<K>, target: Target) {
     }
 }
 
-/// DestinationRules are unstructured (networking.istio.io/v1).
-async fn run_destination_rules(client: Client, target: Target) {
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule");
-    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk(&gvk));
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut staging: Option<HashMap<(String, String), serde_json::Value>> = None;
-    let json = |o: &DynamicObject| serde_json::to_value(o).unwrap_or_default();
-    while let Some(event) = events.next().await {
-        let Target {
-            registry,
-            id,
-            generation,
-        } = &target;
-        match event {
-            Ok(Event::Init) => staging = Some(HashMap::new()),
-            Ok(Event::InitApply(o)) => {
-                if let Some(map) = staging.as_mut() {
-                    map.insert(ns_name(&o), json(&o));
-                }
-            }
-            Ok(Event::InitDone) => {
-                let fresh = staging.take().unwrap_or_default();
-                registry.update(id, *generation, |d| d.destination_rules = fresh);
-                registry.listed(id, *generation, Kind::DestinationRule);
-            }
-            Ok(Event::Apply(o)) => registry.update(id, *generation, |d| {
-                d.destination_rules.insert(ns_name(&o), json(&o));
-            }),
-            Ok(Event::Delete(o)) => registry.update(id, *generation, |d| {
-                d.destination_rules.remove(&ns_name(&o));
-            }),
-            Err(e) => registry.watch_error(id, *generation, format!("DestinationRule: {e}")),
-        }
+/// DestinationRules are kept unstructured (networking.istio.io/v1): the xDS layer reads
+/// only the fields it knows.
+impl Watched for DynamicObject {
+    type Key = (String, String);
+    type Value = serde_json::Value;
+    const KIND: Kind = Kind::DestinationRule;
+    fn entry(&self) -> Option<(Self::Key, serde_json::Value)> {
+        Some((self.key(), serde_json::to_value(self).ok()?))
     }
+    fn key(&self) -> Self::Key {
+        ns_name(self)
+    }
+    fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, serde_json::Value> {
+        &mut d.destination_rules
+    }
+}
+
+fn destination_rules(client: Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule");
+    Api::all_with(client, &ApiResource::from_gvk(&gvk))
 }
 
 /// How many kinds a cluster lists before it counts as synced.
@@ -311,7 +295,10 @@ pub async fn run_cluster(client: Client, target: Target, local: bool) {
         tokio::spawn(run_kind::<Node>(Api::all(client.clone()), t())),
     ];
     if local {
-        tasks.push(tokio::spawn(run_destination_rules(client, t())));
+        tasks.push(tokio::spawn(run_kind::<DynamicObject>(
+            destination_rules(client),
+            t(),
+        )));
     }
     // Aborting this task must stop the watchers too.
     let _guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());

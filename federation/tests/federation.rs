@@ -503,3 +503,52 @@ async fn a_410_relist_of_a_remote_cluster_loses_and_duplicates_nothing() {
     );
     drop(b.s1);
 }
+
+#[tokio::test]
+async fn destination_rules_come_from_the_local_cluster_only() {
+    let b = bed().await;
+    let dr_api = |c: &kube::Client| {
+        let gvk =
+            kube::api::GroupVersionKind::gvk("networking.istio.io", "v1beta1", "DestinationRule");
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            c.clone(),
+            "sample",
+            &kube::api::ApiResource::from_gvk(&gvk),
+        )
+    };
+    let seed_dr = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../samples/locality-lb-weight.yaml"
+    ))
+    .unwrap();
+    let dr: kube::api::DynamicObject = serde_yaml::from_str(&seed_dr).unwrap();
+    dr_api(&b.c1)
+        .create(&PostParams::default(), &dr)
+        .await
+        .unwrap();
+    let mut remote = dr.clone();
+    remote.metadata.name = Some("remote-only".into());
+    dr_api(&b.c2)
+        .create(&PostParams::default(), &remote)
+        .await
+        .unwrap();
+    let mut changes = b.fed.registry.subscribe();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while b.fed.registry.destination_rules().is_empty() {
+            let _ = changes.changed().await;
+        }
+    })
+    .await
+    .unwrap();
+    let drs = b.fed.registry.destination_rules();
+    assert_eq!(
+        drs.iter().map(|d| d.1.as_str()).collect::<Vec<_>>(),
+        ["helloworld"]
+    );
+    assert_eq!(
+        drs[0].2["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"]["distribute"][0]["to"]
+            ["region1/*"],
+        80
+    );
+    drop(b.s2);
+}
