@@ -3,6 +3,7 @@
 //! every endpoint.
 
 pub mod admin;
+pub mod eds;
 pub mod locality;
 pub mod merge;
 pub mod registry;

@@ -73,6 +73,8 @@ pub struct Place {
     pub network: String,
     pub cluster: String,
     pub labels: BTreeMap<String, String>,
+    /// How many endpoints this stands for (a gateway stands for those behind it); 0 counts as 1.
+    pub weight: u32,
 }
 
 impl Place {
@@ -168,12 +170,13 @@ fn group_by_locality(
         };
         by.entry((level, e.locality.clone())).or_default().push(i);
     }
+    let weight = |idx: &[usize]| idx.iter().map(|&i| endpoints[i].weight.max(1)).sum();
     by.into_iter()
-        .map(|((level, locality), endpoints)| Group {
-            weight: endpoints.len() as u32,
+        .map(|((level, locality), idx)| Group {
+            weight: weight(&idx),
             locality,
             priority: level,
-            endpoints,
+            endpoints: idx,
         })
         .collect()
 }
@@ -221,7 +224,7 @@ fn merge_same_locality(groups: Vec<Group>) -> Vec<Group> {
             Some(m) => {
                 m.endpoints.extend(g.endpoints);
                 m.endpoints.sort_unstable();
-                m.weight = m.endpoints.len() as u32;
+                m.weight += g.weight;
             }
             None => {
                 by.insert(g.locality.clone(), g);

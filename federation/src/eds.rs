@@ -1,0 +1,177 @@
+//! EDS: the endpoints of one Istio cluster (`outbound|port|subset|fqdn`) as one proxy must see
+//! them: endpoints on the proxy's network directly, those on other networks replaced by that
+//! network's gateway (weight = the ready endpoints behind it, `tlsMode: istio`), grouped by
+//! locality with Istio's priorities and weights.
+
+use crate::locality::{self, LocalityPolicy, Place};
+use crate::registry::{EndpointView, Snapshot};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HealthStatus, Locality as EnvoyLocality, Metadata, SocketAddress, address,
+    socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::google::protobuf::{Struct, UInt32Value, Value, value};
+use meshfed_model::{ClusterName, Locality, labels_match};
+use std::collections::BTreeMap;
+
+/// One backend as EDS will list it, before locality grouping.
+struct Backend {
+    address: String,
+    port: u16,
+    weight: u32,
+    healthy: bool,
+    via_gateway: bool,
+    place: Place,
+}
+
+/// The ClusterLoadAssignment of `cluster` for `proxy`. `subset` is the DestinationRule
+/// subset's label selector (empty for no subset).
+pub fn load_assignment(
+    cluster: &ClusterName,
+    snapshot: &Snapshot,
+    proxy: &Place,
+    subset: &BTreeMap<String, String>,
+    policy: &LocalityPolicy,
+) -> ClusterLoadAssignment {
+    let endpoints: Vec<&EndpointView> = snapshot
+        .services
+        .iter()
+        .filter(|s| s.hostname == cluster.host)
+        .flat_map(|s| s.endpoints.iter())
+        .filter(|e| e.service_port == cluster.port && labels_match(subset, &e.labels))
+        .collect();
+    let backends = backends(&endpoints, snapshot, &proxy.network);
+    let places: Vec<Place> = backends.iter().map(|b| b.place.clone()).collect();
+    let groups = locality::assign(proxy, &places, policy);
+    let localities = groups
+        .into_iter()
+        .map(|g| LocalityLbEndpoints {
+            locality: Some(envoy_locality(&g.locality)),
+            lb_endpoints: g
+                .endpoints
+                .iter()
+                .map(|&i| lb_endpoint(&backends[i]))
+                .collect(),
+            load_balancing_weight: Some(UInt32Value {
+                value: g.weight.max(1),
+            }),
+            priority: g.priority,
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: cluster.cluster(),
+        endpoints: localities,
+        ..Default::default()
+    }
+}
+
+/// Local endpoints as they are (not-ready ones marked unhealthy); remote ones folded into
+/// their network's gateways per locality, counting ready endpoints only, so a remote
+/// locality whose endpoints all turn not-ready disappears at once.
+fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &str) -> Vec<Backend> {
+    let mut out = Vec::new();
+    let mut remote: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    for e in endpoints {
+        let locality: Locality = e.locality.parse().unwrap_or_default();
+        if e.network.is_empty() || e.network == proxy_network {
+            let place = Place {
+                locality,
+                network: e.network.clone(),
+                cluster: e.cluster.clone(),
+                labels: e.labels.clone(),
+                weight: 1,
+            };
+            out.push(Backend {
+                address: e.address.clone(),
+                port: e.port,
+                weight: 1,
+                healthy: e.ready,
+                via_gateway: false,
+                place,
+            });
+        } else if e.ready {
+            *remote
+                .entry((e.network.clone(), e.cluster.clone(), e.locality.clone()))
+                .or_default() += 1;
+        }
+    }
+    for ((network, cluster, loc), count) in remote {
+        for gw in snapshot.gateways.iter().filter(|g| g.network == network) {
+            let place = Place {
+                locality: loc.parse().unwrap_or_default(),
+                network: network.clone(),
+                cluster: cluster.clone(),
+                labels: BTreeMap::new(),
+                weight: count,
+            };
+            out.push(Backend {
+                address: gw.address.clone(),
+                port: gw.port,
+                weight: count,
+                healthy: true,
+                via_gateway: true,
+                place,
+            });
+        }
+    }
+    out
+}
+
+fn envoy_locality(l: &Locality) -> EnvoyLocality {
+    EnvoyLocality {
+        region: l.region.clone(),
+        zone: l.zone.clone(),
+        sub_zone: l.subzone.clone(),
+    }
+}
+
+fn lb_endpoint(b: &Backend) -> LbEndpoint {
+    let socket = SocketAddress {
+        address: b.address.clone(),
+        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(b.port))),
+        ..Default::default()
+    };
+    let endpoint = Endpoint {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(socket)),
+        }),
+        ..Default::default()
+    };
+    let health = if b.healthy {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unhealthy
+    };
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)),
+        health_status: health as i32,
+        load_balancing_weight: Some(UInt32Value {
+            value: b.weight.max(1),
+        }),
+        metadata: b.via_gateway.then(tls_mode_istio),
+    }
+}
+
+/// What Istio puts on endpoints reached through a network gateway: sidecars pick the mTLS
+/// transport socket (with the `outbound_.port_.subset_.fqdn` SNI) for them.
+fn tls_mode_istio() -> Metadata {
+    let s = |v: &str| Value {
+        kind: Some(value::Kind::StringValue(v.to_string())),
+    };
+    let fields = [("tlsMode".to_string(), s("istio"))].into_iter().collect();
+    Metadata {
+        filter_metadata: [(
+            "envoy.transport_socket_match".to_string(),
+            Struct { fields },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

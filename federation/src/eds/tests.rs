@@ -1,0 +1,267 @@
+use super::*;
+use crate::registry::{GatewayView, PortView, ServiceView};
+use serde_json::json;
+
+const HOST: &str = "helloworld.sample.svc.cluster.local";
+
+fn ep(
+    cluster: &str,
+    network: &str,
+    address: &str,
+    locality: &str,
+    version: &str,
+    ready: bool,
+) -> EndpointView {
+    EndpointView {
+        cluster: cluster.into(),
+        network: network.into(),
+        address: address.into(),
+        port: 5000,
+        service_port: 5000,
+        locality: locality.into(),
+        labels: [("version".to_string(), version.to_string())]
+            .into_iter()
+            .collect(),
+        ready,
+        service_account: "helloworld".into(),
+    }
+}
+
+fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
+    let endpoints = vec![
+        ep(
+            "cluster1",
+            "network1",
+            "10.10.0.5",
+            "region1/zone1",
+            "v1",
+            true,
+        ),
+        ep(
+            "cluster2",
+            "network2",
+            "10.20.0.5",
+            "region2/zone2",
+            "v2",
+            remote_ready[0],
+        ),
+        ep(
+            "cluster2",
+            "network2",
+            "10.20.0.6",
+            "region2/zone2",
+            "v2",
+            remote_ready[1],
+        ),
+    ];
+    Snapshot {
+        services: vec![ServiceView {
+            hostname: HOST.into(),
+            namespace: "sample".into(),
+            ports: vec![PortView {
+                name: "http".into(),
+                port: 5000,
+            }],
+            endpoints,
+        }],
+        gateways: vec![GatewayView {
+            network: "network2".into(),
+            cluster: "cluster2".into(),
+            address: "172.31.0.12".into(),
+            port: 15443,
+        }],
+    }
+}
+
+fn proxy() -> Place {
+    Place {
+        locality: "region1/zone1".parse().unwrap(),
+        network: "network1".into(),
+        cluster: "cluster1".into(),
+        labels: BTreeMap::new(),
+        weight: 1,
+    }
+}
+
+/// (region, priority, locality weight, [(address:port, weight, tlsMode?)])
+fn summary(cla: &ClusterLoadAssignment) -> Vec<(String, u32, u32, Vec<(String, u32, bool)>)> {
+    cla.endpoints
+        .iter()
+        .map(|l| {
+            let eps = l
+                .lb_endpoints
+                .iter()
+                .map(|e| {
+                    let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                        panic!()
+                    };
+                    let Some(address::Address::SocketAddress(sa)) =
+                        ep.address.as_ref().and_then(|a| a.address.clone())
+                    else {
+                        panic!()
+                    };
+                    let Some(socket_address::PortSpecifier::PortValue(port)) = sa.port_specifier
+                    else {
+                        panic!()
+                    };
+                    (
+                        format!("{}:{port}", sa.address),
+                        e.load_balancing_weight
+                            .as_ref()
+                            .map(|w| w.value)
+                            .unwrap_or(0),
+                        e.metadata.is_some(),
+                    )
+                })
+                .collect();
+            (
+                l.locality
+                    .as_ref()
+                    .map(|x| x.region.clone())
+                    .unwrap_or_default(),
+                l.priority,
+                l.load_balancing_weight
+                    .as_ref()
+                    .map(|w| w.value)
+                    .unwrap_or(0),
+                eps,
+            )
+        })
+        .collect()
+}
+
+fn name(subset: Option<&str>) -> ClusterName {
+    ClusterName::new(5000, subset, HOST)
+}
+
+#[test]
+fn remote_endpoints_become_their_gateway_weighted_by_count() {
+    let cla = load_assignment(
+        &name(None),
+        &snapshot([true, true]),
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    assert_eq!(
+        cla.cluster_name,
+        "outbound|5000||helloworld.sample.svc.cluster.local"
+    );
+    assert_eq!(
+        summary(&cla),
+        [
+            (
+                "region1".into(),
+                0,
+                1,
+                vec![("10.10.0.5:5000".into(), 1, false)]
+            ),
+            (
+                "region2".into(),
+                0,
+                2,
+                vec![("172.31.0.12:15443".into(), 2, true)]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn not_ready_remote_endpoints_leave_the_gateway_weight_at_once() {
+    let one = load_assignment(
+        &name(None),
+        &snapshot([true, false]),
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    assert_eq!(
+        summary(&one)[1].3,
+        [("172.31.0.12:15443".to_string(), 1, true)]
+    );
+    let none = load_assignment(
+        &name(None),
+        &snapshot([false, false]),
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    assert_eq!(
+        summary(&none).len(),
+        1,
+        "a gateway with nothing ready behind it must not be listed"
+    );
+}
+
+#[test]
+fn subsets_select_by_labels() {
+    let v2: BTreeMap<String, String> = [("version".to_string(), "v2".to_string())]
+        .into_iter()
+        .collect();
+    let cla = load_assignment(
+        &name(Some("v2")),
+        &snapshot([true, true]),
+        &proxy(),
+        &v2,
+        &LocalityPolicy::default(),
+    );
+    assert_eq!(
+        cla.cluster_name,
+        "outbound|5000|v2|helloworld.sample.svc.cluster.local"
+    );
+    assert_eq!(
+        summary(&cla),
+        [(
+            "region2".into(),
+            0,
+            2,
+            vec![("172.31.0.12:15443".into(), 2, true)]
+        )]
+    );
+}
+
+#[test]
+fn seed_failover_and_distribute_rules_shape_priorities_and_weights() {
+    let failover = LocalityPolicy::from_traffic_policy(
+        &json!({"loadBalancer": {"localityLbSetting": {"enabled": true, "failover": [{"from": "region1", "to": "region2"}]}}, "outlierDetection": {"consecutive5xxErrors": 1}}),
+    );
+    let cla = load_assignment(
+        &name(None),
+        &snapshot([true, true]),
+        &proxy(),
+        &BTreeMap::new(),
+        &failover,
+    );
+    let p: Vec<(String, u32)> = summary(&cla).into_iter().map(|s| (s.0, s.1)).collect();
+    assert_eq!(p, [("region1".into(), 0), ("region2".into(), 1)]);
+
+    let distribute = LocalityPolicy::from_traffic_policy(
+        &json!({"loadBalancer": {"localityLbSetting": {"distribute": [{"from": "region1/*", "to": {"region1/*": 80, "region2/*": 20}}]}}}),
+    );
+    let cla = load_assignment(
+        &name(None),
+        &snapshot([true, true]),
+        &proxy(),
+        &BTreeMap::new(),
+        &distribute,
+    );
+    let w: Vec<(String, u32, u32)> = summary(&cla).into_iter().map(|s| (s.0, s.1, s.2)).collect();
+    assert_eq!(w, [("region1".into(), 0, 80), ("region2".into(), 0, 20)]);
+}
+
+#[test]
+fn not_ready_local_endpoints_are_marked_unhealthy() {
+    let mut snap = snapshot([true, true]);
+    snap.services[0].endpoints[0].ready = false;
+    let cla = load_assignment(
+        &name(None),
+        &snap,
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    assert_eq!(
+        cla.endpoints[0].lb_endpoints[0].health_status,
+        HealthStatus::Unhealthy as i32
+    );
+}
