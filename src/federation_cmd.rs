@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use meshfed_federation::remote_secret::{self, RemoteSecretOptions};
-use meshfed_federation::{Federation, FederationConfig, admin};
+use meshfed_federation::{Federation, FederationConfig, admin, xds};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +22,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 Examples:
   meshfed federation --kubeconfig cluster1.kubeconfig --cluster-id cluster1 --network network1
   meshfed federation --cluster-id cluster2 --network network2 --system-namespace istio-system --admin 0.0.0.0:15014
-  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --stale-endpoint-ttl 10m --sync-timeout 30s"
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --stale-endpoint-ttl 10m --sync-timeout 30s
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms"
 )]
 pub struct FederationArgs {
     /// Kubeconfig of the local cluster (default: in-cluster config, else $KUBECONFIG).
@@ -37,6 +38,12 @@ pub struct FederationArgs {
     /// Namespace of the remote secrets and of the network label.
     #[arg(long, value_name = "NS", default_value = "istio-system")]
     system_namespace: String,
+    /// ADS (xDS) address for sidecars, proxyless gRPC clients, gateways and DNS proxies.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15010")]
+    xds_listen: SocketAddr,
+    /// Wait this long without further registry changes before pushing (at most 10x this).
+    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = duration)]
+    push_debounce: Duration,
     /// Admin address: /healthz/ready, /metrics, /debug/clusterz, /debug/registryz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
     admin: SocketAddr,
@@ -76,13 +83,28 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
             .await
             .with_context(|| format!("binding {}", args.admin))?;
         let admin_addr = listener.local_addr()?;
+        let xds_listener = tokio::net::TcpListener::bind(args.xds_listen)
+            .await
+            .with_context(|| format!("binding {}", args.xds_listen))?;
+        let xds_addr = xds_listener.local_addr()?;
         let fed = Federation::start(client, &cfg);
         let admin_task = tokio::spawn(admin::serve(listener, fed.registry.clone()));
+        let debounce = xds::Debounce {
+            quiet: args.push_debounce,
+            max: args.push_debounce * 10,
+        };
+        let xds_task = tokio::spawn(xds::serve(xds_listener, fed.registry.clone(), debounce));
         println!(
-            "federation for {} on {} (admin {admin_addr})",
+            "federation for {} on {} (xds {xds_addr}, admin {admin_addr})",
             cfg.cluster_id, cfg.network
         );
-        crate::shutdown_signal().await;
+        tokio::select! {
+            _ = crate::shutdown_signal() => {}
+            r = xds_task => match r {
+                Ok(Err(e)) => bail!("xDS server: {e}"),
+                _ => bail!("xDS server stopped"),
+            },
+        }
         admin_task.abort();
         drop(fed);
         Ok(ExitCode::SUCCESS)

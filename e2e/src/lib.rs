@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod bench;
+pub mod judges;
 pub mod kubeconfig;
 pub mod netns;
 

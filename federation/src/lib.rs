@@ -10,6 +10,7 @@ pub mod registry;
 pub mod remote_secret;
 pub mod secrets;
 pub mod watch;
+pub mod xds;
 
 use kube::Client;
 use registry::{Registry, RegistryConfig};

@@ -39,6 +39,9 @@ impl<'a> Merger<'a> {
             .unwrap_or("");
         for ((ns, name), svc) in &data.services {
             let view = self.service(ns, name);
+            if let Some(ip) = svc.cluster_ip.as_ref().filter(|ip| ip.as_str() != "None") {
+                view.cluster_ips.insert(id.to_string(), ip.clone());
+            }
             for p in &svc.ports {
                 let port = PortView {
                     name: p.name.clone(),
@@ -87,6 +90,7 @@ impl<'a> Merger<'a> {
                 namespace: ns.to_string(),
                 ports: Vec::new(),
                 endpoints: Vec::new(),
+                cluster_ips: BTreeMap::new(),
             })
     }
 

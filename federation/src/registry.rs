@@ -434,6 +434,8 @@ pub struct ServiceView {
     pub namespace: String,
     pub ports: Vec<PortView>,
     pub endpoints: Vec<EndpointView>,
+    /// The ClusterIP in each cluster that has the Service (cluster id -> address).
+    pub cluster_ips: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]

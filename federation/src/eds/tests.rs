@@ -63,6 +63,7 @@ fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
                 port: 5000,
             }],
             endpoints,
+            cluster_ips: BTreeMap::new(),
         }],
         gateways: vec![GatewayView {
             network: "network2".into(),

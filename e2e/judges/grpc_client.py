@@ -1,0 +1,52 @@
+"""gRPC's proxyless xDS client (grpcio) as a judge: resolves xds:///TARGET through the
+bootstrap in $GRPC_XDS_BOOTSTRAP and obeys commands on stdin, one JSON line out per command:
+
+  count N                  N calls; {"counts": {backend: n}, "errors": e}
+  until NAME N SECONDS     call until N calls in a row reach NAME;
+                           {"ok": bool, "calls": c, "seconds": s, "counts": {...}}
+"""
+import collections
+import json
+import sys
+import time
+
+import grpc
+
+
+def call(stub):
+    try:
+        return stub(b"hi", timeout=2).decode()
+    except grpc.RpcError as e:
+        return "error:" + e.code().name
+
+
+def main():
+    target = sys.argv[1]
+    channel = grpc.insecure_channel(target)
+    stub = channel.unary_unary("/helloworld.Greeter/SayHello")
+    # The first call waits for xDS to resolve the target.
+    first = stub(b"hi", timeout=30, wait_for_ready=True).decode()
+    print(json.dumps({"ready": first}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "count":
+            counts = collections.Counter(call(stub) for _ in range(int(words[1])))
+            errors = sum(v for k, v in counts.items() if k.startswith("error:"))
+            print(json.dumps({"counts": counts, "errors": errors}), flush=True)
+        elif words[0] == "until":
+            name, run, limit = words[1], int(words[2]), float(words[3])
+            start, calls, streak = time.monotonic(), 0, 0
+            counts = collections.Counter()
+            while streak < run and time.monotonic() - start < limit:
+                got = call(stub)
+                calls += 1
+                counts[got] += 1
+                streak = streak + 1 if got == name else 0
+            print(json.dumps({"ok": streak >= run, "calls": calls,
+                              "seconds": time.monotonic() - start, "counts": counts}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+// gRPC's proxyless xDS client for Node (@grpc/grpc-js-xds), the second judge. Same protocol
+// as grpc_client.py: resolves xds:///TARGET via $GRPC_XDS_BOOTSTRAP and answers commands on
+// stdin ("count N", "until NAME N SECONDS") with one JSON line each.
+'use strict';
+const grpc = require('@grpc/grpc-js');
+require('@grpc/grpc-js-xds').register();
+const readline = require('readline');
+
+const client = new grpc.Client(process.argv[2], grpc.credentials.createInsecure());
+const id = (x) => x;
+
+function call(timeoutS, waitForReady) {
+  return new Promise((resolve) => {
+    const deadline = new Date(Date.now() + timeoutS * 1000);
+    client.makeUnaryRequest('/helloworld.Greeter/SayHello', id, id, Buffer.from('hi'),
+      new grpc.Metadata({ waitForReady }), { deadline },
+      (err, resp) => resolve(err ? 'error:' + grpc.status[err.code] : resp.toString()));
+  });
+}
+
+function bump(counts, k) { counts[k] = (counts[k] || 0) + 1; }
+
+async function main() {
+  const first = await call(30, true);
+  console.log(JSON.stringify({ ready: first }));
+  const rl = readline.createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] === 'count') {
+      const counts = {};
+      let errors = 0;
+      for (let i = 0; i < Number(w[1]); i++) {
+        const got = await call(2, false);
+        bump(counts, got);
+        if (got.startsWith('error:')) errors++;
+      }
+      console.log(JSON.stringify({ counts, errors }));
+    } else if (w[0] === 'until') {
+      const [name, run, limit] = [w[1], Number(w[2]), Number(w[3])];
+      const start = Date.now();
+      const counts = {};
+      let calls = 0, streak = 0;
+      while (streak < run && (Date.now() - start) / 1000 < limit) {
+        const got = await call(2, false);
+        calls++;
+        bump(counts, got);
+        streak = got === name ? streak + 1 : 0;
+      }
+      console.log(JSON.stringify({ ok: streak >= run, calls, seconds: (Date.now() - start) / 1000, counts }));
+    }
+  }
+  client.close();
+  process.exit(0);
+}
+
+main();

@@ -1,0 +1,139 @@
+//! Clients we did not write, as judges: gRPC's proxyless xDS clients (grpcio from PyPI,
+//! @grpc/grpc-js-xds from npm) and gRPC backends, driven over stdin/stdout one JSON line per
+//! command. `scripts/test.sh` installs them; a missing one is an error, never a skip.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn script(name: &str) -> PathBuf {
+    root().join("e2e/judges").join(name)
+}
+
+/// The venv's python with grpcio ($MESHFED_JUDGE_PYTHON overrides).
+pub fn python() -> Result<PathBuf, String> {
+    let p = std::env::var_os("MESHFED_JUDGE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/judges/venv/bin/python"));
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: run scripts/test.sh (it installs grpcio)",
+            p.display()
+        ))
+    }
+}
+
+/// `node` with @grpc/grpc-js-xds installed under e2e/judges.
+pub fn node() -> Result<Command, String> {
+    let modules = script("node_modules/@grpc/grpc-js-xds");
+    if !modules.exists() {
+        return Err(format!(
+            "{} is missing: run scripts/test.sh (npm ci in e2e/judges)",
+            modules.display()
+        ));
+    }
+    let mut c = Command::new("node");
+    c.current_dir(script(""));
+    Ok(c)
+}
+
+/// A running judge process.
+pub struct Judge {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    what: String,
+}
+
+impl Judge {
+    pub fn spawn(mut cmd: Command, what: &str) -> Result<Judge, String> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("{what}: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        Ok(Judge {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            what: what.to_string(),
+        })
+    }
+
+    /// The next line the judge prints, within `timeout`.
+    pub async fn line(&mut self, timeout: Duration) -> Result<String, String> {
+        match tokio::time::timeout(timeout, self.lines.next_line()).await {
+            Ok(Ok(Some(l))) => Ok(l),
+            Ok(Ok(None)) => Err(format!("{} exited: {:?}", self.what, self.child.try_wait())),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.what)),
+            Err(_) => Err(format!("{}: no answer within {timeout:?}", self.what)),
+        }
+    }
+
+    pub async fn json(&mut self, timeout: Duration) -> Result<Value, String> {
+        let l = self.line(timeout).await?;
+        serde_json::from_str(&l).map_err(|e| format!("{}: {e}: {l}", self.what))
+    }
+
+    /// Sends one command and reads its JSON answer.
+    pub async fn ask(&mut self, command: &str, timeout: Duration) -> Result<Value, String> {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .map_err(|e| format!("{}: {e}", self.what))?;
+        self.stdin
+            .flush()
+            .await
+            .map_err(|e| format!("{}: {e}", self.what))?;
+        self.json(timeout).await
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A gRPC backend answering with `name` on `ip` (a free port); returns it and its port.
+pub async fn backend(ip: &str, name: &str) -> Result<(Judge, u16), String> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(script("grpc_backend.py"))
+        .arg(format!("{ip}:0"))
+        .arg(name);
+    let mut j = Judge::spawn(cmd, &format!("backend {name}"))?;
+    let line = j.line(Duration::from_secs(20)).await?;
+    let port = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .ok_or_else(|| format!("backend {name}: {line}"))?;
+    Ok((j, port))
+}
+
+/// An xDS bootstrap as Istio writes it for proxyless gRPC.
+pub fn bootstrap(
+    xds: &str,
+    node_id: &str,
+    region: &str,
+    zone: &str,
+    meta: &[(&str, &str)],
+) -> Value {
+    let metadata: serde_json::Map<String, Value> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "xds_servers": [{"server_uri": xds, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+        "node": {"id": node_id, "locality": {"region": region, "zone": zone}, "metadata": metadata},
+    })
+}

@@ -1,0 +1,204 @@
+use super::*;
+use crate::registry::{EndpointView, PortView};
+use crate::xds::node::{Generator, ProxyKind};
+use serde_json::json;
+
+const HOST: &str = "helloworld.sample.svc.cluster.local";
+
+fn snapshot() -> Snapshot {
+    let ep = |sa: &str| EndpointView {
+        cluster: "cluster1".into(),
+        network: "network1".into(),
+        address: "10.10.0.5".into(),
+        port: 5000,
+        service_port: 5000,
+        locality: "region1/zone1".into(),
+        labels: Default::default(),
+        ready: true,
+        service_account: sa.into(),
+    };
+    Snapshot {
+        services: vec![ServiceView {
+            hostname: HOST.into(),
+            namespace: "sample".into(),
+            ports: vec![PortView {
+                name: "http".into(),
+                port: 5000,
+            }],
+            endpoints: vec![ep("helloworld"), ep("helloworld"), ep("other")],
+            cluster_ips: Default::default(),
+        }],
+        gateways: vec![],
+    }
+}
+
+fn proxy(kind: ProxyKind, generator: Generator) -> Proxy {
+    Proxy {
+        id: "x".into(),
+        kind,
+        ip: "10.10.0.9".into(),
+        namespace: "sample".into(),
+        cluster_id: "cluster1".into(),
+        network: "network1".into(),
+        locality: Default::default(),
+        generator,
+        labels: Default::default(),
+    }
+}
+
+/// The seed's failover rule (001/003 walkthroughs), as kubectl would store it.
+fn seed_rule() -> Rule {
+    let dr = json!({"spec": {"host": "helloworld.sample.svc.cluster.local",
+        "trafficPolicy": {
+            "connectionPool": {"http": {"maxRequestsPerConnection": 1}},
+            "loadBalancer": {"simple": "ROUND_ROBIN", "localityLbSetting": {"enabled": true,
+                "failover": [{"from": "region1", "to": "region2"}]}},
+            "outlierDetection": {"consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "1m"}},
+        "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}});
+    Rule::from_object("sample", "helloworld", &dr, "cluster.local").unwrap()
+}
+
+#[test]
+fn a_cluster_per_port_and_subset_with_the_rule_applied() {
+    let snap = snapshot();
+    let rules = vec![seed_rule()];
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let specs = specs(&snap, &rules, &p);
+    let names: Vec<String> = specs.iter().map(|s| resource_name(&p, &s.name)).collect();
+    assert_eq!(
+        names,
+        [
+            "outbound|5000||helloworld.sample.svc.cluster.local",
+            "outbound|5000|v1|helloworld.sample.svc.cluster.local",
+            "outbound|5000|v2|helloworld.sample.svc.cluster.local"
+        ]
+    );
+    let c = cluster(&p, &specs[1]);
+    assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
+    let od = c.outlier_detection.unwrap();
+    assert_eq!(od.consecutive_5xx.unwrap().value, 1);
+    assert_eq!(od.enforcing_consecutive_5xx.unwrap().value, 100);
+    assert_eq!(od.interval.unwrap().seconds, 1);
+    assert_eq!(od.base_ejection_time.unwrap().seconds, 60);
+    let eds = c.eds_cluster_config.unwrap();
+    assert_eq!(eds.service_name, names[1]);
+    assert!(matches!(
+        eds.eds_config.unwrap().config_source_specifier,
+        Some(config_source::ConfigSourceSpecifier::Ads(_))
+    ));
+}
+
+#[test]
+fn envoy_sidecars_get_istio_mtls_with_the_sni_for_gateway_endpoints() {
+    let snap = snapshot();
+    let rules = vec![seed_rule()];
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let spec = &specs(&snap, &rules, &p)[2];
+    let c = cluster(&p, spec);
+    assert_eq!(c.transport_socket_matches.len(), 2);
+    let m = &c.transport_socket_matches[0];
+    assert_eq!(
+        m.r#match.as_ref().unwrap().fields["tlsMode"],
+        Value {
+            kind: Some(value::Kind::StringValue("istio".into()))
+        }
+    );
+    let Some(transport_socket::ConfigType::TypedConfig(any)) =
+        m.transport_socket.as_ref().unwrap().config_type.clone()
+    else {
+        panic!()
+    };
+    let tls: UpstreamTlsContext = prost::Message::decode(any.value.as_slice()).unwrap();
+    assert_eq!(
+        tls.sni,
+        "outbound_.5000_.v2_.helloworld.sample.svc.cluster.local"
+    );
+    let ctx = tls.common_tls_context.unwrap();
+    assert_eq!(ctx.tls_certificate_sds_secret_configs[0].name, "default");
+    let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+        ctx.validation_context_type
+    else {
+        panic!()
+    };
+    assert_eq!(
+        v.validation_context_sds_secret_config.unwrap().name,
+        "ROOTCA"
+    );
+    let sans: Vec<_> = v
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names
+        .into_iter()
+        .map(|m| match m.matcher.unwrap().match_pattern.unwrap() {
+            string_matcher::MatchPattern::Exact(s) => s,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sans,
+        [
+            "spiffe://cluster.local/ns/sample/sa/helloworld",
+            "spiffe://cluster.local/ns/sample/sa/other"
+        ]
+    );
+}
+
+#[test]
+fn grpc_clients_and_routers_get_no_transport_socket_and_routers_sni_names() {
+    let snap = snapshot();
+    let rules = vec![seed_rule()];
+    let grpc = proxy(ProxyKind::Sidecar, Generator::Grpc);
+    let spec = &specs(&snap, &rules, &grpc)[1];
+    assert!(cluster(&grpc, spec).transport_socket_matches.is_empty());
+    let router = proxy(ProxyKind::Router, Generator::Envoy);
+    let c = cluster(&router, spec);
+    assert!(c.transport_socket_matches.is_empty());
+    assert_eq!(
+        c.name,
+        "outbound_.5000_.v1_.helloworld.sample.svc.cluster.local"
+    );
+}
+
+#[test]
+fn load_balancer_and_locality_settings() {
+    let snap = snapshot();
+    let dr = json!({"spec": {"host": "helloworld", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST",
+        "localityLbSetting": {"distribute": [{"from": "region1/*", "to": {"region1/*": 80, "region2/*": 20}}]}},
+        "outlierDetection": {"consecutiveErrors": 3, "minHealthPercent": 50}}}});
+    let rules = vec![Rule::from_object("sample", "d", &dr, "cluster.local").unwrap()];
+    let p = proxy(ProxyKind::Sidecar, Generator::Grpc);
+    let c = cluster(&p, &specs(&snap, &rules, &p)[0]);
+    assert_eq!(c.lb_policy, cluster::LbPolicy::LeastRequest as i32);
+    let common = c.common_lb_config.unwrap();
+    assert!(matches!(
+        common.locality_config_specifier,
+        Some(cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+    ));
+    assert_eq!(common.healthy_panic_threshold.unwrap().value, 50.0);
+    let od = c.outlier_detection.unwrap();
+    assert_eq!(od.consecutive_gateway_failure.unwrap().value, 3);
+    assert!(od.consecutive_5xx.is_none());
+}
+
+#[test]
+fn no_rule_means_round_robin_and_no_outlier_detection() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let specs = specs(&snap, &[], &p);
+    assert_eq!(specs.len(), 1);
+    let c = cluster(&p, &specs[0]);
+    assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
+    assert!(c.outlier_detection.is_none() && c.common_lb_config.is_none());
+}
+
+#[test]
+fn istio_durations() {
+    let d = |s: &str| duration(&json!(s)).map(|d| (d.seconds, d.nanos));
+    assert_eq!(d("1s"), Some((1, 0)));
+    assert_eq!(d("100ms"), Some((0, 100_000_000)));
+    assert_eq!(d("1.5m"), Some((90, 0)));
+    assert_eq!(d("2h"), Some((7200, 0)));
+    assert_eq!(d("10"), None);
+    assert_eq!(d("-1s"), None);
+    assert_eq!(d("1d"), None);
+}

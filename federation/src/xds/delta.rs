@@ -1,0 +1,143 @@
+//! Incremental (delta) ADS: the client subscribes and unsubscribes names (or `*`), tells on
+//! reconnect which versions it holds, and each response carries only what changed plus the
+//! names that went away.
+
+use super::generate::{Kind, Push, Subscription};
+use super::metrics;
+use super::node::Proxy;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Default)]
+struct TypeState {
+    sub: Subscription,
+    /// What the client holds: name -> version.
+    held: BTreeMap<String, String>,
+}
+
+pub struct Delta {
+    pub proxy: Proxy,
+    types: HashMap<Kind, TypeState>,
+    nonces: u64,
+}
+
+impl Delta {
+    pub fn new(proxy: Proxy) -> Delta {
+        Delta {
+            proxy,
+            types: HashMap::new(),
+            nonces: 0,
+        }
+    }
+
+    pub fn request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        push: &Push,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let Some(kind) = Kind::from_url(&req.type_url) else {
+            tracing::debug!(node = %self.proxy.id, type_url = %req.type_url, "ignoring unknown type");
+            return None;
+        };
+        let first = !self.types.contains_key(&kind);
+        let state = self.types.entry(kind).or_default();
+        if let Some(err) = &req.error_detail {
+            metrics::nack(kind);
+            tracing::warn!(node = %self.proxy.id, r#type = kind.label(), nonce = %req.response_nonce,
+                error = %err.message, "NACK: the client keeps its last good version");
+        }
+        if first {
+            state.held = req.initial_resource_versions.clone().into_iter().collect();
+            state.sub.wildcard =
+                req.resource_names_subscribe.is_empty() && kind.wildcard_when_empty();
+        }
+        let mut changed = false;
+        for name in &req.resource_names_subscribe {
+            changed = true;
+            if name == "*" {
+                state.sub.wildcard = true;
+            } else {
+                state.sub.names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == "*" {
+                state.sub.wildcard = false;
+            } else {
+                state.sub.names.remove(name);
+                state.held.remove(name);
+            }
+        }
+        if !first && !changed {
+            return None; // an ACK, a NACK or an unsubscribe: nothing new to send
+        }
+        let resp = self.diff(kind, push);
+        // The first answer is always sent, even empty, so the client stops waiting.
+        if first {
+            resp.or_else(|| Some(self.empty(kind, push)))
+        } else {
+            resp
+        }
+    }
+
+    pub fn push(&mut self, push: &Push) -> Vec<DeltaDiscoveryResponse> {
+        let mut kinds: Vec<Kind> = self.types.keys().copied().collect();
+        kinds.sort();
+        kinds
+            .into_iter()
+            .filter_map(|k| self.diff(k, push))
+            .collect()
+    }
+
+    /// What the client lacks or holds in an older version, and what it holds that is gone.
+    fn diff(&mut self, kind: Kind, push: &Push) -> Option<DeltaDiscoveryResponse> {
+        let state = self.types.get_mut(&kind)?;
+        let now = push.resources(&self.proxy, kind, &state.sub);
+        let mut resources = Vec::new();
+        for (name, r) in &now {
+            if state.held.get(name) != Some(&r.version) {
+                resources.push(DeltaResource {
+                    name: name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                });
+                state.held.insert(name.clone(), r.version.clone());
+            }
+        }
+        let removed: Vec<String> = state
+            .held
+            .keys()
+            .filter(|n| !now.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in &removed {
+            state.held.remove(n);
+        }
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        metrics::sent(kind, "delta", resources.len());
+        self.nonces += 1;
+        Some(DeltaDiscoveryResponse {
+            system_version_info: push.version.to_string(),
+            resources,
+            removed_resources: removed,
+            type_url: kind.url().to_string(),
+            nonce: format!("{}-{}", push.version, self.nonces),
+            ..Default::default()
+        })
+    }
+
+    fn empty(&mut self, kind: Kind, push: &Push) -> DeltaDiscoveryResponse {
+        self.nonces += 1;
+        DeltaDiscoveryResponse {
+            system_version_info: push.version.to_string(),
+            type_url: kind.url().to_string(),
+            nonce: format!("{}-{}", push.version, self.nonces),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! What each client is sent: the resources of one type for one proxy, built from one push
+//! (a registry snapshot and the DestinationRules) and shared by every proxy that would get
+//! the same ones.
+
+use super::node::{Generator, Proxy, ProxyKey, ProxyKind};
+use super::rules::Rule;
+use super::{cds, lds, nds};
+use crate::eds;
+use crate::locality::{LocalityPolicy, Place};
+use crate::registry::Snapshot;
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+use meshfed_proto::nds::NameTable;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub use meshfed_proto::nds::NAME_TABLE_TYPE_URL as NAME_TABLE_TYPE;
+
+/// The resource types served, in the order ADS clients want them pushed (clusters before
+/// their endpoints, listeners before their routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+    NameTable,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Cluster,
+        Kind::Endpoint,
+        Kind::Listener,
+        Kind::Route,
+        Kind::NameTable,
+    ];
+
+    pub fn from_url(url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.url() == url)
+    }
+
+    pub fn url(self) -> &'static str {
+        match self {
+            Kind::Cluster => CLUSTER_TYPE,
+            Kind::Endpoint => ENDPOINT_TYPE,
+            Kind::Listener => LISTENER_TYPE,
+            Kind::Route => ROUTE_TYPE,
+            Kind::NameTable => NAME_TABLE_TYPE,
+        }
+    }
+
+    /// Short name for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cds",
+            Kind::Endpoint => "eds",
+            Kind::Listener => "lds",
+            Kind::Route => "rds",
+            Kind::NameTable => "nds",
+        }
+    }
+
+    /// Whether an empty first subscription means "everything" (xDS's wildcard types).
+    pub fn wildcard_when_empty(self) -> bool {
+        matches!(self, Kind::Cluster | Kind::Listener | Kind::NameTable)
+    }
+}
+
+/// One named resource and its version (a hash of its bytes: equal bytes, equal version).
+#[derive(Debug, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub version: String,
+    pub body: Any,
+}
+
+impl Resource {
+    fn new(name: String, body: Any) -> Arc<Resource> {
+        let version = format!("{:016x}", hash(&body.value));
+        Arc::new(Resource {
+            name,
+            version,
+            body,
+        })
+    }
+}
+
+pub type Resources = BTreeMap<String, Arc<Resource>>;
+
+/// What a client subscribed to for one type.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Subscription {
+    pub wildcard: bool,
+    pub names: BTreeSet<String>,
+}
+
+/// One state of the mesh, as pushed to every client.
+pub struct Push {
+    pub version: u64,
+    /// When the first registry change folded into this push happened.
+    pub changed_at: Instant,
+    pub snapshot: Snapshot,
+    pub rules: Vec<Rule>,
+    pub domain: String,
+    vips: BTreeMap<String, (Ipv4Addr, Ipv6Addr)>,
+    cache: Mutex<HashMap<(ProxyKey, Kind), Arc<Resources>>>,
+}
+
+impl Push {
+    pub fn new(
+        version: u64,
+        changed_at: Instant,
+        snapshot: Snapshot,
+        rules: Vec<Rule>,
+        domain: &str,
+    ) -> Push {
+        let vips = nds::vips(snapshot.services.iter().map(|s| s.hostname.as_str()));
+        Push {
+            version,
+            changed_at,
+            snapshot,
+            rules,
+            domain: domain.to_string(),
+            vips,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The resources of `kind` that `proxy` subscribed to.
+    pub fn resources(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
+        if matches!(kind, Kind::Listener | Kind::Route) {
+            return self.api_listeners(proxy, kind, sub);
+        }
+        let all = self.all(proxy, kind);
+        if sub.wildcard {
+            return (*all).clone();
+        }
+        sub.names
+            .iter()
+            .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
+            .collect()
+    }
+
+    /// Every resource of `kind` for proxies like `proxy`, built once per push.
+    fn all(&self, proxy: &Proxy, kind: Kind) -> Arc<Resources> {
+        let key = (proxy.key(), kind);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = cache.get(&key) {
+            return r.clone();
+        }
+        // Built under the lock: a thousand clients woken by one push wait for one build
+        // rather than each doing it.
+        let built = Arc::new(match kind {
+            Kind::Cluster => self.clusters(proxy),
+            Kind::Endpoint => self.endpoints(proxy),
+            Kind::NameTable => self.names(proxy),
+            Kind::Listener | Kind::Route => Resources::new(),
+        });
+        cache.insert(key, built.clone());
+        built
+    }
+
+    fn clusters(&self, proxy: &Proxy) -> Resources {
+        cds::specs(&self.snapshot, &self.rules, proxy)
+            .iter()
+            .map(|spec| {
+                let c = cds::cluster(proxy, spec);
+                (c.name.clone(), Resource::new(c.name.clone(), pack_any(c)))
+            })
+            .collect()
+    }
+
+    fn endpoints(&self, proxy: &Proxy) -> Resources {
+        // A router serves its own network only: remote endpoints are none of its business.
+        let local;
+        let snapshot = if proxy.kind == ProxyKind::Router {
+            local = local_network(&self.snapshot, &proxy.network);
+            &local
+        } else {
+            &self.snapshot
+        };
+        let place = Place {
+            locality: proxy.locality.clone(),
+            network: proxy.network.clone(),
+            cluster: proxy.cluster_id.clone(),
+            labels: proxy.labels.clone(),
+            weight: 1,
+        };
+        cds::specs(snapshot, &self.rules, proxy)
+            .iter()
+            .map(|spec| {
+                let policy = LocalityPolicy::from_traffic_policy(&spec.policy);
+                let mut cla = eds::load_assignment(
+                    &spec.name,
+                    snapshot,
+                    &place,
+                    &spec.subset_labels,
+                    &policy,
+                );
+                cla.cluster_name = cds::resource_name(proxy, &spec.name);
+                (
+                    cla.cluster_name.clone(),
+                    Resource::new(cla.cluster_name.clone(), pack_any(cla)),
+                )
+            })
+            .collect()
+    }
+
+    /// NDS per hostname (delta sends them one by one; state of the world folds them into one
+    /// table, see [`name_table`]).
+    fn names(&self, proxy: &Proxy) -> Resources {
+        nds::entries(&self.snapshot, &self.vips, &proxy.cluster_id, &self.domain)
+            .into_iter()
+            .map(|(host, info)| {
+                let table = NameTable {
+                    name_info: Some(info),
+                    ..Default::default()
+                };
+                let any = Any {
+                    type_url: NAME_TABLE_TYPE.to_string(),
+                    value: table.encode_to_vec(),
+                };
+                (host.clone(), Resource::new(host, any))
+            })
+            .collect()
+    }
+
+    /// LDS/RDS: only gRPC's proxyless clients get any (one listener and route per target).
+    fn api_listeners(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
+        if proxy.generator != Generator::Grpc {
+            return Resources::new();
+        }
+        let names: Vec<String> = if sub.wildcard {
+            self.snapshot
+                .services
+                .iter()
+                .flat_map(|s| {
+                    s.ports
+                        .iter()
+                        .map(move |p| format!("{}:{}", s.hostname, p.port))
+                })
+                .collect()
+        } else {
+            sub.names.iter().cloned().collect()
+        };
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let cluster = lds::target(&name, &self.snapshot, &proxy.namespace, &self.domain)?;
+                let any = match kind {
+                    Kind::Listener => pack_any(lds::listener(&name)),
+                    _ => pack_any(lds::route_configuration(&name, &cluster)),
+                };
+                Some((name.clone(), Resource::new(name, any)))
+            })
+            .collect()
+    }
+}
+
+/// The state-of-the-world NDS resource: every hostname's entry in one table.
+pub fn name_table(resources: &Resources) -> Any {
+    let table = resources
+        .iter()
+        .filter_map(|(host, r)| {
+            let t = NameTable::decode(r.body.value.as_slice()).ok()?;
+            Some((host.clone(), t.name_info?))
+        })
+        .collect();
+    let t = NameTable {
+        table,
+        ..Default::default()
+    };
+    Any {
+        type_url: NAME_TABLE_TYPE.to_string(),
+        value: t.encode_to_vec(),
+    }
+}
+
+fn local_network(snapshot: &Snapshot, network: &str) -> Snapshot {
+    let mut s = snapshot.clone();
+    for svc in &mut s.services {
+        svc.endpoints
+            .retain(|e| e.network == network || e.network.is_empty());
+    }
+    s
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,197 @@
+//! Who is asking: an xDS client's node (id, locality, metadata) as Istio's agents send it.
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Value, value};
+use meshfed_model::Locality;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyKind {
+    Sidecar,
+    /// A gateway (Istio's `router`): the east-west gateway subscribes as one.
+    Router,
+}
+
+/// Whose dialect the resources are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Generator {
+    Envoy,
+    /// gRPC's proxyless clients (`GENERATOR=grpc`): ApiListeners, no transport socket matches.
+    Grpc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub id: String,
+    pub kind: ProxyKind,
+    pub ip: String,
+    pub namespace: String,
+    pub cluster_id: String,
+    pub network: String,
+    pub locality: Locality,
+    pub generator: Generator,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What makes two proxies get the same resources: generation is shared between them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProxyKey {
+    pub kind: ProxyKind,
+    pub generator: Generator,
+    pub namespace: String,
+    pub cluster_id: String,
+    pub network: String,
+    pub locality: Locality,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Proxy {
+    /// Reads the node of a client's first request. The id must be Istio's
+    /// `TYPE~IP~POD.NS~NS.svc.DOMAIN`; metadata `NAMESPACE` wins over the id's namespace.
+    pub fn from_node(node: &Node) -> Result<Proxy, String> {
+        let parts: Vec<&str> = node.id.split('~').collect();
+        let [kind, ip, _pod, domain] = parts[..] else {
+            return Err(format!(
+                "node id {:?} is not TYPE~IP~POD.NS~NS.svc.DOMAIN",
+                node.id
+            ));
+        };
+        let kind = match kind {
+            "sidecar" => ProxyKind::Sidecar,
+            "router" => ProxyKind::Router,
+            other => {
+                return Err(format!(
+                    "node id {:?}: unknown proxy type {other:?}",
+                    node.id
+                ));
+            }
+        };
+        let meta = |k: &str| metadata_string(node, k);
+        let namespace = meta("NAMESPACE")
+            .or_else(|| domain.split('.').next().map(str::to_string))
+            .unwrap_or_default();
+        let generator = match meta("GENERATOR").as_deref() {
+            Some("grpc") => Generator::Grpc,
+            _ => Generator::Envoy,
+        };
+        let locality = node
+            .locality
+            .as_ref()
+            .map(|l| Locality::new(&l.region, &l.zone, &l.sub_zone))
+            .unwrap_or_default();
+        Ok(Proxy {
+            id: node.id.clone(),
+            kind,
+            ip: ip.to_string(),
+            namespace,
+            cluster_id: meta("CLUSTER_ID").unwrap_or_default(),
+            network: meta("NETWORK").unwrap_or_default(),
+            locality,
+            generator,
+            labels: metadata_labels(node),
+        })
+    }
+
+    pub fn key(&self) -> ProxyKey {
+        ProxyKey {
+            kind: self.kind,
+            generator: self.generator,
+            namespace: self.namespace.clone(),
+            cluster_id: self.cluster_id.clone(),
+            network: self.network.clone(),
+            locality: self.locality.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+fn metadata_string(node: &Node, key: &str) -> Option<String> {
+    match node.metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+        value::Kind::StringValue(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `LABELS` as Istio's agent sends them (a struct of strings); used by failoverPriority.
+fn metadata_labels(node: &Node) -> BTreeMap<String, String> {
+    let Some(Value {
+        kind: Some(value::Kind::StructValue(s)),
+    }) = node.metadata.as_ref().and_then(|m| m.fields.get("LABELS"))
+    else {
+        return BTreeMap::new();
+    };
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(value::Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
+    use envoy_types::pb::google::protobuf::Struct;
+
+    fn s(v: &str) -> Value {
+        Value {
+            kind: Some(value::Kind::StringValue(v.into())),
+        }
+    }
+
+    fn node(id: &str, meta: &[(&str, &str)]) -> Node {
+        Node {
+            id: id.into(),
+            locality: Some(EnvoyLocality {
+                region: "region1".into(),
+                zone: "zone1".into(),
+                sub_zone: String::new(),
+            }),
+            metadata: Some(Struct {
+                fields: meta.iter().map(|(k, v)| (k.to_string(), s(v))).collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reads_istio_sidecar_nodes() {
+        let n = node(
+            "sidecar~10.10.0.7~sleep-1.sample~sample.svc.cluster.local",
+            &[
+                ("CLUSTER_ID", "cluster1"),
+                ("NETWORK", "network1"),
+                ("GENERATOR", "grpc"),
+            ],
+        );
+        let p = Proxy::from_node(&n).unwrap();
+        assert_eq!(p.kind, ProxyKind::Sidecar);
+        assert_eq!(p.ip, "10.10.0.7");
+        assert_eq!(p.namespace, "sample");
+        assert_eq!(p.cluster_id, "cluster1");
+        assert_eq!(p.network, "network1");
+        assert_eq!(p.generator, Generator::Grpc);
+        assert_eq!(p.locality, Locality::new("region1", "zone1", ""));
+    }
+
+    #[test]
+    fn metadata_namespace_wins_and_routers_are_known() {
+        let n = node(
+            "router~172.31.0.11~gw-1.istio-system~istio-system.svc.cluster.local",
+            &[("NAMESPACE", "other")],
+        );
+        let p = Proxy::from_node(&n).unwrap();
+        assert_eq!(p.kind, ProxyKind::Router);
+        assert_eq!(p.namespace, "other");
+        assert_eq!(p.generator, Generator::Envoy);
+    }
+
+    #[test]
+    fn refuses_ids_not_in_istio_form() {
+        for id in ["", "sleep", "a~b~c", "ingress~1~p.n~n.svc.cluster.local"] {
+            assert!(Proxy::from_node(&node(id, &[])).is_err(), "{id}");
+        }
+    }
+}

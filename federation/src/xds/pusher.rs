@@ -1,0 +1,73 @@
+//! Turns registry changes into pushes: changes are debounced briefly (a burst of watch events
+//! becomes one push), and a push whose snapshot and rules equal the last one is not made.
+
+use super::generate::Push;
+use super::rules::Rule;
+use crate::registry::Registry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Debounce {
+    /// Push once no change came for this long...
+    pub quiet: Duration,
+    /// ...or this long after the first change, whichever is sooner.
+    pub max: Duration,
+}
+
+impl Default for Debounce {
+    fn default() -> Self {
+        Debounce {
+            quiet: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        }
+    }
+}
+
+pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
+    let domain = registry.config().domain.clone();
+    let rules = registry
+        .destination_rules()
+        .iter()
+        .filter_map(|(ns, name, obj)| Rule::from_object(ns, name, obj, &domain))
+        .collect();
+    Push::new(version, changed_at, registry.snapshot(), rules, &domain)
+}
+
+pub async fn run(registry: Arc<Registry>, tx: watch::Sender<Arc<Push>>, debounce: Debounce) {
+    let mut changes = registry.subscribe();
+    let mut version = tx.borrow().version;
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        let first = Instant::now();
+        loop {
+            let left = debounce.max.saturating_sub(first.elapsed());
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(debounce.quiet.min(left)) => break,
+            }
+            if first.elapsed() >= debounce.max {
+                break;
+            }
+        }
+        changes.borrow_and_update();
+        let started = Instant::now();
+        let push = build(&registry, version + 1, first);
+        let same = {
+            let last = tx.borrow();
+            last.snapshot == push.snapshot && last.rules == push.rules
+        };
+        if same {
+            continue;
+        }
+        version += 1;
+        super::metrics::push_built(
+            started.elapsed().as_secs_f64(),
+            first.elapsed().as_secs_f64(),
+        );
+        tx.send_replace(Arc::new(push));
+    }
+}

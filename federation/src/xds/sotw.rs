@@ -1,0 +1,124 @@
+//! State-of-the-world ADS: per type, the client names what it wants (or everything) and every
+//! response carries the whole subscribed set. A request answering the last response's nonce
+//! ACKs it (or NACKs it with `error_detail`); one with an older nonce is stale and ignored.
+
+use super::generate::{Kind, Push, Resources, Subscription, name_table};
+use super::metrics;
+use super::node::Proxy;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+#[derive(Default)]
+struct TypeState {
+    sub: Subscription,
+    /// Nonce of the last response; requests naming another one are stale.
+    nonce: String,
+    /// Versions of what the last response held, to tell whether a push changes anything.
+    sent: BTreeMap<String, String>,
+    acked: String,
+}
+
+pub struct Sotw {
+    pub proxy: Proxy,
+    types: HashMap<Kind, TypeState>,
+    nonces: u64,
+}
+
+impl Sotw {
+    pub fn new(proxy: Proxy) -> Sotw {
+        Sotw {
+            proxy,
+            types: HashMap::new(),
+            nonces: 0,
+        }
+    }
+
+    /// Handles one request; returns the response to send, if any.
+    pub fn request(&mut self, req: &DiscoveryRequest, push: &Push) -> Option<DiscoveryResponse> {
+        let Some(kind) = Kind::from_url(&req.type_url) else {
+            tracing::debug!(node = %self.proxy.id, type_url = %req.type_url, "ignoring unknown type");
+            return None;
+        };
+        let state = self.types.entry(kind).or_default();
+        if !req.response_nonce.is_empty() && req.response_nonce != state.nonce {
+            metrics::stale(kind);
+            return None;
+        }
+        if let Some(err) = &req.error_detail {
+            metrics::nack(kind);
+            tracing::warn!(node = %self.proxy.id, r#type = kind.label(), version = %req.version_info,
+                error = %err.message, "NACK: the client keeps its last good version");
+            return None;
+        }
+        let sub = subscription(kind, &req.resource_names);
+        let first = req.response_nonce.is_empty();
+        if !first && sub == state.sub {
+            state.acked = req.version_info.clone();
+            return None;
+        }
+        state.sub = sub;
+        Some(self.respond(kind, push))
+    }
+
+    /// Responses for every subscribed type whose resources changed in `push`.
+    pub fn push(&mut self, push: &Push) -> Vec<DiscoveryResponse> {
+        let mut kinds: Vec<Kind> = self.types.keys().copied().collect();
+        kinds.sort();
+        let mut out = Vec::new();
+        for kind in kinds {
+            let state = &self.types[&kind];
+            if state.nonce.is_empty() {
+                continue;
+            }
+            let now = push.resources(&self.proxy, kind, &state.sub);
+            if versions(&now) != state.sent {
+                out.push(self.respond_with(kind, push, now));
+            }
+        }
+        out
+    }
+
+    fn respond(&mut self, kind: Kind, push: &Push) -> DiscoveryResponse {
+        let sub = &self.types[&kind].sub;
+        let resources = push.resources(&self.proxy, kind, sub);
+        self.respond_with(kind, push, resources)
+    }
+
+    fn respond_with(&mut self, kind: Kind, push: &Push, resources: Resources) -> DiscoveryResponse {
+        self.nonces += 1;
+        let nonce = format!("{}-{}", push.version, self.nonces);
+        let state = self.types.entry(kind).or_default();
+        state.nonce = nonce.clone();
+        state.sent = versions(&resources);
+        let bodies = if kind == Kind::NameTable {
+            vec![name_table(&resources)]
+        } else {
+            resources.values().map(|r| r.body.clone()).collect()
+        };
+        metrics::sent(kind, "sotw", resources.len());
+        DiscoveryResponse {
+            version_info: push.version.to_string(),
+            resources: bodies,
+            type_url: kind.url().to_string(),
+            nonce,
+            ..Default::default()
+        }
+    }
+}
+
+fn subscription(kind: Kind, names: &[String]) -> Subscription {
+    Subscription {
+        wildcard: names.iter().any(|n| n == "*")
+            || (names.is_empty() && kind.wildcard_when_empty()),
+        names: names.iter().filter(|n| *n != "*").cloned().collect(),
+    }
+}
+
+fn versions(r: &Resources) -> BTreeMap<String, String> {
+    r.iter()
+        .map(|(k, v)| (k.clone(), v.version.clone()))
+        .collect()
+}
+
+pub type Shared = Arc<Push>;
