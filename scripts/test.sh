@@ -9,6 +9,9 @@ declare -A PKGS=(
   [openssl]=openssl
   [taskset]=util-linux
   [ip]=iproute2
+  [python3]=python3
+  [node]=nodejs
+  [npm]=npm
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -24,6 +27,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The xDS judges: gRPC's proxyless clients, grpcio (PyPI) and @grpc/grpc-js-xds (npm).
+python3 -c 'import ensurepip' 2>/dev/null || { as_root apt-get update -qq; as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+venv=target/judges/venv
+if ! "$venv/bin/python" -c 'import grpc' 2>/dev/null || [ ! "$venv/.installed" -nt e2e/judges/requirements.txt ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r e2e/judges/requirements.txt
+  touch "$venv/.installed"
+fi
+if [ ! e2e/judges/node_modules/.package-lock.json -nt e2e/judges/package-lock.json ]; then
+  (cd e2e/judges && npm ci --silent --no-audit --no-fund)
 fi
 
 cargo fmt --all -- --check
