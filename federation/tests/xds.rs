@@ -1,0 +1,437 @@
+//! The ADS protocol as Envoy's clients speak it, with a registry fed directly: state of the
+//! world (ACK, NACK, stale nonces, per-client pushes) and delta (diffs, removals, resumption).
+
+use envoy_types::pb::envoy::config::core::v3::{Locality as EnvoyLocality, Node};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use meshfed_federation::registry::{
+    PodInfo, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+};
+use meshfed_federation::xds::{self, generate::*};
+use meshfed_model::Locality;
+use meshfed_proto::nds::NameTable;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Mesh {
+    registry: Arc<Registry>,
+    generation: u64,
+    url: String,
+}
+
+impl Mesh {
+    async fn start() -> Mesh {
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            system_namespace: "istio-system".into(),
+            domain: "cluster.local".into(),
+            stale_endpoint_ttl: None,
+            sync_timeout: Duration::from_secs(30),
+        }));
+        let generation = registry.add_generation("cluster1", "", Some("network1".into()), 1);
+        registry.listed(
+            "cluster1",
+            generation,
+            meshfed_federation::registry::Kind::Service,
+        );
+        registry.update("cluster1", generation, |d| {
+            d.nodes
+                .insert("node1".into(), Locality::new("region1", "zone1", ""));
+        });
+        let mesh = Mesh {
+            registry: registry.clone(),
+            generation,
+            url: String::new(),
+        };
+        mesh.service("a", &["10.0.0.1"]);
+        mesh.service("b", &["10.0.0.2"]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(xds::serve(listener, registry, xds::Debounce::default()));
+        Mesh { url, ..mesh }
+    }
+
+    /// Service `name` in namespace `ns` with ready endpoints at `ips` (replacing any before).
+    fn service(&self, name: &str, ips: &[&str]) {
+        let (name, ips) = (
+            name.to_string(),
+            ips.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        self.registry.update("cluster1", self.generation, |d| {
+            let key = ("ns".to_string(), name.clone());
+            d.services.insert(
+                key.clone(),
+                ServiceInfo {
+                    ports: vec![ServicePort {
+                        name: "http".into(),
+                        port: 80,
+                    }],
+                    labels: Default::default(),
+                    cluster_ip: Some(format!("10.96.0.{}", name.len())),
+                    external_addresses: vec![],
+                },
+            );
+            let endpoints = ips
+                .iter()
+                .map(|ip| SliceEndpoint {
+                    addresses: vec![ip.clone()],
+                    ready: true,
+                    pod: Some(("ns".into(), format!("{name}-pod"))),
+                    node: Some("node1".into()),
+                })
+                .collect();
+            d.slices.insert(
+                ("ns".into(), format!("{name}-slice")),
+                SliceInfo {
+                    service: name.clone(),
+                    ports: vec![("http".into(), 8080)],
+                    endpoints,
+                },
+            );
+            d.pods.insert(
+                ("ns".into(), format!("{name}-pod")),
+                PodInfo {
+                    labels: Default::default(),
+                    service_account: name.clone(),
+                    node: Some("node1".into()),
+                },
+            );
+        });
+    }
+
+    fn remove_service(&self, name: &str) {
+        self.registry.update("cluster1", self.generation, |d| {
+            d.services.remove(&("ns".to_string(), name.to_string()));
+            d.slices
+                .remove(&("ns".to_string(), format!("{name}-slice")));
+        });
+    }
+
+    async fn client(&self) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+        AggregatedDiscoveryServiceClient::connect(self.url.clone())
+            .await
+            .unwrap()
+    }
+}
+
+fn node(id: &str) -> Node {
+    let s = |v: &str| Value {
+        kind: Some(value::Kind::StringValue(v.into())),
+    };
+    Node {
+        id: id.into(),
+        locality: Some(EnvoyLocality {
+            region: "region1".into(),
+            zone: "zone1".into(),
+            sub_zone: String::new(),
+        }),
+        metadata: Some(Struct {
+            fields: [("CLUSTER_ID", "cluster1"), ("NETWORK", "network1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), s(v)))
+                .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+const SIDECAR: &str = "sidecar~10.0.0.9~client.ns~ns.svc.cluster.local";
+const CLUSTER_A: &str = "outbound|80||a.ns.svc.cluster.local";
+const CLUSTER_B: &str = "outbound|80||b.ns.svc.cluster.local";
+
+struct Sotw {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: Streaming<DiscoveryResponse>,
+}
+
+impl Sotw {
+    async fn open(mesh: &Mesh) -> Sotw {
+        let (tx, rx) = mpsc::channel(8);
+        let rx = mesh
+            .client()
+            .await
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Sotw { tx, rx }
+    }
+
+    async fn send(
+        &self,
+        type_url: &str,
+        names: &[&str],
+        last: Option<&DiscoveryResponse>,
+        error: Option<&str>,
+    ) {
+        let req = DiscoveryRequest {
+            node: Some(node(SIDECAR)),
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            version_info: last.map(|l| l.version_info.clone()).unwrap_or_default(),
+            response_nonce: last.map(|l| l.nonce.clone()).unwrap_or_default(),
+            error_detail: error.map(|m| RpcStatus {
+                code: 3,
+                message: m.into(),
+                details: vec![],
+            }),
+            ..Default::default()
+        };
+        self.tx.send(req).await.unwrap();
+    }
+
+    async fn next(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(T, self.rx.message())
+            .await
+            .expect("a response")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn cla_addresses(any: &envoy_types::pb::google::protobuf::Any) -> (String, Vec<String>) {
+    let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+    let addrs = format!("{:?}", cla.endpoints);
+    let mut out: Vec<String> = addrs
+        .split("address: \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next().map(str::to_string))
+        .collect();
+    out.sort();
+    (cla.cluster_name, out)
+}
+
+#[tokio::test]
+async fn sotw_ack_nack_stale_and_pushes_of_what_changed() {
+    let mesh = Mesh::start().await;
+    let mut c = Sotw::open(&mesh).await;
+    c.send(CLUSTER_TYPE, &[], None, None).await;
+    let cds = c.next().await;
+    assert_eq!(cds.type_url, CLUSTER_TYPE);
+    assert_eq!(cds.resources.len(), 2, "wildcard CDS: both services");
+    c.send(CLUSTER_TYPE, &[], Some(&cds), None).await; // ACK
+    c.send(ENDPOINT_TYPE, &[CLUSTER_A], None, None).await;
+    let eds = c.next().await;
+    assert_eq!(
+        eds.type_url, ENDPOINT_TYPE,
+        "the ACK got no answer; EDS is next"
+    );
+    assert_eq!(
+        cla_addresses(&eds.resources[0]),
+        (CLUSTER_A.into(), vec!["10.0.0.1".into()])
+    );
+    c.send(ENDPOINT_TYPE, &[CLUSTER_A], Some(&eds), None).await;
+
+    // An endpoint change of b (not subscribed), then of a: only a's EDS comes.
+    mesh.service("b", &["10.0.0.2", "10.0.0.3"]);
+    mesh.service("a", &["10.0.0.1", "10.0.0.4"]);
+    let push = c.next().await;
+    assert_eq!(
+        push.type_url, ENDPOINT_TYPE,
+        "CDS did not change: no CDS push"
+    );
+    assert_eq!(
+        cla_addresses(&push.resources[0]).1,
+        ["10.0.0.1", "10.0.0.4"]
+    );
+
+    // A NACK is not answered (the client keeps its last good version); a stale nonce neither.
+    c.send(
+        ENDPOINT_TYPE,
+        &[CLUSTER_A],
+        Some(&push),
+        Some("bad endpoints"),
+    )
+    .await;
+    c.send(ENDPOINT_TYPE, &[CLUSTER_B], Some(&eds), None).await;
+    // A new subscription with the current nonce is answered with the whole subscribed set.
+    c.send(ENDPOINT_TYPE, &[CLUSTER_A, CLUSTER_B], Some(&push), None)
+        .await;
+    let both = c.next().await;
+    let mut names: Vec<String> = both.resources.iter().map(|r| cla_addresses(r).0).collect();
+    names.sort();
+    assert_eq!(names, [CLUSTER_A, CLUSTER_B]);
+    assert_ne!(both.nonce, push.nonce);
+
+    // A service goes away: CDS (state of the world) no longer lists it.
+    mesh.remove_service("b");
+    let cds2 = c.next().await;
+    assert_eq!(
+        (cds2.type_url.as_str(), cds2.resources.len()),
+        (CLUSTER_TYPE, 1)
+    );
+}
+
+#[tokio::test]
+async fn pushes_reach_only_clients_whose_resources_changed() {
+    let mesh = Mesh::start().await;
+    let (mut ca, mut cb) = (Sotw::open(&mesh).await, Sotw::open(&mesh).await);
+    for (c, name) in [(&mut ca, CLUSTER_A), (&mut cb, CLUSTER_B)] {
+        c.send(ENDPOINT_TYPE, &[name], None, None).await;
+        let r = c.next().await;
+        c.send(ENDPOINT_TYPE, &[name], Some(&r), None).await;
+    }
+    mesh.service("a", &["10.0.0.5"]);
+    assert_eq!(cla_addresses(&ca.next().await.resources[0]).1, ["10.0.0.5"]);
+    mesh.service("b", &["10.0.0.6"]);
+    // b's client was not sent a's change: its next message is b's.
+    let r = cb.next().await;
+    assert_eq!(
+        cla_addresses(&r.resources[0]),
+        (CLUSTER_B.into(), vec!["10.0.0.6".into()])
+    );
+}
+
+#[tokio::test]
+async fn a_stream_without_an_istio_node_is_refused() {
+    let mesh = Mesh::start().await;
+    let (tx, rx) = mpsc::channel(1);
+    let mut s = mesh
+        .client()
+        .await
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(DiscoveryRequest {
+        node: Some(node("not-istio")),
+        type_url: CLUSTER_TYPE.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(T, s.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("not-istio"), "{}", err.message());
+}
+
+struct Delta {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl Delta {
+    async fn open(mesh: &Mesh) -> Delta {
+        let (tx, rx) = mpsc::channel(8);
+        let rx = mesh
+            .client()
+            .await
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Delta { tx, rx }
+    }
+
+    async fn send(&self, req: DeltaDiscoveryRequest) {
+        self.tx
+            .send(DeltaDiscoveryRequest {
+                node: Some(node(SIDECAR)),
+                ..req
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(T, self.rx.message())
+            .await
+            .expect("a response")
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn ack(&self, r: &DeltaDiscoveryResponse) {
+        self.send(DeltaDiscoveryRequest {
+            type_url: r.type_url.clone(),
+            response_nonce: r.nonce.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn delta_sends_only_changes_and_removals_and_resumes() {
+    let mesh = Mesh::start().await;
+    let mut c = Delta::open(&mesh).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT_TYPE.into(),
+        resource_names_subscribe: vec!["*".into()],
+        ..Default::default()
+    })
+    .await;
+    let first = c.next().await;
+    assert_eq!(first.resources.len(), 2);
+    c.ack(&first).await;
+    let held: std::collections::HashMap<String, String> = first
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+
+    mesh.service("a", &["10.0.0.7"]);
+    let d = c.next().await;
+    assert_eq!(d.resources.len(), 1, "only a's endpoints changed");
+    assert_eq!(d.resources[0].name, CLUSTER_A);
+    c.ack(&d).await;
+    mesh.remove_service("a");
+    let d = c.next().await;
+    assert_eq!(
+        (d.resources.len(), d.removed_resources.clone()),
+        (0, vec![CLUSTER_A.to_string()])
+    );
+    drop(c);
+
+    // Reconnecting with what it holds: b is unchanged and not resent; a is gone.
+    let mut c = Delta::open(&mesh).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT_TYPE.into(),
+        resource_names_subscribe: vec!["*".into()],
+        initial_resource_versions: held,
+        ..Default::default()
+    })
+    .await;
+    let r = c.next().await;
+    assert!(r.resources.is_empty(), "{:?}", r.resources);
+    assert_eq!(r.removed_resources, [CLUSTER_A]);
+}
+
+#[tokio::test]
+async fn nds_state_of_the_world_is_one_table_and_delta_one_entry_per_host() {
+    let mesh = Mesh::start().await;
+    let mut c = Sotw::open(&mesh).await;
+    c.send(NAME_TABLE_TYPE, &[], None, None).await;
+    let r = c.next().await;
+    assert_eq!(r.resources.len(), 1);
+    let table = NameTable::decode(r.resources[0].value.as_slice()).unwrap();
+    let a = &table.table["a.ns.svc.cluster.local"];
+    assert_eq!(
+        (a.ips.clone(), a.shortname.as_str(), a.namespace.as_str()),
+        (vec!["10.96.0.1".to_string()], "a", "ns")
+    );
+
+    let mut d = Delta::open(&mesh).await;
+    d.send(DeltaDiscoveryRequest {
+        type_url: NAME_TABLE_TYPE.into(),
+        ..Default::default()
+    })
+    .await;
+    let r = d.next().await;
+    let mut names: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["a.ns.svc.cluster.local", "b.ns.svc.cluster.local"]);
+}
