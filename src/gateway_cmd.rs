@@ -27,7 +27,11 @@ Examples:
   meshfed gateway --endpoints routes.yaml
   meshfed gateway --listen 0.0.0.0:15443 --admin 0.0.0.0:15021 --endpoints routes.yaml --balance least-connections
   meshfed gateway --endpoints routes.yaml --hello-timeout 5s --idle-timeout 1h --connect-timeout 2s --eject-for 30s
-  meshfed gateway --endpoints routes.yaml --max-connections 50000 --drain-timeout 20s --copy buffered --threads 2"
+  meshfed gateway --endpoints routes.yaml --max-connections 50000 --drain-timeout 20s --copy buffered --threads 2
+  meshfed gateway --xds meshfed-federation.istio-system:15010 --cluster-id cluster2 --network network2
+
+With --xds the node id is router~$INSTANCE_IP~$POD_NAME.$POD_NAMESPACE~$POD_NAMESPACE.svc.cluster.local,
+as Istio's gateways announce themselves."
 )]
 pub struct GatewayArgs {
     /// Address to accept TLS connections on (routed by SNI, never terminated).
@@ -37,8 +41,23 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15021")]
     admin: SocketAddr,
     /// Static route file (YAML, format above).
-    #[arg(long, value_name = "FILE")]
-    endpoints: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "xds",
+        conflicts_with = "xds"
+    )]
+    endpoints: Option<PathBuf>,
+    /// Take routes from meshfed federation's xDS server (host:port) as an Istio router:
+    /// one route per SNI name, endpoints of this gateway's network only.
+    #[arg(long, value_name = "ADDR", requires = "network")]
+    xds: Option<String>,
+    /// This gateway's cluster id (with --xds).
+    #[arg(long, value_name = "ID", env = "CLUSTER_ID", default_value = "")]
+    cluster_id: String,
+    /// This gateway's network: the endpoints it routes to (with --xds).
+    #[arg(long, value_name = "NET", env = "NETWORK")]
+    network: Option<String>,
     /// How to pick among healthy endpoints: round-robin or least-connections.
     #[arg(long, value_name = "POLICY", default_value = "round-robin")]
     balance: Policy,
@@ -102,13 +121,20 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
     runtime.block_on(async move {
         let routes = RouteHandle::default();
         let (_, metrics) = meshfed_gateway::metrics::global();
-        source::start(
-            args.endpoints,
-            routes.clone(),
-            metrics,
-            Duration::from_secs(1),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let _source = match (args.endpoints, args.xds) {
+            (Some(file), _) => source::start(file, routes.clone(), metrics, Duration::from_secs(1))
+                .map_err(anyhow::Error::msg)?,
+            (None, Some(server)) => {
+                let id = identity(args.cluster_id, args.network.unwrap_or_default());
+                let url = if server.contains("://") {
+                    server
+                } else {
+                    format!("http://{server}")
+                };
+                tokio::spawn(meshfed_gateway::xds::run(url, id, routes.clone(), metrics))
+            }
+            (None, None) => anyhow::bail!("--endpoints or --xds is required"),
+        };
         let gateway = Gateway::bind(config, routes).await?;
         let (listen, admin) = (gateway.local_addr(), gateway.admin_addr());
         println!(
@@ -119,6 +145,23 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
         gateway.run(crate::shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Istio's downward-API variables, with stand-ins outside a pod.
+fn identity(cluster_id: String, network: String) -> meshfed_gateway::xds::XdsIdentity {
+    let env = |k: &str, d: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| d.to_string())
+    };
+    meshfed_gateway::xds::XdsIdentity {
+        cluster_id,
+        network,
+        ip: env("INSTANCE_IP", "127.0.0.1"),
+        pod: env("POD_NAME", "meshfed-gateway"),
+        namespace: env("POD_NAMESPACE", "istio-system"),
+    }
 }
 
 fn show(addr: Option<SocketAddr>) -> String {

@@ -128,8 +128,21 @@ fn create_remote_secret_then_federation_sees_the_remote_cluster() {
         "network1",
         "--admin",
         &admin,
+        "--xds-listen",
+        "127.0.0.1:0",
     ]);
     assert!(line.starts_with("federation for cluster1"), "{line}");
+    // The printed xDS address is the bound one and takes connections.
+    let xds = line
+        .split("xds ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_default();
+    assert!(
+        xds.starts_with("127.0.0.1:") && !xds.ends_with(":0"),
+        "{line}"
+    );
+    std::net::TcpStream::connect(xds).unwrap();
 
     // The controller syncs in the background; remote-clusters exits 0 once every cluster is synced.
     let deadline = Instant::now() + Duration::from_secs(30);

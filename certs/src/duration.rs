@@ -1,34 +1,39 @@
 use crate::{Error, Result};
 use std::time::Duration;
 
-/// Parses durations as operators write them: `24h`, `90m`, `30s`, `7d`, `1h30m`.
+/// Parses durations as operators write them: `24h`, `90m`, `30s`, `7d`, `1h30m`, `5ms`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let bad = || Error::Duration(text.to_string());
-    let mut total: u64 = 0;
+    let mut total_ms: u64 = 0;
     let mut digits = String::new();
-    for c in text.trim().chars() {
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             digits.push(c);
             continue;
         }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
+        let unit_ms = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            's' => 1000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
             _ => return Err(bad()),
         };
         let n: u64 = digits.parse().map_err(|_| bad())?;
         digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|v| total_ms.checked_add(v))
             .ok_or_else(bad)?;
     }
-    if !digits.is_empty() || total == 0 {
+    if !digits.is_empty() || total_ms == 0 {
         return Err(bad());
     }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total_ms))
 }
 
 #[cfg(test)]
@@ -51,11 +56,27 @@ mod tests {
             Some(Duration::from_secs(172_800))
         );
         assert_eq!(parse_duration("45s").ok(), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("5ms").ok(), Some(Duration::from_millis(5)));
+        assert_eq!(
+            parse_duration("1m30s250ms").ok(),
+            Some(Duration::from_millis(90_250))
+        );
     }
 
     #[test]
     fn rejects_bare_numbers_zero_and_junk() {
-        for bad in ["", "24", "0h", "h", "1x", "-1h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "24",
+            "0h",
+            "h",
+            "1x",
+            "-1h",
+            "99999999999999999999d",
+            "ms",
+            "1mx",
+            "0ms",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -16,7 +16,7 @@ pub enum Error {
     WouldOverwrite(Vec<PathBuf>),
     #[error("invalid SPIFFE ID {id:?}: {reason}")]
     Spiffe { id: String, reason: &'static str },
-    #[error("invalid duration {0:?}: use a number with s, m, h or d, e.g. 24h or 90m")]
+    #[error("invalid duration {0:?}: use a number with ms, s, m, h or d, e.g. 24h, 90m or 5ms")]
     Duration(String),
     #[error("unknown key type {0:?}: use ecdsa-p256, rsa-2048 or rsa-4096")]
     KeyAlgorithm(String),

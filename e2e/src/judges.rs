@@ -137,3 +137,118 @@ pub fn bootstrap(
         "node": {"id": node_id, "locality": {"region": region, "zone": zone}, "metadata": metadata},
     })
 }
+
+/// `openssl s_server` on `ip` (a free port) presenting a workload certificate for
+/// `spiffe://cluster.local/ns/sample/sa/{sa}` issued by `ca`; killed on drop.
+pub struct TlsServer {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn openssl_server(
+    dir: &std::path::Path,
+    ca: &meshfed_certs::CertificateAuthority,
+    sa: &str,
+    ip: &str,
+) -> Result<TlsServer, String> {
+    use std::io::BufRead;
+    let id =
+        meshfed_certs::SpiffeId::new("cluster.local", "sample", sa).map_err(|e| e.to_string())?;
+    let cert = ca
+        .issue_workload(&meshfed_certs::WorkloadOptions::new(id))
+        .map_err(|e| e.to_string())?;
+    let d = dir.join(sa);
+    meshfed_certs::write_outputs(&d, &cert.files(), false).map_err(|e| e.to_string())?;
+    let write =
+        |name: &str, pem: &str| std::fs::write(d.join(name), pem).map_err(|e| e.to_string());
+    write("leaf.pem", &cert.chain[0])?;
+    write("int.pem", &cert.chain[1])?;
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_server", "-www", "-accept", &format!("{ip}:0")])
+        .arg("-cert")
+        .arg(d.join("leaf.pem"))
+        .arg("-cert_chain")
+        .arg(d.join("int.pem"))
+        .arg("-key")
+        .arg(d.join("key.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("openssl (installed by scripts/test.sh): {e}"))?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .ok_or("s_server exited")?
+            .map_err(|e| e.to_string())?;
+        if let Some(a) = line.strip_prefix("ACCEPT ") {
+            break a.parse().map_err(|e| format!("{line}: {e}"))?;
+        }
+    };
+    // Keep draining s_server's output so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(TlsServer { child, addr })
+}
+
+/// `openssl s_client` to `addr` with `sni`, verifying against `root`: the peer's SANs when
+/// the handshake succeeded, else the error output.
+pub fn openssl_peer(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    root: &std::path::Path,
+) -> Result<String, String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            sni,
+            "-verify_return_error",
+            "-showcerts",
+        ])
+        .arg("-CAfile")
+        .arg(root)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("openssl: {e}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !text.contains("Verify return code: 0 (ok)") {
+        return Err(text);
+    }
+    let begin = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or("no certificate shown")?;
+    let pem = &text[begin..];
+    let end = pem
+        .find("-----END CERTIFICATE-----")
+        .ok_or("truncated certificate")?
+        + 25;
+    let parsed = x509_sans(&pem[..end])?;
+    Ok(parsed)
+}
+
+fn x509_sans(pem: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut x509 = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    x509.stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(pem.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = x509.wait_with_output().map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod judges;
 pub mod kubeconfig;
 pub mod netns;
+pub mod seed;
 
 pub use apiserver::{ApiServer, ApiServerConfig};
 

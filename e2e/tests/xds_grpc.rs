@@ -2,77 +2,27 @@
 //! test bed clusters in region1 and region2 (one network, so the judges reach both directly),
 //! gRPC backends v1 and v2, and the seed's DestinationRules applied unchanged with kubectl.
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use meshfed_e2e::judges::{self, Judge};
+use meshfed_e2e::seed::{self, Workload};
 use meshfed_e2e::{ApiServer, ApiServerConfig};
 use meshfed_federation::{Federation, FederationConfig, xds};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 const HOST: &str = "helloworld.sample.svc.cluster.local";
 
-async fn create<K>(c: &kube::Client, ns: Option<&str>, v: Value)
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(c.clone(), ns.unwrap_or("default"));
-    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap())
-        .await
-        .unwrap();
-}
-
-fn slice(node: &str, pod: &str, ip: &str, port: u16, ready: bool) -> Value {
-    json!({"metadata": {"name": "helloworld-abc", "labels": {"kubernetes.io/service-name": "helloworld"}},
-        "addressType": "IPv4", "ports": [{"name": "grpc", "port": port}],
-        "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}, "nodeName": node,
-            "targetRef": {"kind": "Pod", "namespace": "sample", "name": pod}}]})
-}
-
-/// One cluster: helloworld `version` served by a real gRPC backend on `ip`, on a node in `region`.
-async fn cluster(c: &kube::Client, name: &str, version: &str, ip: &str, port: u16, region: &str) {
-    let namespaces: Api<Namespace> = Api::all(c.clone());
-    for ns in [
-        json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": "network1"}}}),
-        json!({"metadata": {"name": "sample"}}),
-    ] {
-        namespaces
-            .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
-            .await
-            .unwrap();
-    }
-    let node = format!("{name}-node");
-    let nodes: Api<Node> = Api::all(c.clone());
-    let n = json!({"metadata": {"name": node, "labels": {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": "zone1"}}});
-    nodes
-        .create(&PostParams::default(), &serde_json::from_value(n).unwrap())
-        .await
-        .unwrap();
-    create::<Service>(c, Some("sample"), json!({"metadata": {"name": "helloworld"}, "spec": {"ports": [{"name": "grpc", "port": 5000}], "selector": {"app": "helloworld"}}})).await;
-    let pod = format!("helloworld-{version}");
-    create::<Pod>(c, Some("sample"), json!({"metadata": {"name": pod, "labels": {"app": "helloworld", "version": version}}, "spec": {"serviceAccountName": "helloworld", "nodeName": node, "containers": [{"name": "helloworld", "image": "helloworld"}]}, "status": {"podIP": ip}})).await;
-    create::<EndpointSlice>(c, Some("sample"), slice(&node, &pod, ip, port, true)).await;
-}
-
-async fn set_ready(c: &kube::Client, name: &str, version: &str, ip: &str, port: u16, ready: bool) {
-    let api: Api<EndpointSlice> = Api::namespaced(c.clone(), "sample");
-    let s = slice(
-        &format!("{name}-node"),
-        &format!("helloworld-{version}"),
-        ip,
+fn workload(cluster: &str, version: &str, ip: &str, port: u16, region: &str) -> Workload {
+    Workload {
+        cluster: cluster.into(),
+        network: "network1".into(),
+        region: region.into(),
+        zone: "zone1".into(),
+        version: version.into(),
+        ip: ip.into(),
         port,
-        ready,
-    );
-    api.patch("helloworld-abc", &PatchParams::default(), &Patch::Merge(&s))
-        .await
-        .unwrap();
+    }
 }
 
 fn kubectl_apply(kubeconfig: &Path, file: &Path) {
@@ -102,6 +52,7 @@ struct Bed {
     xds: std::net::SocketAddr,
     kubeconfig: tempfile::NamedTempFile,
     backends: Vec<(Judge, u16)>,
+    w1: Workload,
 }
 
 async fn bed() -> Bed {
@@ -127,11 +78,17 @@ async fn bed() -> Bed {
         .unwrap();
     let v1 = judges::backend("127.0.0.11", "v1").await.unwrap();
     let v2 = judges::backend("127.0.0.12", "v2").await.unwrap();
-    cluster(&c1, "cluster1", "v1", "127.0.0.11", v1.1, "region1").await;
-    cluster(&c2, "cluster2", "v2", "127.0.0.12", v2.1, "region2").await;
-    let secret = json!({"metadata": {"name": "istio-remote-secret-cluster2", "labels": {"istio/multiCluster": "true"}},
-        "stringData": {"cluster2": s2.kubeconfig()}});
-    create::<Secret>(&c1, Some("istio-system"), secret).await;
+    let w1 = workload("cluster1", "v1", "127.0.0.11", v1.1, "region1");
+    seed::helloworld(&c1, &w1).await.unwrap();
+    seed::helloworld(
+        &c2,
+        &workload("cluster2", "v2", "127.0.0.12", v2.1, "region2"),
+    )
+    .await
+    .unwrap();
+    seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
+        .await
+        .unwrap();
     let fed = Federation::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
     let mut changes = fed.registry.subscribe();
     tokio::time::timeout(T, async {
@@ -167,6 +124,7 @@ async fn bed() -> Bed {
         xds,
         kubeconfig,
         backends: vec![v1, v2],
+        w1,
     }
 }
 
@@ -244,8 +202,7 @@ async fn scenario(mut b: Bed, mut client: Judge) {
     );
 
     // Readiness-driven failover: v1 turns not-ready; traffic moves with no failed call.
-    let port1 = b.backends[0].1;
-    set_ready(&b.c1, "cluster1", "v1", "127.0.0.11", port1, false).await;
+    seed::set_ready(&b.c1, &b.w1, false).await.unwrap();
     let r = client.ask("until v2 20 30", T).await.unwrap();
     assert_eq!(r["ok"], true, "{r}");
     assert!(
@@ -256,7 +213,7 @@ async fn scenario(mut b: Bed, mut client: Judge) {
             .all(|k| !k.starts_with("error")),
         "{r}"
     );
-    set_ready(&b.c1, "cluster1", "v1", "127.0.0.11", port1, true).await;
+    seed::set_ready(&b.c1, &b.w1, true).await.unwrap();
     let r = client.ask("until v1 20 30", T).await.unwrap();
     assert_eq!(r["ok"], true, "{r}");
 

@@ -39,7 +39,10 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
 
 fn respond(req: &Request<hyper::body::Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/healthz/ready" if admin.ready.load(Ordering::Relaxed) => {
+        // Ready once a source delivered a first table (xDS may take a moment) and not draining.
+        "/healthz/ready"
+            if admin.ready.load(Ordering::Relaxed) && admin.routes.generation() > 0 =>
+        {
             text(StatusCode::OK, "text/plain", "ready\n".into())
         }
         "/healthz/ready" => text(

@@ -10,6 +10,7 @@ pub mod metrics;
 mod proxy;
 pub mod routes;
 pub mod source;
+pub mod xds;
 
 use routes::RouteHandle;
 use std::net::SocketAddr;

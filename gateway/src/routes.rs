@@ -120,6 +120,22 @@ impl RouteTable {
         table
     }
 
+    /// Builds a table from clusters given whole (xDS: one per SNI, endpoints already chosen).
+    pub fn from_clusters(
+        clusters: &[(ClusterName, Vec<StaticEndpoint>)],
+        previous: &RouteTable,
+    ) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (name, endpoints) in clusters {
+            let eps = endpoints
+                .iter()
+                .map(|e| Arc::new(table.endpoint(e, previous)))
+                .collect();
+            table.insert(name.clone(), eps);
+        }
+        table
+    }
+
     fn endpoint(&mut self, e: &StaticEndpoint, previous: &RouteTable) -> RouteEndpoint {
         let health = self
             .health
@@ -203,6 +219,13 @@ impl RouteHandle {
     /// Replaces the table with one built from `services`.
     pub fn update(&self, services: &[ServiceRoutes]) {
         let next = Arc::new(RouteTable::build(services, &self.get()));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Replaces the table with `clusters` as an xDS source delivers them.
+    pub fn update_clusters(&self, clusters: &[(ClusterName, Vec<StaticEndpoint>)]) {
+        let next = Arc::new(RouteTable::from_clusters(clusters, &self.get()));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         self.generation.send_modify(|g| *g += 1);
     }

@@ -1,0 +1,108 @@
+//! The seed scenario's objects in a test bed cluster: the system namespace with its network,
+//! a node with its region and zone, helloworld's Service, Pod and EndpointSlice, remote
+//! secrets and the east-west gateway's Service. There is no kubelet: addresses and readiness
+//! are what the test says they are.
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// One helloworld instance in one cluster.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub cluster: String,
+    pub network: String,
+    pub region: String,
+    pub zone: String,
+    pub version: String,
+    pub ip: String,
+    /// The target port the endpoint listens on.
+    pub port: u16,
+}
+
+impl Workload {
+    fn node(&self) -> String {
+        format!("{}-node", self.cluster)
+    }
+    fn pod(&self) -> String {
+        format!("helloworld-{}", self.version)
+    }
+    fn slice(&self, ready: bool) -> Value {
+        json!({"metadata": {"name": format!("helloworld-{}", self.version), "labels": {"kubernetes.io/service-name": "helloworld"}},
+            "addressType": "IPv4", "ports": [{"name": "grpc", "port": self.port}],
+            "endpoints": [{"addresses": [self.ip], "conditions": {"ready": ready}, "nodeName": self.node(),
+                "targetRef": {"kind": "Pod", "namespace": "sample", "name": self.pod()}}]})
+    }
+}
+
+async fn create<K>(api: Api<K>, v: Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(v).map_err(kube::Error::SerdeError)?;
+    api.create(&PostParams::default(), &obj).await.map(|_| ())
+}
+
+/// Namespaces `istio-system` (labelled with the network) and `sample`, the node, and
+/// helloworld (Service port 5000 named grpc, Pod, ready EndpointSlice).
+pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Error> {
+    let ns: Api<Namespace> = Api::all(c.clone());
+    create(ns.clone(), json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": w.network}}})).await?;
+    create(ns, json!({"metadata": {"name": "sample"}})).await?;
+    let labels =
+        json!({"topology.kubernetes.io/region": w.region, "topology.kubernetes.io/zone": w.zone});
+    create(
+        Api::<Node>::all(c.clone()),
+        json!({"metadata": {"name": w.node(), "labels": labels}}),
+    )
+    .await?;
+    let sample = |c: &kube::Client| c.clone();
+    create(
+        Api::<Service>::namespaced(sample(c), "sample"),
+        json!({"metadata": {"name": "helloworld"},
+        "spec": {"ports": [{"name": "grpc", "port": 5000}], "selector": {"app": "helloworld"}}}),
+    )
+    .await?;
+    create(Api::<Pod>::namespaced(sample(c), "sample"), json!({"metadata": {"name": w.pod(), "labels": {"app": "helloworld", "version": w.version}},
+        "spec": {"serviceAccountName": "helloworld", "nodeName": w.node(), "containers": [{"name": "helloworld", "image": "helloworld"}]},
+        "status": {"podIP": w.ip}})).await?;
+    create(
+        Api::<EndpointSlice>::namespaced(sample(c), "sample"),
+        w.slice(true),
+    )
+    .await
+}
+
+/// Flips the endpoint's `ready` condition, as the endpoint controller would.
+pub async fn set_ready(c: &kube::Client, w: &Workload, ready: bool) -> Result<(), kube::Error> {
+    let api: Api<EndpointSlice> = Api::namespaced(c.clone(), "sample");
+    let name = format!("helloworld-{}", w.version);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&w.slice(ready)),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A remote secret in Istio's layout: key = cluster id, value = kubeconfig.
+pub async fn remote_secret(
+    c: &kube::Client,
+    cluster: &str,
+    kubeconfig: &str,
+) -> Result<(), kube::Error> {
+    create(Api::<Secret>::namespaced(c.clone(), "istio-system"), json!({
+        "metadata": {"name": format!("istio-remote-secret-{cluster}"), "labels": {"istio/multiCluster": "true"},
+            "annotations": {"networking.istio.io/cluster": cluster}},
+        "stringData": {cluster: kubeconfig}})).await
+}
+
+/// The east-west gateway's Service: network label, port 15443, a LoadBalancer address.
+pub async fn gateway_service(c: &kube::Client, network: &str, ip: &str) -> Result<(), kube::Error> {
+    create(Api::<Service>::namespaced(c.clone(), "istio-system"), json!({
+        "metadata": {"name": "istio-eastwestgateway", "labels": {"topology.istio.io/network": network}},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})).await
+}
