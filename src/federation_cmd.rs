@@ -74,6 +74,8 @@ async fn local_client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
 pub fn federation(args: FederationArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Metrics recorded before the recorder exists are lost: install it first.
+        meshfed_model::telemetry::prometheus();
         let client = local_client(args.kubeconfig.as_ref()).await?;
         let mut cfg = FederationConfig::new(&args.cluster_id, &args.network);
         cfg.system_namespace = args.system_namespace;

@@ -170,6 +170,27 @@ impl ApiServer {
         self.shared.store.create(res, namespace, object)
     }
 
+    /// Replaces a stored object directly (no HTTP), as an update by a client would; watchers
+    /// see MODIFIED. For driving benchmarks without a client's overhead.
+    pub fn replace(
+        &self,
+        kind: &str,
+        namespace: &str,
+        object: serde_json::Value,
+    ) -> Result<Value, ApiError> {
+        let res = resources::by_kind(kind);
+        if res >= resources::RESOURCES.len() {
+            return Err(ApiError::bad_request(format!("unknown kind {kind}")));
+        }
+        let name = object["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("metadata.name is required"))?
+            .to_string();
+        self.shared
+            .store
+            .update(res, namespace, &name, move |_| Ok(object))
+    }
+
     /// Moves the clock used for token expiry forward.
     pub fn advance_clock(&self, by: Duration) {
         self.shared

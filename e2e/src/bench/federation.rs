@@ -15,7 +15,7 @@ pub struct FederationOptions {
     pub endpoints: usize,
 }
 
-async fn server(name: &str) -> Result<ApiServer, String> {
+pub(crate) async fn server(name: &str) -> Result<ApiServer, String> {
     ApiServer::start(ApiServerConfig::new(
         "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         name,
@@ -29,7 +29,7 @@ fn put(s: &ApiServer, kind: &str, ns: &str, v: Value) -> Result<(), String> {
 }
 
 /// `services` services with `endpoints` endpoints each (pods, slices), on 10 nodes.
-fn populate(
+pub(crate) fn populate(
     s: &ApiServer,
     cluster: usize,
     services: usize,
@@ -85,7 +85,7 @@ fn populate(
     Ok(())
 }
 
-fn remote_secret(local: &ApiServer, remote: &ApiServer, id: &str) -> Result<(), String> {
+pub(crate) fn remote_secret(local: &ApiServer, remote: &ApiServer, id: &str) -> Result<(), String> {
     let kubeconfig =
         crate::kubeconfig::render(id, &remote.url(), remote.ca_pem(), id, remote.admin_token());
     put(

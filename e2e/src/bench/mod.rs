@@ -8,6 +8,7 @@
 pub mod federation;
 mod load;
 mod peers;
+pub mod xds;
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -225,7 +226,7 @@ fn ensure_peers() -> Result<(), String> {
     }
 }
 
-fn pin_self(core: usize) -> Result<(), String> {
+pub(crate) fn pin_self(core: usize) -> Result<(), String> {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it for the calling thread
     // (before the runtime starts, so every thread the bench makes inherits it).
     unsafe {
@@ -242,7 +243,7 @@ fn pin_self(core: usize) -> Result<(), String> {
 }
 
 /// Raises the soft open-file limit to the hard one (children inherit it); returns it.
-fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

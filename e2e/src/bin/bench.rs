@@ -26,9 +26,26 @@ fn main() -> ExitCode {
         };
         return report(meshfed_e2e::bench::federation::run(&opts));
     }
+    if args.first().map(String::as_str) == Some("xds") {
+        let opts = meshfed_e2e::bench::xds::XdsOptions {
+            json: PathBuf::from(value("--json").unwrap_or_else(|| "bench-xds.json".into())),
+            meshfed: PathBuf::from(
+                value("--meshfed").unwrap_or_else(|| "target/release/meshfed".into()),
+            ),
+            clients: num("--clients", 1000.0) as usize,
+            changes: num("--changes", 20.0) as usize,
+            services: num("--services", 100.0) as usize,
+            modes: value("--modes")
+                .unwrap_or_else(|| "delta,sotw".into())
+                .split(',')
+                .map(str::to_string)
+                .collect(),
+        };
+        return report(meshfed_e2e::bench::xds::run(&opts));
+    }
     if args.first().map(String::as_str) != Some("gateway") {
         eprintln!(
-            "usage: bench gateway --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64]"
+            "usage: bench gateway|federation|xds --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64]"
         );
         return ExitCode::from(2);
     }

@@ -2,7 +2,7 @@
 //! reconnect which versions it holds, and each response carries only what changed plus the
 //! names that went away.
 
-use super::generate::{Kind, Push, Subscription};
+use super::generate::{Changes, Kind, Push, Resource, Resources, Subscription};
 use super::metrics;
 use super::node::Proxy;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -15,6 +15,9 @@ struct TypeState {
     sub: Subscription,
     /// What the client holds: name -> version.
     held: BTreeMap<String, String>,
+    /// The push whose resources `held` matches exactly (0: none), so the next push's
+    /// precomputed changes can be sent without comparing every resource.
+    base: u64,
 }
 
 pub struct Delta {
@@ -54,6 +57,7 @@ impl Delta {
                 req.resource_names_subscribe.is_empty() && kind.wildcard_when_empty();
         }
         let mut changed = false;
+        state.base = 0;
         for name in &req.resource_names_subscribe {
             changed = true;
             if name == "*" {
@@ -94,28 +98,17 @@ impl Delta {
     /// What the client lacks or holds in an older version, and what it holds that is gone.
     fn diff(&mut self, kind: Kind, push: &Push) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(&kind)?;
-        let now = push.resources(&self.proxy, kind, &state.sub);
-        let mut resources = Vec::new();
-        for (name, r) in &now {
-            if state.held.get(name) != Some(&r.version) {
-                resources.push(DeltaResource {
-                    name: name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.body.clone()),
-                    ..Default::default()
-                });
-                state.held.insert(name.clone(), r.version.clone());
-            }
-        }
-        let removed: Vec<String> = state
-            .held
-            .keys()
-            .filter(|n| !now.contains_key(*n))
-            .cloned()
-            .collect();
-        for n in &removed {
-            state.held.remove(n);
-        }
+        let follows = state.base != 0 && state.base + 1 == push.version;
+        let changes = if follows {
+            push.changes(&self.proxy, kind)
+        } else {
+            None
+        };
+        let (resources, removed) = match changes {
+            Some(c) => changes_for(state, &c),
+            None => full_diff(state, &push.resources(&self.proxy, kind, &state.sub)),
+        };
+        state.base = push.version;
         if resources.is_empty() && removed.is_empty() {
             return None;
         }
@@ -140,4 +133,50 @@ impl Delta {
             ..Default::default()
         }
     }
+}
+
+fn resource(r: &Resource) -> DeltaResource {
+    DeltaResource {
+        name: r.name.clone(),
+        version: r.version.clone(),
+        resource: Some(r.body.clone()),
+        ..Default::default()
+    }
+}
+
+/// The client holds exactly the previous push: send what changed there, if subscribed.
+fn changes_for(state: &mut TypeState, c: &Changes) -> (Vec<DeltaResource>, Vec<String>) {
+    let mut resources = Vec::new();
+    for r in c.updated.iter().filter(|r| state.sub.wants(&r.name)) {
+        state.held.insert(r.name.clone(), r.version.clone());
+        resources.push(resource(r));
+    }
+    let removed = c
+        .removed
+        .iter()
+        .filter(|n| state.held.remove(*n).is_some())
+        .cloned()
+        .collect();
+    (resources, removed)
+}
+
+/// Compares every subscribed resource with what the client holds.
+fn full_diff(state: &mut TypeState, now: &Resources) -> (Vec<DeltaResource>, Vec<String>) {
+    let mut resources = Vec::new();
+    for (name, r) in now {
+        if state.held.get(name) != Some(&r.version) {
+            resources.push(resource(r));
+            state.held.insert(name.clone(), r.version.clone());
+        }
+    }
+    let removed: Vec<String> = state
+        .held
+        .keys()
+        .filter(|n| !now.contains_key(*n))
+        .cloned()
+        .collect();
+    for n in &removed {
+        state.held.remove(n);
+    }
+    (resources, removed)
 }

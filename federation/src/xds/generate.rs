@@ -103,6 +103,12 @@ pub struct Subscription {
     pub names: BTreeSet<String>,
 }
 
+impl Subscription {
+    pub fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
 /// One state of the mesh, as pushed to every client.
 pub struct Push {
     pub version: u64,
@@ -113,6 +119,17 @@ pub struct Push {
     pub domain: String,
     vips: BTreeMap<String, (Ipv4Addr, Ipv6Addr)>,
     cache: Mutex<HashMap<(ProxyKey, Kind), Arc<Resources>>>,
+    /// The previous push's resources (not the push itself: no chain of pushes is kept), so
+    /// that what changed is worked out once per kind of proxy rather than once per client.
+    previous: HashMap<(ProxyKey, Kind), Arc<Resources>>,
+    changes: Mutex<HashMap<(ProxyKey, Kind), Arc<Changes>>>,
+}
+
+/// What changed for one kind of proxy between the previous push and this one.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub updated: Vec<Arc<Resource>>,
+    pub removed: Vec<String>,
 }
 
 impl Push {
@@ -132,7 +149,42 @@ impl Push {
             domain: domain.to_string(),
             vips,
             cache: Mutex::new(HashMap::new()),
+            previous: HashMap::new(),
+            changes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Remembers `previous`'s resources so that [`Push::changes`] can answer.
+    pub fn follow(mut self, previous: &Push) -> Push {
+        self.previous = lock(&previous.cache).clone();
+        self
+    }
+
+    /// What changed for proxies like `proxy` since the push just before this one; None when
+    /// that push never built them (the caller then compares resource by resource).
+    pub fn changes(&self, proxy: &Proxy, kind: Kind) -> Option<Arc<Changes>> {
+        if matches!(kind, Kind::Listener | Kind::Route) {
+            return None; // built per subscription, not cached
+        }
+        let key = (proxy.key(), kind);
+        let before = self.previous.get(&key)?.clone();
+        if let Some(c) = lock(&self.changes).get(&key) {
+            return Some(c.clone());
+        }
+        let now = self.all(proxy, kind);
+        let updated = now
+            .iter()
+            .filter(|(n, r)| before.get(*n).is_none_or(|b| b.version != r.version))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let removed = before
+            .keys()
+            .filter(|n| !now.contains_key(*n))
+            .cloned()
+            .collect();
+        let c = Arc::new(Changes { updated, removed });
+        lock(&self.changes).insert(key, c.clone());
+        Some(c)
     }
 
     /// The resources of `kind` that `proxy` subscribed to.
@@ -151,9 +203,9 @@ impl Push {
     }
 
     /// Every resource of `kind` for proxies like `proxy`, built once per push.
-    fn all(&self, proxy: &Proxy, kind: Kind) -> Arc<Resources> {
+    pub fn all(&self, proxy: &Proxy, kind: Kind) -> Arc<Resources> {
         let key = (proxy.key(), kind);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = lock(&self.cache);
         if let Some(r) = cache.get(&key) {
             return r.clone();
         }
@@ -292,6 +344,10 @@ fn local_network(snapshot: &Snapshot, network: &str) -> Snapshot {
             .retain(|e| e.network == network || e.network.is_empty());
     }
     s
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn hash(bytes: &[u8]) -> u64 {

@@ -29,6 +29,7 @@ pub async fn serve(
     registry: Arc<Registry>,
     debounce: Debounce,
 ) -> Result<(), tonic::transport::Error> {
+    meshfed_model::telemetry::prometheus();
     let first = pusher::build(&registry, 1, Instant::now());
     let (tx, rx) = watch::channel(Arc::new(first));
     let pusher = tokio::spawn(pusher::run(registry, tx, debounce));

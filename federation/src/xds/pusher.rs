@@ -55,19 +55,20 @@ pub async fn run(registry: Arc<Registry>, tx: watch::Sender<Arc<Push>>, debounce
         }
         changes.borrow_and_update();
         let started = Instant::now();
+        let last = tx.borrow().clone();
         let push = build(&registry, version + 1, first);
-        let same = {
-            let last = tx.borrow();
-            last.snapshot == push.snapshot && last.rules == push.rules
-        };
-        if same {
+        if last.snapshot == push.snapshot && last.rules == push.rules {
+            tracing::debug!(version, "registry changed but the pushed state did not");
             continue;
         }
+        let push = push.follow(&last);
+        drop(last);
         version += 1;
         super::metrics::push_built(
             started.elapsed().as_secs_f64(),
             first.elapsed().as_secs_f64(),
         );
+        tracing::debug!(version, services = push.snapshot.services.len(), "push");
         tx.send_replace(Arc::new(push));
     }
 }

@@ -17,6 +17,8 @@ struct TypeState {
     /// Versions of what the last response held, to tell whether a push changes anything.
     sent: BTreeMap<String, String>,
     acked: String,
+    /// The push the last response was built from (0: none).
+    base: u64,
 }
 
 pub struct Sotw {
@@ -67,16 +69,36 @@ impl Sotw {
         kinds.sort();
         let mut out = Vec::new();
         for kind in kinds {
-            let state = &self.types[&kind];
-            if state.nonce.is_empty() {
-                continue;
-            }
-            let now = push.resources(&self.proxy, kind, &state.sub);
-            if versions(&now) != state.sent {
-                out.push(self.respond_with(kind, push, now));
+            if self.changed(kind, push) {
+                out.push(self.respond(kind, push));
             }
         }
         out
+    }
+
+    /// Whether `kind`'s subscribed resources differ from the last response: from the push's
+    /// precomputed changes when the last response came from the push before, else by
+    /// comparing every version.
+    fn changed(&mut self, kind: Kind, push: &Push) -> bool {
+        let Some(state) = self.types.get_mut(&kind) else {
+            return false;
+        };
+        if state.nonce.is_empty() {
+            return false;
+        }
+        let follows = state.base != 0 && state.base + 1 == push.version;
+        if let Some(c) = follows.then(|| push.changes(&self.proxy, kind)).flatten() {
+            let changed = c.updated.iter().any(|r| state.sub.wants(&r.name))
+                || c.removed.iter().any(|n| state.sent.contains_key(n));
+            state.base = push.version;
+            return changed;
+        }
+        let now = push.resources(&self.proxy, kind, &state.sub);
+        let changed = versions(&now) != state.sent;
+        if !changed {
+            state.base = push.version;
+        }
+        changed
     }
 
     fn respond(&mut self, kind: Kind, push: &Push) -> DiscoveryResponse {
@@ -91,6 +113,7 @@ impl Sotw {
         let state = self.types.entry(kind).or_default();
         state.nonce = nonce.clone();
         state.sent = versions(&resources);
+        state.base = push.version;
         let bodies = if kind == Kind::NameTable {
             vec![name_table(&resources)]
         } else {
