@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One command for every benchmark: bench/run.sh [certs ...]. Writes BENCHMARKS.md sections.
+# One command for every benchmark: bench/run.sh [certs|gateway|federation|xds ...]. Writes BENCHMARKS.md sections.
 # Each benchmark is pinned with taskset and repeated; medians are reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${MESHFED_BENCH_ROUNDS:-5}
 OUT=BENCHMARKS.md
-suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs gateway federation)
+suites=("$@"); [ ${#suites[@]} -gt 0 ] || suites=(certs gateway federation xds)
 
 machine() {
   echo "- Machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)"
@@ -160,6 +160,48 @@ $table
 MD
 )
   put_section federation "$body"
+  echo "$body"
+}
+
+bench_xds() {
+  cargo build --release -q --workspace --bins
+  local json=target/bench-xds.json runs=() i
+  for i in $(seq "$ROUNDS"); do
+    cargo run --release -q -p meshfed-e2e --bin bench -- xds --json "$json.$i" >/dev/null
+    runs+=("$json.$i")
+  done
+  local table
+  table=$(python3 - "${runs[@]}" <<'PY'
+import json, sys
+runs = [json.load(open(f)) for f in sys.argv[1:]]
+med = lambda xs: sorted(xs)[len(xs) // 2]
+keys = ("p50_ms", "p99_ms", "max_ms", "cpu_ms_per_change", "kib_per_change", "bytes_per_client_per_change")
+m = {mode: {k: med([r[mode][k] for r in runs]) for k in keys} for mode in ("delta", "sotw")}
+d, s = m["delta"], m["sotw"]
+r0 = runs[0]["delta"]
+print("| figure | delta | state of the world | delta / sotw | goal |")
+print("|---|---:|---:|---:|---|")
+print(f"| change to all {r0['clients']} clients, p50 | {d['p50_ms']:.1f} ms | {s['p50_ms']:.1f} ms | {d['p50_ms']/s['p50_ms']:.2f}x | |")
+print(f"| change to all {r0['clients']} clients, p99 | {d['p99_ms']:.1f} ms | {s['p99_ms']:.1f} ms | {d['p99_ms']/s['p99_ms']:.2f}x | delta under 100 ms |")
+print(f"| slowest client | {d['max_ms']:.1f} ms | {s['max_ms']:.1f} ms | | |")
+print(f"| federation CPU per change (all clients) | {d['cpu_ms_per_change']:.1f} ms | {s['cpu_ms_per_change']:.1f} ms | {d['cpu_ms_per_change']/s['cpu_ms_per_change']:.2f}x | |")
+print(f"| bytes per change (all clients) | {d['kib_per_change']:.0f} KiB | {s['kib_per_change']:.0f} KiB | {d['kib_per_change']/s['kib_per_change']:.3f}x | |")
+print(f"| bytes per client per change | {d['bytes_per_client_per_change']:.0f} B | {s['bytes_per_client_per_change']:.0f} B | | |")
+PY
+)
+  local body
+  body=$(cat <<MD
+## xds: a remote endpoint change reaching 1,000 clients
+
+$(machine)
+- Command: \`bench/run.sh xds\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- xds --json FILE\` $ROUNDS times; medians).
+- Setup: two test bed API servers (100 services x 10 endpoints each, cluster2 on another network behind its east-west gateway) and 1,000 ADS clients, each on its own gRPC connection, in the bench process on core 0; a \`meshfed federation\` process pinned to core 1 (push debounce 5 ms). Each change rewrites one EndpointSlice in cluster2 (its endpoint count alternates, so the weight of the gateway endpoint standing for it changes); a client's latency runs from that write to its receiving the new assignment. Clients subscribe to every cluster and every assignment (delta: \`*\`; state of the world: all names) and ACK every response. CPU is the federation process's utime+stime over the changes.
+- Istio's own floor for comparison: a 100 ms push debounce (\`PILOT_DEBOUNCE_AFTER\`), about 1 s typical.
+
+$table
+MD
+)
+  put_section xds "$body"
   echo "$body"
 }
 
