@@ -106,3 +106,15 @@ pub async fn gateway_service(c: &kube::Client, network: &str, ip: &str) -> Resul
         "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]},
         "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})).await
 }
+
+/// A test bed API server for cluster `name` on loopback and a client of it.
+pub async fn cluster(name: &str) -> Result<(crate::ApiServer, kube::Client), String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = crate::ApiServer::start(crate::ApiServerConfig::new(addr, name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = meshfed_federation::secrets::client_from_kubeconfig(&server.kubeconfig())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((server, client))
+}

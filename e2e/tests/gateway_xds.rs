@@ -5,7 +5,6 @@
 use meshfed_certs::{CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions};
 use meshfed_e2e::judges::{self, openssl_peer};
 use meshfed_e2e::seed::{self, Workload};
-use meshfed_e2e::{ApiServer, ApiServerConfig};
 use meshfed_federation::{Federation, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::xds::XdsIdentity;
@@ -93,24 +92,8 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
     let v2 = judges::openssl_server(dir.path(), &ca, "helloworld-v2", "127.0.0.12").unwrap();
 
     // cluster1 on network1 runs v1; cluster2 on network2 runs v2 and this gateway.
-    let s1 = ApiServer::start(ApiServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        "cluster1",
-    ))
-    .await
-    .unwrap();
-    let s2 = ApiServer::start(ApiServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        "cluster2",
-    ))
-    .await
-    .unwrap();
-    let c1 = meshfed_federation::secrets::client_from_kubeconfig(&s1.kubeconfig())
-        .await
-        .unwrap();
-    let c2 = meshfed_federation::secrets::client_from_kubeconfig(&s2.kubeconfig())
-        .await
-        .unwrap();
+    let (s1, c1) = seed::cluster("cluster1").await.unwrap();
+    let (s2, c2) = seed::cluster("cluster2").await.unwrap();
     seed::helloworld(&c1, &workload("cluster1", "network1", "v1", v1.addr))
         .await
         .unwrap();

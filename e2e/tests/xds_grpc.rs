@@ -2,9 +2,9 @@
 //! test bed clusters in region1 and region2 (one network, so the judges reach both directly),
 //! gRPC backends v1 and v2, and the seed's DestinationRules applied unchanged with kubectl.
 
+use meshfed_e2e::ApiServer;
 use meshfed_e2e::judges::{self, Judge};
 use meshfed_e2e::seed::{self, Workload};
-use meshfed_e2e::{ApiServer, ApiServerConfig};
 use meshfed_federation::{Federation, FederationConfig, xds};
 use serde_json::Value;
 use std::path::Path;
@@ -58,24 +58,8 @@ struct Bed {
 async fn bed() -> Bed {
     let serial = SERIAL.lock().await;
     meshfed_model::telemetry::prometheus();
-    let s1 = ApiServer::start(ApiServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        "cluster1",
-    ))
-    .await
-    .unwrap();
-    let s2 = ApiServer::start(ApiServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        "cluster2",
-    ))
-    .await
-    .unwrap();
-    let c1 = meshfed_federation::secrets::client_from_kubeconfig(&s1.kubeconfig())
-        .await
-        .unwrap();
-    let c2 = meshfed_federation::secrets::client_from_kubeconfig(&s2.kubeconfig())
-        .await
-        .unwrap();
+    let (s1, c1) = seed::cluster("cluster1").await.unwrap();
+    let (s2, c2) = seed::cluster("cluster2").await.unwrap();
     let v1 = judges::backend("127.0.0.11", "v1").await.unwrap();
     let v2 = judges::backend("127.0.0.12", "v2").await.unwrap();
     let w1 = workload("cluster1", "v1", "127.0.0.11", v1.1, "region1");

@@ -58,7 +58,7 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(sotw(request.into_inner(), tx, self.pushes.clone()));
+        tokio::spawn(serve::<Sotw>(request.into_inner(), tx, self.pushes.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -67,74 +67,96 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(delta(request.into_inner(), tx, self.pushes.clone()));
+        tokio::spawn(serve::<Delta>(
+            request.into_inner(),
+            tx,
+            self.pushes.clone(),
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn sotw(
-    mut inbound: Streaming<DiscoveryRequest>,
-    tx: Out<DiscoveryResponse>,
-    mut pushes: watch::Receiver<Arc<Push>>,
-) {
-    let Ok(Some(first)) = inbound.message().await else {
-        return;
-    };
-    let mut conn = match proxy(first.node.as_ref()) {
-        Ok(p) => Sotw::new(p),
-        Err(status) => {
-            metrics::rejected();
-            let _ = tx.send(Err(status)).await;
-            return;
-        }
-    };
-    let _connected = Connected::new("sotw");
-    tracing::debug!(node = %conn.proxy.id, "sotw stream");
-    let push = pushes.borrow_and_update().clone();
-    let mut out: Vec<DiscoveryResponse> = conn.request(&first, &push).into_iter().collect();
-    loop {
-        for r in out.drain(..) {
-            if tx.send(Ok(r)).await.is_err() {
-                return;
-            }
-        }
-        tokio::select! {
-            msg = inbound.message() => match msg {
-                Ok(Some(req)) => {
-                    let push = pushes.borrow().clone();
-                    out.extend(conn.request(&req, &push));
-                }
-                _ => return,
-            },
-            changed = pushes.changed() => {
-                if changed.is_err() { return; }
-                let push = pushes.borrow_and_update().clone();
-                out = conn.push(&push);
-            }
-        }
+/// One ADS dialect's per-stream state: how it reads a request and answers a push.
+trait Stream: Sized {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    const MODE: &'static str;
+    fn new(proxy: Proxy) -> Self;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn proxy_id(&self) -> &str;
+    fn request(&mut self, req: &Self::Req, push: &Push) -> Option<Self::Resp>;
+    fn push(&mut self, push: &Push) -> Vec<Self::Resp>;
+}
+
+impl Stream for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const MODE: &'static str = "sotw";
+    fn new(proxy: Proxy) -> Self {
+        Sotw::new(proxy)
+    }
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn proxy_id(&self) -> &str {
+        &self.proxy.id
+    }
+    fn request(&mut self, req: &DiscoveryRequest, push: &Push) -> Option<DiscoveryResponse> {
+        Sotw::request(self, req, push)
+    }
+    fn push(&mut self, push: &Push) -> Vec<DiscoveryResponse> {
+        Sotw::push(self, push)
     }
 }
 
-async fn delta(
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
-    tx: Out<DeltaDiscoveryResponse>,
+impl Stream for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const MODE: &'static str = "delta";
+    fn new(proxy: Proxy) -> Self {
+        Delta::new(proxy)
+    }
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+    fn proxy_id(&self) -> &str {
+        &self.proxy.id
+    }
+    fn request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+        push: &Push,
+    ) -> Option<DeltaDiscoveryResponse> {
+        Delta::request(self, req, push)
+    }
+    fn push(&mut self, push: &Push) -> Vec<DeltaDiscoveryResponse> {
+        Delta::push(self, push)
+    }
+}
+
+/// Serves one stream: the first request names the client; then requests and pushes, in turn.
+async fn serve<S: Stream>(
+    mut inbound: Streaming<S::Req>,
+    tx: Out<S::Resp>,
     mut pushes: watch::Receiver<Arc<Push>>,
-) {
+) where
+    Streaming<S::Req>: Send,
+{
     let Ok(Some(first)) = inbound.message().await else {
         return;
     };
-    let mut conn = match proxy(first.node.as_ref()) {
-        Ok(p) => Delta::new(p),
+    let mut conn = match proxy(S::node(&first)) {
+        Ok(p) => S::new(p),
         Err(status) => {
             metrics::rejected();
             let _ = tx.send(Err(status)).await;
             return;
         }
     };
-    let _connected = Connected::new("delta");
-    tracing::debug!(node = %conn.proxy.id, "delta stream");
+    let _connected = Connected::new(S::MODE);
+    tracing::debug!(node = %conn.proxy_id(), mode = S::MODE, "stream");
     let push = pushes.borrow_and_update().clone();
-    let mut out: Vec<DeltaDiscoveryResponse> = conn.request(&first, &push).into_iter().collect();
+    let mut out: Vec<S::Resp> = conn.request(&first, &push).into_iter().collect();
     loop {
         for r in out.drain(..) {
             if tx.send(Ok(r)).await.is_err() {

@@ -15,7 +15,6 @@ pub mod sotw;
 
 use crate::registry::Registry;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
-use generate::Push;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
@@ -46,9 +45,4 @@ pub async fn serve(
         .await;
     pusher.abort();
     result
-}
-
-/// The current push, for tests and debugging.
-pub fn snapshot_push(registry: &Registry) -> Push {
-    pusher::build(registry, 0, Instant::now())
 }

@@ -7,7 +7,6 @@ use super::metrics;
 use super::node::Proxy;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 #[derive(Default)]
 struct TypeState {
@@ -143,5 +142,3 @@ fn versions(r: &Resources) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.clone(), v.version.clone()))
         .collect()
 }
-
-pub type Shared = Arc<Push>;
