@@ -5,22 +5,16 @@
 
 use crate::metrics::Metrics;
 use crate::routes::{RouteHandle, StaticEndpoint};
-use envoy_types::pb::envoy::config::core::v3::{
-    Locality as EnvoyLocality, Node, address, socket_address,
-};
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
-use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use meshfed_model::{ClusterName, Locality};
+use meshfed_proto::ads::{self, Applied, DeltaState, Identity, Subscription};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -35,36 +29,12 @@ pub struct XdsIdentity {
     pub namespace: String,
 }
 
-impl XdsIdentity {
-    fn node(&self) -> Node {
-        let s = |v: &str| Value {
-            kind: Some(value::Kind::StringValue(v.to_string())),
-        };
-        let fields = [
-            ("CLUSTER_ID", self.cluster_id.as_str()),
-            ("NETWORK", self.network.as_str()),
-            ("NAMESPACE", self.namespace.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), s(v)))
-        .collect();
-        Node {
-            id: format!(
-                "router~{}~{}.{}~{}.svc.cluster.local",
-                self.ip, self.pod, self.namespace, self.namespace
-            ),
-            metadata: Some(Struct { fields }),
-            locality: Some(EnvoyLocality::default()),
-            ..Default::default()
-        }
-    }
-}
-
-/// What the client holds: SNI cluster names and the endpoints of each.
-#[derive(Default)]
+/// What the client holds (SNI cluster names and the endpoints of each) and where it goes.
 struct State {
     clusters: BTreeMap<String, String>,
     endpoints: HashMap<String, (String, Vec<StaticEndpoint>)>,
+    routes: RouteHandle,
+    metrics: &'static Metrics,
 }
 
 impl State {
@@ -93,106 +63,31 @@ impl State {
             })
             .collect()
     }
-}
 
-/// Runs until aborted: connects to `server` (`http://host:port`), keeps `routes` in step.
-pub async fn run(server: String, id: XdsIdentity, routes: RouteHandle, metrics: &'static Metrics) {
-    let mut state = State::default();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match session(&server, &id, &routes, metrics, &mut state).await {
-            Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                tracing::warn!(server = %server, error = %e, "xDS stream ended; keeping the last routes")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// One ADS stream: CDS wildcard, then EDS for every cluster CDS names.
-async fn session(
-    server: &str,
-    id: &XdsIdentity,
-    routes: &RouteHandle,
-    metrics: &'static Metrics,
-    state: &mut State,
-) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(server.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
-    let (tx, rx) = mpsc::channel(16);
-    let node = id.node();
-    let first = |kind: &str, names: Vec<String>| DeltaDiscoveryRequest {
-        node: Some(node.clone()),
-        type_url: kind.to_string(),
-        resource_names_subscribe: names,
-        initial_resource_versions: state.versions(kind),
-        ..Default::default()
-    };
-    send(&tx, first(CLUSTER_TYPE, vec!["*".into()])).await?;
-    send(
-        &tx,
-        first(ENDPOINT_TYPE, state.clusters.keys().cloned().collect()),
-    )
-    .await?;
-    let mut inbound = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    tracing::info!(server, "xDS stream open");
-    while let Some(resp) = inbound.message().await.map_err(|e| e.to_string())? {
-        let (ack, subscribe) = apply(state, &resp);
-        send(&tx, ack).await?;
-        if let Some(s) = subscribe {
-            send(&tx, s).await?;
-        }
-        routes.update_clusters(&state.table());
-        metrics.route_reloads_ok.increment(1);
-        metrics.routes.set(routes.get().len() as f64);
-    }
-    Ok(())
-}
-
-async fn send(
-    tx: &mpsc::Sender<DeltaDiscoveryRequest>,
-    r: DeltaDiscoveryRequest,
-) -> Result<(), String> {
-    tx.send(r)
-        .await
-        .map_err(|_| "the stream closed".to_string())
-}
-
-/// Applies one response; returns its ACK (or NACK) and, after CDS, the EDS subscription change.
-fn apply(
-    state: &mut State,
-    resp: &DeltaDiscoveryResponse,
-) -> (DeltaDiscoveryRequest, Option<DeltaDiscoveryRequest>) {
-    let mut error = None;
-    let mut subscribe = None;
-    if resp.type_url == CLUSTER_TYPE {
-        let before: BTreeSet<String> = state.clusters.keys().cloned().collect();
+    /// CDS: the cluster set; returns the EDS subscription change it implies.
+    fn apply_clusters(&mut self, resp: &DeltaDiscoveryResponse) -> Option<DeltaDiscoveryRequest> {
+        let before: BTreeSet<String> = self.clusters.keys().cloned().collect();
         for r in &resp.resources {
-            state.clusters.insert(r.name.clone(), r.version.clone());
+            self.clusters.insert(r.name.clone(), r.version.clone());
         }
         for n in &resp.removed_resources {
-            state.clusters.remove(n);
-            state.endpoints.remove(n);
+            self.clusters.remove(n);
+            self.endpoints.remove(n);
         }
-        let after: BTreeSet<String> = state.clusters.keys().cloned().collect();
+        let after: BTreeSet<String> = self.clusters.keys().cloned().collect();
         let added: Vec<String> = after.difference(&before).cloned().collect();
         let gone: Vec<String> = before.difference(&after).cloned().collect();
-        if !added.is_empty() || !gone.is_empty() {
-            subscribe = Some(DeltaDiscoveryRequest {
-                type_url: ENDPOINT_TYPE.into(),
-                resource_names_subscribe: added,
-                resource_names_unsubscribe: gone,
-                ..Default::default()
-            });
-        }
-    } else if resp.type_url == ENDPOINT_TYPE {
+        (!added.is_empty() || !gone.is_empty()).then(|| DeltaDiscoveryRequest {
+            type_url: ENDPOINT_TYPE.into(),
+            resource_names_subscribe: added,
+            resource_names_unsubscribe: gone,
+            ..Default::default()
+        })
+    }
+
+    /// EDS: endpoints per cluster; a resource that does not decode is reported (NACK).
+    fn apply_endpoints(&mut self, resp: &DeltaDiscoveryResponse) -> Option<String> {
+        let mut error = None;
         for r in &resp.resources {
             match r
                 .resource
@@ -200,8 +95,7 @@ fn apply(
                 .map(|a| ClusterLoadAssignment::decode(a.value.as_slice()))
             {
                 Some(Ok(cla)) => {
-                    state
-                        .endpoints
+                    self.endpoints
                         .insert(r.name.clone(), (r.version.clone(), endpoints(&cla)));
                 }
                 Some(Err(e)) => error = Some(format!("{}: {e}", r.name)),
@@ -209,20 +103,61 @@ fn apply(
             }
         }
         for n in &resp.removed_resources {
-            state.endpoints.remove(n);
+            self.endpoints.remove(n);
         }
+        error
     }
-    let ack = DeltaDiscoveryRequest {
-        type_url: resp.type_url.clone(),
-        response_nonce: resp.nonce.clone(),
-        error_detail: error.map(|message| envoy_types::pb::google::rpc::Status {
-            code: 3,
-            message,
-            details: vec![],
-        }),
-        ..Default::default()
+}
+
+impl DeltaState for State {
+    /// CDS wildcard, and EDS for every cluster already held.
+    fn subscriptions(&self) -> Vec<Subscription> {
+        vec![
+            Subscription {
+                type_url: CLUSTER_TYPE.into(),
+                names: vec!["*".into()],
+                versions: self.versions(CLUSTER_TYPE),
+            },
+            Subscription {
+                type_url: ENDPOINT_TYPE.into(),
+                names: self.clusters.keys().cloned().collect(),
+                versions: self.versions(ENDPOINT_TYPE),
+            },
+        ]
+    }
+
+    fn apply(&mut self, resp: &DeltaDiscoveryResponse) -> Applied {
+        let mut applied = Applied::default();
+        if resp.type_url == CLUSTER_TYPE {
+            applied.follow_up.extend(self.apply_clusters(resp));
+        } else if resp.type_url == ENDPOINT_TYPE {
+            applied.error = self.apply_endpoints(resp);
+        }
+        self.routes.update_clusters(&self.table());
+        self.metrics.route_reloads_ok.increment(1);
+        self.metrics.routes.set(self.routes.get().len() as f64);
+        applied
+    }
+}
+
+/// Runs until aborted: connects to `server` (`http://host:port`), keeps `routes` in step.
+pub async fn run(server: String, id: XdsIdentity, routes: RouteHandle, metrics: &'static Metrics) {
+    let identity = Identity {
+        kind: "router".into(),
+        cluster_id: id.cluster_id,
+        network: id.network,
+        ip: id.ip,
+        pod: id.pod,
+        namespace: id.namespace,
+        locality: Default::default(),
     };
-    (ack, subscribe)
+    let mut state = State {
+        clusters: BTreeMap::new(),
+        endpoints: HashMap::new(),
+        routes,
+        metrics,
+    };
+    ads::run(server, identity, &mut state).await
 }
 
 /// The healthy endpoints of a load assignment (unhealthy ones are what not-ready looks like).

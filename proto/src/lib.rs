@@ -19,5 +19,8 @@ pub mod ca {
         "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 }
 
+/// A delta ADS client for meshfed's own xDS consumers.
+pub mod ads;
+
 #[cfg(test)]
 mod tests;

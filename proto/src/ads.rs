@@ -1,0 +1,160 @@
+//! A delta ADS client for meshfed's own consumers of xDS (the gateway, the DNS proxy, the test
+//! bed's sidecar). It owns the stream: node identity, first subscriptions with the versions
+//! already held (so a reconnect resumes instead of starting over), ACK or NACK of every
+//! response, and reconnection with backoff. What a response means is up to a [`DeltaState`].
+
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use envoy_types::pb::google::rpc::Status;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Who a client says it is, in Istio's terms: the node id
+/// `KIND~IP~POD.NS~NS.svc.cluster.local` and the metadata Istio's agent sends.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// `sidecar` or `router`.
+    pub kind: String,
+    pub cluster_id: String,
+    pub network: String,
+    pub ip: String,
+    pub pod: String,
+    pub namespace: String,
+    pub locality: Locality,
+}
+
+impl Identity {
+    pub fn node(&self) -> Node {
+        let s = |v: &str| Value {
+            kind: Some(value::Kind::StringValue(v.to_string())),
+        };
+        let fields = [
+            ("CLUSTER_ID", self.cluster_id.as_str()),
+            ("NETWORK", self.network.as_str()),
+            ("NAMESPACE", self.namespace.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), s(v)))
+        .collect();
+        Node {
+            id: format!(
+                "{}~{}~{}.{}~{}.svc.cluster.local",
+                self.kind, self.ip, self.pod, self.namespace, self.namespace
+            ),
+            metadata: Some(Struct { fields }),
+            locality: Some(self.locality.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// One type a client subscribes to when a stream opens.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub type_url: String,
+    /// Resource names; `*` asks for every resource of the type.
+    pub names: Vec<String>,
+    /// Versions of the resources already held, by name.
+    pub versions: HashMap<String, String>,
+}
+
+/// What a response did: an error makes the reply a NACK; `follow_up` requests (subscription
+/// changes caused by the response, such as EDS for new clusters) are sent after the reply.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub error: Option<String>,
+    pub follow_up: Vec<DeltaDiscoveryRequest>,
+}
+
+/// The client-side state a stream keeps in step.
+pub trait DeltaState: Send {
+    /// What to subscribe to when a stream opens, with the versions held.
+    fn subscriptions(&self) -> Vec<Subscription>;
+    /// Applies one response.
+    fn apply(&mut self, response: &DeltaDiscoveryResponse) -> Applied;
+}
+
+/// Runs until aborted: connects to `server` (`http://host:port`), keeps `state` in step, and
+/// on any failure keeps what it holds and reconnects with backoff (0.1 s doubling to 5 s).
+pub async fn run(server: String, identity: Identity, state: &mut impl DeltaState) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match session(&server, &identity, state).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "xDS stream ended; keeping what was received")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn session(
+    server: &str,
+    identity: &Identity,
+    state: &mut impl DeltaState,
+) -> Result<(), String> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(server.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(16);
+    let node = identity.node();
+    for s in state.subscriptions() {
+        let first = DeltaDiscoveryRequest {
+            node: Some(node.clone()),
+            type_url: s.type_url,
+            resource_names_subscribe: s.names,
+            initial_resource_versions: s.versions,
+            ..Default::default()
+        };
+        send(&tx, first).await?;
+    }
+    let mut inbound = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    tracing::info!(server, "xDS stream open");
+    while let Some(response) = inbound.message().await.map_err(|e| e.to_string())? {
+        let applied = state.apply(&response);
+        if let Some(e) = &applied.error {
+            tracing::warn!(type_url = %response.type_url, error = %e, "rejecting an xDS response");
+        }
+        send(&tx, reply(&response, applied.error)).await?;
+        for r in applied.follow_up {
+            send(&tx, r).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The ACK of a response, or its NACK with `error`.
+fn reply(response: &DeltaDiscoveryResponse, error: Option<String>) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: response.type_url.clone(),
+        response_nonce: response.nonce.clone(),
+        error_detail: error.map(|message| Status {
+            code: 3, // INVALID_ARGUMENT, as Envoy reports a rejected config
+            message,
+            details: vec![],
+        }),
+        ..Default::default()
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<DeltaDiscoveryRequest>,
+    r: DeltaDiscoveryRequest,
+) -> Result<(), String> {
+    tx.send(r)
+        .await
+        .map_err(|_| "the stream closed".to_string())
+}
