@@ -106,7 +106,6 @@ impl Gateway {
         let ready = Arc::new(AtomicBool::new(true));
         let admin = admin::Admin {
             routes: self.routes.clone(),
-            prometheus: prometheus.clone(),
             ready: ready.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(self.admin_listener, admin));

@@ -2,6 +2,7 @@
 //! between clusters (SNI `outbound_.port_.subset_.fqdn`, cluster `outbound|port|subset|fqdn`),
 //! localities and endpoints.
 
+pub mod admin;
 mod locality;
 mod sni;
 pub mod telemetry;
