@@ -12,6 +12,8 @@ declare -A PKGS=(
   [python3]=python3
   [node]=nodejs
   [npm]=npm
+  [dig]=bind9-dnsutils
+  [dnsmasq]=dnsmasq-base
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -205,7 +205,12 @@ pub fn remote_clusters(args: RemoteClustersArgs) -> Result<ExitCode> {
             c["error"].as_str().unwrap_or("")
         );
     }
-    Ok(if all_synced {
+    // Before the remote secrets are listed, the table above may lack clusters.
+    let ready = http_get(args.admin, "/healthz/ready").is_ok_and(|b| b.starts_with("ready"));
+    if !ready {
+        println!("(the controller is not ready yet: remote secrets or clusters still syncing)");
+    }
+    Ok(if all_synced && ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

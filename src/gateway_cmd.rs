@@ -1,6 +1,6 @@
 //! `meshfed gateway`: the east-west gateway.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use meshfed_gateway::balance::Policy;
 use meshfed_gateway::copy::CopyMode;
@@ -102,23 +102,7 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
     config.eject_for = args.eject_for;
     config.max_connections = args.max_connections.max(1);
     config.drain_timeout = args.drain_timeout;
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    crate::runtime(args.threads)?.block_on(async move {
         let routes = RouteHandle::default();
         let (_, metrics) = meshfed_gateway::metrics::global();
         let _source = match (args.endpoints, args.xds) {

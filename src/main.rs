@@ -2,6 +2,7 @@
 //! arguments and calls the component's library crate.
 
 mod certs_cmd;
+mod dns_proxy_cmd;
 mod federation_cmd;
 mod gateway_cmd;
 mod testbed_cmd;
@@ -27,6 +28,8 @@ enum Command {
     Certs(certs_cmd::CertsArgs),
     /// East-west gateway: routes mesh TLS by SNI (AUTO_PASSTHROUGH) on port 15443.
     Gateway(gateway_cmd::GatewayArgs),
+    /// DNS proxy: mesh names (even services only other clusters have) from the federation's NameTable.
+    DnsProxy(dns_proxy_cmd::DnsProxyArgs),
     /// Federation controller: remote secrets, every cluster's services and endpoints, one registry.
     Federation(federation_cmd::FederationArgs),
     /// Print a remote secret (Istio's format) that lets another cluster read this one.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Certs(args) => certs_cmd::run(args),
         Command::Testbed(args) => testbed_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
+        Command::DnsProxy(args) => dns_proxy_cmd::run(args),
         Command::Federation(args) => federation_cmd::federation(args),
         Command::CreateRemoteSecret(args) => federation_cmd::create_remote_secret(args),
         Command::RemoteClusters(args) => federation_cmd::remote_clusters(args),
@@ -61,6 +65,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A tokio runtime with `threads` workers (default: one per core this process may run on);
+/// one means a single-threaded runtime, the cheapest per request.
+pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    anyhow::Context::context(runtime, "starting the async runtime")
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -1,75 +1,11 @@
 //! The multi-cluster flow as a user runs it, with istioctl's default credentials (a
 //! long-lived token Secret): create-remote-secret, kubectl apply, federation, remote-clusters.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{MESHFED, apiserver, kubectl, start};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts meshfed with `args` and waits for its first line (printed once it serves).
-fn start(args: &[&str]) -> (Killed, String) {
-    let mut child = Command::new(MESHFED)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Killed(child), line)
-}
-
-fn apiserver(dir: &Path, name: &str) -> Killed {
-    let kc = dir.join(name);
-    start(&[
-        "testbed",
-        "apiserver",
-        "--listen",
-        "127.0.0.1:0",
-        "--cluster-name",
-        name,
-        "--kubeconfig-out",
-        kc.to_str().unwrap(),
-    ])
-    .0
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is required");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn create_remote_secret_then_federation_sees_the_remote_cluster() {

@@ -5,24 +5,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
+mod common;
 
-fn admin_get(admin: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, resp)
-}
+use common::{MESHFED, admin_get};
 
 #[test]
 fn a_bad_route_file_is_a_one_line_error() {

@@ -1,5 +1,130 @@
 //! The DNS proxy: answers mesh names from the NameTable the federation controller pushes
-//! (NDS), forwards everything else to the upstream resolvers.
+//! (NDS), forwards everything else to the upstream resolvers, over UDP and TCP.
 
+pub mod access;
+pub mod metrics;
 pub mod names;
+pub mod nds;
 pub mod respond;
+pub mod serve;
+pub mod table;
+pub mod upstream;
+
+use access::Access;
+use meshfed_model::admin::Reply;
+use meshfed_proto::ads::Identity;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use table::Table;
+use tokio::net::{TcpListener, UdpSocket};
+use upstream::Upstreams;
+
+/// Everything the proxy needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// UDP and TCP, same address.
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// The federation's xDS server (`http://host:port`); None serves only what [`Table::set`]
+    /// is given (tests, benchmarks).
+    pub xds: Option<String>,
+    pub identity: Identity,
+    pub upstreams: Upstreams,
+    pub scope: names::Scope,
+    pub access: Access,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+pub struct DnsProxy {
+    udp: Arc<UdpSocket>,
+    tcp: TcpListener,
+    admin: Option<TcpListener>,
+    config: Config,
+    table: Table,
+}
+
+impl DnsProxy {
+    /// Binds every socket, so a port in use fails here and not later.
+    pub async fn bind(config: Config) -> Result<DnsProxy, Error> {
+        let udp = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        // Port 0 asks for any port: UDP and TCP then share the one UDP was given.
+        let at = udp
+            .local_addr()
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        let tcp = TcpListener::bind(at)
+            .await
+            .map_err(|e| Error::Bind(at, e))?;
+        let admin = match config.admin {
+            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| Error::Bind(a, e))?),
+            None => None,
+        };
+        Ok(DnsProxy {
+            udp: Arc::new(udp),
+            tcp,
+            admin,
+            table: Table::new(config.scope.clone()),
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.udp.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The names served; set by the NDS client when `xds` is configured.
+    pub fn table(&self) -> Table {
+        self.table.clone()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let cx = serve::Context {
+            table: self.table.clone(),
+            upstreams: Arc::new(self.config.upstreams.clone()),
+            access: Arc::new(self.config.access.clone()),
+            metrics: metrics::global(),
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(serve::udp(self.udp, cx.clone()));
+        tasks.spawn(serve::tcp(self.tcp, cx));
+        if let Some(server) = self.config.xds.clone() {
+            tasks.spawn(nds::run(
+                server,
+                self.config.identity.clone(),
+                self.table.clone(),
+            ));
+        }
+        if let Some(admin) = self.admin {
+            let table = self.table.clone();
+            tasks.spawn(meshfed_model::admin::serve(admin, move |path: &str| {
+                respond_admin(path, &table)
+            }));
+        }
+        shutdown.await;
+        tasks.abort_all();
+    }
+}
+
+fn respond_admin(path: &str, table: &Table) -> Reply {
+    match path {
+        "/healthz/ready" => Reply::readiness(table.generation() > 0, "no NameTable yet"),
+        "/metrics" => Reply::metrics(),
+        "/debug/names" => {
+            let names = table.get().map(|n| n.dump()).unwrap_or_default();
+            let doc = serde_json::json!({ "generation": table.generation(), "names": names });
+            Reply::json(doc.to_string())
+        }
+        _ => Reply::not_found(),
+    }
+}

@@ -119,6 +119,20 @@ impl Names {
     pub fn hosts(&self) -> usize {
         self.hosts.len()
     }
+
+    /// Every host with its addresses, for `/debug/names`.
+    pub fn dump(&self) -> BTreeMap<String, Vec<String>> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let ips = h.v4.iter().map(|a| a.to_string());
+                (
+                    h.name.to_ascii(),
+                    ips.chain(h.v6.iter().map(|a| a.to_string())).collect(),
+                )
+            })
+            .collect()
+    }
 }
 
 fn host(hostname: &str, info: &NameInfo) -> Option<Host> {

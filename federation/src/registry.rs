@@ -123,6 +123,8 @@ struct Inner {
     next_gen: u64,
     /// (cluster id, secret) pairs refused because another secret claimed the id first.
     conflicts: BTreeMap<(String, String), String>,
+    /// The remote secrets have been listed once: until then the set of clusters is unknown.
+    secrets_listed: bool,
 }
 
 /// Registry settings that shape the merged view.
@@ -363,14 +365,23 @@ impl Registry {
     }
 
     /// Ready when every cluster has synced, failed for good, or is past the sync timeout.
+    /// Ready once the remote secrets were listed and no cluster holds readiness back (each
+    /// synced, failed, or past the sync timeout), as istiod waits for its secret controller.
     pub fn ready(&self) -> bool {
         let inner = self.lock();
         let timeout = self.config.sync_timeout;
-        inner
-            .active
-            .iter()
-            .filter_map(|(id, g)| inner.entries.get(&(id.clone(), *g)))
-            .all(|e| !e.blocks_readiness(timeout))
+        inner.secrets_listed
+            && inner
+                .active
+                .iter()
+                .filter_map(|(id, g)| inner.entries.get(&(id.clone(), *g)))
+                .all(|e| !e.blocks_readiness(timeout))
+    }
+
+    /// Called by the secret controller after its first list.
+    pub fn mark_secrets_listed(&self) {
+        self.lock().secrets_listed = true;
+        self.changed.send_modify(|g| *g += 1);
     }
 
     /// The merged view.

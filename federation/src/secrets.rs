@@ -65,7 +65,10 @@ impl SecretController {
             match event {
                 Ok(Event::Init) => staging = Some(Vec::new()),
                 Ok(Event::InitApply(s)) => staging.get_or_insert_with(Vec::new).push(s),
-                Ok(Event::InitDone) => self.resync(staging.take().unwrap_or_default()).await,
+                Ok(Event::InitDone) => {
+                    self.resync(staging.take().unwrap_or_default()).await;
+                    self.registry.mark_secrets_listed();
+                }
                 Ok(Event::Apply(s)) => self.apply(&s.name_any(), clusters_in(&s)).await,
                 Ok(Event::Delete(s)) => self.apply(&s.name_any(), BTreeMap::new()).await,
                 Err(e) => tracing::warn!(error = %e, "watching remote secrets"),

@@ -1,0 +1,87 @@
+//! `meshfed_dns_*` series. Handles are registered once, so answering a query costs an atomic
+//! add, not a registry lookup.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::sync::OnceLock;
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from the mesh's names.
+    Local,
+    /// Relayed upstream and answered.
+    Forwarded,
+    /// Relayed upstream, which failed: SERVFAIL.
+    Failed,
+    /// A client outside the allowed networks.
+    Refused,
+    /// Malformed after the header: FORMERR.
+    Formerr,
+    /// Malformed before the end of the header, or a response: dropped.
+    Dropped,
+}
+
+const PROTOCOLS: [&str; 2] = ["udp", "tcp"];
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::Local,
+    Outcome::Forwarded,
+    Outcome::Failed,
+    Outcome::Refused,
+    Outcome::Formerr,
+    Outcome::Dropped,
+];
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Local => "local",
+            Outcome::Forwarded => "forwarded",
+            Outcome::Failed => "servfail",
+            Outcome::Refused => "refused",
+            Outcome::Formerr => "formerr",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+pub struct Metrics {
+    requests: [[Counter; 6]; 2],
+    upstream: [Counter; 2],
+    pub upstream_failures: Counter,
+    pub upstream_seconds: Histogram,
+    pub names: Gauge,
+    pub table_updates: Counter,
+}
+
+impl Metrics {
+    /// Counts a request; `tcp` says how it came.
+    pub fn request(&self, tcp: bool, outcome: Outcome) {
+        let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.requests[usize::from(tcp)][i].increment(1);
+    }
+
+    pub fn upstream_request(&self, tcp: bool) {
+        self.upstream[usize::from(tcp)].increment(1);
+    }
+}
+
+/// The process's DNS metrics (the recorder is installed by `meshfed_model::telemetry`).
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| {
+        meshfed_model::telemetry::prometheus();
+        Metrics {
+            requests: PROTOCOLS.map(|p| {
+                OUTCOMES.map(|o| {
+                    counter!("meshfed_dns_requests_total", "protocol" => p, "outcome" => o.label())
+                })
+            }),
+            upstream: PROTOCOLS
+                .map(|p| counter!("meshfed_dns_upstream_requests_total", "protocol" => p)),
+            upstream_failures: counter!("meshfed_dns_upstream_failures_total"),
+            upstream_seconds: histogram!("meshfed_dns_upstream_duration_seconds"),
+            names: gauge!("meshfed_dns_names"),
+            table_updates: counter!("meshfed_dns_name_table_updates_total"),
+        }
+    })
+}

@@ -1,0 +1,54 @@
+//! The names the proxy answers from, shared between the NDS client that replaces them and the
+//! servers that read them on every query. `None` until the first NameTable: until then every
+//! query is forwarded, so a mesh name is never answered NXDOMAIN by us for want of data.
+
+use crate::names::{Names, Scope};
+use meshfed_proto::nds::name_table::NameInfo;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+#[derive(Clone)]
+pub struct Table {
+    scope: Arc<Scope>,
+    current: Arc<RwLock<Option<Arc<Names>>>>,
+    on_change: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Table {
+    pub fn new(scope: Scope) -> Table {
+        Table {
+            scope: Arc::new(scope),
+            current: Arc::new(RwLock::new(None)),
+            on_change: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    /// The names now (cheap: one reference count).
+    pub fn get(&self) -> Option<Arc<Names>> {
+        self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Replaces the names with those of `entries` (hostname to info).
+    pub fn set(&self, entries: &BTreeMap<String, NameInfo>) {
+        let names = Arc::new(Names::build(entries, &self.scope));
+        let hosts = names.hosts();
+        if let Ok(mut g) = self.current.write() {
+            *g = Some(names);
+        }
+        let m = crate::metrics::global();
+        m.names.set(hosts as f64);
+        m.table_updates.increment(1);
+        self.on_change.send_modify(|generation| *generation += 1);
+    }
+
+    /// How many tables have been received (0: none yet).
+    pub fn generation(&self) -> u64 {
+        *self.on_change.borrow()
+    }
+
+    /// Waits until at least `n` tables have been received.
+    pub async fn wait_for(&self, n: u64) {
+        let mut rx = self.on_change.subscribe();
+        let _ = rx.wait_for(|g| *g >= n).await;
+    }
+}

@@ -1,0 +1,172 @@
+//! `meshfed dns-proxy`: mesh names from the federation's NameTable, everything else upstream.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use meshfed_dns_proxy::access::{Access, Cidr};
+use meshfed_dns_proxy::names::Scope;
+use meshfed_dns_proxy::upstream::{ResolvConf, Upstreams};
+use meshfed_dns_proxy::{Config, DnsProxy};
+use meshfed_proto::ads::Identity;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+#[command(
+    after_help = "Mesh names are answered as Istio's DNS proxy answers them: the fqdn
+(svc.ns.svc.cluster.local), svc.ns.svc, svc.ns, svc (in --namespace), svc.ns.svc.clusterset.local,
+and each of those with a search domain appended (a CNAME to the fqdn). A service of this cluster
+answers its ClusterIP; one that exists only in other clusters answers a VIP from 240.240.0.0/16
+(AAAA: 2001:2::/48) that every cluster derives alike from the hostname. Until the first NameTable
+arrives, every query is forwarded.
+
+Examples:
+  meshfed dns-proxy --xds meshfed-federation.istio-system:15010 --cluster-id cluster1
+  meshfed dns-proxy --listen 127.0.0.1:15053 --xds 127.0.0.1:15010 --upstream 10.96.0.10 --namespace sample
+  meshfed dns-proxy --xds 127.0.0.1:15010 --resolv-conf /etc/resolv.conf --admin 127.0.0.1:15054 --upstream-timeout 2s
+  meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1"
+)]
+pub struct DnsProxyArgs {
+    /// Address to answer on, UDP and TCP.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15053")]
+    listen: SocketAddr,
+    /// meshfed federation's xDS server (host:port): the NameTable comes from there (NDS).
+    #[arg(long, value_name = "ADDR")]
+    xds: String,
+    /// Upstream resolver (IP or IP:port; repeat for more, tried in order). Default: the
+    /// name servers of --resolv-conf.
+    #[arg(long, value_name = "ADDR", conflicts_with = "resolv_conf")]
+    upstream: Vec<String>,
+    /// Where upstream resolvers and search domains are read from.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// Give up on an upstream after this and try the next; SERVFAIL when all failed.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    upstream_timeout: Duration,
+    /// The namespace bare service names resolve in.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
+    namespace: String,
+    /// This cluster's id: the federation answers its services with their ClusterIPs.
+    #[arg(long, value_name = "ID", env = "CLUSTER_ID", default_value = "")]
+    cluster_id: String,
+    /// The cluster's DNS domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    domain: String,
+    /// Also answer clients in this network (CIDR; repeatable). Loopback is always allowed;
+    /// anyone else is REFUSED, so the proxy is never an open resolver.
+    #[arg(long, value_name = "CIDR", value_parser = cidr)]
+    allow_from: Vec<Cidr>,
+    /// Admin address: /healthz/ready (after the first NameTable), /metrics, /debug/names.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Worker threads (default: one per core this process may run on).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn cidr(s: &str) -> Result<Cidr, String> {
+    s.parse()
+}
+
+/// `1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353`; port 53 when none is given.
+fn upstream_addr(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: IpAddr = s
+        .parse()
+        .with_context(|| format!("--upstream {s:?}: not an IP or IP:port"))?;
+    Ok(SocketAddr::new(ip, 53))
+}
+
+fn upstreams_and_search(args: &DnsProxyArgs) -> Result<(Vec<SocketAddr>, Vec<String>)> {
+    if !args.upstream.is_empty() {
+        let servers = args
+            .upstream
+            .iter()
+            .map(|s| upstream_addr(s))
+            .collect::<Result<_>>()?;
+        return Ok((servers, vec![]));
+    }
+    let text = std::fs::read_to_string(&args.resolv_conf)
+        .with_context(|| format!("reading {}", args.resolv_conf.display()))?;
+    let rc = ResolvConf::parse(&text);
+    Ok((rc.nameservers, rc.search))
+}
+
+pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
+    let (mut servers, search) = upstreams_and_search(&args)?;
+    // Installed as the node's resolver, resolv.conf may name us: forwarding there would loop.
+    servers.retain(|s| *s != args.listen);
+    if servers.is_empty() {
+        bail!(
+            "no upstream resolver: give --upstream, or a --resolv-conf with a nameserver other than --listen"
+        );
+    }
+    let env = |k: &str, d: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| d.to_string())
+    };
+    let identity = Identity {
+        kind: "sidecar".into(),
+        cluster_id: args.cluster_id.clone(),
+        ip: env("INSTANCE_IP", "127.0.0.1"),
+        pod: env("POD_NAME", "meshfed-dns-proxy"),
+        namespace: args.namespace.clone(),
+        ..Default::default()
+    };
+    let xds = if args.xds.contains("://") {
+        args.xds.clone()
+    } else {
+        format!("http://{}", args.xds)
+    };
+    let config = Config {
+        listen: args.listen,
+        admin: args.admin,
+        xds: Some(xds),
+        identity,
+        upstreams: Upstreams {
+            servers,
+            timeout: args.upstream_timeout,
+        },
+        scope: Scope::kubernetes(&args.namespace, &args.domain, &search),
+        access: Access {
+            allow: args.allow_from.clone(),
+        },
+    };
+    crate::runtime(args.threads)?.block_on(async move {
+        let proxy = DnsProxy::bind(config).await?;
+        println!(
+            "dns-proxy listening on {} udp+tcp (admin {}, upstream {})",
+            show(proxy.local_addr()),
+            show(proxy.admin_addr()),
+            args_upstreams(&args.upstream, &args.resolv_conf),
+        );
+        proxy.run(crate::shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn args_upstreams(upstream: &[String], resolv_conf: &std::path::Path) -> String {
+    if upstream.is_empty() {
+        resolv_conf.display().to_string()
+    } else {
+        upstream.join(",")
+    }
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into())
+}
