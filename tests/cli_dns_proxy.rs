@@ -320,3 +320,53 @@ fn dig_resolves_remote_local_short_and_forwarded_names() {
     assert_eq!(short(port, LOCAL, "A"), local);
     drop((proxy, fed));
 }
+
+#[test]
+fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
+    // A bound socket that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream = silent.local_addr().unwrap().to_string();
+    let (port, unused) = (free_port(), free_port());
+    let (_proxy, line) = start(&[
+        "dns-proxy",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--xds",
+        &format!("127.0.0.1:{unused}"),
+        "--upstream",
+        &upstream,
+        "--upstream-timeout",
+        "200ms",
+    ]);
+    assert!(line.starts_with("dns-proxy listening"), "{line}");
+    let out = dig(port, &["www.example.test"]);
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+    let out = dig(port, &["+tcp", "www.example.test"]);
+    assert_eq!(status(&out), "SERVFAIL", "{out}");
+
+    let out = Command::new(MESHFED)
+        .args([
+            "dns-proxy",
+            "--xds",
+            "127.0.0.1:1",
+            "--upstream",
+            "not-an-ip",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--upstream \"not-an-ip\""), "{err}");
+    let out = Command::new(MESHFED)
+        .args([
+            "dns-proxy",
+            "--xds",
+            "127.0.0.1:1",
+            "--allow-from",
+            "10.0.0.0/33",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    drop(silent);
+}
