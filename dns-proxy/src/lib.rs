@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod metrics;
+pub mod mmsg;
 pub mod names;
 pub mod nds;
 pub mod respond;

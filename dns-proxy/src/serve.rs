@@ -5,6 +5,7 @@
 
 use crate::access::Access;
 use crate::metrics::{Metrics, Outcome};
+use crate::mmsg;
 use crate::respond::{self, Outcome as Decision};
 use crate::table::Table;
 use crate::upstream::Upstreams;
@@ -79,34 +80,41 @@ impl Context {
     }
 }
 
-/// Serves `socket` until aborted.
+/// Serves `socket` until aborted: a batch of queries in, their local answers out in one go.
 pub async fn udp(socket: Arc<UdpSocket>, cx: Context) {
-    let mut buf = vec![0u8; 65535];
+    let mut batch = mmsg::Batch::default();
+    let mut answers = Vec::with_capacity(mmsg::BATCH);
     loop {
-        let (n, src) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; keep serving.
-                tracing::debug!(error = %e, "udp receive");
-                continue;
-            }
-        };
-        let raw = &buf[..n];
-        match cx.decide(raw, src, Protocol::Udp) {
-            Decision::Forward => {
-                let (raw, socket, cx) = (raw.to_vec(), socket.clone(), cx.clone());
-                tokio::spawn(async move {
-                    if let Some(answer) = cx.forward(&raw, false).await {
-                        let _ = socket.send_to(&answer, src).await;
+        if let Err(e) = mmsg::recv(&socket, &mut batch).await {
+            // ICMP errors from earlier sends surface here on some systems; keep serving.
+            tracing::debug!(error = %e, "udp receive");
+            continue;
+        }
+        for i in 0..batch.len() {
+            let (raw, src) = (batch.datagram(i), batch.srcs[i]);
+            let decision = if batch.truncated[i] {
+                Decision::Drop
+            } else {
+                cx.decide(raw, src, Protocol::Udp)
+            };
+            match decision {
+                Decision::Forward => {
+                    let (raw, socket, cx) = (raw.to_vec(), socket.clone(), cx.clone());
+                    tokio::spawn(async move {
+                        if let Some(answer) = cx.forward(&raw, false).await {
+                            let _ = socket.send_to(&answer, src).await;
+                        }
+                    });
+                }
+                decision => {
+                    if let Some(answer) = cx.settle(decision, false) {
+                        answers.push((answer, src));
                     }
-                });
-            }
-            decision => {
-                if let Some(answer) = cx.settle(decision, false) {
-                    let _ = socket.send_to(&answer, src).await;
                 }
             }
         }
+        mmsg::send(&socket, &answers).await;
+        answers.clear();
     }
 }
 
