@@ -94,11 +94,11 @@ async fn udp_exchange(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
     let socket = UdpSocket::bind(local).await?;
     socket.connect(server).await?;
     socket.send(query).await?;
-    let mut buf = vec![0u8; 65535];
     loop {
-        let n = socket.recv(&mut buf).await?;
+        // Capacity without zeroing: most answers are a few hundred bytes of a possible 64 KiB.
+        let mut buf = Vec::with_capacity(65535);
+        let n = socket.recv_buf(&mut buf).await?;
         if n >= 12 && buf[..2] == query[..2.min(query.len())] {
-            buf.truncate(n);
             return Ok(buf);
         }
     }
