@@ -78,7 +78,9 @@ def dnsperf(port, queries, secs, qps=None, verbose=False):
     sent = int(re.search(r"Queries sent:\s+(\d+)", out).group(1))
     done = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
     rate = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
-    lat = [float(l.rsplit(" ", 1)[1]) for l in out.splitlines() if l.startswith("> ")] if verbose else []
+    # `> NOERROR name A 0.000071`; a lost query (`> T name A`) has no latency.
+    lat = [float(l.rsplit(" ", 1)[1]) for l in out.splitlines()
+           if l.startswith("> ") and re.fullmatch(r"[\d.]+", l.rsplit(" ", 1)[1])] if verbose else []
     return sent, done, rate, lat
 
 
