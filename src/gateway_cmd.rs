@@ -132,19 +132,21 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
 }
 
 /// Istio's downward-API variables, with stand-ins outside a pod.
-fn identity(cluster_id: String, network: String) -> meshfed_gateway::xds::XdsIdentity {
+fn identity(cluster_id: String, network: String) -> meshfed_proto::ads::Identity {
     let env = |k: &str, d: &str| {
         std::env::var(k)
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| d.to_string())
     };
-    meshfed_gateway::xds::XdsIdentity {
+    meshfed_proto::ads::Identity {
+        kind: "router".into(),
         cluster_id,
         network,
         ip: env("INSTANCE_IP", "127.0.0.1"),
         pod: env("POD_NAME", "meshfed-gateway"),
         namespace: env("POD_NAMESPACE", "istio-system"),
+        locality: Default::default(),
     }
 }
 

@@ -7,8 +7,8 @@ use meshfed_e2e::judges::{self, openssl_peer};
 use meshfed_e2e::seed::{self, Workload};
 use meshfed_federation::{Federation, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
-use meshfed_gateway::xds::XdsIdentity;
 use meshfed_gateway::{Gateway, GatewayConfig};
+use meshfed_proto::ads::Identity;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -130,12 +130,14 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
 
     let routes = RouteHandle::default();
     let (_, metrics) = meshfed_gateway::metrics::global();
-    let id = XdsIdentity {
+    let id = Identity {
+        kind: "router".into(),
         cluster_id: "cluster2".into(),
         network: "network2".into(),
         ip: "127.0.0.1".into(),
         pod: "gw".into(),
         namespace: "istio-system".into(),
+        locality: Default::default(),
     };
     tokio::spawn(meshfed_gateway::xds::run(
         xds_url,

@@ -19,16 +19,6 @@ use std::net::SocketAddr;
 const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
-/// Who the gateway says it is.
-#[derive(Debug, Clone)]
-pub struct XdsIdentity {
-    pub cluster_id: String,
-    pub network: String,
-    pub ip: String,
-    pub pod: String,
-    pub namespace: String,
-}
-
 /// What the client holds (SNI cluster names and the endpoints of each) and where it goes.
 struct State {
     clusters: BTreeMap<String, String>,
@@ -141,15 +131,16 @@ impl DeltaState for State {
 }
 
 /// Runs until aborted: connects to `server` (`http://host:port`), keeps `routes` in step.
-pub async fn run(server: String, id: XdsIdentity, routes: RouteHandle, metrics: &'static Metrics) {
+pub async fn run(
+    server: String,
+    identity: Identity,
+    routes: RouteHandle,
+    metrics: &'static Metrics,
+) {
+    // Istio's gateways announce themselves as routers: the server then sends SNI clusters.
     let identity = Identity {
         kind: "router".into(),
-        cluster_id: id.cluster_id,
-        network: id.network,
-        ip: id.ip,
-        pod: id.pod,
-        namespace: id.namespace,
-        locality: Default::default(),
+        ..identity
     };
     let mut state = State {
         clusters: BTreeMap::new(),
