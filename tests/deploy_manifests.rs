@@ -92,23 +92,13 @@ fn rbac_grants_exactly_what_the_federation_reads() {
     };
     assert_eq!(role.metadata.namespace.as_deref(), Some("istio-system"));
     assert_eq!(grants(role.rules.iter().flatten()), read(&["/secrets"]));
-    for b in &m.cluster_bindings {
-        let subjects: Vec<_> = b
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect();
-        assert_eq!(subjects, ["meshfed-federation"]);
-    }
-    for b in &m.bindings {
-        let subjects: Vec<_> = b
-            .subjects
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect();
-        assert_eq!(subjects, ["meshfed-federation"]);
+    let subjects = m
+        .cluster_bindings
+        .iter()
+        .flat_map(|b| b.subjects.iter().flatten())
+        .chain(m.bindings.iter().flat_map(|b| b.subjects.iter().flatten()));
+    for s in subjects {
+        assert_eq!(s.name, "meshfed-federation", "only the federation is bound");
     }
     // The gateway and the DNS proxy talk to no API server: no token mounted.
     for a in &m.accounts {
