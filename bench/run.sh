@@ -27,6 +27,16 @@ open(path, "w").write(text)
 PY
 }
 
+# Builds, then runs `bench NAME --json FILE` $ROUNDS times; prints the files written.
+bench_rounds() {
+  cargo build --release -q --workspace --bins
+  local i json=target/bench-$1.json
+  for i in $(seq "$ROUNDS"); do
+    cargo run --release -q -p meshfed-e2e --bin bench -- "$1" --json "$json.$i" >/dev/null || return 1
+    echo "$json.$i"
+  done
+}
+
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 bench_certs() {
@@ -124,12 +134,9 @@ MD
 }
 
 bench_federation() {
-  cargo build --release -q --workspace --bins
-  local json=target/bench-federation.json runs=() i
-  for i in $(seq "$ROUNDS"); do
-    cargo run --release -q -p meshfed-e2e --bin bench -- federation --json "$json.$i" >/dev/null
-    runs+=("$json.$i")
-  done
+  local runs
+  mapfile -t runs < <(bench_rounds federation)
+  [ ${#runs[@]} -eq "$ROUNDS" ] || { echo "bench federation failed" >&2; exit 1; }
   local table
   table=$(python3 - "${runs[@]}" <<'PY'
 import json, sys
@@ -164,12 +171,9 @@ MD
 }
 
 bench_xds() {
-  cargo build --release -q --workspace --bins
-  local json=target/bench-xds.json runs=() i
-  for i in $(seq "$ROUNDS"); do
-    cargo run --release -q -p meshfed-e2e --bin bench -- xds --json "$json.$i" >/dev/null
-    runs+=("$json.$i")
-  done
+  local runs
+  mapfile -t runs < <(bench_rounds xds)
+  [ ${#runs[@]} -eq "$ROUNDS" ] || { echo "bench xds failed" >&2; exit 1; }
   local table
   table=$(python3 - "${runs[@]}" <<'PY'
 import json, sys

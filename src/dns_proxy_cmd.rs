@@ -113,12 +113,7 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
             "no upstream resolver: give --upstream, or a --resolv-conf with a nameserver other than --listen"
         );
     }
-    let env = |k: &str, d: &str| {
-        std::env::var(k)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| d.to_string())
-    };
+    let env = crate::pod_env;
     let identity = Identity {
         kind: "sidecar".into(),
         cluster_id: args.cluster_id.clone(),
@@ -127,11 +122,7 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
         namespace: args.namespace.clone(),
         ..Default::default()
     };
-    let xds = if args.xds.contains("://") {
-        args.xds.clone()
-    } else {
-        format!("http://{}", args.xds)
-    };
+    let xds = crate::xds_url(&args.xds);
     let config = Config {
         listen: args.listen,
         admin: args.admin,

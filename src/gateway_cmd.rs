@@ -110,11 +110,7 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?,
             (None, Some(server)) => {
                 let id = identity(args.cluster_id, args.network.unwrap_or_default());
-                let url = if server.contains("://") {
-                    server
-                } else {
-                    format!("http://{server}")
-                };
+                let url = crate::xds_url(&server);
                 tokio::spawn(meshfed_gateway::xds::run(url, id, routes.clone(), metrics))
             }
             (None, None) => anyhow::bail!("--endpoints or --xds is required"),
@@ -133,12 +129,7 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
 
 /// Istio's downward-API variables, with stand-ins outside a pod.
 fn identity(cluster_id: String, network: String) -> meshfed_proto::ads::Identity {
-    let env = |k: &str, d: &str| {
-        std::env::var(k)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| d.to_string())
-    };
+    let env = crate::pod_env;
     meshfed_proto::ads::Identity {
         kind: "router".into(),
         cluster_id,

@@ -88,6 +88,23 @@ pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::
     anyhow::Context::context(runtime, "starting the async runtime")
 }
 
+/// A downward-API variable (`INSTANCE_IP`, `POD_NAME`...), or `default` outside a pod.
+pub(crate) fn pod_env(key: &str, default: &str) -> String {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// An xDS server given as `host:port` (or already as a URL), as a gRPC URL.
+pub(crate) fn xds_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

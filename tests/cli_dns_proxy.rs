@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Killed, MESHFED, admin_get, apiserver, free_port, kubectl, start};
+use common::{
+    Killed, MESHFED, admin_get, apiserver, create_remote_secret, free_port, kubectl, start,
+};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -102,22 +104,9 @@ fn clusters(dir: &Path) -> (Killed, Killed) {
             "",
         );
     }
-    let out = Command::new(MESHFED)
-        .args(["create-remote-secret", "--name", "cluster2", "--kubeconfig"])
-        .arg(&kc2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let secret = create_remote_secret(&kc2, "cluster2");
     kubectl(&kc1, &["create", "namespace", "istio-system"], "");
-    kubectl(
-        &kc1,
-        &["apply", "--validate=false", "-f", "-"],
-        &String::from_utf8_lossy(&out.stdout),
-    );
+    kubectl(&kc1, &["apply", "--validate=false", "-f", "-"], &secret);
     servers
 }
 

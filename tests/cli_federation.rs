@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{MESHFED, apiserver, kubectl, start};
+use common::{MESHFED, apiserver, create_remote_secret, kubectl, start};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -30,17 +30,7 @@ fn create_remote_secret_then_federation_sees_the_remote_cluster() {
         "",
     );
 
-    let out = Command::new(MESHFED)
-        .args(["create-remote-secret", "--name", "cluster2", "--kubeconfig"])
-        .arg(&kc2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secret = String::from_utf8_lossy(&out.stdout).into_owned();
+    let secret = create_remote_secret(&kc2, "cluster2");
     assert!(
         secret.contains("istio/multiCluster")
             && secret.contains("networking.istio.io/cluster: cluster2"),

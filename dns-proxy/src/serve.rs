@@ -6,6 +6,7 @@
 use crate::access::Access;
 use crate::metrics::{Metrics, Outcome};
 use crate::mmsg;
+use crate::names::Names;
 use crate::respond::{self, Outcome as Decision};
 use crate::table::Table;
 use crate::upstream::Upstreams;
@@ -29,15 +30,15 @@ pub struct Context {
 }
 
 impl Context {
-    fn decide(&self, raw: &[u8], src: SocketAddr, protocol: Protocol) -> Decision {
-        let names = self.table.get();
-        respond::decide(
-            raw,
-            src,
-            protocol,
-            self.access.allows(src.ip()),
-            names.as_deref(),
-        )
+    /// `names` is read once per batch (UDP) or message (TCP), not once per query.
+    fn decide(
+        &self,
+        raw: &[u8],
+        src: SocketAddr,
+        protocol: Protocol,
+        names: Option<&Names>,
+    ) -> Decision {
+        respond::decide(raw, src, protocol, self.access.allows(src.ip()), names)
     }
 
     /// The answer to send (if any) for a decision that needs no upstream, counted.
@@ -90,12 +91,13 @@ pub async fn udp(socket: Arc<UdpSocket>, cx: Context) {
             tracing::debug!(error = %e, "udp receive");
             continue;
         }
+        let names = cx.table.get();
         for i in 0..batch.len() {
             let (raw, src) = (batch.datagram(i), batch.srcs[i]);
             let decision = if batch.truncated[i] {
                 Decision::Drop
             } else {
-                cx.decide(raw, src, Protocol::Udp)
+                cx.decide(raw, src, Protocol::Udp, names.as_deref())
             };
             match decision {
                 Decision::Forward => {
@@ -148,7 +150,8 @@ async fn connection(mut stream: TcpStream, src: SocketAddr, cx: &Context) -> std
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut raw))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let answer = match cx.decide(&raw, src, Protocol::Tcp) {
+        let names = cx.table.get();
+        let answer = match cx.decide(&raw, src, Protocol::Tcp, names.as_deref()) {
             Decision::Forward => cx.forward(&raw, true).await,
             Decision::Drop => {
                 // Framing is intact but the message is not: nothing sensible follows.

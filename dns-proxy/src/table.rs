@@ -1,17 +1,18 @@
 //! The names the proxy answers from, shared between the NDS client that replaces them and the
-//! servers that read them on every query. `None` until the first NameTable: until then every
-//! query is forwarded, so a mesh name is never answered NXDOMAIN by us for want of data.
+//! servers that read them. `None` until the first NameTable: until then every query is
+//! forwarded, so a mesh name is never answered NXDOMAIN by us for want of data.
 
 use crate::names::{Names, Scope};
 use meshfed_proto::nds::name_table::NameInfo;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Clone)]
 pub struct Table {
     scope: Arc<Scope>,
     current: Arc<RwLock<Option<Arc<Names>>>>,
-    on_change: Arc<tokio::sync::watch::Sender<u64>>,
+    generation: Arc<AtomicU64>,
 }
 
 impl Table {
@@ -19,7 +20,7 @@ impl Table {
         Table {
             scope: Arc::new(scope),
             current: Arc::new(RwLock::new(None)),
-            on_change: Arc::new(tokio::sync::watch::channel(0).0),
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -35,20 +36,14 @@ impl Table {
         if let Ok(mut g) = self.current.write() {
             *g = Some(names);
         }
+        self.generation.fetch_add(1, Ordering::Release);
         let m = crate::metrics::global();
         m.names.set(hosts as f64);
         m.table_updates.increment(1);
-        self.on_change.send_modify(|generation| *generation += 1);
     }
 
     /// How many tables have been received (0: none yet).
     pub fn generation(&self) -> u64 {
-        *self.on_change.borrow()
-    }
-
-    /// Waits until at least `n` tables have been received.
-    pub async fn wait_for(&self, n: u64) {
-        let mut rx = self.on_change.subscribe();
-        let _ = rx.wait_for(|g| *g >= n).await;
+        self.generation.load(Ordering::Acquire)
     }
 }

@@ -7,13 +7,13 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use meshfed_federation::registry::{
     PodInfo, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
 use meshfed_federation::xds::{self, generate::*};
 use meshfed_model::Locality;
+use meshfed_proto::ads::Identity;
 use meshfed_proto::nds::NameTable;
 use prost::Message;
 use std::sync::Arc;
@@ -124,25 +124,22 @@ impl Mesh {
     }
 }
 
+/// A sidecar of cluster1/network1 in region1/zone1, under `id` (which may be malformed).
 fn node(id: &str) -> Node {
-    let s = |v: &str| Value {
-        kind: Some(value::Kind::StringValue(v.into())),
-    };
-    Node {
-        id: id.into(),
-        locality: Some(EnvoyLocality {
+    let mut n = Identity {
+        kind: "sidecar".into(),
+        cluster_id: "cluster1".into(),
+        network: "network1".into(),
+        locality: EnvoyLocality {
             region: "region1".into(),
             zone: "zone1".into(),
             sub_zone: String::new(),
-        }),
-        metadata: Some(Struct {
-            fields: [("CLUSTER_ID", "cluster1"), ("NETWORK", "network1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), s(v)))
-                .collect(),
-        }),
+        },
         ..Default::default()
     }
+    .node();
+    n.id = id.into();
+    n
 }
 
 const SIDECAR: &str = "sidecar~10.0.0.9~client.ns~ns.svc.cluster.local";

@@ -75,6 +75,21 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `meshfed create-remote-secret` for the cluster of `kubeconfig`, named `name`: the YAML.
+pub fn create_remote_secret(kubeconfig: &Path, name: &str) -> String {
+    let out = Command::new(MESHFED)
+        .args(["create-remote-secret", "--name", name, "--kubeconfig"])
+        .arg(kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// GET `path` on an admin port: the status code and the whole response.
 pub fn admin_get(admin: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(admin).unwrap();

@@ -10,7 +10,7 @@ use super::peers::cpu_seconds;
 use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value};
+use meshfed_proto::ads::Identity;
 use prost::Message;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -66,28 +66,20 @@ impl Shared {
 }
 
 fn node(i: usize) -> Node {
-    let s = |v: &str| PbValue {
-        kind: Some(value::Kind::StringValue(v.into())),
-    };
-    Node {
-        id: format!(
-            "sidecar~10.1.{}.{}~client-{i}.bench~bench.svc.cluster.local",
-            i / 250,
-            i % 250
-        ),
-        locality: Some(Locality {
+    Identity {
+        kind: "sidecar".into(),
+        cluster_id: "cluster1".into(),
+        network: "network1".into(),
+        ip: format!("10.1.{}.{}", i / 250, i % 250),
+        pod: format!("client-{i}"),
+        namespace: "bench".into(),
+        locality: Locality {
             region: "region1".into(),
             zone: "zone0".into(),
             sub_zone: String::new(),
-        }),
-        metadata: Some(Struct {
-            fields: [("CLUSTER_ID", "cluster1"), ("NETWORK", "network1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), s(v)))
-                .collect(),
-        }),
-        ..Default::default()
+        },
     }
+    .node()
 }
 
 type Client = AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
