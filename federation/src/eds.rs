@@ -22,9 +22,13 @@ struct Backend {
     port: u16,
     weight: u32,
     healthy: bool,
-    via_gateway: bool,
+    /// The pod carries `security.istio.io/tlsMode: istio` (it has a sidecar): reached with mTLS.
+    tls_istio: bool,
     place: Place,
 }
+
+/// The label Istio's sidecar injector puts on pods; EDS copies it into endpoint metadata.
+const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 /// The ClusterLoadAssignment of `cluster` for `proxy`. `subset` is the DestinationRule
 /// subset's label selector (empty for no subset).
@@ -89,7 +93,7 @@ fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &st
                 port: e.port,
                 weight: 1,
                 healthy: e.ready,
-                via_gateway: false,
+                tls_istio: e.labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio"),
                 place,
             });
         } else if e.ready {
@@ -112,7 +116,7 @@ fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &st
                 port: gw.port,
                 weight: count,
                 healthy: true,
-                via_gateway: true,
+                tls_istio: true,
                 place,
             });
         }
@@ -151,12 +155,12 @@ fn lb_endpoint(b: &Backend) -> LbEndpoint {
         load_balancing_weight: Some(UInt32Value {
             value: b.weight.max(1),
         }),
-        metadata: b.via_gateway.then(tls_mode_istio),
+        metadata: b.tls_istio.then(tls_mode_istio),
     }
 }
 
-/// What Istio puts on endpoints reached through a network gateway: sidecars pick the mTLS
-/// transport socket (with the `outbound_.port_.subset_.fqdn` SNI) for them.
+/// What Istio puts on endpoints reached through a network gateway and on pods with a sidecar:
+/// sidecars pick the mTLS transport socket (with the `outbound_.port_.subset_.fqdn` SNI).
 fn tls_mode_istio() -> Metadata {
     let s = |v: &str| Value {
         kind: Some(value::Kind::StringValue(v.to_string())),

@@ -266,3 +266,34 @@ fn not_ready_local_endpoints_are_marked_unhealthy() {
         HealthStatus::Unhealthy as i32
     );
 }
+
+#[test]
+fn local_pods_with_a_sidecar_are_marked_for_istio_mtls() {
+    let mut snap = snapshot([true, true]);
+    snap.services[0].endpoints[0]
+        .labels
+        .insert("security.istio.io/tlsMode".into(), "istio".into());
+    let cla = load_assignment(
+        &name(None),
+        &snap,
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    let marked: Vec<bool> = summary(&cla)
+        .into_iter()
+        .flat_map(|(_, _, _, eps)| eps.into_iter().map(|(_, _, tls)| tls))
+        .collect();
+    assert_eq!(marked, [true, true], "the local pod and the remote gateway");
+    snap.services[0].endpoints[0]
+        .labels
+        .insert("security.istio.io/tlsMode".into(), "disabled".into());
+    let cla = load_assignment(
+        &name(None),
+        &snap,
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    assert!(cla.endpoints[0].lb_endpoints[0].metadata.is_none());
+}
