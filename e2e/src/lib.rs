@@ -5,8 +5,10 @@ pub mod apiserver;
 pub mod bench;
 pub mod judges;
 pub mod kubeconfig;
+pub mod mesh_tls;
 pub mod netns;
 pub mod seed;
+pub mod sidecar;
 
 pub use apiserver::{ApiServer, ApiServerConfig};
 

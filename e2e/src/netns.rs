@@ -298,6 +298,68 @@ impl ClusterNet {
     }
 }
 
+/// A tokio runtime whose one thread lives in a cluster's namespace, for components that run
+/// for a long time: every task spawned on it (and every socket those tasks open) belongs to
+/// the cluster. Dropping it stops the runtime and its tasks.
+#[derive(Debug)]
+pub struct NsRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<NsTask<()>>,
+}
+
+impl ClusterNet {
+    /// Starts an [`NsRuntime`] in this cluster's namespace.
+    pub fn runtime(&self) -> Result<NsRuntime, Error> {
+        let (handle_tx, handle_rx) = mpsc::sync_channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = self.spawn(move || async move {
+            // The receiver waits below; if it is gone there is nobody to serve.
+            let _ = handle_tx.send(tokio::runtime::Handle::current());
+            let _ = stopped.await;
+        });
+        match handle_rx.recv() {
+            Ok(handle) => Ok(NsRuntime {
+                handle,
+                stop: Some(stop),
+                task: Some(task),
+            }),
+            // The thread ended before handing out its runtime: its error says why.
+            Err(_) => Err(task.join().err().unwrap_or_else(|| {
+                Error::Network(format!("runtime for cluster {} did not start", self.name))
+            })),
+        }
+    }
+}
+
+impl NsRuntime {
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// Runs `future` on the cluster's thread; await the handle from any runtime.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(future)
+    }
+}
+
+impl Drop for NsRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.join_timeout(Duration::from_secs(10)) {
+                tracing::warn!("stopping a cluster runtime: {e}");
+            }
+        }
+    }
+}
+
 impl<T> NsTask<T> {
     /// Waits for the task's output. A panic in the task is resumed here, so a failing
     /// assertion inside a namespace fails the test with its own message.

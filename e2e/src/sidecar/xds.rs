@@ -1,0 +1,310 @@
+//! The sidecar's xDS client: CDS (wildcard) and EDS for every cluster, over delta ADS as an
+//! Istio `sidecar` node. Clusters carry the settings the sidecar acts on (connect timeout,
+//! locality-weighted balancing, outlier detection, the mTLS match); load assignments carry
+//! priorities, locality weights, host weights, health and the `tlsMode` metadata.
+
+use super::{Host, OutlierPolicy, Table, TlsPolicy, Upstream};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, LbEndpoint, lb_endpoint,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    UpstreamTlsContext, common_tls_context,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher;
+use envoy_types::pb::google::protobuf::value;
+use meshfed_model::Locality;
+use meshfed_proto::ads::{Applied, DeltaState, Subscription};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// Envoy's defaults for what a Cluster leaves out.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
+const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
+
+pub struct State {
+    clusters: BTreeMap<String, (String, Upstream)>,
+    endpoints: HashMap<String, (String, Vec<Host>)>,
+    out: watch::Sender<Arc<Table>>,
+}
+
+impl State {
+    pub fn new(out: watch::Sender<Arc<Table>>) -> State {
+        State {
+            clusters: BTreeMap::new(),
+            endpoints: HashMap::new(),
+            out,
+        }
+    }
+
+    fn publish(&self) {
+        let clusters = self
+            .clusters
+            .iter()
+            .map(|(name, (_, up))| {
+                let mut up = up.clone();
+                up.endpoints = self
+                    .endpoints
+                    .get(name)
+                    .map(|(_, e)| e.clone())
+                    .unwrap_or_default();
+                (name.clone(), up)
+            })
+            .collect();
+        self.out.send_replace(Arc::new(Table { clusters }));
+    }
+
+    /// CDS; returns the EDS subscription change it implies.
+    fn apply_clusters(
+        &mut self,
+        resp: &DeltaDiscoveryResponse,
+    ) -> (Option<String>, Option<DeltaDiscoveryRequest>) {
+        let mut error = None;
+        let mut added = Vec::new();
+        for r in &resp.resources {
+            match decode::<Cluster>(r).and_then(|c| upstream(&c)) {
+                Ok(up) => {
+                    if self
+                        .clusters
+                        .insert(r.name.clone(), (r.version.clone(), up))
+                        .is_none()
+                    {
+                        added.push(r.name.clone());
+                    }
+                }
+                Err(e) => error = Some(format!("{}: {e}", r.name)),
+            }
+        }
+        let mut gone = Vec::new();
+        for n in &resp.removed_resources {
+            if self.clusters.remove(n).is_some() {
+                self.endpoints.remove(n);
+                gone.push(n.clone());
+            }
+        }
+        let change = (!added.is_empty() || !gone.is_empty()).then(|| DeltaDiscoveryRequest {
+            type_url: ENDPOINT_TYPE.into(),
+            resource_names_subscribe: added,
+            resource_names_unsubscribe: gone,
+            ..Default::default()
+        });
+        (error, change)
+    }
+
+    fn apply_endpoints(&mut self, resp: &DeltaDiscoveryResponse) -> Option<String> {
+        let mut error = None;
+        for r in &resp.resources {
+            match decode::<ClusterLoadAssignment>(r) {
+                Ok(cla) => {
+                    self.endpoints
+                        .insert(r.name.clone(), (r.version.clone(), hosts(&cla)));
+                }
+                Err(e) => error = Some(format!("{}: {e}", r.name)),
+            }
+        }
+        for n in &resp.removed_resources {
+            self.endpoints.remove(n);
+        }
+        error
+    }
+}
+
+impl DeltaState for State {
+    fn subscriptions(&self) -> Vec<Subscription> {
+        let cluster_versions = self
+            .clusters
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        let endpoint_versions = self
+            .endpoints
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        vec![
+            Subscription {
+                type_url: CLUSTER_TYPE.into(),
+                names: vec!["*".into()],
+                versions: cluster_versions,
+            },
+            Subscription {
+                type_url: ENDPOINT_TYPE.into(),
+                names: self.clusters.keys().cloned().collect(),
+                versions: endpoint_versions,
+            },
+        ]
+    }
+
+    fn apply(&mut self, resp: &DeltaDiscoveryResponse) -> Applied {
+        let mut applied = Applied::default();
+        if resp.type_url == CLUSTER_TYPE {
+            let (error, change) = self.apply_clusters(resp);
+            applied.error = error;
+            applied.follow_up.extend(change);
+        } else if resp.type_url == ENDPOINT_TYPE {
+            applied.error = self.apply_endpoints(resp);
+        }
+        self.publish();
+        applied
+    }
+}
+
+fn decode<M: Message + Default>(r: &Resource) -> Result<M, String> {
+    let any = r.resource.as_ref().ok_or("no resource")?;
+    M::decode(any.value.as_slice()).map_err(|e| e.to_string())
+}
+
+fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
+    let d = d?;
+    let secs = u64::try_from(d.seconds).ok()?;
+    Some(Duration::from_secs(secs) + Duration::from_nanos(u64::try_from(d.nanos).ok()?))
+}
+
+/// What the sidecar takes from a Cluster (endpoints come from EDS).
+pub fn upstream(c: &Cluster) -> Result<Upstream, String> {
+    let locality_weighted = c
+        .common_lb_config
+        .as_ref()
+        .and_then(|l| l.locality_config_specifier.as_ref())
+        .is_some_and(|s| {
+            matches!(
+                s,
+                cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_)
+            )
+        });
+    let outlier = c.outlier_detection.as_ref().map(|od| {
+        // A connect failure counts as a 5xx and as a gateway failure (Envoy without
+        // split_external_local_origin_errors): whichever threshold is lower ejects first.
+        let five = od
+            .consecutive_5xx
+            .as_ref()
+            .map_or(DEFAULT_CONSECUTIVE_5XX, |v| v.value);
+        let gateway = od
+            .consecutive_gateway_failure
+            .as_ref()
+            .map_or(u32::MAX, |v| v.value);
+        OutlierPolicy {
+            consecutive_failures: five.min(gateway).max(1),
+            base_ejection: duration(od.base_ejection_time.as_ref())
+                .unwrap_or(DEFAULT_BASE_EJECTION),
+        }
+    });
+    Ok(Upstream {
+        connect_timeout: duration(c.connect_timeout.as_ref()).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        locality_weighted,
+        outlier,
+        tls: tls_policy(c)?,
+        endpoints: Vec::new(),
+    })
+}
+
+/// The transport socket for endpoints marked `tlsMode: istio`, if the cluster has one.
+fn tls_policy(c: &Cluster) -> Result<Option<TlsPolicy>, String> {
+    let Some(m) = c.transport_socket_matches.iter().find(|m| {
+        m.r#match.as_ref().is_some_and(|s| {
+            s.fields.get("tlsMode").and_then(|v| v.kind.as_ref())
+                == Some(&value::Kind::StringValue("istio".into()))
+        })
+    }) else {
+        return Ok(None);
+    };
+    let any = match m
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.as_ref())
+    {
+        Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) => any,
+        None => return Err("tlsMode-istio match without a transport socket".into()),
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+    let sans = tls
+        .common_tls_context
+        .as_ref()
+        .and_then(|c| match &c.validation_context_type {
+            Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) => {
+                v.default_validation_context.as_ref()
+            }
+            Some(common_tls_context::ValidationContextType::ValidationContext(v)) => Some(v),
+            _ => None,
+        })
+        .map(|v| {
+            v.match_typed_subject_alt_names
+                .iter()
+                .filter_map(|m| match m.matcher.as_ref()?.match_pattern.as_ref()? {
+                    string_matcher::MatchPattern::Exact(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(TlsPolicy { sni: tls.sni, sans }))
+}
+
+/// Every host of a load assignment, with its group's priority and locality weight.
+pub fn hosts(cla: &ClusterLoadAssignment) -> Vec<Host> {
+    let mut out = Vec::new();
+    for group in &cla.endpoints {
+        let locality = group
+            .locality
+            .as_ref()
+            .map(|l| Locality::new(&l.region, &l.zone, &l.sub_zone))
+            .unwrap_or_default();
+        let locality_weight = group.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+        for e in &group.lb_endpoints {
+            let Some(addr) = socket_addr(e) else { continue };
+            out.push(Host {
+                addr,
+                priority: group.priority,
+                locality: locality.clone(),
+                locality_weight,
+                weight: e.load_balancing_weight.as_ref().map_or(1, |w| w.value),
+                healthy: e.health_status != HealthStatus::Unhealthy as i32
+                    && e.health_status != HealthStatus::Draining as i32,
+                tls: tls_mode_istio(e),
+            });
+        }
+    }
+    out
+}
+
+fn socket_addr(e: &LbEndpoint) -> Option<SocketAddr> {
+    let lb_endpoint::HostIdentifier::Endpoint(ep) = e.host_identifier.as_ref()? else {
+        return None;
+    };
+    let address::Address::SocketAddress(sa) = ep.address.as_ref()?.address.as_ref()? else {
+        return None;
+    };
+    let socket_address::PortSpecifier::PortValue(port) = sa.port_specifier.clone()? else {
+        return None;
+    };
+    Some(SocketAddr::new(
+        sa.address.parse().ok()?,
+        u16::try_from(port).ok()?,
+    ))
+}
+
+fn tls_mode_istio(e: &LbEndpoint) -> bool {
+    e.metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+        .and_then(|s| s.fields.get("tlsMode"))
+        .and_then(|v| v.kind.as_ref())
+        == Some(&value::Kind::StringValue("istio".into()))
+}
