@@ -1,7 +1,8 @@
 //! `meshfed testbed`: the local test bed.
 
-use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use meshfed_e2e::testbed::{Backend, Bed, BedConfig, demo, faults};
 use meshfed_e2e::{ApiServer, ApiServerConfig};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -39,6 +40,192 @@ Examples:
         #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/16", value_parser = parse_cidr)]
         service_cidr: (Ipv4Addr, u8),
     },
+    /// Bring up the seed scenario locally and keep it running until Ctrl-C.
+    #[command(
+        after_help = "Each cluster gets a network namespace (as root; loopback addresses otherwise), a test bed
+API server, an intermediate CA under one root and its cacerts Secret, meshfed federation,
+an east-west gateway on the shared network and a DNS proxy (real meshfed processes), remote
+secrets for every other cluster, helloworld v<i> and a sleep client with the test bed's own
+sidecar (Envoy is the production sidecar). It prints how to reach each part; Ctrl-C cleans up.
+
+Examples:
+  meshfed testbed up
+  meshfed testbed up --clusters 3 --backend loopback --state-dir /tmp/bed"
+    )]
+    Up {
+        /// How many clusters (2 to 8).
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        clusters: usize,
+        #[command(flatten)]
+        bed: BedArgs,
+    },
+    /// Bring up two clusters and run the seed walkthrough as numbered steps.
+    #[command(
+        after_help = "Steps: isolation, cross_network, mtls_identity, dns, distribute, failover,
+remote_secret_removal. Exits 0 only if every step passed.
+
+Examples:
+  meshfed testbed demo
+  meshfed testbed demo --json --backend loopback --state-dir /tmp/demo"
+    )]
+    Demo {
+        /// Print {\"backend\", \"steps\": [{\"name\", \"ok\", \"detail\"}]} on stdout (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bed: BedArgs,
+    },
+    /// Inject a fault into (or, with --heal, restore) a cluster of a running `testbed up`.
+    #[command(
+        after_help = "partition: cut the cluster off the shared network (netns backend only)
+apiserver-down: stop its API server (objects are kept)
+gateway-down: kill its east-west gateway process
+cert-expire: replace its workloads' certificates with expired ones
+
+Examples:
+  meshfed testbed fault gateway-down cluster2
+  meshfed testbed fault partition cluster2 --state-dir /tmp/bed
+  meshfed testbed fault cert-expire cluster1 --heal"
+    )]
+    Fault {
+        /// partition, apiserver-down, gateway-down or cert-expire.
+        #[arg(value_name = "FAULT")]
+        fault: FaultKind,
+        /// The cluster, e.g. cluster2.
+        #[arg(value_name = "CLUSTER")]
+        cluster: String,
+        /// Undo the fault instead.
+        #[arg(long)]
+        heal: bool,
+        /// State directory of the running test bed.
+        #[arg(long, value_name = "DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BedArgs {
+    /// netns (one network namespace per cluster, needs root) or loopback; default: netns as root.
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<BackendArg>,
+    /// Kubeconfigs, certificates, logs and the control socket go here (demo: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Netns,
+    Loopback,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FaultKind {
+    Partition,
+    ApiserverDown,
+    GatewayDown,
+    CertExpire,
+}
+
+impl FaultKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::ApiserverDown => "apiserver-down",
+            FaultKind::GatewayDown => "gateway-down",
+            FaultKind::CertExpire => "cert-expire",
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    std::env::temp_dir().join("meshfed-testbed")
+}
+
+fn bed_config(clusters: usize, args: &BedArgs, state_dir: PathBuf) -> Result<BedConfig> {
+    Ok(BedConfig {
+        exe: std::env::current_exe().context("finding the meshfed binary")?,
+        clusters,
+        backend: args.backend.map(|b| match b {
+            BackendArg::Netns => Backend::Netns,
+            BackendArg::Loopback => Backend::Loopback,
+        }),
+        state_dir,
+    })
+}
+
+async fn up(clusters: usize, args: BedArgs) -> Result<ExitCode> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let socket = state_dir.join("control.sock");
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        bail!(
+            "a test bed is already running with state in {}",
+            state_dir.display()
+        );
+    }
+    let _ = std::fs::remove_file(&socket);
+    let bed = Bed::up(bed_config(clusters, &args, state_dir)?)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
+    println!("{}", bed.describe());
+    let bed = std::sync::Arc::new(bed);
+    let control = tokio::spawn(faults::serve_control(bed.clone(), listener));
+    crate::shutdown_signal().await;
+    control.abort();
+    let _ = control.await;
+    let _ = std::fs::remove_file(&socket);
+    eprintln!("cleaning up");
+    drop(bed);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_demo(json: bool, args: BedArgs) -> Result<ExitCode> {
+    let temp;
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::tempdir().context("making a state directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    eprintln!("bringing up 2 clusters...");
+    let started = std::time::Instant::now();
+    let bed = Bed::up(bed_config(2, &args, state_dir)?)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    eprintln!(
+        "test bed up in {:.1} s ({} backend)",
+        started.elapsed().as_secs_f64(),
+        bed.backend.as_str()
+    );
+    let report = demo::run(&bed, |i, step| {
+        let mark = if step.ok { "ok" } else { "FAILED" };
+        let line = format!("{i}. {} {mark}: {}", step.name, step.detail);
+        if json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    })
+    .await;
+    drop(bed);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let passed = report.steps.iter().filter(|s| s.ok).count();
+        println!(
+            "{passed}/{} steps passed ({} backend)",
+            report.steps.len(),
+            report.backend
+        );
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -78,6 +265,22 @@ pub fn run(args: TestbedArgs) -> Result<ExitCode> {
                     _ = crate::shutdown_signal() => tracing::info!("shutting down"),
                 }
                 server.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            }
+            TestbedCommand::Up { clusters, bed } => up(clusters, bed).await,
+            TestbedCommand::Demo { json, bed } => run_demo(json, bed).await,
+            TestbedCommand::Fault {
+                fault,
+                cluster,
+                heal,
+                state_dir,
+            } => {
+                let verb = if heal { "heal" } else { "inject" };
+                let line = format!("{verb} {} {cluster}", fault.as_str());
+                let done = faults::send(&state_dir.join("control.sock"), &line)
+                    .await
+                    .map_err(|e| anyhow!(e))?;
+                println!("{done}");
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -88,8 +88,16 @@ impl Network {
     /// (with a warning) when namespaces cannot be made here. Errors if names are empty or
     /// repeated, or if isolation starts but a later step fails.
     pub fn create(clusters: &[&str]) -> Result<Network, Error> {
+        Network::create_with(clusters, Mode::Isolated)
+    }
+
+    /// Like [`Network::create`]; `Mode::Loopback` skips isolation even where it is possible.
+    pub fn create_with(clusters: &[&str], mode: Mode) -> Result<Network, Error> {
         validate(clusters)?;
         let tag = Tag::next();
+        if mode == Mode::Loopback {
+            return Ok(Network::loopback(clusters, &tag, "loopback asked for"));
+        }
         if let Err(reason) = can_isolate() {
             return Ok(Network::loopback(clusters, &tag, &reason));
         }
@@ -227,6 +235,18 @@ impl ClusterNet {
         &self.name
     }
 
+    /// Cuts (false) or restores (true) this cluster's link to the shared network: a network
+    /// partition. Only isolated clusters have a link to cut.
+    pub fn set_connected(&self, connected: bool) -> Result<(), Error> {
+        let Some(netns) = self.netns.as_deref() else {
+            return Err(Error::Network(
+                "a partition needs isolated networks (the netns backend, as root)".into(),
+            ));
+        };
+        let state = if connected { "up" } else { "down" };
+        ip_in(netns, &["link", "set", "eth0", state]).map(|_| ())
+    }
+
     /// The namespace this cluster lives in; `None` in Loopback mode.
     pub fn netns(&self) -> Option<&str> {
         self.netns.as_deref()
@@ -305,7 +325,9 @@ impl ClusterNet {
 pub struct NsRuntime {
     handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<NsTask<()>>,
+    /// In a lock only so that the runtime can be shared between threads (the receiver
+    /// inside is not Sync); it is touched once, on drop.
+    task: Mutex<Option<NsTask<()>>>,
 }
 
 impl ClusterNet {
@@ -322,7 +344,7 @@ impl ClusterNet {
             Ok(handle) => Ok(NsRuntime {
                 handle,
                 stop: Some(stop),
-                task: Some(task),
+                task: Mutex::new(Some(task)),
             }),
             // The thread ended before handing out its runtime: its error says why.
             Err(_) => Err(task.join().err().unwrap_or_else(|| {
@@ -352,7 +374,8 @@ impl Drop for NsRuntime {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             if let Err(e) = task.join_timeout(Duration::from_secs(10)) {
                 tracing::warn!("stopping a cluster runtime: {e}");
             }

@@ -36,7 +36,7 @@ impl Workload {
     }
 }
 
-async fn create<K>(api: Api<K>, v: Value) -> Result<(), kube::Error>
+pub(crate) async fn create<K>(api: Api<K>, v: Value) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {

@@ -86,6 +86,7 @@ pub struct ApiServer {
     admin_token: String,
     ca_pem: String,
     shared: Arc<Shared>,
+    tls: Arc<rustls::ServerConfig>,
     tasks: JoinSet<()>,
 }
 
@@ -123,7 +124,7 @@ impl ApiServer {
             clock_offset: AtomicU64::new(0),
         });
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(listener, tls, shared.clone()));
+        tasks.spawn(accept_loop(listener, tls.clone(), shared.clone()));
         tracing::info!(%addr, cluster = %cfg.cluster_name, "test bed API server listening");
         Ok(ApiServer {
             addr,
@@ -131,8 +132,30 @@ impl ApiServer {
             admin_token,
             ca_pem: ca.cert_pem().to_string(),
             shared,
+            tls,
             tasks,
         })
+    }
+
+    /// Stops serving (closing every connection and watch) but keeps the objects: an outage.
+    pub async fn stop(&mut self) {
+        self.tasks.shutdown().await;
+    }
+
+    /// Serves again on the same address with the same objects, after [`ApiServer::stop`].
+    /// Must run where the address can be bound (the cluster's network namespace).
+    pub async fn resume(&mut self) -> Result<(), Error> {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|e| Error::io(format!("binding {}", self.addr), e))?;
+        self.tasks
+            .spawn(accept_loop(listener, self.tls.clone(), self.shared.clone()));
+        Ok(())
+    }
+
+    pub fn is_serving(&self) -> bool {
+        !self.tasks.is_empty()
     }
 
     pub fn addr(&self) -> SocketAddr {

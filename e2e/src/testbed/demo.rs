@@ -1,0 +1,508 @@
+//! `meshfed testbed demo`: the seed walkthrough (seed 003) on a two-cluster test bed, as
+//! numbered steps, each judged by what the workloads saw: which version answered, through
+//! which address, with which peer identity.
+
+use super::{Backend, Bed, ClusterBed, HELLO_URL, HOST, READY, wait_table};
+use crate::sidecar::Table;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+const WEIGHT_RULE: &str = include_str!("../../../samples/locality-lb-weight.yaml");
+const FAILOVER_RULE: &str = include_str!("../../../samples/locality-lb-failover.yaml");
+const STEPS: [&str; 7] = [
+    "isolation",
+    "cross_network",
+    "mtls_identity",
+    "dns",
+    "distribute",
+    "failover",
+    "remote_secret_removal",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub backend: String,
+    pub steps: Vec<Step>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.steps.len() == STEPS.len() && self.steps.iter().all(|s| s.ok)
+    }
+}
+
+fn cluster_name(host: &str) -> String {
+    format!("outbound|5000||{host}")
+}
+
+/// Runs every step in order on `bed` (two clusters); `on_step` sees each result as it lands.
+pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
+    let mut steps = Vec::new();
+    for (i, name) in STEPS.iter().enumerate() {
+        let result = match *name {
+            "isolation" => isolation(bed).await,
+            "cross_network" => cross_network(bed).await,
+            "mtls_identity" => mtls_identity(bed).await,
+            "dns" => dns(bed).await,
+            "distribute" => distribute(bed).await,
+            "failover" => failover(bed).await,
+            _ => remote_secret_removal(bed).await,
+        };
+        let step = match result {
+            Ok((ok, detail)) => Step {
+                name: name.to_string(),
+                ok,
+                detail,
+            },
+            Err(e) => Step {
+                name: name.to_string(),
+                ok: false,
+                detail: e,
+            },
+        };
+        on_step(i + 1, &step);
+        steps.push(step);
+    }
+    Report {
+        backend: bed.backend.as_str().into(),
+        steps,
+    }
+}
+
+type Outcome = Result<(bool, String), String>;
+
+fn pair(bed: &Bed) -> Result<(&ClusterBed, &ClusterBed), String> {
+    match bed.clusters.as_slice() {
+        [c1, c2, ..] => Ok((c1, c2)),
+        _ => Err("the demo needs two clusters".into()),
+    }
+}
+
+/// `n` requests from `c`'s sleep: answers per version, and the failures.
+async fn tally(c: &ClusterBed, n: usize) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut versions = BTreeMap::new();
+    let mut failures = Vec::new();
+    for _ in 0..n {
+        match c.curl(HELLO_URL).await {
+            Ok(a) if a.status == 200 => {
+                *versions
+                    .entry(a.version().unwrap_or("?").to_string())
+                    .or_insert(0) += 1
+            }
+            Ok(a) => failures.push(format!("{} {}", a.status, a.body.trim())),
+            Err(e) => failures.push(e),
+        }
+    }
+    (versions, failures)
+}
+
+fn show(versions: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = versions.iter().map(|(v, n)| format!("{v} x{n}")).collect();
+    parts.join(", ")
+}
+
+async fn isolation(bed: &Bed) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    let theirs: Vec<IpAddr> = [
+        c2.addrs.helloworld,
+        c2.addrs.sleep_proxy,
+        c2.addrs.xds,
+        c2.addrs.dns,
+    ]
+    .iter()
+    .map(SocketAddr::ip)
+    .collect();
+    let table = c1.sleep.table().borrow().clone();
+    let leaked: Vec<String> = table
+        .clusters
+        .values()
+        .flat_map(|u| u.endpoints.iter())
+        .filter(|h| theirs.contains(&h.addr.ip()))
+        .map(|h| h.addr.to_string())
+        .collect();
+    let eds = if leaked.is_empty() {
+        format!(
+            "{}'s sidecar holds no {} pod address (they are behind {}'s gateway {})",
+            c1.name, c2.name, c2.name, c2.addrs.gateway
+        )
+    } else {
+        format!(
+            "{}'s sidecar was given {} pod addresses {leaked:?}",
+            c1.name, c2.name
+        )
+    };
+    if bed.backend == Backend::Loopback {
+        let detail = format!(
+            "loopback backend: pod networks are not isolated (run as root for netns); {eds}"
+        );
+        return Ok((leaked.is_empty(), detail));
+    }
+    let target = c2.addrs.helloworld;
+    let attempt = c1
+        .rt
+        .spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(3),
+                tokio::net::TcpStream::connect(target),
+            )
+            .await
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (blocked, how) = match attempt {
+        Ok(Ok(_)) => (false, "connected".to_string()),
+        Ok(Err(e)) => (true, e.to_string()),
+        Err(_) => (true, "timed out".to_string()),
+    };
+    let detail = format!(
+        "{} -> {}'s helloworld pod {target}: {how}; {eds}",
+        c1.name, c2.name
+    );
+    Ok((blocked && leaked.is_empty(), detail))
+}
+
+async fn cross_network(bed: &Bed) -> Outcome {
+    let want: Vec<String> = bed.clusters.iter().map(|c| c.version.clone()).collect();
+    let mut ok = true;
+    let mut details = Vec::new();
+    for c in &bed.clusters {
+        let (versions, failures) = tally(c, 20).await;
+        let all = want.iter().all(|v| versions.contains_key(v));
+        ok &= all && failures.is_empty();
+        let mut d = format!("sleep in {}: {}", c.name, show(&versions));
+        if !failures.is_empty() {
+            d.push_str(&format!(" ({} failed: {})", failures.len(), failures[0]));
+        }
+        details.push(d);
+    }
+    Ok((ok, details.join("; ")))
+}
+
+async fn mtls_identity(bed: &Bed) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    for _ in 0..10 {
+        let a = c1.curl(HELLO_URL).await?;
+        if a.version() != Some(c2.version.as_str()) {
+            continue;
+        }
+        let peer = a.body_field("peer").unwrap_or("none").to_string();
+        let issuer = a.body_field("peer issuer").unwrap_or("none").to_string();
+        let via = a.upstream().unwrap_or("?").to_string();
+        let ok = peer == "spiffe://cluster.local/ns/sample/sa/sleep"
+            && issuer.contains(&format!("Intermediate CA {}", c1.name))
+            && via == c2.addrs.gateway.to_string();
+        let detail = format!(
+            "{} (in {}) saw caller {peer}, issued by \"{issuer}\", via {}'s gateway {via}",
+            c2.version, c2.name, c2.name
+        );
+        return Ok((ok, detail));
+    }
+    Err(format!("{} never answered {}'s sleep", c2.version, c1.name))
+}
+
+async fn dns(bed: &Bed) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    let remote = format!("helloworld-{}.sample.svc.cluster.local", c2.version);
+    let server = c1.addrs.dns;
+    let deadline = Instant::now() + READY;
+    // The NameTable follows the registry over NDS; ask until the remote name is in it.
+    let (vip, v6) = loop {
+        let (r, q) = (remote.clone(), remote.clone());
+        let a = c1
+            .rt
+            .spawn(async move { query(server, &r, hickory_proto::rr::RecordType::A).await })
+            .await;
+        let aaaa = c1
+            .rt
+            .spawn(async move { query(server, &q, hickory_proto::rr::RecordType::AAAA).await })
+            .await;
+        if let (Ok(Ok(a)), Ok(Ok(aaaa))) = (a, aaaa) {
+            if !a.is_empty() {
+                break (a, aaaa);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{remote} never resolved through {}'s DNS proxy",
+                c1.name
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let local = c1
+        .rt
+        .spawn(async move { query(server, HOST, hickory_proto::rr::RecordType::A).await })
+        .await
+        .map_err(|e| e.to_string())??;
+    let in_vip_range = vip
+        .iter()
+        .all(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [240, 240]));
+    let v6_ok = v6
+        .iter()
+        .all(|ip| matches!(ip, IpAddr::V6(v6) if v6.segments()[..2] == [0x2001, 2]));
+    let local_ok = local
+        .iter()
+        .all(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [10, 96]));
+    let detail = format!(
+        "{}'s DNS proxy: {remote} (only in {}) A {vip:?} AAAA {v6:?}; {HOST} (local) A {local:?}",
+        c1.name, c2.name
+    );
+    Ok((
+        in_vip_range && !v6.is_empty() && v6_ok && !local.is_empty() && local_ok,
+        detail,
+    ))
+}
+
+/// One UDP question; the addresses answered.
+async fn query(
+    server: SocketAddr,
+    name: &str,
+    qtype: hickory_proto::rr::RecordType,
+) -> Result<Vec<IpAddr>, String> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData};
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())?,
+        qtype,
+    ));
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    socket
+        .send_to(&m.to_vec().map_err(|e| e.to_string())?, server)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
+        .await
+        .map_err(|_| format!("{server}: no answer"))?
+        .map_err(|e| e.to_string())?;
+    let answer = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+    Ok(answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect())
+}
+
+async fn apply_everywhere(bed: &Bed, rule: &str) -> Result<(), String> {
+    for c in &bed.clusters {
+        let rule = rule.to_string();
+        c.kube(move |client| async move {
+            super::objects::apply_destination_rule(&client, &rule).await
+        })
+        .await
+        .map_err(|e| format!("applying the DestinationRule in {}: {e}", c.name))?;
+    }
+    Ok(())
+}
+
+fn helloworld(t: &Table) -> Option<&crate::sidecar::Upstream> {
+    t.clusters.get(&cluster_name(HOST))
+}
+
+async fn distribute(bed: &Bed) -> Outcome {
+    apply_everywhere(bed, WEIGHT_RULE).await?;
+    let mut ok = true;
+    let mut details = Vec::new();
+    for c in &bed.clusters[..2] {
+        wait_table(&c.sleep, READY, |t| {
+            helloworld(t).is_some_and(|u| u.locality_weighted)
+        })
+        .await
+        .map_err(|e| format!("{}'s sidecar never got the distribute rule: {e}", c.name))?;
+        let (versions, failures) = tally(c, 100).await;
+        let own = versions.get(&c.version).copied().unwrap_or(0);
+        let total: usize = versions.values().sum();
+        let share = if total == 0 { 0 } else { own * 100 / total };
+        ok &= failures.is_empty() && total == 100 && (70..=90).contains(&share);
+        details.push(format!(
+            "sleep in {} ({}): {} -> {share}% local (want 80 +- 10)",
+            c.name,
+            c.region,
+            show(&versions)
+        ));
+    }
+    Ok((ok, details.join("; ")))
+}
+
+async fn failover(bed: &Bed) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    apply_everywhere(bed, FAILOVER_RULE).await?;
+    let v1 = c1.addrs.helloworld;
+    wait_table(&c1.sleep, READY, |t| {
+        helloworld(t).is_some_and(|u| {
+            u.outlier.is_some()
+                && !u.locality_weighted
+                && u.endpoints.iter().any(|h| h.addr == v1 && h.priority == 0)
+                && u.endpoints
+                    .iter()
+                    .any(|h| h.addr == c2.addrs.gateway && h.priority > 0)
+        })
+    })
+    .await
+    .map_err(|e| format!("{}'s sidecar never got the failover rule: {e}", c1.name))?;
+    let (before, _) = tally(c1, 5).await;
+    if before.get(&c1.version) != Some(&5) {
+        return Ok((
+            false,
+            format!(
+                "before the kill {}'s sleep should stay in its region: {}",
+                c1.name,
+                show(&before)
+            ),
+        ));
+    }
+    // Kill v1: its listener closes at once, as a crashed pod's port does.
+    if let Some(hw) = c1.helloworld.lock().await.take() {
+        hw.kill();
+    }
+    let (recovery, failed, via) = until_served_by(c1, &c2.version, 20).await?;
+    let ejected = c1.sleep.ejected(&cluster_name(HOST));
+    let all_via_gateway = via.iter().all(|v| v == &c2.addrs.gateway.to_string());
+    // The kubelet's readiness probe notices later; EDS then lists v1 unhealthy.
+    set_ready(c1, false).await?;
+    wait_table(&c1.sleep, READY, |t| {
+        helloworld(t).is_some_and(|u| u.endpoints.iter().any(|h| h.addr == v1 && !h.healthy))
+    })
+    .await?;
+    // v1 restarts and turns ready: traffic returns to its region.
+    let hw = c1
+        .rt
+        .spawn(super::helloworld::Helloworld::start(
+            v1,
+            c1.version.clone(),
+            c1.hello_credentials.clone(),
+        ))
+        .await
+        .map_err(|e| e.to_string())??;
+    *c1.helloworld.lock().await = Some(hw);
+    set_ready(c1, true).await?;
+    wait_table(&c1.sleep, READY, |t| {
+        helloworld(t).is_some_and(|u| u.endpoints.iter().any(|h| h.addr == v1 && h.healthy))
+    })
+    .await?;
+    let (after, _) = tally(c1, 5).await;
+    let back = after.get(&c1.version) == Some(&5);
+    let detail = format!(
+        "{} killed: first answer from {} after {} ms ({failed} request(s) failed; outlier detection ejected {ejected:?}); \
+         next 20/20 answered by {} via {}'s gateway {}; {} back and ready: {}",
+        c1.version,
+        c2.version,
+        recovery.as_millis(),
+        c2.version,
+        c2.name,
+        c2.addrs.gateway,
+        c1.version,
+        show(&after),
+    );
+    Ok((all_via_gateway && back && !ejected.is_empty(), detail))
+}
+
+/// Sets helloworld's endpoints in `c` ready or not, as the endpoint controller would.
+async fn set_ready(c: &ClusterBed, ready: bool) -> Result<(), String> {
+    let (pod, node) = (c.hello_pod.clone(), format!("{}-node", c.name));
+    let own = format!("helloworld-{}", c.version);
+    c.kube(move |client| async move {
+        super::objects::set_ready(&client, &pod, &node, &["helloworld", &own], ready).await
+    })
+    .await
+}
+
+/// Requests from `c`'s sleep until `n` answers in a row come from `version`: the time to the
+/// first of them, the requests that failed meanwhile, and the upstream of each of the `n`.
+async fn until_served_by(
+    c: &ClusterBed,
+    version: &str,
+    n: usize,
+) -> Result<(Duration, usize, Vec<String>), String> {
+    let start = Instant::now();
+    let mut first = None;
+    let mut failed = 0;
+    let mut run = Vec::new();
+    while run.len() < n {
+        if start.elapsed() > READY {
+            return Err(format!(
+                "{version} did not take over within {READY:?} ({failed} failed)"
+            ));
+        }
+        match c.curl(HELLO_URL).await {
+            Ok(a) if a.status == 200 && a.version() == Some(version) => {
+                first.get_or_insert(start.elapsed());
+                run.push(a.upstream().unwrap_or("?").to_string());
+            }
+            Ok(_) | Err(_) => {
+                failed += 1;
+                run.clear();
+            }
+        }
+    }
+    Ok((first.unwrap_or_default(), failed, run))
+}
+
+async fn remote_secret_removal(bed: &Bed) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    let removed = Instant::now();
+    let remote = c2.name.clone();
+    c1.kube(
+        move |client| async move { super::objects::delete_remote_secret(&client, &remote).await },
+    )
+    .await
+    .map_err(|e| format!("deleting {}'s remote secret in {}: {e}", c2.name, c1.name))?;
+    let remote_only = cluster_name(&format!(
+        "helloworld-{}.sample.svc.cluster.local",
+        c2.version
+    ));
+    let gw = c2.addrs.gateway;
+    wait_table(&c1.sleep, READY, |t| {
+        !t.clusters.contains_key(&remote_only)
+            && helloworld(t).is_some_and(|u| u.endpoints.iter().all(|h| h.addr != gw))
+    })
+    .await
+    .map_err(|e| format!("{} kept {}'s services: {e}", c1.name, c2.name))?;
+    let took = removed.elapsed();
+    let (versions, failures) = tally(c1, 10).await;
+    let only_own = versions.get(&c1.version) == Some(&10) && failures.is_empty();
+    let status = c1
+        .rt
+        .spawn(super::http::get(
+            c1.addrs.federation_admin,
+            "/debug/clusterz",
+        ))
+        .await
+        .map_err(|e| e.to_string())??;
+    let forgotten = !status.body.contains(&format!("\"{}\"", c2.name));
+    let detail = format!(
+        "{}'s remote secret deleted in {}: {} dropped it in {} ms ({} and {}'s gateway gone from its sidecar; \
+         federation status {}); sleep in {}: {}",
+        c2.name,
+        c1.name,
+        c1.name,
+        took.as_millis(),
+        remote_only,
+        c2.name,
+        if forgotten {
+            "no longer lists it"
+        } else {
+            "still lists it"
+        },
+        c1.name,
+        show(&versions)
+    );
+    Ok((only_own && forgotten, detail))
+}

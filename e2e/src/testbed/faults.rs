@@ -1,0 +1,184 @@
+//! Faults users can inject into a running test bed, and undo: cut a cluster off the shared
+//! network, stop its API server, kill its east-west gateway, expire its workload
+//! certificates. `meshfed testbed fault` reaches a running `testbed up` over a Unix socket in
+//! its state directory (one line in, one line out).
+
+use super::Bed;
+use super::procs::Proc;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Partition,
+    ApiserverDown,
+    GatewayDown,
+    CertExpire,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 4] = [
+        Fault::Partition,
+        Fault::ApiserverDown,
+        Fault::GatewayDown,
+        Fault::CertExpire,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Partition => "partition",
+            Fault::ApiserverDown => "apiserver-down",
+            Fault::GatewayDown => "gateway-down",
+            Fault::CertExpire => "cert-expire",
+        }
+    }
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Fault, String> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown fault {s:?} (partition, apiserver-down, gateway-down, cert-expire)"
+                )
+            })
+    }
+}
+
+impl Bed {
+    /// Injects `fault` into `cluster` (or, with `heal`, undoes it); says what it did.
+    pub async fn fault(&self, fault: Fault, cluster: &str, heal: bool) -> Result<String, String> {
+        let c = self.cluster(cluster)?;
+        match (fault, heal) {
+            (Fault::Partition, _) => {
+                self.net(cluster)?
+                    .set_connected(heal)
+                    .map_err(|e| e.to_string())?;
+                Ok(if heal {
+                    format!("{cluster} is back on the shared network")
+                } else {
+                    format!(
+                        "{cluster} cut off the shared network: its gateway and API server are unreachable from other clusters"
+                    )
+                })
+            }
+            (Fault::ApiserverDown, false) => {
+                c.api.lock().await.stop().await;
+                Ok(format!("{cluster}'s API server stopped (objects kept)"))
+            }
+            (Fault::ApiserverDown, true) => {
+                let api = c.api.clone();
+                c.rt.spawn(async move { api.lock().await.resume().await })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{cluster}'s API server serving again at {}",
+                    c.addrs.apiserver
+                ))
+            }
+            (Fault::GatewayDown, false) => {
+                let mut gw = c.gateway.lock().await;
+                let pid = gw.pid();
+                gw.kill().await;
+                Ok(format!("{cluster}'s gateway (pid {pid:?}) killed"))
+            }
+            (Fault::GatewayDown, true) => {
+                let mut gw = c.gateway.lock().await;
+                let spec = gw.spec.clone();
+                *gw = Proc::start(&self.exe, self.net(cluster)?, spec).await?;
+                Ok(format!(
+                    "{cluster}'s gateway restarted (pid {:?})",
+                    gw.pid()
+                ))
+            }
+            (Fault::CertExpire, _) => {
+                let ttl = if heal {
+                    Duration::from_secs(86_400)
+                } else {
+                    Duration::ZERO
+                };
+                c.sleep_credentials.replace(c.credentials("sleep", ttl)?);
+                c.hello_credentials
+                    .replace(c.credentials("helloworld", ttl)?);
+                Ok(if heal {
+                    format!("{cluster}'s workloads have fresh 24 h certificates")
+                } else {
+                    format!(
+                        "{cluster}'s workload certificates (sleep, helloworld) replaced by expired ones"
+                    )
+                })
+            }
+        }
+    }
+}
+
+/// Answers `inject|heal FAULT CLUSTER` lines on `path` until the task is dropped.
+pub async fn serve_control(bed: Arc<Bed>, listener: UnixListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let bed = bed.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = match command(&bed, &line).await {
+                    Ok(done) => format!("ok {done}\n"),
+                    Err(e) => format!("error {e}\n"),
+                };
+                if write.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn command(bed: &Bed, line: &str) -> Result<String, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [verb, fault, cluster] = words.as_slice() else {
+        return Err(format!(
+            "expected `inject|heal FAULT CLUSTER`, got {line:?}"
+        ));
+    };
+    let heal = match *verb {
+        "inject" => false,
+        "heal" => true,
+        other => return Err(format!("unknown verb {other:?}")),
+    };
+    bed.fault(fault.parse()?, cluster, heal).await
+}
+
+/// Sends one control line to the test bed whose socket is `path`; its answer.
+pub async fn send(path: &Path, line: &str) -> Result<String, String> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        format!(
+            "no test bed answers at {} ({e}); start one with `meshfed testbed up`",
+            path.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = BufReader::new(read)
+        .lines()
+        .next_line()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the test bed closed the connection")?;
+    match answer.split_once(' ') {
+        Some(("ok", done)) => Ok(done.to_string()),
+        Some(("error", e)) => Err(e.to_string()),
+        _ => Err(format!("unexpected answer {answer:?}")),
+    }
+}

@@ -1,0 +1,683 @@
+//! `meshfed testbed up`: the seed scenario on one machine. N clusters, each with its own
+//! network namespace (or loopback addresses without root), test bed API server, shared-root
+//! intermediate CA and `cacerts`, `meshfed federation`, east-west gateway (on the shared
+//! network) and DNS proxy as real processes, remote secrets between every pair, helloworld
+//! v<i> and a sleep client whose sidecar is [`crate::sidecar`].
+
+pub mod demo;
+pub mod faults;
+pub mod helloworld;
+pub mod http;
+pub mod objects;
+pub mod procs;
+
+use crate::mesh_tls::{Credentials, Material};
+use crate::netns::{ClusterNet, Mode, Network, NsRuntime};
+use crate::sidecar::{Sidecar, SidecarConfig, Table};
+use crate::{ApiServer, ApiServerConfig};
+use helloworld::Helloworld;
+use meshfed_certs::{
+    CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadOptions,
+};
+use objects::SamplePod;
+use procs::{Proc, Spec};
+use serde_json::json;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How long the whole bed may take to come up and settle.
+pub const READY: Duration = Duration::from_secs(90);
+pub const HOST: &str = "helloworld.sample.svc.cluster.local";
+pub const HELLO_URL: &str = "http://helloworld.sample:5000/hello";
+
+/// Pod numbers on each cluster's pod network.
+const POD_FEDERATION: u8 = 1;
+const POD_GATEWAY: u8 = 2;
+const POD_DNS: u8 = 3;
+const POD_HELLOWORLD: u8 = 4;
+const POD_SLEEP: u8 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Netns,
+    Loopback,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Netns => "netns",
+            Backend::Loopback => "loopback",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BedConfig {
+    /// The `meshfed` binary the components run as.
+    pub exe: PathBuf,
+    pub clusters: usize,
+    /// None: netns when root, else loopback.
+    pub backend: Option<Backend>,
+    /// Kubeconfigs, certificates and logs go here.
+    pub state_dir: PathBuf,
+}
+
+/// Where one cluster's parts listen.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub apiserver: SocketAddr,
+    pub xds: SocketAddr,
+    pub federation_admin: SocketAddr,
+    pub gateway: SocketAddr,
+    pub gateway_admin: SocketAddr,
+    pub dns: SocketAddr,
+    pub dns_admin: SocketAddr,
+    pub helloworld: SocketAddr,
+    pub sleep_proxy: SocketAddr,
+}
+
+pub struct ClusterBed {
+    pub name: String,
+    pub network: String,
+    pub region: String,
+    pub zone: String,
+    pub version: String,
+    pub addrs: Addresses,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    pub api: Arc<Mutex<ApiServer>>,
+    pub federation: Mutex<Proc>,
+    pub gateway: Mutex<Proc>,
+    pub dns: Mutex<Proc>,
+    pub helloworld: Mutex<Option<Helloworld>>,
+    pub sleep: Sidecar,
+    pub hello_pod: SamplePod,
+    ca: CertificateAuthority,
+    pub sleep_credentials: Credentials,
+    pub hello_credentials: Credentials,
+    /// Last: everything above runs on it (tasks) or in its namespace.
+    pub rt: NsRuntime,
+}
+
+pub struct Bed {
+    /// Before `net`: processes and runtimes stop before their namespaces go.
+    pub clusters: Vec<ClusterBed>,
+    pub backend: Backend,
+    pub state_dir: PathBuf,
+    exe: PathBuf,
+    net: Network,
+}
+
+fn err(context: &str) -> impl Fn(String) -> String + '_ {
+    move |e| format!("{context}: {e}")
+}
+
+impl Bed {
+    pub async fn up(cfg: BedConfig) -> Result<Bed, String> {
+        if !(2..=8).contains(&cfg.clusters) {
+            return Err("--clusters must be 2 to 8".into());
+        }
+        let names: Vec<String> = (1..=cfg.clusters).map(|i| format!("cluster{i}")).collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mode = match cfg.backend {
+            Some(Backend::Loopback) => Mode::Loopback,
+            _ => Mode::Isolated,
+        };
+        let net = Network::create_with(&name_refs, mode).map_err(|e| e.to_string())?;
+        let backend = match net.mode() {
+            Mode::Isolated => Backend::Netns,
+            Mode::Loopback => Backend::Loopback,
+        };
+        if cfg.backend == Some(Backend::Netns) && backend != Backend::Netns {
+            let why = net.fallback_reason().unwrap_or("unknown");
+            return Err(format!("the netns backend is not available here: {why}"));
+        }
+        for dir in ["logs", "certs"] {
+            std::fs::create_dir_all(cfg.state_dir.join(dir))
+                .map_err(|e| format!("creating {}: {e}", cfg.state_dir.display()))?;
+        }
+        let root = CertificateAuthority::new_root(&RootOptions {
+            org: "meshfed testbed".into(),
+            days: 30,
+            key: KeyAlgorithm::EcdsaP256,
+        })
+        .map_err(|e| e.to_string())?;
+        write_certs(&cfg.state_dir.join("certs/root"), &root.root_files())?;
+        let mut clusters = Vec::new();
+        for (i, c) in net.clusters().enumerate() {
+            clusters.push(start_cluster(&cfg, c, i + 1, &root).await?);
+        }
+        let bed = Bed {
+            clusters,
+            backend,
+            state_dir: cfg.state_dir.clone(),
+            exe: cfg.exe.clone(),
+            net,
+        };
+        bed.remote_secrets().await?;
+        bed.wait_ready().await?;
+        Ok(bed)
+    }
+
+    pub fn cluster(&self, name: &str) -> Result<&ClusterBed, String> {
+        self.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("no cluster {name} (clusters: {})", self.names().join(", ")))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.clusters.iter().map(|c| c.name.clone()).collect()
+    }
+
+    fn net(&self, name: &str) -> Result<&ClusterNet, String> {
+        self.net
+            .cluster(name)
+            .ok_or_else(|| format!("no network for {name}"))
+    }
+
+    /// Every cluster gets a remote secret for every other (as `istioctl create-remote-secret`).
+    async fn remote_secrets(&self) -> Result<(), String> {
+        for c in &self.clusters {
+            for other in self.clusters.iter().filter(|o| o.name != c.name) {
+                let kubeconfig = other.api.lock().await.kubeconfig();
+                let remote = other.name.clone();
+                c.kube(move |client| async move {
+                    crate::seed::remote_secret(&client, &remote, &kubeconfig).await
+                })
+                .await
+                .map_err(|e| format!("remote secret for {} in {}: {e}", other.name, c.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Until every sleep sidecar has helloworld with a healthy host per cluster (its own pod
+    /// and every other network's gateway) and every gateway and DNS proxy is ready.
+    async fn wait_ready(&self) -> Result<(), String> {
+        let n = self.clusters.len();
+        for c in &self.clusters {
+            let cluster = format!("outbound|5000||{HOST}");
+            wait_table(&c.sleep, READY, |t| {
+                t.clusters
+                    .get(&cluster)
+                    .is_some_and(|u| u.endpoints.iter().filter(|h| h.healthy).count() == n)
+            })
+            .await
+            .map_err(err(&format!("{}'s sidecar", c.name)))?;
+            for (what, addr) in [
+                ("gateway", c.addrs.gateway_admin),
+                ("DNS proxy", c.addrs.dns_admin),
+            ] {
+                c.until_ready(addr)
+                    .await
+                    .map_err(err(&format!("{}'s {what}", c.name)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How to reach everything, for `testbed up`.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "meshfed test bed: {} clusters, {} backend; state in {}\n",
+            self.clusters.len(),
+            self.backend.as_str(),
+            self.state_dir.display()
+        );
+        if self.backend == Backend::Loopback {
+            out.push_str("  (loopback: no network isolation; run as root for one network namespace per cluster)\n");
+        }
+        for c in &self.clusters {
+            let exec = match self.net(&c.name).ok().and_then(|n| n.netns()) {
+                Some(ns) => format!("ip netns exec {ns} "),
+                None => String::new(),
+            };
+            let a = &c.addrs;
+            out.push_str(&format!(
+                "\n{name} ({network}, {region}/{zone})\n\
+                 \x20 kubectl     {exec}kubectl --kubeconfig {kc} get pods,svc,endpointslices -n sample\n\
+                 \x20 federation  xds {xds}; {exec}curl http://{fa}/debug/clusterz\n\
+                 \x20 gateway     {gw} (SNI passthrough); {exec}curl http://{ga}/debug/routes\n\
+                 \x20 dns proxy   {exec}dig @{dip} -p {dport} helloworld.sample.svc.cluster.local\n\
+                 \x20 helloworld  {version} at {hw} (mTLS)\n\
+                 \x20 sleep       {exec}curl -x http://{sp} {HELLO_URL}\n\
+                 \x20 logs        {logs}/{name}-*.log\n",
+                name = c.name,
+                network = c.network,
+                region = c.region,
+                zone = c.zone,
+                kc = c.kubeconfig.display(),
+                xds = a.xds,
+                fa = a.federation_admin,
+                gw = a.gateway,
+                ga = a.gateway_admin,
+                dip = a.dns.ip(),
+                dport = a.dns.port(),
+                version = c.version,
+                hw = a.helloworld,
+                sp = a.sleep_proxy,
+                logs = self.state_dir.join("logs").display(),
+            ));
+        }
+        out.push_str("\nfaults: meshfed testbed fault partition|apiserver-down|gateway-down|cert-expire CLUSTER [--heal]\n");
+        out
+    }
+}
+
+impl ClusterBed {
+    /// Runs `f` with this cluster's API client inside the cluster's network, where the API
+    /// server is reachable (the client connects from the task that makes the call).
+    pub async fn kube<F, Fut, T>(&self, f: F) -> Result<T, String>
+    where
+        F: FnOnce(kube::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.rt
+            .spawn(f(self.client.clone()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// `GET /healthz/ready` from inside the cluster until it answers 200.
+    async fn until_ready(&self, admin: SocketAddr) -> Result<(), String> {
+        let poll = async move {
+            loop {
+                if let Ok(Ok(a)) = self.rt.spawn(http::get(admin, "/healthz/ready")).await {
+                    if a.status == 200 {
+                        return;
+                    }
+                }
+                // An HTTP endpoint has nothing to await: poll it.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(READY, poll)
+            .await
+            .map_err(|_| format!("http://{admin}/healthz/ready not 200 within {READY:?}"))
+    }
+
+    /// One request from sleep through its sidecar, made inside the cluster.
+    pub async fn curl(&self, url: &str) -> Result<http::Answer, String> {
+        let (proxy, url) = (self.addrs.sleep_proxy, url.to_string());
+        self.rt
+            .spawn(async move { http::via_proxy(proxy, &url).await })
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    fn spiffe(sa: &str) -> Result<SpiffeId, String> {
+        SpiffeId::new("cluster.local", "sample", sa).map_err(|e| e.to_string())
+    }
+
+    /// Workload credentials for `sa` from this cluster's intermediate; `ttl` zero makes an
+    /// already expired one (the `cert-expire` fault).
+    fn credentials(&self, sa: &str, ttl: Duration) -> Result<Material, String> {
+        issue(&self.ca, sa, ttl)
+    }
+}
+
+fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> Result<Material, String> {
+    let mut opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
+    opts.ttl = ttl;
+    Material::from_workload(&ca.issue_workload(&opts).map_err(|e| e.to_string())?)
+}
+
+fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> Result<(), String> {
+    meshfed_certs::write_outputs(dir, files, true)
+        .map(|_| ())
+        .map_err(|e| format!("writing {}: {e}", dir.display()))
+}
+
+/// Waits until `ok(table)` holds for `sidecar`'s table.
+pub async fn wait_table(
+    sidecar: &Sidecar,
+    timeout: Duration,
+    ok: impl Fn(&Table) -> bool,
+) -> Result<(), String> {
+    let mut table = sidecar.table();
+    let wait = async {
+        loop {
+            if ok(&table.borrow_and_update()) {
+                return Ok(());
+            }
+            table
+                .changed()
+                .await
+                .map_err(|_| "the sidecar stopped".to_string())?;
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| format!("not in the expected state within {timeout:?}"))?
+}
+
+fn addresses(c: &ClusterNet) -> Result<Addresses, String> {
+    let pod = |n: u8, port: u16| -> Result<SocketAddr, String> {
+        Ok(SocketAddr::new(
+            c.pod_ip(n).map_err(|e| e.to_string())?,
+            port,
+        ))
+    };
+    let gw = c.gateway_ip();
+    Ok(Addresses {
+        apiserver: SocketAddr::new(gw, 6443),
+        xds: pod(POD_FEDERATION, 15010)?,
+        federation_admin: pod(POD_FEDERATION, 15014)?,
+        gateway: SocketAddr::new(gw, 15443),
+        gateway_admin: pod(POD_GATEWAY, 15021)?,
+        dns: pod(POD_DNS, 15053)?,
+        dns_admin: pod(POD_DNS, 15020)?,
+        helloworld: pod(POD_HELLOWORLD, 5000)?,
+        sleep_proxy: pod(POD_SLEEP, 15001)?,
+    })
+}
+
+/// The upstream resolvers for the DNS proxy: the host's, though an isolated cluster may
+/// not reach them (only mesh names matter to the test bed).
+fn upstreams() -> Vec<String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let servers: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53).to_string())
+        .collect();
+    if servers.is_empty() {
+        vec!["127.0.0.53:53".into()]
+    } else {
+        servers
+    }
+}
+
+async fn start_cluster(
+    cfg: &BedConfig,
+    net: &ClusterNet,
+    i: usize,
+    root: &CertificateAuthority,
+) -> Result<ClusterBed, String> {
+    let name = net.name().to_string();
+    let (network, region, zone, version) = (
+        format!("network{i}"),
+        format!("region{i}"),
+        format!("zone{i}"),
+        format!("v{i}"),
+    );
+    let addrs = addresses(net)?;
+    let rt = net.runtime().map_err(|e| e.to_string())?;
+    let ca = root
+        .issue_intermediate(&IntermediateOptions {
+            cluster: name.clone(),
+            days: 30,
+            key: KeyAlgorithm::EcdsaP256,
+        })
+        .map_err(|e| e.to_string())?;
+    let ca_dir = cfg.state_dir.join("certs").join(&name);
+    write_certs(&ca_dir, &ca.cacerts_files())?;
+
+    let mut api_cfg = ApiServerConfig::new(addrs.apiserver, &name);
+    api_cfg.service_cidr = (Ipv4Addr::new(10, 95 + i as u8, 0, 0), 16);
+    let api = rt
+        .spawn(ApiServer::start(api_cfg))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{name}'s API server: {e}"))?;
+    let kubeconfig = cfg.state_dir.join(&name).join("kubeconfig");
+    std::fs::create_dir_all(cfg.state_dir.join(&name)).map_err(|e| e.to_string())?;
+    api.write_kubeconfig(&kubeconfig)
+        .map_err(|e| e.to_string())?;
+    let kc = api.kubeconfig();
+    let client = rt
+        .spawn(async move { meshfed_federation::secrets::client_from_kubeconfig(&kc).await })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{name}'s client: {e}"))?;
+
+    let hello_pod = SamplePod {
+        name: format!("helloworld-{version}"),
+        app: "helloworld".into(),
+        version: Some(version.clone()),
+        service_account: "helloworld".into(),
+        ip: addrs.helloworld.ip().to_string(),
+        port: addrs.helloworld.port(),
+    };
+    let cacerts =
+        meshfed_certs::cacerts_secret_yaml(&ca_dir, "istio-system").map_err(|e| e.to_string())?;
+    let seeding = (
+        client.clone(),
+        name.clone(),
+        network.clone(),
+        region.clone(),
+        zone.clone(),
+        addrs.clone(),
+        hello_pod.clone(),
+    );
+    rt.spawn(async move {
+        let (c, name, network, region, zone, addrs, hello) = seeding;
+        seed_objects(&c, &name, &network, &region, &zone, &addrs, &hello).await?;
+        objects::cacerts(&c, &cacerts)
+            .await
+            .map_err(|e| format!("{name}: cacerts: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+
+    let procs = components(cfg, net, &name, &network, &addrs, &kubeconfig).await?;
+    let [federation, gateway, dns] = procs;
+
+    let day = Duration::from_secs(86_400);
+    let hello_credentials = Credentials::new(issue(&ca, "helloworld", day)?);
+    let sleep_credentials = Credentials::new(issue(&ca, "sleep", day)?);
+    let hw = rt
+        .spawn(Helloworld::start(
+            addrs.helloworld,
+            version.clone(),
+            hello_credentials.clone(),
+        ))
+        .await
+        .map_err(|e| e.to_string())??;
+    let sidecar_cfg = SidecarConfig {
+        xds: format!("http://{}", addrs.xds),
+        identity: meshfed_proto::ads::Identity {
+            kind: "sidecar".into(),
+            cluster_id: name.clone(),
+            network: network.clone(),
+            ip: addrs.sleep_proxy.ip().to_string(),
+            pod: "sleep".into(),
+            namespace: "sample".into(),
+            locality: envoy_types::pb::envoy::config::core::v3::Locality {
+                region: region.clone(),
+                zone: zone.clone(),
+                sub_zone: String::new(),
+            },
+        },
+        listen: addrs.sleep_proxy,
+        domain: "cluster.local".into(),
+        credentials: sleep_credentials.clone(),
+    };
+    let sleep = rt
+        .spawn(Sidecar::start(sidecar_cfg))
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(ClusterBed {
+        name,
+        network,
+        region,
+        zone,
+        version,
+        addrs,
+        kubeconfig,
+        client,
+        api: Arc::new(Mutex::new(api)),
+        federation: Mutex::new(federation),
+        gateway: Mutex::new(gateway),
+        dns: Mutex::new(dns),
+        helloworld: Mutex::new(Some(hw)),
+        sleep,
+        hello_pod,
+        ca,
+        sleep_credentials,
+        hello_credentials,
+        rt,
+    })
+}
+
+/// Namespaces, the node, Services helloworld, helloworld-v<i> (this cluster only: remote
+/// everywhere else) and sleep, their pods, and the east-west gateway's Service.
+async fn seed_objects(
+    c: &kube::Client,
+    name: &str,
+    network: &str,
+    region: &str,
+    zone: &str,
+    addrs: &Addresses,
+    hello: &SamplePod,
+) -> Result<(), String> {
+    let node = format!("{name}-node");
+    let ctx = |what: &str| err_owned(format!("{name}: {what}"));
+    objects::namespaces(c, network)
+        .await
+        .map_err(|e| ctx("namespaces")(e.to_string()))?;
+    objects::node(c, &node, region, zone)
+        .await
+        .map_err(|e| ctx("node")(e.to_string()))?;
+    let own = format!("helloworld-{}", hello.version.as_deref().unwrap_or(""));
+    objects::service(c, "helloworld", json!({"app": "helloworld"}), 5000)
+        .await
+        .map_err(|e| ctx("helloworld Service")(e.to_string()))?;
+    objects::service(
+        c,
+        &own,
+        json!({"app": "helloworld", "version": hello.version}),
+        5000,
+    )
+    .await
+    .map_err(|e| ctx("per-version Service")(e.to_string()))?;
+    objects::pod(c, hello, &node, &["helloworld", &own])
+        .await
+        .map_err(|e| ctx("helloworld pod")(e.to_string()))?;
+    let sleep = SamplePod {
+        name: "sleep".into(),
+        app: "sleep".into(),
+        version: None,
+        service_account: "sleep".into(),
+        ip: addrs.sleep_proxy.ip().to_string(),
+        port: 80,
+    };
+    objects::service(c, "sleep", json!({"app": "sleep"}), 80)
+        .await
+        .map_err(|e| ctx("sleep Service")(e.to_string()))?;
+    objects::pod(c, &sleep, &node, &["sleep"])
+        .await
+        .map_err(|e| ctx("sleep pod")(e.to_string()))?;
+    crate::seed::gateway_service(c, network, &addrs.gateway.ip().to_string())
+        .await
+        .map_err(|e| ctx("gateway Service")(e.to_string()))
+}
+
+fn err_owned(context: String) -> impl Fn(String) -> String {
+    move |e| format!("{context}: {e}")
+}
+
+/// The /16 of this cluster's pod network, which the DNS proxy answers (as a node-local
+/// resolver would); a loopback-only proxy would refuse the pods.
+fn pod_cidr(pod: IpAddr) -> String {
+    match pod {
+        IpAddr::V4(v4) => {
+            let [a, b, _, _] = v4.octets();
+            format!("{a}.{b}.0.0/16")
+        }
+        IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// The component processes: federation first (the others connect to it).
+async fn components(
+    cfg: &BedConfig,
+    net: &ClusterNet,
+    name: &str,
+    network: &str,
+    a: &Addresses,
+    kubeconfig: &Path,
+) -> Result<[Proc; 3], String> {
+    let log = |what: &str| {
+        cfg.state_dir
+            .join("logs")
+            .join(format!("{name}-{what}.log"))
+    };
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let xds = format!("http://{}", a.xds);
+    let federation = Spec {
+        name: format!("{name} federation"),
+        args: s(&[
+            "federation",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--cluster-id",
+            name,
+            "--network",
+            network,
+            "--xds-listen",
+            &a.xds.to_string(),
+            "--admin",
+            &a.federation_admin.to_string(),
+        ]),
+        log: log("federation"),
+    };
+    let gateway = Spec {
+        name: format!("{name} gateway"),
+        args: s(&[
+            "gateway",
+            "--listen",
+            &a.gateway.to_string(),
+            "--admin",
+            &a.gateway_admin.to_string(),
+            "--xds",
+            &xds,
+            "--cluster-id",
+            name,
+            "--network",
+            network,
+            "--threads",
+            "1",
+        ]),
+        log: log("gateway"),
+    };
+    let mut dns_args = s(&[
+        "dns-proxy",
+        "--listen",
+        &a.dns.to_string(),
+        "--admin",
+        &a.dns_admin.to_string(),
+        "--xds",
+        &a.xds.to_string(),
+        "--cluster-id",
+        name,
+        "--namespace",
+        "sample",
+        "--threads",
+        "1",
+        "--upstream-timeout",
+        "1s",
+        "--allow-from",
+        &pod_cidr(a.dns.ip()),
+    ]);
+    for u in upstreams() {
+        dns_args.extend(["--upstream".to_string(), u]);
+    }
+    let dns = Spec {
+        name: format!("{name} DNS proxy"),
+        args: dns_args,
+        log: log("dns"),
+    };
+    let federation = Proc::start(&cfg.exe, net, federation).await?;
+    let gateway = Proc::start(&cfg.exe, net, gateway).await?;
+    let dns = Proc::start(&cfg.exe, net, dns).await?;
+    Ok([federation, gateway, dns])
+}
