@@ -14,6 +14,7 @@ declare -A PKGS=(
   [npm]=npm
   [dig]=bind9-dnsutils
   [dnsmasq]=dnsmasq-base
+  [shellcheck]=shellcheck
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# verify.sh: the seed's demo steps against the clusters up.sh made (cluster1 and cluster2;
+# further clusters are left alone). One line per step, PASS or FAIL with what was seen; exits
+# 1 if any step failed. Steps:
+#   isolation              cluster1 cannot reach a cluster2 pod IP directly (cluster2 can)
+#   cross_network          sleep in each cluster reaches helloworld v1 and v2
+#   dns                    helloworld-v<J>, a Service only cluster J has, resolves through
+#                          meshfed-dns in the other cluster (to a 240.240.0.0/16 VIP), and
+#                          not through kube-dns
+#   distribute             with samples/locality-lb-weight.yaml, 80/20 between regions (±10)
+#   failover               with samples/locality-lb-failover.yaml and helloworld-v1 scaled to
+#                          0, all of cluster1's traffic goes to v2
+#   remote_secret_removal  deleting cluster1's remote secret for cluster2 drops cluster2 from
+#                          cluster1's federation and its names from meshfed-dns (restored after)
+# Every step restores what it changed (rules deleted, v1 scaled back, the secret re-made).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ $# -eq 0 ] || {
+  echo "usage: $0    (runs against kind clusters cluster1 and cluster2 made by up.sh)" >&2
+  exit 2
+}
+
+need_tools docker kind kubectl
+find_meshfed
+if ! kind_clusters | grep -qx 1 || ! kind_clusters | grep -qx 2; then
+  die "kind clusters cluster1 and cluster2 are needed: run $KIND_DIR/up.sh first"
+fi
+[ -f "$WORK/cluster2/kubeconfig" ] || die "no $WORK/cluster2/kubeconfig: run $KIND_DIR/up.sh first"
+
+HOST=helloworld.sample.svc.cluster.local
+
+k() {
+  local i=$1
+  shift
+  kubectl --context "kind-cluster$i" "$@"
+}
+
+# note TEXT: detail for the current step's line.
+NOTES=()
+note() { NOTES+=("$*"); }
+
+# hello I COUNT: COUNT requests from cluster I's sleep through its sidecar; the responses.
+hello() {
+  k "$1" -n sample exec deploy/sleep -c sleep -- sh -c \
+    "for n in \$(seq $2); do curl -s -m 5 -H 'Host: $HOST:5000' http://127.0.0.1:15001/hello; echo; done"
+}
+
+# count VERSION TEXT: how many responses came from VERSION.
+count() {
+  grep -c "version: $1," <<<"$2" || true
+}
+
+# apply_rule FILE: the DestinationRule in every cluster (each federation reads its own).
+apply_rule() {
+  local i
+  for i in 1 2; do
+    k "$i" apply -f "$1" >/dev/null || return 1
+  done
+  # A push, then Envoy warms each changed cluster before using it; the cluster's mTLS secrets
+  # never arrive in this bed (no SDS server), so warming can take Envoy's 15 s initial fetch
+  # timeout.
+  sleep 20
+}
+
+delete_rules() {
+  local i
+  for i in 1 2; do
+    k "$i" -n sample delete destinationrule helloworld --ignore-not-found >/dev/null
+  done
+}
+
+clusterz() {
+  k "$1" get --raw "/api/v1/namespaces/istio-system/services/meshfed-federation:http-admin/proxy/debug/clusterz"
+}
+
+# cluster_status I ID: the status of cluster ID in cluster I's federation ("" if it is not
+# listed); fails if the federation's admin port cannot be read.
+cluster_status() {
+  local json
+  json=$(clusterz "$1") || return 1
+  tr '{' '\n' <<<"$json" | grep "\"id\":\"$2\"" | grep -o '"status":"[a-z]*"' | cut -d'"' -f4 || true
+}
+
+listed() {
+  local s
+  s=$(cluster_status "$1" "$2") && [ -n "$s" ]
+}
+
+# shellcheck disable=SC2317 # run through retry
+not_listed() {
+  local s
+  s=$(cluster_status "$1" "$2") && [ -z "$s" ]
+}
+
+# shellcheck disable=SC2317 # run through retry
+synced() {
+  local s
+  s=$(cluster_status "$1" "$2") && [ "$s" = synced ]
+}
+
+# resolve I NAME [SERVER]: nslookup from cluster I's sleep; its output.
+resolve() {
+  k "$1" -n sample exec deploy/sleep -c sleep -- nslookup "${@:2}" 2>&1 || true
+}
+
+# answered I NAME [SERVER]: the lookup got an address (busybox prints the server first, then
+# "Name:" and the answers).
+answered() {
+  resolve "$@" | awk '/^Name:/ { n = 1 } n && /^Address/ { found = 1 } END { exit !found }'
+}
+
+dns_ip() {
+  k "$1" -n istio-system get service meshfed-dns -o jsonpath='{.spec.clusterIP}'
+}
+
+has_vip() { resolve "$1" "$2" "$(dns_ip "$1")" | grep -q '240\.240\.'; }
+# shellcheck disable=SC2317 # run through retry
+no_vip() { ! has_vip "$1" "$2"; }
+
+step_isolation() {
+  local ip
+  ip=$(k 2 -n sample get pod -l app=helloworld,version=v2 -o jsonpath='{.items[0].status.podIP}') || return 1
+  [ -n "$ip" ] || {
+    note "no helloworld-v2 pod in cluster2"
+    return 1
+  }
+  if ! k 2 -n sample exec deploy/sleep -c sleep -- curl -s -m 5 "http://$ip:5000/hello" >/dev/null; then
+    note "cluster2's own sleep cannot reach $ip:5000 either: the pod does not serve"
+    return 1
+  fi
+  if k 1 -n sample exec deploy/sleep -c sleep -- curl -s -m 5 "http://$ip:5000/hello" >/dev/null; then
+    note "cluster1 reached cluster2's pod $ip:5000 directly: the pod networks are not isolated"
+    return 1
+  fi
+  note "cluster2 pod $ip:5000: reachable from cluster2, not from cluster1"
+}
+
+step_cross_network() {
+  local i out v1 v2 ok=0
+  delete_rules || return 1
+  for i in 1 2; do
+    out=$(hello "$i" 20) || return 1
+    v1=$(count v1 "$out")
+    v2=$(count v2 "$out")
+    note "from cluster$i: v1=$v1 v2=$v2 of 20"
+    ((v1 > 0 && v2 > 0)) || ok=1
+  done
+  return "$ok"
+}
+
+step_dns() {
+  local i j name ok=0
+  for i in 1 2; do
+    j=$((3 - i))
+    name=helloworld-v$j.sample.svc.cluster.local
+    if k "$i" -n sample get service "helloworld-v$j" >/dev/null 2>&1; then
+      note "cluster$i has a helloworld-v$j Service: not a remote-only name"
+      ok=1
+    elif answered "$i" "$name"; then
+      note "kube-dns in cluster$i resolves $name: not a remote-only name"
+      ok=1
+    elif has_vip "$i" "$name"; then
+      note "cluster$i: $name -> $(resolve "$i" "$name" "$(dns_ip "$i")" | grep -o '240\.240\.[0-9.]*' | head -1)"
+    else
+      note "cluster$i: meshfed-dns has no 240.240.0.0/16 address for $name"
+      ok=1
+    fi
+  done
+  return "$ok"
+}
+
+step_distribute() {
+  local i out mine other ok=0
+  apply_rule "$REPO/samples/locality-lb-weight.yaml" || return 1
+  for i in 1 2; do
+    out=$(hello "$i" 100) || ok=1
+    mine=$(count "v$i" "$out")
+    other=$(count "v$((3 - i))" "$out")
+    note "from cluster$i: own region $mine, other region $other of 100 (want 80/20 ±10)"
+    ((mine >= 70 && mine <= 90 && other >= 10 && other <= 30)) || ok=1
+  done
+  delete_rules || ok=1
+  return "$ok"
+}
+
+step_failover() {
+  local out v2 ok=0
+  if ! apply_rule "$REPO/samples/locality-lb-failover.yaml" ||
+    ! k 1 -n sample scale deployment/helloworld-v1 --replicas=0 >/dev/null; then
+    ok=1
+  elif ! k 1 -n sample wait --for=delete pod -l app=helloworld,version=v1 --timeout=120s >/dev/null; then
+    note "helloworld-v1 pods did not go away"
+    ok=1
+  elif sleep 5 && out=$(hello 1 20); then
+    v2=$(count v2 "$out")
+    note "helloworld-v1 at 0 replicas: v2=$v2 of 20 from cluster1"
+    ((v2 == 20)) || ok=1
+  else
+    ok=1
+  fi
+  k 1 -n sample scale deployment/helloworld-v1 --replicas=1 >/dev/null || ok=1
+  k 1 -n sample rollout status deployment/helloworld-v1 --timeout=180s >/dev/null || ok=1
+  delete_rules || ok=1
+  return "$ok"
+}
+
+step_remote_secret_removal() {
+  local secret=istio-remote-secret-cluster2 out v1 v2 ok=0
+  k 1 -n istio-system get secret "$secret" >/dev/null || {
+    note "cluster1 has no $secret"
+    return 1
+  }
+  listed 1 cluster2 || {
+    note "cluster1's federation does not list cluster2 before the removal"
+    return 1
+  }
+  k 1 -n istio-system delete secret "$secret" >/dev/null || return 1
+  if retry 30 2 not_listed 1 cluster2; then
+    note "cluster2 gone from cluster1's /debug/clusterz"
+  else
+    note "cluster1's federation still lists cluster2 60s after its secret was deleted"
+    ok=1
+  fi
+  if retry 15 2 no_vip 1 helloworld-v2.sample.svc.cluster.local; then
+    note "helloworld-v2 no longer resolves in cluster1"
+  else
+    note "meshfed-dns in cluster1 still resolves helloworld-v2"
+    ok=1
+  fi
+  if out=$(hello 1 20); then
+    v1=$(count v1 "$out")
+    v2=$(count v2 "$out")
+    note "from cluster1: v1=$v1 v2=$v2 of 20"
+    ((v2 == 0 && v1 > 0)) || ok=1
+  else
+    ok=1
+  fi
+  # Restore: the same secret up.sh made.
+  if remote_secret 1 2 >/dev/null && retry 45 2 synced 1 cluster2; then
+    note "restored (cluster2 synced again)"
+  else
+    note "could not restore: re-run $KIND_DIR/up.sh"
+    ok=1
+  fi
+  return "$ok"
+}
+
+failed=0
+# report STEP STATUS: the step's line (with its notes); a non-zero STATUS fails the run.
+report() {
+  local result=PASS detail
+  if [ "$2" -ne 0 ]; then
+    result=FAIL
+    failed=1
+  fi
+  detail=$(printf '%s; ' "${NOTES[@]}")
+  printf '%-22s %s  %s\n' "$1" "$result" "${detail%; }"
+  NOTES=()
+}
+
+r=0
+step_isolation || r=$?
+report isolation "$r"
+r=0
+step_cross_network || r=$?
+report cross_network "$r"
+r=0
+step_dns || r=$?
+report dns "$r"
+r=0
+step_distribute || r=$?
+report distribute "$r"
+r=0
+step_failover || r=$?
+report failover "$r"
+r=0
+step_remote_secret_removal || r=$?
+report remote_secret_removal "$r"
+exit "$failed"

@@ -1,0 +1,794 @@
+//! The kind test bed (`kind/`) needs Docker, which this machine does not have, so it is checked
+//! statically: every script passes shellcheck; every manifest parses as its Kubernetes type (and
+//! loses no field doing so), or, for kind's and MetalLB's own types, has the fields they
+//! require; the Envoy sidecars' bootstrap, rendered exactly as up.sh and the sidecar's own start
+//! command render it, is a node meshfed's xDS server takes for a sidecar and routes helloworld
+//! to meshfed's CDS cluster; and up.sh's substitution of deploy/meshfed.yaml changes every line
+//! marked `# CLUSTER` and nothing else. The functions checked are the ones the scripts run
+//! (kind/lib.sh, sourced by bash).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use meshfed_federation::xds::node::{Generator, Proxy, ProxyKind};
+use meshfed_model::{ClusterName, Locality};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const HELLOWORLD: &str = "helloworld.sample.svc.cluster.local";
+/// What the sidecars fill in themselves when they start (kind/lib.sh's POD_PLACEHOLDERS).
+const POD_PLACEHOLDERS: [&str; 3] = ["POD_IP", "POD_NAME", "APP"];
+
+fn kind_dir() -> PathBuf {
+    Path::new(ROOT).join("kind")
+}
+
+/// The files of `dir` ending in `ext`, sorted.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `script` in bash with kind/lib.sh sourced, as the kind scripts run it.
+fn lib(script: &str) -> Output {
+    let work = tempfile::tempdir().unwrap();
+    Command::new("bash")
+        .current_dir(ROOT)
+        .env("MESHFED_KIND_WORK", work.path())
+        .arg("-c")
+        .arg(format!("source kind/lib.sh\n{script}"))
+        .output()
+        .expect("bash is required")
+}
+
+/// kind/manifests/`name` as up.sh renders it for cluster `i` (its `cluster_vars`, plus the
+/// MetalLB range it computes).
+fn rendered(name: &str, i: u32) -> String {
+    ok(
+        lib(&format!(
+            "mapfile -t vars < <(cluster_vars {i})\n\
+             render kind/manifests/{name} \"${{vars[@]}}\" LB_RANGE=172.18.255.10-172.18.255.19"
+        )),
+        name,
+    )
+}
+
+/// Every `${NAME}` in `text`.
+fn placeholders(text: &str) -> BTreeSet<String> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+/// `typed` written back must be `original`: a misspelt or misplaced field, which k8s-openapi
+/// would skip, shows up as a difference.
+fn round_trip<T: DeserializeOwned + serde::Serialize>(original: &Value, what: &str) -> T {
+    let typed: T = serde_yaml::from_value(original.clone())
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{original:?}"));
+    let back = serde_yaml::to_value(&typed).unwrap();
+    assert_eq!(&back, original, "{what}: fields lost or changed by parsing");
+    typed
+}
+
+#[derive(Default)]
+struct Objects {
+    namespaces: Vec<Namespace>,
+    accounts: Vec<ServiceAccount>,
+    services: Vec<Service>,
+    config_maps: Vec<ConfigMap>,
+    deployments: Vec<Deployment>,
+    crds: Vec<CustomResourceDefinition>,
+    kind_clusters: Vec<Value>,
+    pools: Vec<String>,
+    advertised_pools: Vec<String>,
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str], what: &str) -> &'a str {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("{what}: {} must be a non-empty string", path.join(".")))
+}
+
+fn parse(text: &str, what: &str, into: &mut Objects) {
+    for v in documents(text) {
+        let api = str_at(&v, &["apiVersion"], what).to_string();
+        let kind = str_at(&v, &["kind"], what).to_string();
+        let what = &format!("{what}: {api} {kind}");
+        match (api.as_str(), kind.as_str()) {
+            ("v1", "Namespace") => into.namespaces.push(round_trip(&v, what)),
+            ("v1", "ServiceAccount") => into.accounts.push(round_trip(&v, what)),
+            ("v1", "Service") => into.services.push(round_trip(&v, what)),
+            ("v1", "ConfigMap") => into.config_maps.push(round_trip(&v, what)),
+            ("apps/v1", "Deployment") => into.deployments.push(round_trip(&v, what)),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                into.crds.push(round_trip(&v, what))
+            }
+            ("kind.x-k8s.io/v1alpha4", "Cluster") => {
+                str_at(&v, &["name"], what);
+                str_at(&v, &["networking", "podSubnet"], what);
+                str_at(&v, &["networking", "serviceSubnet"], what);
+                let nodes = v["nodes"].as_sequence().expect("kind Cluster: nodes");
+                assert!(!nodes.is_empty(), "{what}: no nodes");
+                assert!(
+                    nodes.iter().any(|n| n["role"] == "control-plane"),
+                    "{what}: no control-plane node"
+                );
+                for n in nodes {
+                    str_at(n, &["labels", "topology.kubernetes.io/region"], what);
+                    str_at(n, &["labels", "topology.kubernetes.io/zone"], what);
+                }
+                into.kind_clusters.push(v.clone());
+            }
+            ("metallb.io/v1beta1", "IPAddressPool") => {
+                assert_eq!(
+                    str_at(&v, &["metadata", "namespace"], what),
+                    "metallb-system"
+                );
+                let addresses = v["spec"]["addresses"].as_sequence().expect("addresses");
+                assert!(!addresses.is_empty(), "{what}: no addresses");
+                for a in addresses {
+                    assert!(a.as_str().is_some_and(|s| !s.is_empty()), "{what}: {a:?}");
+                }
+                into.pools
+                    .push(str_at(&v, &["metadata", "name"], what).to_string());
+            }
+            ("metallb.io/v1beta1", "L2Advertisement") => {
+                assert_eq!(
+                    str_at(&v, &["metadata", "namespace"], what),
+                    "metallb-system"
+                );
+                let pools = v["spec"]["ipAddressPools"].as_sequence().expect("pools");
+                assert!(!pools.is_empty(), "{what}: advertises no pool");
+                into.advertised_pools
+                    .extend(pools.iter().map(|p| p.as_str().unwrap().to_string()));
+            }
+            _ => panic!("{what}: a kind this test does not know; teach it"),
+        }
+    }
+}
+
+fn all_manifests(render_for: Option<u32>) -> Objects {
+    let mut objects = Objects::default();
+    let paths = files(&kind_dir().join("manifests"), "yaml");
+    assert!(paths.len() >= 7, "kind/manifests: {paths:?}");
+    for p in paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let text = match render_for {
+            Some(i) => rendered(name, i),
+            None => read(&p),
+        };
+        parse(&text, name, &mut objects);
+    }
+    objects
+}
+
+fn deployment<'a>(o: &'a Objects, name: &str) -> &'a Deployment {
+    o.deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Deployment {name}"))
+}
+
+fn service<'a>(o: &'a Objects, name: &str) -> &'a Service {
+    o.services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Service {name}"))
+}
+
+fn containers(d: &Deployment) -> &[Container] {
+    &d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+}
+
+fn container<'a>(d: &'a Deployment, name: &str) -> &'a Container {
+    containers(d)
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name} in {:?}", d.metadata.name))
+}
+
+/// The bootstrap template (kind/manifests/envoy-bootstrap.yaml, ConfigMap key envoy.yaml).
+fn bootstrap_of(o: &Objects) -> String {
+    let cm = o
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("envoy-bootstrap"))
+        .expect("ConfigMap envoy-bootstrap");
+    cm.data.as_ref().unwrap()["envoy.yaml"].clone()
+}
+
+/// The name and namespace of the Service in deploy/meshfed.yaml that serves xDS (15010).
+fn xds_service() -> String {
+    let text = read(&Path::new(ROOT).join("deploy/meshfed.yaml"));
+    let mut found = Vec::new();
+    for v in documents(&text) {
+        if v["kind"] == "Service" {
+            let s: Service = serde_yaml::from_value(v).unwrap();
+            let ports = s
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.clone())
+                .unwrap_or_default();
+            if ports.iter().any(|p| p.port == 15010) {
+                found.push(format!(
+                    "{}.{}.svc.cluster.local",
+                    s.metadata.name.unwrap(),
+                    s.metadata.namespace.unwrap()
+                ));
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one xDS Service in deploy/meshfed.yaml");
+    found.remove(0)
+}
+
+#[test]
+fn every_script_is_shellcheck_clean_strict_bash() {
+    let scripts = files(&kind_dir(), "sh");
+    let names: BTreeSet<String> = scripts
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for needed in ["up.sh", "verify.sh", "down.sh"] {
+        assert!(names.contains(needed), "kind/{needed} is missing");
+    }
+    assert!(
+        !kind_dir().join(".shellcheckrc").exists(),
+        "no shellcheckrc: disables are per line, with a reason"
+    );
+    for s in &scripts {
+        let text = read(s);
+        assert!(
+            text.starts_with("#!/usr/bin/env bash\n"),
+            "{}: shebang",
+            s.display()
+        );
+        assert!(
+            text.lines().any(|l| l == "set -euo pipefail"),
+            "{}: set -euo pipefail",
+            s.display()
+        );
+        // Only targeted disables: named SC codes, each with a reason after them.
+        for line in text.lines().filter(|l| l.contains("shellcheck disable=")) {
+            let spec = line.split("disable=").nth(1).unwrap();
+            let (codes, reason) = spec.split_once(" # ").unwrap_or((spec, ""));
+            assert!(
+                !reason.trim().is_empty(),
+                "{}: a disable needs a reason: {line}",
+                s.display()
+            );
+            for code in codes.split(',') {
+                assert!(
+                    code.starts_with("SC") && code[2..].chars().all(|c| c.is_ascii_digit()),
+                    "{}: blanket or malformed disable: {line}",
+                    s.display()
+                );
+            }
+        }
+    }
+    for runnable in ["up.sh", "verify.sh", "down.sh"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(kind_dir().join(runnable))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "kind/{runnable} is not executable");
+    }
+    // Every severity, sourced files followed (lib.sh), from another directory than kind/.
+    let out = Command::new("shellcheck")
+        .arg("--external-sources")
+        .arg("--severity=style")
+        .args(&scripts)
+        .current_dir(ROOT)
+        .output()
+        .expect("shellcheck is required (apt-get install shellcheck; scripts/test.sh installs it)");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "shellcheck:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_manifest_parses_as_its_type_before_and_after_rendering() {
+    for render_for in [None, Some(1), Some(2)] {
+        let o = all_manifests(render_for);
+        assert_eq!(o.kind_clusters.len(), 1);
+        assert!(!o.pools.is_empty());
+        for p in &o.advertised_pools {
+            assert!(o.pools.contains(p), "L2Advertisement of unknown pool {p}");
+        }
+        assert!(
+            o.namespaces
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some("sample"))
+        );
+        let accounts: BTreeSet<_> = o
+            .accounts
+            .iter()
+            .filter_map(|a| a.metadata.name.clone())
+            .collect();
+        for d in &o.deployments {
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let sa = pod.service_account_name.clone().unwrap_or_default();
+            assert!(
+                accounts.contains(&sa),
+                "{:?}: account {sa}",
+                d.metadata.name
+            );
+            // Pinned images only.
+            for c in &pod.containers {
+                let image = c.image.as_deref().unwrap();
+                let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+                assert!(
+                    !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+                    "{image} is not pinned"
+                );
+            }
+        }
+    }
+    // Rendered for cluster 2: the values up.sh gives cluster 2, and nothing left to fill in
+    // but what the sidecars fill in at start.
+    let o = all_manifests(Some(2));
+    let kc = &o.kind_clusters[0];
+    assert_eq!(kc["name"], "cluster2");
+    assert_eq!(
+        kc["nodes"][0]["labels"]["topology.kubernetes.io/region"],
+        "region2"
+    );
+    assert_eq!(
+        kc["nodes"][0]["labels"]["topology.kubernetes.io/zone"],
+        "zone2"
+    );
+    let c1 = &all_manifests(Some(1)).kind_clusters[0];
+    for key in ["podSubnet", "serviceSubnet"] {
+        assert_ne!(
+            c1["networking"][key], kc["networking"][key],
+            "{key} must differ"
+        );
+    }
+    deployment(&o, "helloworld-v2");
+    deployment(&o, "sleep");
+    for name in files(&kind_dir().join("manifests"), "yaml") {
+        let name = name.file_name().unwrap().to_str().unwrap();
+        let left = placeholders(&rendered(name, 2));
+        for p in &left {
+            assert!(
+                POD_PLACEHOLDERS.contains(&p.as_str()),
+                "{name}: ${{{p}}} left"
+            );
+        }
+    }
+    // The seed's DestinationRules (verify.sh applies them) are served by the bed's CRD.
+    let [crd] = &o.crds[..] else {
+        panic!("one CRD")
+    };
+    assert_eq!(crd.spec.group, "networking.istio.io");
+    assert_eq!(crd.spec.names.kind, "DestinationRule");
+    let served: BTreeSet<String> = crd
+        .spec
+        .versions
+        .iter()
+        .filter(|v| v.served)
+        .map(|v| format!("networking.istio.io/{}", v.name))
+        .collect();
+    assert!(
+        served.contains("networking.istio.io/v1"),
+        "meshfed watches v1"
+    );
+    for dr in files(&Path::new(ROOT).join("samples"), "yaml") {
+        for v in documents(&read(&dr)) {
+            assert_eq!(v["kind"], "DestinationRule");
+            let api = v["apiVersion"].as_str().unwrap();
+            assert!(served.contains(api), "{}: {api} not served", dr.display());
+        }
+    }
+    // A manifest placeholder with no value makes render fail (up.sh stops there).
+    let out = lib("render kind/manifests/metallb-pool.yaml CLUSTER=cluster1");
+    assert!(!out.status.success(), "render without LB_RANGE must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LB_RANGE"));
+}
+
+#[test]
+fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
+    let raw = all_manifests(None);
+    // The template itself is YAML (placeholders only inside strings).
+    let b: Value = serde_yaml::from_str(&bootstrap_of(&raw)).unwrap();
+    let id = str_at(&b, &["node", "id"], "node");
+    assert_eq!(
+        id.split('~').collect::<Vec<_>>(),
+        [
+            "sidecar",
+            "${POD_IP}",
+            "${POD_NAME}.sample",
+            "sample.svc.cluster.local"
+        ],
+        "Istio's sidecar node id"
+    );
+    for k in ["CLUSTER_ID", "NETWORK", "NAMESPACE"] {
+        str_at(&b, &["node", "metadata", k], "node metadata");
+    }
+    str_at(&b, &["node", "locality", "region"], "locality");
+    str_at(&b, &["node", "locality", "zone"], "locality");
+
+    let ads = &b["dynamic_resources"]["ads_config"];
+    assert_eq!(ads["api_type"], "DELTA_GRPC");
+    assert_eq!(ads["transport_api_version"], "V3");
+    assert_eq!(
+        ads["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+        "xds-grpc"
+    );
+    assert!(b["dynamic_resources"]["cds_config"]["ads"].is_mapping());
+    // meshfed serves Envoy sidecars no listeners: they are static.
+    assert!(b["dynamic_resources"]["lds_config"].is_null());
+
+    let clusters = b["static_resources"]["clusters"].as_sequence().unwrap();
+    let cluster = |name: &str| {
+        clusters
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no static cluster {name}"))
+    };
+    let xds = &cluster("xds-grpc")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        ["address"]["socket_address"];
+    assert_eq!(xds["address"].as_str().unwrap(), xds_service());
+    assert_eq!(xds["port_value"], 15010);
+    for name in ["xds-grpc", "sds-grpc"] {
+        let opts = &cluster(name)["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert!(
+            opts["explicit_http_config"]["http2_protocol_options"].is_mapping(),
+            "{name} speaks gRPC: HTTP/2"
+        );
+    }
+    // meshfed's CDS points Istio mTLS at this cluster; without it Envoy refuses those clusters.
+    let cds_src = read(&Path::new(ROOT).join("federation/src/xds/cds.rs"));
+    assert!(cds_src.contains("cluster_name: \"sds-grpc\""));
+
+    // The outbound listener routes helloworld:5000 to meshfed's cluster for it.
+    let expected = ClusterName::new(5000, None, HELLOWORLD).cluster();
+    assert_eq!(
+        expected,
+        "outbound|5000||helloworld.sample.svc.cluster.local"
+    );
+    let listeners = b["static_resources"]["listeners"].as_sequence().unwrap();
+    let outbound = listeners
+        .iter()
+        .find(|l| l["address"]["socket_address"]["port_value"] == 15001)
+        .expect("outbound listener on 15001");
+    let hcm = &outbound["filter_chains"][0]["filters"][0]["typed_config"];
+    assert!(
+        hcm["@type"]
+            .as_str()
+            .unwrap()
+            .ends_with("http_connection_manager.v3.HttpConnectionManager")
+    );
+    let vhosts = hcm["route_config"]["virtual_hosts"].as_sequence().unwrap();
+    let vh = vhosts
+        .iter()
+        .find(|v| {
+            v["domains"]
+                .as_sequence()
+                .unwrap()
+                .contains(&Value::from(format!("{HELLOWORLD}:5000")))
+        })
+        .expect("a virtual host for helloworld:5000");
+    assert_eq!(
+        vh["routes"][0]["route"]["cluster"].as_str(),
+        Some(&*expected)
+    );
+    let routed: Vec<&str> = vhosts
+        .iter()
+        .flat_map(|v| v["routes"].as_sequence().unwrap())
+        .filter_map(|r| r["route"]["cluster"].as_str())
+        .collect();
+    for c in routed {
+        assert!(
+            ClusterName::parse_cluster(c).is_ok(),
+            "{c}: not a meshfed cluster name"
+        );
+    }
+
+    // The inbound listener is what the helloworld Services target, and leads to the app.
+    let hw_service = service(&raw, "helloworld");
+    let port = &hw_service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, 5000);
+    let target = match port.target_port.as_ref().unwrap() {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
+        other => panic!("targetPort {other:?}"),
+    };
+    let inbound = listeners
+        .iter()
+        .find(|l| l["address"]["socket_address"]["port_value"] == target)
+        .expect("an inbound listener on the Services' targetPort");
+    let chains = inbound["filter_chains"].as_sequence().unwrap();
+    let protocols: BTreeSet<&str> = chains
+        .iter()
+        .filter_map(|c| c["filter_chain_match"]["transport_protocol"].as_str())
+        .collect();
+    assert_eq!(protocols, BTreeSet::from(["raw_buffer", "tls"]));
+    let app_port = container(deployment(&raw, "helloworld-${VERSION}"), "helloworld")
+        .ports
+        .as_ref()
+        .unwrap()[0]
+        .container_port;
+    for chain in chains {
+        let to = chain["filters"][0]["typed_config"]["cluster"]
+            .as_str()
+            .unwrap();
+        let addr = &cluster(to)["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(addr["address"], "127.0.0.1");
+        assert_eq!(addr["port_value"], app_port);
+    }
+
+    // Rendered by up.sh for cluster 1, then by the sidecar's own start command: a node
+    // meshfed's xDS server takes for a sidecar of cluster1/network1 in region1/zone1.
+    let o = all_manifests(Some(1));
+    let template = bootstrap_of(&o);
+    for name in ["sleep", "helloworld-v1"] {
+        let d = deployment(&o, name);
+        let app = d
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap()["app"]
+            .clone();
+        let final_yaml = start_sidecar(d, &template, "10.11.0.7", "pod-0");
+        assert!(
+            placeholders(&final_yaml).is_empty(),
+            "{name}: unfilled placeholders"
+        );
+        let b: Value = serde_yaml::from_str(&final_yaml).unwrap();
+        assert_eq!(
+            str_at(&b, &["node", "id"], name),
+            "sidecar~10.11.0.7~pod-0.sample~sample.svc.cluster.local"
+        );
+        assert_eq!(
+            str_at(&b, &["node", "cluster"], name),
+            format!("{app}.sample")
+        );
+        let meta = |k: &str| str_at(&b, &["node", "metadata", k], name).to_string();
+        let mut node = meshfed_proto::ads::Identity {
+            kind: "sidecar".into(),
+            cluster_id: meta("CLUSTER_ID"),
+            network: meta("NETWORK"),
+            namespace: meta("NAMESPACE"),
+            ..Default::default()
+        }
+        .node();
+        node.id = str_at(&b, &["node", "id"], name).to_string();
+        let loc = node.locality.as_mut().unwrap();
+        loc.region = str_at(&b, &["node", "locality", "region"], name).to_string();
+        loc.zone = str_at(&b, &["node", "locality", "zone"], name).to_string();
+        let p = Proxy::from_node(&node).unwrap();
+        assert_eq!(p.kind, ProxyKind::Sidecar);
+        assert_eq!(p.generator, Generator::Envoy);
+        assert_eq!(p.ip, "10.11.0.7");
+        assert_eq!(p.namespace, "sample");
+        assert_eq!(p.cluster_id, "cluster1");
+        assert_eq!(p.network, "network1");
+        assert_eq!(p.locality, Locality::new("region1", "zone1", ""));
+    }
+}
+
+/// Runs the envoy container's start command of `d` as the container would, with the bootstrap
+/// `template` where the ConfigMap is mounted and `envoy` replaced by a no-op: the bootstrap
+/// Envoy would start with.
+fn start_sidecar(d: &Deployment, template: &str, ip: &str, pod: &str) -> String {
+    let c = container(d, "envoy");
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/bin/sh".to_string(), "-ec".to_string()][..])
+    );
+    let [script] = &c.args.as_deref().unwrap() else {
+        panic!("one script")
+    };
+    let pod_spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = pod_spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.config_map.as_ref().map(|c| c.name.as_str()) == Some("envoy-bootstrap"))
+        .expect("the envoy-bootstrap ConfigMap as a volume");
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .expect("mounted in the envoy container");
+    let input = format!("{}/envoy.yaml", mount.mount_path);
+    assert!(script.contains(&input), "the script reads {input}");
+    let output = script
+        .split("exec envoy -c ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("exec envoy -c FILE");
+    // The downward API gives the pod-start placeholders their values.
+    let env = c.env.as_deref().unwrap_or_default();
+    for p in POD_PLACEHOLDERS {
+        let e = env
+            .iter()
+            .find(|e| e.name == p)
+            .unwrap_or_else(|| panic!("envoy container: no env {p}"));
+        assert!(
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .is_some(),
+            "{p} from the downward API"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (tin, tout) = (dir.path().join("in.yaml"), dir.path().join("out.yaml"));
+    std::fs::write(&tin, template).unwrap();
+    let script = script
+        .replace(&input, tin.to_str().unwrap())
+        .replace(output, tout.to_str().unwrap())
+        .replace("exec envoy", "exec true");
+    let app = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap()["app"]
+        .clone();
+    ok(
+        Command::new("sh")
+            .arg("-ec")
+            .arg(&script)
+            .env("POD_IP", ip)
+            .env("POD_NAME", pod)
+            .env("APP", app)
+            .output()
+            .unwrap(),
+        "the sidecar's start command",
+    );
+    read(&tout)
+}
+
+#[test]
+fn up_substitutes_every_cluster_line_of_deploy_meshfed_yaml() {
+    let up = read(&kind_dir().join("up.sh"));
+    assert!(
+        up.contains("render_meshfed \"$i\" \"$IMAGE\" | k \"$i\" apply -f -"),
+        "up.sh installs deploy/meshfed.yaml through render_meshfed"
+    );
+    let original = read(&Path::new(ROOT).join("deploy/meshfed.yaml"));
+    let image = "registry.example/meshfed:kind-3";
+    let out = ok(lib(&format!("render_meshfed 3 {image}")), "render_meshfed");
+    let (before, after): (Vec<&str>, Vec<&str>) =
+        (original.lines().collect(), out.lines().collect());
+    assert_eq!(before.len(), after.len());
+    let mut marked = 0;
+    for (b, a) in before.iter().zip(&after) {
+        if b.trim_end().ends_with("# CLUSTER") {
+            marked += 1;
+            assert_ne!(b, a, "a # CLUSTER line up.sh leaves as it is");
+            for default in ["cluster1", "network1", "ghcr.io/meshfed/meshfed:latest"] {
+                assert!(!a.contains(default), "{default} left in: {a}");
+            }
+        } else {
+            assert_eq!(b, a, "only # CLUSTER lines may change");
+        }
+    }
+    assert!(
+        marked >= 5,
+        "deploy/meshfed.yaml marks its per-cluster lines"
+    );
+
+    // What those lines mean, once parsed: every component is cluster3 on network3.
+    let mut namespaces = Vec::new();
+    let mut deployments: Vec<Deployment> = Vec::new();
+    let mut services: Vec<Service> = Vec::new();
+    for v in documents(&out) {
+        match v["kind"].as_str().unwrap() {
+            "Namespace" => namespaces.push(serde_yaml::from_value::<Namespace>(v).unwrap()),
+            "Deployment" => deployments.push(serde_yaml::from_value(v).unwrap()),
+            "Service" => services.push(serde_yaml::from_value(v).unwrap()),
+            _ => {}
+        }
+    }
+    let label = |labels: &Option<std::collections::BTreeMap<String, String>>| {
+        labels
+            .as_ref()
+            .and_then(|l| l.get("topology.istio.io/network").cloned())
+    };
+    assert_eq!(
+        label(&namespaces[0].metadata.labels).as_deref(),
+        Some("network3")
+    );
+    let gw = services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("istio-eastwestgateway"))
+        .unwrap();
+    assert_eq!(label(&gw.metadata.labels).as_deref(), Some("network3"));
+    assert_eq!(deployments.len(), 3);
+    for d in &deployments {
+        for c in containers(d) {
+            assert_eq!(c.image.as_deref(), Some(image));
+            let args = c.args.clone().unwrap();
+            let after = |flag: &str| {
+                args.iter()
+                    .position(|a| a == flag)
+                    .map(|i| args[i + 1].as_str())
+            };
+            assert_eq!(after("--cluster-id"), Some("cluster3"), "{args:?}");
+            if let Some(net) = after("--network") {
+                assert_eq!(net, "network3", "{args:?}");
+            }
+        }
+    }
+
+    // The MetalLB ranges up.sh carves: distinct per cluster, inside the kind network.
+    let ranges = ok(
+        lib(
+            "lb_range 172.18.0.0/16 1; lb_range 172.18.0.0/16 2; lb_range 192.168.8.0/24 1; lb_range 10.1.0.0/20 1",
+        ),
+        "lb_range",
+    );
+    assert_eq!(
+        ranges.lines().collect::<Vec<_>>(),
+        [
+            "172.18.255.10-172.18.255.19",
+            "172.18.255.20-172.18.255.29",
+            "192.168.8.110-192.168.8.119",
+            "10.1.15.10-10.1.15.19"
+        ]
+    );
+    assert!(!lib("lb_range 172.18.0.0/25 1").status.success());
+}
