@@ -215,9 +215,11 @@ async fn run_demo(json: bool, args: BedArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let passed = report.steps.iter().filter(|s| s.ok).count();
+        let faults = report.faults.iter().filter(|s| s.ok).count();
         println!(
-            "{passed}/{} steps passed ({} backend)",
+            "{passed}/{} steps and {faults}/{} faults passed ({} backend)",
             report.steps.len(),
+            report.faults.len(),
             report.backend
         );
     }

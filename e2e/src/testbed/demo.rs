@@ -2,6 +2,7 @@
 //! numbered steps, each judged by what the workloads saw: which version answered, through
 //! which address, with which peer identity.
 
+use super::faults::Fault;
 use super::{Backend, Bed, ClusterBed, HELLO_URL, HOST, READY, wait_table};
 use crate::sidecar::Table;
 use serde::Serialize;
@@ -32,11 +33,16 @@ pub struct Step {
 pub struct Report {
     pub backend: String,
     pub steps: Vec<Step>,
+    /// What the mesh did under each fault `meshfed testbed fault` can inject.
+    pub faults: Vec<Step>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.steps.len() == STEPS.len() && self.steps.iter().all(|s| s.ok)
+        self.steps.len() == STEPS.len()
+            && self.steps.iter().all(|s| s.ok)
+            && self.faults.len() == Fault::ALL.len()
+            && self.faults.iter().all(|s| s.ok)
     }
 }
 
@@ -44,7 +50,8 @@ fn cluster_name(host: &str) -> String {
     format!("outbound|5000||{host}")
 }
 
-/// Runs every step in order on `bed` (two clusters); `on_step` sees each result as it lands.
+/// Runs every step in order on `bed` (two clusters), then every fault; `on_step` sees each
+/// result as it lands.
 pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
     let mut steps = Vec::new();
     for (i, name) in STEPS.iter().enumerate() {
@@ -72,9 +79,26 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
         on_step(i + 1, &step);
         steps.push(step);
     }
+    let mut faults = Vec::new();
+    let prepared = prepare_faults(bed).await;
+    for (i, fault) in Fault::ALL.into_iter().enumerate() {
+        let result = match &prepared {
+            Ok(()) => fault_step(bed, fault).await,
+            Err(e) => Err(format!("preparing the faults: {e}")),
+        };
+        let (ok, detail) = result.unwrap_or_else(|e| (false, e));
+        let step = Step {
+            name: fault.as_str().into(),
+            ok,
+            detail,
+        };
+        on_step(STEPS.len() + i + 1, &step);
+        faults.push(step);
+    }
     Report {
         backend: bed.backend.as_str().into(),
         steps,
+        faults,
     }
 }
 
@@ -107,7 +131,11 @@ async fn tally(c: &ClusterBed, n: usize) -> (BTreeMap<String, usize>, Vec<String
 
 fn show(versions: &BTreeMap<String, usize>) -> String {
     let parts: Vec<String> = versions.iter().map(|(v, n)| format!("{v} x{n}")).collect();
-    parts.join(", ")
+    if parts.is_empty() {
+        "no answers".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 async fn isolation(bed: &Bed) -> Outcome {
@@ -505,4 +533,117 @@ async fn remote_secret_removal(bed: &Bed) -> Outcome {
         show(&versions)
     );
     Ok((only_own && forgotten, detail))
+}
+
+/// The seed's 80/20 rule with a one-second ejection, so a healed host is back within seconds.
+const FAULT_RULE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: helloworld, namespace: sample}
+spec:
+  host: helloworld.sample.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - {from: region1/*, to: {region1/*: 80, region2/*: 20}}
+        - {from: region2/*, to: {region2/*: 80, region1/*: 20}}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1s}
+";
+
+/// Gives cluster1 its remote secret for cluster2 back and the fault rule to both.
+async fn prepare_faults(bed: &Bed) -> Result<(), String> {
+    let (c1, c2) = pair(bed)?;
+    let (remote, kubeconfig) = (c2.name.clone(), c2.api.lock().await.kubeconfig());
+    c1.kube(move |client| async move {
+        crate::seed::remote_secret(&client, &remote, &kubeconfig).await
+    })
+    .await?;
+    apply_everywhere(bed, FAULT_RULE).await?;
+    let gw = c2.addrs.gateway;
+    wait_table(&c1.sleep, READY, |t| {
+        helloworld(t).is_some_and(|u| {
+            u.locality_weighted && u.endpoints.iter().any(|h| h.addr == gw && h.healthy)
+        })
+    })
+    .await
+    .map_err(|e| format!("{} never saw {} again: {e}", c1.name, c2.name))
+}
+
+/// Until cluster1's sidecar has let `addr` back in after its ejection.
+async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + READY;
+    while c.sleep.ejected(&cluster_name(HOST)).contains(&addr) {
+        if Instant::now() > deadline {
+            return Err(format!("{addr} still ejected after {READY:?}"));
+        }
+        // Ejection ends by the clock, not by an event.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Requests from `c` until `version` answers again (at most 50).
+async fn until_answers(c: &ClusterBed, version: &str) -> Result<usize, String> {
+    for i in 1..=50 {
+        if c.curl(HELLO_URL)
+            .await
+            .is_ok_and(|a| a.version() == Some(version))
+        {
+            return Ok(i);
+        }
+    }
+    Err(format!("{version} never answered again"))
+}
+
+/// Injects `fault`, reports what cluster1's sleep saw, heals it and checks traffic recovers.
+async fn fault_step(bed: &Bed, fault: Fault) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    if fault == Fault::Partition && bed.backend == Backend::Loopback {
+        return Ok((
+            true,
+            "not available on the loopback backend (no network to cut); run as root".into(),
+        ));
+    }
+    let target = if fault == Fault::CertExpire { c1 } else { c2 };
+    let gw = c2.addrs.gateway;
+    let did = bed.fault(fault, &target.name, false).await?;
+    let (during, failures) = tally(c1, 20).await;
+    let ejected = c1.sleep.ejected(&cluster_name(HOST));
+    let seen = format!("{} ({} failed)", show(&during), failures.len());
+    let (ok_during, what) = match fault {
+        // Every request still answered: the dead or cut-off gateway is retried around and ejected.
+        Fault::GatewayDown | Fault::Partition => (
+            failures.is_empty() && during.get(&c1.version) == Some(&20) && ejected.contains(&gw),
+            format!(
+                "sleep in {}: {seen}; {gw} ejected: {}",
+                c1.name,
+                ejected.contains(&gw)
+            ),
+        ),
+        // The last known endpoints stay (Istio's behaviour without --stale-endpoint-ttl).
+        Fault::ApiserverDown => (
+            failures.is_empty() && during.contains_key(&c2.version),
+            format!(
+                "{} keeps {}'s last known endpoints; sleep in {}: {seen}",
+                c1.name, c2.name, c1.name
+            ),
+        ),
+        // Nobody accepts an expired certificate: every handshake fails.
+        Fault::CertExpire => (
+            during.is_empty() && failures.len() == 20,
+            format!("sleep in {}: {seen}, every mTLS handshake refused", c1.name),
+        ),
+        // Fault::ALL has no other.
+    };
+    let healed = bed.fault(fault, &target.name, true).await?;
+    if fault == Fault::GatewayDown {
+        c2.until_ready(c2.addrs.gateway_admin).await?;
+    }
+    until_readmitted(c1, gw).await?;
+    let tries = until_answers(c1, &c2.version).await?;
+    let detail = format!(
+        "{did}: {what}; healed ({healed}): {} answered again after {tries} request(s)",
+        c2.version
+    );
+    Ok((ok_during, detail))
 }

@@ -85,18 +85,16 @@ impl Bed {
             }
             (Fault::GatewayDown, false) => {
                 let mut gw = c.gateway.lock().await;
-                let pid = gw.pid();
+                let pid = gw.pid().map_or("?".to_string(), |p| p.to_string());
                 gw.kill().await;
-                Ok(format!("{cluster}'s gateway (pid {pid:?}) killed"))
+                Ok(format!("{cluster}'s gateway (pid {pid}) killed"))
             }
             (Fault::GatewayDown, true) => {
                 let mut gw = c.gateway.lock().await;
                 let spec = gw.spec.clone();
                 *gw = Proc::start(&self.exe, self.net(cluster)?, spec).await?;
-                Ok(format!(
-                    "{cluster}'s gateway restarted (pid {:?})",
-                    gw.pid()
-                ))
+                let pid = gw.pid().map_or("?".to_string(), |p| p.to_string());
+                Ok(format!("{cluster}'s gateway restarted (pid {pid})"))
             }
             (Fault::CertExpire, _) => {
                 let ttl = if heal {
@@ -107,6 +105,10 @@ impl Bed {
                 c.sleep_credentials.replace(c.credentials("sleep", ttl)?);
                 c.hello_credentials
                     .replace(c.credentials("helloworld", ttl)?);
+                if !heal {
+                    // notAfter is the issue time in whole seconds: let that second pass.
+                    tokio::time::sleep(Duration::from_millis(1100)).await;
+                }
                 Ok(if heal {
                     format!("{cluster}'s workloads have fresh 24 h certificates")
                 } else {
