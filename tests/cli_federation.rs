@@ -39,11 +39,6 @@ fn create_remote_secret_then_federation_sees_the_remote_cluster() {
     kubectl(&kc1, &["create", "namespace", "istio-system"], "");
     kubectl(&kc1, &["apply", "--validate=false", "-f", "-"], &secret);
 
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
     let (_fed, line) = start(&[
         "federation",
         "--kubeconfig",
@@ -53,11 +48,23 @@ fn create_remote_secret_then_federation_sees_the_remote_cluster() {
         "--network",
         "network1",
         "--admin",
-        &admin,
+        "127.0.0.1:0",
         "--xds-listen",
         "127.0.0.1:0",
     ]);
     assert!(line.starts_with("federation for cluster1"), "{line}");
+    // The bound admin address from the banner: a port picked here and released could be
+    // taken by a parallel test's federation before ours binds it.
+    let admin = line
+        .split("admin ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        admin.starts_with("127.0.0.1:") && !admin.ends_with(":0"),
+        "{line}"
+    );
     // The printed xDS address is the bound one and takes connections.
     let xds = line
         .split("xds ")
