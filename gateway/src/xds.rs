@@ -5,19 +5,16 @@
 
 use crate::metrics::Metrics;
 use crate::routes::{RouteHandle, StaticEndpoint};
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
-use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use meshfed_model::{ClusterName, Locality};
-use meshfed_proto::ads::{self, Applied, DeltaState, Identity, Subscription};
+use meshfed_proto::ads::{
+    self, Applied, CLUSTER_TYPE, DeltaState, ENDPOINT_TYPE, Identity, Subscription,
+};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
-
-const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const ENDPOINT_TYPE: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// What the client holds (SNI cluster names and the endpoints of each) and where it goes.
 struct State {
@@ -65,14 +62,7 @@ impl State {
             self.endpoints.remove(n);
         }
         let after: BTreeSet<String> = self.clusters.keys().cloned().collect();
-        let added: Vec<String> = after.difference(&before).cloned().collect();
-        let gone: Vec<String> = before.difference(&after).cloned().collect();
-        (!added.is_empty() || !gone.is_empty()).then(|| DeltaDiscoveryRequest {
-            type_url: ENDPOINT_TYPE.into(),
-            resource_names_subscribe: added,
-            resource_names_unsubscribe: gone,
-            ..Default::default()
-        })
+        ads::eds_follow_up(&before, &after)
     }
 
     /// EDS: endpoints per cluster; a resource that does not decode is reported (NACK).
@@ -166,25 +156,11 @@ fn endpoints(cla: &ClusterLoadAssignment) -> Vec<StaticEndpoint> {
             {
                 continue;
             }
-            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
-                continue;
-            };
-            let Some(address::Address::SocketAddress(sa)) =
-                ep.address.as_ref().and_then(|a| a.address.as_ref())
-            else {
-                continue;
-            };
-            let Some(socket_address::PortSpecifier::PortValue(port)) = sa.port_specifier else {
-                continue;
-            };
-            let Ok(ip) = sa.address.parse::<std::net::IpAddr>() else {
-                continue;
-            };
-            let Ok(port) = u16::try_from(port) else {
+            let Some(address) = ads::endpoint_addr(e) else {
                 continue;
             };
             out.push(StaticEndpoint {
-                address: SocketAddr::new(ip, port),
+                address,
                 labels: Default::default(),
                 locality: locality.clone(),
             });

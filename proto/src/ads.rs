@@ -3,17 +3,56 @@
 //! already held (so a reconnect resumes instead of starting over), ACK or NACK of every
 //! response, and reconnection with backoff. What a response means is up to a [`DeltaState`].
 
-use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{LbEndpoint, lb_endpoint};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use envoy_types::pb::google::rpc::Status;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT_TYPE: &str =
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+
+/// The IP and port of an EDS endpoint; None for pipes, host names or ports out of range.
+pub fn endpoint_addr(e: &LbEndpoint) -> Option<SocketAddr> {
+    let lb_endpoint::HostIdentifier::Endpoint(ep) = e.host_identifier.as_ref()? else {
+        return None;
+    };
+    let address::Address::SocketAddress(sa) = ep.address.as_ref()?.address.as_ref()? else {
+        return None;
+    };
+    let socket_address::PortSpecifier::PortValue(port) = sa.port_specifier.clone()? else {
+        return None;
+    };
+    Some(SocketAddr::new(
+        sa.address.parse().ok()?,
+        u16::try_from(port).ok()?,
+    ))
+}
+
+/// The EDS subscription change a CDS update implies: endpoints of new clusters wanted,
+/// those of removed clusters not (None when the cluster set did not change).
+pub fn eds_follow_up(
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+) -> Option<DeltaDiscoveryRequest> {
+    let added: Vec<String> = after.difference(before).cloned().collect();
+    let gone: Vec<String> = before.difference(after).cloned().collect();
+    (!added.is_empty() || !gone.is_empty()).then(|| DeltaDiscoveryRequest {
+        type_url: ENDPOINT_TYPE.into(),
+        resource_names_subscribe: added,
+        resource_names_unsubscribe: gone,
+        ..Default::default()
+    })
+}
 
 /// Who a client says it is, in Istio's terms: the node id
 /// `KIND~IP~POD.NS~NS.svc.cluster.local` and the metadata Istio's agent sends.

@@ -30,8 +30,7 @@ pub struct XdsOptions {
     pub modes: Vec<String>,
 }
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+use meshfed_proto::ads::{CLUSTER_TYPE as CDS, ENDPOINT_TYPE as EDS};
 const TARGET: &str = "outbound|8080||svc0.bench.svc.cluster.local";
 const NONE: u64 = u64::MAX;
 

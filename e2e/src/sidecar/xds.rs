@@ -5,10 +5,8 @@
 
 use super::{Host, OutlierPolicy, Table, TlsPolicy, Upstream};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{HealthStatus, address, socket_address};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, LbEndpoint, lb_endpoint,
-};
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     UpstreamTlsContext, common_tls_context,
 };
@@ -18,17 +16,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher;
 use envoy_types::pb::google::protobuf::value;
 use meshfed_model::Locality;
-use meshfed_proto::ads::{Applied, DeltaState, Subscription};
+use meshfed_proto::ads::{self, Applied, CLUSTER_TYPE, DeltaState, ENDPOINT_TYPE, Subscription};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT_TYPE: &str =
-    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
 /// Envoy's defaults for what a Cluster leaves out.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,36 +65,23 @@ impl State {
         &mut self,
         resp: &DeltaDiscoveryResponse,
     ) -> (Option<String>, Option<DeltaDiscoveryRequest>) {
+        let before: BTreeSet<String> = self.clusters.keys().cloned().collect();
         let mut error = None;
-        let mut added = Vec::new();
         for r in &resp.resources {
             match decode::<Cluster>(r).and_then(|c| upstream(&c)) {
                 Ok(up) => {
-                    if self
-                        .clusters
-                        .insert(r.name.clone(), (r.version.clone(), up))
-                        .is_none()
-                    {
-                        added.push(r.name.clone());
-                    }
+                    self.clusters
+                        .insert(r.name.clone(), (r.version.clone(), up));
                 }
                 Err(e) => error = Some(format!("{}: {e}", r.name)),
             }
         }
-        let mut gone = Vec::new();
         for n in &resp.removed_resources {
-            if self.clusters.remove(n).is_some() {
-                self.endpoints.remove(n);
-                gone.push(n.clone());
-            }
+            self.clusters.remove(n);
+            self.endpoints.remove(n);
         }
-        let change = (!added.is_empty() || !gone.is_empty()).then(|| DeltaDiscoveryRequest {
-            type_url: ENDPOINT_TYPE.into(),
-            resource_names_subscribe: added,
-            resource_names_unsubscribe: gone,
-            ..Default::default()
-        });
-        (error, change)
+        let after: BTreeSet<String> = self.clusters.keys().cloned().collect();
+        (error, ads::eds_follow_up(&before, &after))
     }
 
     fn apply_endpoints(&mut self, resp: &DeltaDiscoveryResponse) -> Option<String> {
@@ -268,7 +248,9 @@ pub fn hosts(cla: &ClusterLoadAssignment) -> Vec<Host> {
             .unwrap_or_default();
         let locality_weight = group.load_balancing_weight.as_ref().map_or(1, |w| w.value);
         for e in &group.lb_endpoints {
-            let Some(addr) = socket_addr(e) else { continue };
+            let Some(addr) = ads::endpoint_addr(e) else {
+                continue;
+            };
             out.push(Host {
                 addr,
                 priority: group.priority,
@@ -282,22 +264,6 @@ pub fn hosts(cla: &ClusterLoadAssignment) -> Vec<Host> {
         }
     }
     out
-}
-
-fn socket_addr(e: &LbEndpoint) -> Option<SocketAddr> {
-    let lb_endpoint::HostIdentifier::Endpoint(ep) = e.host_identifier.as_ref()? else {
-        return None;
-    };
-    let address::Address::SocketAddress(sa) = ep.address.as_ref()?.address.as_ref()? else {
-        return None;
-    };
-    let socket_address::PortSpecifier::PortValue(port) = sa.port_specifier.clone()? else {
-        return None;
-    };
-    Some(SocketAddr::new(
-        sa.address.parse().ok()?,
-        u16::try_from(port).ok()?,
-    ))
 }
 
 fn tls_mode_istio(e: &LbEndpoint) -> bool {

@@ -112,10 +112,6 @@ pub struct Bed {
     net: Network,
 }
 
-fn err(context: &str) -> impl Fn(String) -> String + '_ {
-    move |e| format!("{context}: {e}")
-}
-
 impl Bed {
     pub async fn up(cfg: BedConfig) -> Result<Bed, String> {
         if !(2..=8).contains(&cfg.clusters) {
@@ -208,14 +204,14 @@ impl Bed {
                     .is_some_and(|u| u.endpoints.iter().filter(|h| h.healthy).count() == n)
             })
             .await
-            .map_err(err(&format!("{}'s sidecar", c.name)))?;
+            .map_err(|e| format!("{}'s sidecar: {e}", c.name))?;
             for (what, addr) in [
                 ("gateway", c.addrs.gateway_admin),
                 ("DNS proxy", c.addrs.dns_admin),
             ] {
                 c.until_ready(addr)
                     .await
-                    .map_err(err(&format!("{}'s {what}", c.name)))?;
+                    .map_err(|e| format!("{}'s {what}: {e}", c.name))?;
             }
         }
         Ok(())
@@ -540,17 +536,17 @@ async fn seed_objects(
     hello: &SamplePod,
 ) -> Result<(), String> {
     let node = format!("{name}-node");
-    let ctx = |what: &str| err_owned(format!("{name}: {what}"));
+    let ctx = |what: &'static str| move |e: kube::Error| format!("{name}: {what}: {e}");
     objects::namespaces(c, network)
         .await
-        .map_err(|e| ctx("namespaces")(e.to_string()))?;
+        .map_err(ctx("namespaces"))?;
     objects::node(c, &node, region, zone)
         .await
-        .map_err(|e| ctx("node")(e.to_string()))?;
+        .map_err(ctx("node"))?;
     let own = format!("helloworld-{}", hello.version.as_deref().unwrap_or(""));
     objects::service(c, "helloworld", json!({"app": "helloworld"}), 5000)
         .await
-        .map_err(|e| ctx("helloworld Service")(e.to_string()))?;
+        .map_err(ctx("helloworld Service"))?;
     objects::service(
         c,
         &own,
@@ -558,10 +554,10 @@ async fn seed_objects(
         5000,
     )
     .await
-    .map_err(|e| ctx("per-version Service")(e.to_string()))?;
+    .map_err(ctx("per-version Service"))?;
     objects::pod(c, hello, &node, &["helloworld", &own])
         .await
-        .map_err(|e| ctx("helloworld pod")(e.to_string()))?;
+        .map_err(ctx("helloworld pod"))?;
     let sleep = SamplePod {
         name: "sleep".into(),
         app: "sleep".into(),
@@ -572,17 +568,13 @@ async fn seed_objects(
     };
     objects::service(c, "sleep", json!({"app": "sleep"}), 80)
         .await
-        .map_err(|e| ctx("sleep Service")(e.to_string()))?;
+        .map_err(ctx("sleep Service"))?;
     objects::pod(c, &sleep, &node, &["sleep"])
         .await
-        .map_err(|e| ctx("sleep pod")(e.to_string()))?;
+        .map_err(ctx("sleep pod"))?;
     crate::seed::gateway_service(c, network, &addrs.gateway.ip().to_string())
         .await
-        .map_err(|e| ctx("gateway Service")(e.to_string()))
-}
-
-fn err_owned(context: String) -> impl Fn(String) -> String {
-    move |e| format!("{context}: {e}")
+        .map_err(ctx("gateway Service"))
 }
 
 /// The /16 of this cluster's pod network, which the DNS proxy answers (as a node-local
