@@ -139,13 +139,14 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
     };
     crate::runtime(args.threads)?.block_on(async move {
         let proxy = DnsProxy::bind(config).await?;
+        let shutdown = crate::shutdown_signal();
         println!(
             "dns-proxy listening on {} udp+tcp (admin {}, upstream {})",
             show(proxy.local_addr()),
             show(proxy.admin_addr()),
             args_upstreams(&args.upstream, &args.resolv_conf),
         );
-        proxy.run(crate::shutdown_signal()).await;
+        proxy.run(shutdown).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -96,12 +96,13 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
             max: args.push_debounce * 10,
         };
         let xds_task = tokio::spawn(xds::serve(xds_listener, fed.registry.clone(), debounce));
+        let shutdown = crate::shutdown_signal();
         println!(
             "federation for {} on {} (xds {xds_addr}, admin {admin_addr})",
             cfg.cluster_id, cfg.network
         );
         tokio::select! {
-            _ = crate::shutdown_signal() => {}
+            _ = shutdown => {}
             r = xds_task => match r {
                 Ok(Err(e)) => bail!("xDS server: {e}"),
                 _ => bail!("xDS server stopped"),

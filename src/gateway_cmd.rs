@@ -117,12 +117,13 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
         };
         let gateway = Gateway::bind(config, routes).await?;
         let (listen, admin) = (gateway.local_addr(), gateway.admin_addr());
+        let shutdown = crate::shutdown_signal();
         println!(
             "gateway listening on {} (admin {})",
             show(listen),
             show(admin)
         );
-        gateway.run(crate::shutdown_signal()).await;
+        gateway.run(shutdown).await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,6 +1,7 @@
 //! `meshfed`: one binary, a subcommand per component. Each subcommand only parses
 //! arguments and calls the component's library crate.
 
+mod agent_cmd;
 mod certs_cmd;
 mod dns_proxy_cmd;
 mod federation_cmd;
@@ -30,6 +31,8 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// DNS proxy: mesh names (even services only other clusters have) from the federation's NameTable.
     DnsProxy(dns_proxy_cmd::DnsProxyArgs),
+    /// Per-pod agent: serves the workload certificate mounted in the pod to Envoy over SDS.
+    Agent(agent_cmd::AgentArgs),
     /// Federation controller: remote secrets, every cluster's services and endpoints, one registry.
     Federation(federation_cmd::FederationArgs),
     /// Print a remote secret (Istio's format) that lets another cluster read this one.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Testbed(args) => testbed_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
         Command::DnsProxy(args) => dns_proxy_cmd::run(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::Federation(args) => federation_cmd::federation(args),
         Command::CreateRemoteSecret(args) => federation_cmd::create_remote_secret(args),
         Command::RemoteClusters(args) => federation_cmd::remote_clusters(args),
@@ -105,18 +109,24 @@ pub(crate) fn xds_url(server: &str) -> String {
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// the future is first polled: call it before printing the banner, so that a signal sent by
+/// whoever read the banner is never the default (killing) action.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

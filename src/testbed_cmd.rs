@@ -169,10 +169,11 @@ async fn up(clusters: usize, args: BedArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow!(e))?;
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("binding {}", socket.display()))?;
+    let shutdown = crate::shutdown_signal();
     println!("{}", bed.describe());
     let bed = std::sync::Arc::new(bed);
     let control = tokio::spawn(faults::serve_control(bed.clone(), listener));
-    crate::shutdown_signal().await;
+    shutdown.await;
     control.abort();
     let _ = control.await;
     let _ = std::fs::remove_file(&socket);
@@ -257,6 +258,7 @@ pub fn run(args: TestbedArgs) -> Result<ExitCode> {
                 cfg.service_cidr = service_cidr;
                 let mut server = ApiServer::start(cfg).await?;
                 server.write_kubeconfig(&kubeconfig_out)?;
+                let shutdown = crate::shutdown_signal();
                 println!(
                     "serving {} for {cluster_name}; kubeconfig: {}",
                     server.url(),
@@ -264,7 +266,7 @@ pub fn run(args: TestbedArgs) -> Result<ExitCode> {
                 );
                 tokio::select! {
                     _ = server.wait() => {}
-                    _ = crate::shutdown_signal() => tracing::info!("shutting down"),
+                    _ = shutdown => tracing::info!("shutting down"),
                 }
                 server.shutdown().await;
                 Ok(ExitCode::SUCCESS)

@@ -20,6 +20,9 @@ use tokio_stream::wrappers::ReceiverStream;
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+/// SDS: a certificate and key, or a validation context (Envoy's `Secret`).
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 /// The IP and port of an EDS endpoint; None for pipes, host names or ports out of range.
 pub fn endpoint_addr(e: &LbEndpoint) -> Option<SocketAddr> {

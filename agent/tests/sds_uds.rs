@@ -1,0 +1,239 @@
+//! The agent as Envoy meets it: SDS over the Unix socket, with files rotated under it.
+
+use envoy_types::pb::envoy::config::core::v3::data_source;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use meshfed_agent::Agent;
+use meshfed_certs::{
+    CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadCert,
+    WorkloadOptions,
+};
+use meshfed_proto::ads::SECRET_TYPE;
+use prost::Message;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ca() -> CertificateAuthority {
+    let key = KeyAlgorithm::EcdsaP256;
+    let org = "meshfed test".into();
+    let root = CertificateAuthority::new_root(&RootOptions { org, days: 30, key }).expect("root");
+    let cluster = "cluster1".into();
+    root.issue_intermediate(&IntermediateOptions {
+        cluster,
+        days: 10,
+        key,
+    })
+    .expect("intermediate")
+}
+
+fn workload(ca: &CertificateAuthority) -> WorkloadCert {
+    let id = SpiffeId::new("cluster.local", "sample", "sleep").expect("id");
+    ca.issue_workload(&WorkloadOptions::new(id))
+        .expect("workload")
+}
+
+/// Each file replaced by a rename, as a writer that cares about readers does.
+fn write(dir: &Path, chain: &str, key: &str, root: &str) {
+    for (name, text) in [
+        ("cert-chain.pem", chain),
+        ("key.pem", key),
+        ("root-cert.pem", root),
+    ] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+}
+
+async fn connect(socket: PathBuf) -> SecretDiscoveryServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect over the socket");
+    SecretDiscoveryServiceClient::new(channel)
+}
+
+/// A StreamSecrets stream, driven like Envoy drives it.
+struct Stream {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: tonic::Streaming<DiscoveryResponse>,
+}
+
+impl Stream {
+    async fn open(client: &mut SecretDiscoveryServiceClient<Channel>, names: &[&str]) -> Stream {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(request(names, "", "")).await.expect("send");
+        let rx = client
+            .stream_secrets(ReceiverStream::new(rx))
+            .await
+            .expect("stream_secrets")
+            .into_inner();
+        Stream { tx, rx }
+    }
+
+    /// The next response, ACKed.
+    async fn next(&mut self, names: &[&str]) -> DiscoveryResponse {
+        let resp = tokio::time::timeout(WAIT, self.rx.message())
+            .await
+            .expect("a response in time")
+            .expect("stream ok")
+            .expect("stream open");
+        let ack = request(names, &resp.version_info, &resp.nonce);
+        self.tx.send(ack).await.expect("ack");
+        resp
+    }
+}
+
+fn request(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: SECRET_TYPE.into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+fn only_secret(resp: &DiscoveryResponse) -> secret::Type {
+    assert_eq!(resp.resources.len(), 1, "{resp:?}");
+    let s = Secret::decode(resp.resources[0].value.as_slice()).expect("Secret");
+    s.r#type.expect("typed secret")
+}
+
+fn chain_of(resp: &DiscoveryResponse) -> String {
+    let secret::Type::TlsCertificate(tls) = only_secret(resp) else {
+        panic!("not a TLS certificate");
+    };
+    match tls.certificate_chain.and_then(|d| d.specifier) {
+        Some(data_source::Specifier::InlineBytes(b)) => String::from_utf8(b).expect("PEM"),
+        other => panic!("chain not inline: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn envoy_gets_default_and_rootca_and_every_good_rotation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (certs, socket) = (tmp.path().join("certs"), tmp.path().join("uds/socket"));
+    std::fs::create_dir(&certs).expect("mkdir");
+    let ca = ca();
+    let w1 = workload(&ca);
+    write(&certs, &w1.chain_pem(), &w1.key_pem, &w1.root_pem);
+
+    let agent = Agent::bind(&certs, &socket, Duration::from_millis(20)).expect("bind");
+    assert_eq!(
+        agent.material().identity,
+        "spiffe://cluster.local/ns/sample/sa/sleep"
+    );
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only the proxy's user may read the key"
+    );
+    let mut status = agent.status();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut client = connect(socket.clone()).await;
+    let mut default = Stream::open(&mut client, &["default"]).await;
+    let first = default.next(&["default"]).await;
+    assert_eq!(first.version_info, "1");
+    assert_eq!(chain_of(&first), w1.chain_pem());
+    let mut root = Stream::open(&mut client, &["ROOTCA"]).await;
+    let secret::Type::ValidationContext(v) = only_secret(&root.next(&["ROOTCA"]).await) else {
+        panic!("ROOTCA is not a validation context");
+    };
+    let Some(data_source::Specifier::InlineBytes(root_pem)) =
+        v.trusted_ca.and_then(|d| d.specifier)
+    else {
+        panic!("root not inline");
+    };
+    assert_eq!(root_pem, w1.root_pem.as_bytes());
+
+    let fetched = client
+        .fetch_secrets(request(&["default", "ROOTCA"], "", ""))
+        .await
+        .expect("fetch")
+        .into_inner();
+    assert_eq!(fetched.resources.len(), 2);
+    let delta = client
+        .delta_secrets(tokio_stream::iter(vec![DeltaDiscoveryRequest::default()]))
+        .await;
+    assert_eq!(delta.expect_err("delta").code(), tonic::Code::Unimplemented);
+
+    // Rotation: pushed without Envoy asking.
+    let w2 = workload(&ca);
+    write(&certs, &w2.chain_pem(), &w2.key_pem, &w2.root_pem);
+    let second = default.next(&["default"]).await;
+    assert_eq!(second.version_info, "2");
+    assert_eq!(chain_of(&second), w2.chain_pem());
+
+    // A broken rotation (the key is not the leaf's) is refused and nothing is pushed: the next
+    // response Envoy sees is the good rotation after it.
+    let (w3, w4) = (workload(&ca), workload(&ca));
+    write(&certs, &w3.chain_pem(), &w2.key_pem, &w3.root_pem);
+    let refused = tokio::time::timeout(WAIT, status.wait_for(|s| s.failures == 1))
+        .await
+        .expect("refused in time")
+        .expect("watcher alive")
+        .clone();
+    let error = refused.last_error.unwrap_or_default();
+    assert!(error.contains("key.pem"), "{error}");
+    write(&certs, &w4.chain_pem(), &w4.key_pem, &w4.root_pem);
+    let third = default.next(&["default"]).await;
+    assert_eq!(third.version_info, "3");
+    assert_eq!(chain_of(&third), w4.chain_pem());
+
+    stop.send(()).expect("stop");
+    drop((default, root, client));
+    running.await.expect("join").expect("served");
+    assert!(!socket.exists(), "the socket is removed on the way out");
+}
+
+#[test]
+fn bad_credentials_stop_the_agent_before_it_binds() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = ca();
+    let (w, other) = (workload(&ca), workload(&ca));
+    write(tmp.path(), &w.chain_pem(), &other.key_pem, &w.root_pem);
+    let socket = tmp.path().join("socket");
+    let err = Agent::bind(tmp.path(), &socket, Duration::from_secs(1))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_file_in_the_sockets_place_is_left_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = workload(&ca());
+    write(tmp.path(), &w.chain_pem(), &w.key_pem, &w.root_pem);
+    let socket = tmp.path().join("key.pem");
+    let err = Agent::bind(tmp.path(), &socket, Duration::from_secs(1))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&socket).expect("kept"), w.key_pem);
+}
