@@ -78,6 +78,7 @@ cluster_vars() {
     "REGION=region$i" \
     "ZONE=zone$i" \
     "VERSION=v$i" \
+    "MESHFED_IMAGE=$IMAGE" \
     "POD_SUBNET=10.$((10 + i)).0.0/16" \
     "SERVICE_SUBNET=10.$((110 + i)).0.0/16"
 }

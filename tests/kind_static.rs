@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, Servi
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use meshfed_federation::xds::node::{Generator, Proxy, ProxyKind};
 use meshfed_model::{ClusterName, Locality};
+use meshfed_proto::ads::{SDS_CLUSTER, SDS_ROOT_SECRET, SDS_WORKLOAD_SECRET};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -360,9 +361,12 @@ fn every_manifest_parses_as_its_type_before_and_after_rendering() {
                 "{:?}: account {sa}",
                 d.metadata.name
             );
-            // Pinned images only.
+            // Pinned images only (meshfed's is the one up.sh builds and loads).
             for c in &pod.containers {
                 let image = c.image.as_deref().unwrap();
+                if render_for.is_none() && image == "${MESHFED_IMAGE}" {
+                    continue;
+                }
                 let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
                 assert!(
                     !tag.is_empty() && tag != "latest" && !tag.contains('/'),
@@ -477,7 +481,7 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
         ["address"]["socket_address"];
     assert_eq!(xds["address"].as_str().unwrap(), xds_service());
     assert_eq!(xds["port_value"], 15010);
-    for name in ["xds-grpc", "sds-grpc"] {
+    for name in ["xds-grpc", SDS_CLUSTER] {
         let opts = &cluster(name)["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
         assert!(
             opts["explicit_http_config"]["http2_protocol_options"].is_mapping(),
@@ -485,8 +489,7 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
         );
     }
     // meshfed's CDS points Istio mTLS at this cluster; without it Envoy refuses those clusters.
-    let cds_src = read(&Path::new(ROOT).join("federation/src/xds/cds.rs"));
-    assert!(cds_src.contains("cluster_name: \"sds-grpc\""));
+    cluster(SDS_CLUSTER);
 
     // The outbound listener routes helloworld:5000 to meshfed's cluster for it.
     let expected = ClusterName::new(5000, None, HELLOWORLD).cluster();
@@ -618,6 +621,141 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
         assert_eq!(p.cluster_id, "cluster1");
         assert_eq!(p.network, "network1");
         assert_eq!(p.locality, Locality::new("region1", "zone1", ""));
+    }
+}
+
+#[test]
+fn every_sidecar_gets_its_workload_certificate_from_meshfed_agent_over_sds() {
+    let raw = all_manifests(None);
+    let b: Value = serde_yaml::from_str(&bootstrap_of(&raw)).unwrap();
+    // Every secret the bootstrap asks for is one the agent serves, from the agent, in the
+    // state-of-the-world dialect it speaks.
+    let mut asked = BTreeSet::new();
+    secret_configs(&b, &mut asked);
+    assert_eq!(
+        asked,
+        BTreeSet::from([SDS_WORKLOAD_SECRET.to_string(), SDS_ROOT_SECRET.to_string()]),
+        "the inbound listener takes both secrets over SDS"
+    );
+    let sds = b["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == SDS_CLUSTER)
+        .expect("sds-grpc");
+    let socket = str_at(
+        &sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
+        &["pipe", "path"],
+        "sds-grpc",
+    );
+    assert_eq!(socket, meshfed_agent::DEFAULT_SOCKET);
+    let socket_dir = Path::new(socket).parent().unwrap().to_str().unwrap();
+
+    let o = all_manifests(Some(1));
+    let image = ok(lib("printf %s \"$IMAGE\""), "IMAGE");
+    for name in ["sleep", "helloworld-v1"] {
+        let d = deployment(&o, name);
+        let template = &d.spec.as_ref().unwrap().template;
+        let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(
+            labels.get("security.istio.io/tlsMode").map(String::as_str),
+            Some("istio"),
+            "{name}: meshfed's EDS marks only labelled pods for mTLS"
+        );
+        let pod = template.spec.as_ref().unwrap();
+        let (envoy, agent) = (container(d, "envoy"), container(d, "meshfed-agent"));
+        assert_eq!(agent.image.as_deref(), Some(image.as_str()), "{name}");
+        let args = agent.args.clone().unwrap_or_default();
+        let flag = |f: &str| {
+            let at = args.iter().position(|a| a == f);
+            at.and_then(|i| args.get(i + 1)).cloned()
+        };
+        assert_eq!(args.first().map(String::as_str), Some("agent"));
+        assert_eq!(flag("--socket").as_deref(), Some(socket), "{name}");
+        // The args are ones meshfed takes (clap stops at --help only once they all parsed).
+        let help = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            help.status.success(),
+            "{name}: {args:?}: {}",
+            String::from_utf8_lossy(&help.stderr)
+        );
+
+        // The socket's directory is one emptyDir both containers mount.
+        let mounted_at = |c: &Container, path: &str| {
+            let m = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.mount_path == path);
+            m.map(|m| m.name.clone())
+                .unwrap_or_else(|| panic!("{name}/{}: nothing at {path}", c.name))
+        };
+        let shared = mounted_at(envoy, socket_dir);
+        assert_eq!(mounted_at(agent, socket_dir), shared);
+        let volume = |v: &str| {
+            pod.volumes
+                .iter()
+                .flatten()
+                .find(|x| x.name == v)
+                .unwrap_or_else(|| panic!("{name}: no volume {v}"))
+        };
+        assert!(
+            volume(&shared).empty_dir.is_some(),
+            "{name}: {shared} is an emptyDir"
+        );
+        // The socket is owner-only: the agent runs as Envoy's user.
+        let user = |c: &Container| c.security_context.as_ref().and_then(|s| s.run_as_user);
+        assert!(user(envoy).is_some());
+        assert_eq!(user(agent), user(envoy), "{name}");
+        // The credentials are the pod's own account's, and only the agent mounts them.
+        let cert_dir = flag("--cert-dir").expect("--cert-dir");
+        let certs = mounted_at(agent, &cert_dir);
+        let secret = volume(&certs)
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.clone());
+        let account = pod.service_account_name.clone().unwrap_or_default();
+        assert_eq!(secret, Some(format!("{account}-certs")), "{name}");
+        assert!(
+            envoy
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != certs),
+            "{name}: Envoy gets the key over SDS, not from the Secret"
+        );
+    }
+    let up = read(&kind_dir().join("up.sh"));
+    assert!(
+        up.contains("spiffe://cluster.local/ns/sample/sa/$app") && up.contains("\"$app-certs\""),
+        "up.sh makes <account>-certs for spiffe://cluster.local/ns/sample/sa/<account>"
+    );
+}
+
+/// The names of every SDS secret config under `v`, each checked to come from sds-grpc (GRPC).
+fn secret_configs(v: &Value, names: &mut BTreeSet<String>) {
+    match v {
+        Value::Mapping(m) => {
+            if let (Some(name), Some(source)) = (m.get("name"), m.get("sds_config")) {
+                let api = &source["api_config_source"];
+                assert_eq!(
+                    api["api_type"], "GRPC",
+                    "meshfed agent speaks state of the world"
+                );
+                assert_eq!(
+                    api["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+                    SDS_CLUSTER
+                );
+                names.insert(name.as_str().unwrap().to_string());
+            }
+            m.values().for_each(|x| secret_configs(x, names));
+        }
+        Value::Sequence(s) => s.iter().for_each(|x| secret_configs(x, names)),
+        _ => {}
     }
 }
 

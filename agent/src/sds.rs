@@ -15,18 +15,15 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
 use envoy_types::pb::google::protobuf::Any;
-use meshfed_proto::ads::SECRET_TYPE;
+use meshfed_proto::ads::{
+    SDS_ROOT_SECRET as ROOT_SECRET, SDS_WORKLOAD_SECRET as WORKLOAD_SECRET, SECRET_TYPE,
+};
 use prost::Message;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-/// The workload's certificate chain and private key.
-pub const WORKLOAD_SECRET: &str = "default";
-/// The trust anchor for peers.
-pub const ROOT_SECRET: &str = "ROOTCA";
 
 /// The secret called `name`, if it is one this agent serves.
 pub fn secret(name: &str, m: &Material) -> Option<Secret> {

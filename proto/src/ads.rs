@@ -23,6 +23,11 @@ pub const ENDPOINT_TYPE: &str =
 /// SDS: a certificate and key, or a validation context (Envoy's `Secret`).
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+/// Istio's SDS contract, which meshfed's CDS asks for and meshfed's agent serves: the
+/// bootstrap cluster, the workload's certificate and key, and the root peers are checked against.
+pub const SDS_CLUSTER: &str = "sds-grpc";
+pub const SDS_WORKLOAD_SECRET: &str = "default";
+pub const SDS_ROOT_SECRET: &str = "ROOTCA";
 
 /// The IP and port of an EDS endpoint; None for pipes, host names or ports out of range.
 pub fn endpoint_addr(e: &LbEndpoint) -> Option<SocketAddr> {

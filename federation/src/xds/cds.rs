@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, value};
 use envoy_types::util::pack_any;
 use meshfed_model::ClusterName;
+use meshfed_proto::ads::{SDS_CLUSTER, SDS_ROOT_SECRET, SDS_WORKLOAD_SECRET};
 use serde_json::Value as Json;
 
 /// One cluster the proxy should have, before it is written as Envoy's `Cluster`.
@@ -249,7 +250,7 @@ fn istio_tls_context(spec: &ClusterSpec<'_>) -> CommonTlsContext {
         .collect();
     CommonTlsContext {
         alpn_protocols: vec!["istio-peer-exchange".into(), "istio".into()],
-        tls_certificate_sds_secret_configs: vec![sds("default")],
+        tls_certificate_sds_secret_configs: vec![sds(SDS_WORKLOAD_SECRET)],
         validation_context_type: Some(
             common_tls_context::ValidationContextType::CombinedValidationContext(
                 common_tls_context::CombinedCertificateValidationContext {
@@ -257,7 +258,7 @@ fn istio_tls_context(spec: &ClusterSpec<'_>) -> CommonTlsContext {
                         match_typed_subject_alt_names: sans,
                         ..Default::default()
                     }),
-                    validation_context_sds_secret_config: Some(sds("ROOTCA")),
+                    validation_context_sds_secret_config: Some(sds(SDS_ROOT_SECRET)),
                     ..Default::default()
                 },
             ),
@@ -270,7 +271,7 @@ fn sds_grpc() -> ConfigSource {
     let service = GrpcService {
         target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
             grpc_service::EnvoyGrpc {
-                cluster_name: "sds-grpc".into(),
+                cluster_name: SDS_CLUSTER.into(),
                 ..Default::default()
             },
         )),
