@@ -22,11 +22,14 @@ use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn ca() -> CertificateAuthority {
+fn root() -> CertificateAuthority {
     let key = KeyAlgorithm::EcdsaP256;
     let org = "meshfed test".into();
-    let root = CertificateAuthority::new_root(&RootOptions { org, days: 30, key }).expect("root");
-    let cluster = "cluster1".into();
+    CertificateAuthority::new_root(&RootOptions { org, days: 30, key }).expect("root")
+}
+
+fn intermediate(root: &CertificateAuthority, cluster: &str) -> CertificateAuthority {
+    let (key, cluster) = (KeyAlgorithm::EcdsaP256, cluster.into());
     root.issue_intermediate(&IntermediateOptions {
         cluster,
         days: 10,
@@ -35,10 +38,18 @@ fn ca() -> CertificateAuthority {
     .expect("intermediate")
 }
 
-fn workload(ca: &CertificateAuthority) -> WorkloadCert {
-    let id = SpiffeId::new("cluster.local", "sample", "sleep").expect("id");
+fn ca() -> CertificateAuthority {
+    intermediate(&root(), "cluster1")
+}
+
+fn workload_for(ca: &CertificateAuthority, account: &str) -> WorkloadCert {
+    let id = SpiffeId::new("cluster.local", "sample", account).expect("id");
     ca.issue_workload(&WorkloadOptions::new(id))
         .expect("workload")
+}
+
+fn workload(ca: &CertificateAuthority) -> WorkloadCert {
+    workload_for(ca, "sleep")
 }
 
 /// Each file replaced by a rename, as a writer that cares about readers does.
@@ -236,4 +247,87 @@ fn a_file_in_the_sockets_place_is_left_alone() {
         .expect("refused");
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&socket).expect("kept"), w.key_pem);
+}
+
+/// The PEM bytes of an SDS response's `default` (chain, key) and `ROOTCA` (root).
+fn pems(resp: &DiscoveryResponse) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (mut chain, mut key, mut root) = (None, None, None);
+    let inline = |d: Option<envoy_types::pb::envoy::config::core::v3::DataSource>| match d
+        .and_then(|d| d.specifier)
+    {
+        Some(data_source::Specifier::InlineBytes(b)) => b,
+        other => panic!("not inline: {other:?}"),
+    };
+    for any in &resp.resources {
+        match Secret::decode(any.value.as_slice()).expect("Secret").r#type {
+            Some(secret::Type::TlsCertificate(t)) => {
+                chain = Some(inline(t.certificate_chain));
+                key = Some(inline(t.private_key));
+            }
+            Some(secret::Type::ValidationContext(v)) => root = Some(inline(v.trusted_ca)),
+            other => panic!("unexpected secret {other:?}"),
+        }
+    }
+    (
+        chain.expect("default"),
+        key.expect("default"),
+        root.expect("ROOTCA"),
+    )
+}
+
+/// A running agent for `cert` under `dir`, and the credentials a sidecar would build from its
+/// SDS answer.
+async fn served(dir: &Path, name: &str, cert: &WorkloadCert) -> meshfed_e2e::mesh_tls::Credentials {
+    let certs = dir.join(name);
+    std::fs::create_dir(&certs).expect("mkdir");
+    write(&certs, &cert.chain_pem(), &cert.key_pem, &cert.root_pem);
+    let socket = dir.join(format!("{name}.sock"));
+    let agent = Agent::bind(&certs, &socket, Duration::from_secs(5)).expect("bind");
+    tokio::spawn(agent.run(std::future::pending()));
+    let mut client = connect(socket).await;
+    let names = ["default", "ROOTCA"];
+    let resp = Stream::open(&mut client, &names).await.next(&names).await;
+    let (chain, key, root) = pems(&resp);
+    let material = meshfed_e2e::mesh_tls::Material::from_pem(&chain, &key, &root).expect("usable");
+    meshfed_e2e::mesh_tls::Credentials::new(material)
+}
+
+#[tokio::test]
+async fn what_sds_serves_makes_an_mtls_connection_between_two_clusters() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = root();
+    let (c1, c2) = (
+        intermediate(&root, "cluster1"),
+        intermediate(&root, "cluster2"),
+    );
+    let sleep = served(tmp.path(), "sleep", &workload_for(&c1, "sleep")).await;
+    let hello = served(tmp.path(), "helloworld", &workload_for(&c2, "helloworld")).await;
+
+    let hello_id = "spiffe://cluster.local/ns/sample/sa/helloworld".to_string();
+    let connector =
+        tokio_rustls::TlsConnector::from(sleep.client_config(&[hello_id.clone()]).expect("client"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(hello.server_config().expect("server"));
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let name = rustls::pki_types::ServerName::try_from("helloworld.sample.svc.cluster.local")
+        .expect("name");
+    let (client, server) = tokio::join!(connector.connect(name, a), acceptor.accept(b));
+    let (client, server) = (
+        client.expect("client handshake"),
+        server.expect("server handshake"),
+    );
+
+    let leaf = |certs: Option<&[rustls::pki_types::CertificateDer<'static>]>| {
+        meshfed_e2e::mesh_tls::peer(&certs.expect("peer certificates")[0]).expect("peer")
+    };
+    let seen_by_hello = leaf(server.get_ref().1.peer_certificates());
+    assert_eq!(
+        seen_by_hello.spiffe,
+        "spiffe://cluster.local/ns/sample/sa/sleep"
+    );
+    assert!(
+        seen_by_hello.issuer.contains("Intermediate CA cluster1"),
+        "{seen_by_hello:?}"
+    );
+    let seen_by_sleep = leaf(client.get_ref().1.peer_certificates());
+    assert_eq!(seen_by_sleep.spiffe, hello_id);
 }

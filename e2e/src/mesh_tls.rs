@@ -22,22 +22,30 @@ pub struct Material {
 
 impl Material {
     pub fn from_workload(cert: &WorkloadCert) -> Result<Material, String> {
-        let chain = CertificateDer::pem_slice_iter(cert.chain_pem().as_bytes())
+        Material::from_pem(
+            cert.chain_pem().as_bytes(),
+            cert.key_pem.as_bytes(),
+            cert.root_pem.as_bytes(),
+        )
+    }
+
+    /// From PEM text: the chain (leaf first), its key, and the trust anchors.
+    pub fn from_pem(chain: &[u8], key: &[u8], roots: &[u8]) -> Result<Material, String> {
+        let chain = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("certificate chain: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
-            .map_err(|e| format!("private key: {e}"))?;
-        let mut roots = RootCertStore::empty();
-        for root in CertificateDer::pem_slice_iter(cert.root_pem.as_bytes()) {
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("private key: {e}"))?;
+        let mut store = RootCertStore::empty();
+        for root in CertificateDer::pem_slice_iter(roots) {
             let root = root.map_err(|e| format!("root certificate: {e}"))?;
-            roots
+            store
                 .add(root)
                 .map_err(|e| format!("root certificate: {e}"))?;
         }
         Ok(Material {
             chain,
             key,
-            roots: Arc::new(roots),
+            roots: Arc::new(store),
         })
     }
 }
