@@ -74,6 +74,12 @@ fn demo_passes_every_step_of_the_seed_walkthrough() {
     assert!(detail("mtls_identity").contains("spiffe://cluster.local/ns/sample/sa/sleep"));
     assert!(detail("mtls_identity").contains("Intermediate CA cluster1"));
     assert!(detail("dns").contains("240.240."));
+    // Healing cert-expire rotated sleep's certificate through meshfed agent's SDS.
+    let cert_expire = faults[3]["detail"].as_str().unwrap_or("");
+    assert!(
+        cert_expire.contains("over SDS from meshfed agent, version 2"),
+        "{cert_expire}"
+    );
     assert!(
         detail("failover").contains(" ms "),
         "time to recover: {}",

@@ -6,6 +6,7 @@
 
 pub mod pick;
 pub mod proxy;
+pub mod sds;
 pub mod xds;
 
 use crate::mesh_tls::Credentials;

@@ -102,7 +102,16 @@ impl Bed {
                 } else {
                     Duration::ZERO
                 };
-                c.sleep_credentials.replace(c.credentials("sleep", ttl)?);
+                if heal {
+                    // Sleep's comes back the way Envoy's does: new files, pushed by its agent.
+                    let seen = c.sleep_sds.version();
+                    c.renew_sleep_certificate()?;
+                    c.sleep_sds
+                        .changed_from(&seen, Duration::from_secs(10))
+                        .await?;
+                } else {
+                    c.sleep_credentials.replace(c.credentials("sleep", ttl)?);
+                }
                 c.hello_credentials
                     .replace(c.credentials("helloworld", ttl)?);
                 if !heal {
@@ -110,7 +119,10 @@ impl Bed {
                     tokio::time::sleep(Duration::from_millis(1100)).await;
                 }
                 Ok(if heal {
-                    format!("{cluster}'s workloads have fresh 24 h certificates")
+                    format!(
+                        "{cluster}'s workloads have fresh 24 h certificates (sleep's over SDS from meshfed agent, version {})",
+                        c.sleep_sds.version()
+                    )
                 } else {
                     format!(
                         "{cluster}'s workload certificates (sleep, helloworld) replaced by expired ones"

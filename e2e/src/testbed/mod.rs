@@ -13,6 +13,7 @@ pub mod procs;
 
 use crate::mesh_tls::{Credentials, Material};
 use crate::netns::{ClusterNet, Mode, Network, NsRuntime};
+use crate::sidecar::sds::SdsCredentials;
 use crate::sidecar::{Sidecar, SidecarConfig, Table};
 use crate::{ApiServer, ApiServerConfig};
 use helloworld::Helloworld;
@@ -97,6 +98,11 @@ pub struct ClusterBed {
     pub sleep: Sidecar,
     pub hello_pod: SamplePod,
     ca: CertificateAuthority,
+    /// `meshfed agent` serving sleep's certificate (files in `sleep_certs`) to its sidecar
+    /// over SDS, as it serves Envoy in a pod.
+    pub agent: Mutex<Proc>,
+    pub sleep_certs: PathBuf,
+    pub sleep_sds: SdsCredentials,
     pub sleep_credentials: Credentials,
     pub hello_credentials: Credentials,
     /// Last: everything above runs on it (tasks) or in its namespace.
@@ -242,6 +248,7 @@ impl Bed {
                  \x20 dns proxy   {exec}dig @{dip} -p {dport} helloworld.sample.svc.cluster.local\n\
                  \x20 helloworld  {version} at {hw} (mTLS)\n\
                  \x20 sleep       {exec}curl -x http://{sp} {HELLO_URL}\n\
+                 \x20 agent       sleep's certificate over SDS from {certs} (new files rotate it)\n\
                  \x20 logs        {logs}/{name}-*.log\n",
                 name = c.name,
                 network = c.network,
@@ -257,6 +264,7 @@ impl Bed {
                 version = c.version,
                 hw = a.helloworld,
                 sp = a.sleep_proxy,
+                certs = c.sleep_certs.display(),
                 logs = self.state_dir.join("logs").display(),
             ));
         }
@@ -316,6 +324,11 @@ impl ClusterBed {
     /// already expired one (the `cert-expire` fault).
     fn credentials(&self, sa: &str, ttl: Duration) -> Result<Material, String> {
         issue(&self.ca, sa, ttl)
+    }
+
+    /// A fresh certificate in sleep's certificate directory, for its agent to push.
+    fn renew_sleep_certificate(&self) -> Result<(), String> {
+        write_workload(&self.ca, "sleep", &self.sleep_certs)
     }
 }
 
@@ -469,7 +482,10 @@ async fn start_cluster(
 
     let day = Duration::from_secs(86_400);
     let hello_credentials = Credentials::new(issue(&ca, "helloworld", day)?);
-    let sleep_credentials = Credentials::new(issue(&ca, "sleep", day)?);
+    let sleep_certs = cfg.state_dir.join(&name).join("sleep-certs");
+    write_workload(&ca, "sleep", &sleep_certs)?;
+    let (agent, sleep_sds) = sds_agent(cfg, net, &name, &sleep_certs, &rt).await?;
+    let sleep_credentials = sleep_sds.credentials.clone();
     let hw = rt
         .spawn(Helloworld::start(
             addrs.helloworld,
@@ -518,10 +534,53 @@ async fn start_cluster(
         sleep,
         hello_pod,
         ca,
+        agent: Mutex::new(agent),
+        sleep_certs,
+        sleep_sds,
         sleep_credentials,
         hello_credentials,
         rt,
     })
+}
+
+/// A fresh 24 h workload certificate for `sa`, written where its agent reads it.
+fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> Result<(), String> {
+    let opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
+    let cert = ca.issue_workload(&opts).map_err(|e| e.to_string())?;
+    write_certs(dir, &cert.files())
+}
+
+/// `meshfed agent` on `certs`, and the sidecar's credentials following it over SDS.
+async fn sds_agent(
+    cfg: &BedConfig,
+    net: &ClusterNet,
+    name: &str,
+    certs: &Path,
+    rt: &NsRuntime,
+) -> Result<(Proc, SdsCredentials), String> {
+    let socket = cfg.state_dir.join(name).join("sleep-sds.sock");
+    let path = |p: &Path| p.display().to_string();
+    let spec = Spec {
+        name: format!("{name} agent"),
+        args: [
+            "agent",
+            "--cert-dir",
+            &path(certs),
+            "--socket",
+            &path(&socket),
+            "--poll",
+            "100ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        log: cfg.state_dir.join("logs").join(format!("{name}-agent.log")),
+    };
+    let agent = Proc::start(&cfg.exe, net, spec).await?;
+    let sds = rt
+        .spawn(SdsCredentials::follow(socket))
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok((agent, sds))
 }
 
 /// Namespaces, the node, Services helloworld, helloworld-v<i> (this cluster only: remote
