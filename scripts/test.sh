@@ -45,6 +45,7 @@ if [ ! e2e/judges/node_modules/.package-lock.json -nt e2e/judges/package-lock.js
 fi
 
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release --locked -- -D warnings
 cargo test --workspace --release --locked --no-fail-fast "$@"
 
 # The ClientHello parser is fuzzed for a minute on every run (stable toolchain: no sanitizer).

@@ -304,8 +304,11 @@ async fn what_sds_serves_makes_an_mtls_connection_between_two_clusters() {
     let hello = served(tmp.path(), "helloworld", &workload_for(&c2, "helloworld")).await;
 
     let hello_id = "spiffe://cluster.local/ns/sample/sa/helloworld".to_string();
-    let connector =
-        tokio_rustls::TlsConnector::from(sleep.client_config(&[hello_id.clone()]).expect("client"));
+    let connector = tokio_rustls::TlsConnector::from(
+        sleep
+            .client_config(std::slice::from_ref(&hello_id))
+            .expect("client"),
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(hello.server_config().expect("server"));
     let (a, b) = tokio::io::duplex(64 * 1024);
     let name = rustls::pki_types::ServerName::try_from("helloworld.sample.svc.cluster.local")

@@ -375,10 +375,10 @@ impl Drop for NsRuntime {
             let _ = stop.send(());
         }
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            if let Err(e) = task.join_timeout(Duration::from_secs(10)) {
-                tracing::warn!("stopping a cluster runtime: {e}");
-            }
+        if let Some(task) = task
+            && let Err(e) = task.join_timeout(Duration::from_secs(10))
+        {
+            tracing::warn!("stopping a cluster runtime: {e}");
         }
     }
 }

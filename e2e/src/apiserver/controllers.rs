@@ -132,10 +132,11 @@ pub fn after_delete(inner: &mut Inner, res: ResourceId, ns: &str, obj: &Value) {
         for key in secrets {
             let _ = inner.delete(&key);
         }
-    } else if res == by_kind("Secret") && is_sa_token_secret(obj) {
-        if let Some(token) = decoded(&obj["data"]["token"]) {
-            inner.tokens.remove(&token);
-        }
+    } else if res == by_kind("Secret")
+        && is_sa_token_secret(obj)
+        && let Some(token) = decoded(&obj["data"]["token"])
+    {
+        inner.tokens.remove(&token);
     }
 }
 

@@ -155,12 +155,12 @@ fn check_body_identity(body: &Value, req: &Request, name: Option<&str>) -> ApiRe
             req.ns()
         )));
     }
-    if let (Some(want), Some(have)) = (name, body["metadata"]["name"].as_str()) {
-        if want != have {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({have}) does not match the name on the URL ({want})"
-            )));
-        }
+    if let (Some(want), Some(have)) = (name, body["metadata"]["name"].as_str())
+        && want != have
+    {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({have}) does not match the name on the URL ({want})"
+        )));
     }
     Ok(())
 }

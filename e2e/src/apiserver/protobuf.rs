@@ -358,10 +358,13 @@ fn store(out: &mut Map<String, Value>, f: &Field, wire: Wire) -> Result<(), ApiE
         }
         Many => {
             let v = scalar(f.2, wire)?.unwrap_or(Value::Object(Map::new()));
-            out.entry(f.1)
+            if let Some(a) = out
+                .entry(f.1)
                 .or_insert_with(|| Value::Array(Vec::new()))
                 .as_array_mut()
-                .map(|a| a.push(v));
+            {
+                a.push(v)
+            }
         }
         Map => {
             let Wire::Len(entry) = wire else {

@@ -231,9 +231,7 @@ async fn propagation(o: &FederationOptions) -> Result<Value, String> {
         .await
         .map_err(|e| e.to_string())?;
         wait_for(&registry, |s| {
-            endpoints_of(s, "svc0.bench.svc.cluster.local")
-                .iter()
-                .any(|e| *e == ip)
+            endpoints_of(s, "svc0.bench.svc.cluster.local").contains(&ip)
         })
         .await?;
         samples.push(t0.elapsed().as_micros() as u64);

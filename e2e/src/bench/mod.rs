@@ -72,7 +72,7 @@ async fn run(opts: &GatewayOptions, idle: usize, fds: u64) -> Result<Value, Stri
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
-    let proxies = vec![
+    let proxies = [
         peers::meshfed(
             &opts.meshfed,
             d,
@@ -254,5 +254,5 @@ pub(crate) fn raise_fd_limit() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }

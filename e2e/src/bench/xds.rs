@@ -263,7 +263,11 @@ async fn measure(
             .replace(
                 "EndpointSlice",
                 "bench",
-                slice(if (offset + i) % 2 == 0 { 11 } else { 10 }),
+                slice(if (offset + i).is_multiple_of(2) {
+                    11
+                } else {
+                    10
+                }),
             )
             .map_err(|e| e.message)?;
         until(&shared, o.clients, Duration::from_secs(30), |s| {

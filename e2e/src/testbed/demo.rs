@@ -253,10 +253,10 @@ async fn dns(bed: &Bed) -> Outcome {
             .rt
             .spawn(async move { query(server, &q, hickory_proto::rr::RecordType::AAAA).await })
             .await;
-        if let (Ok(Ok(a)), Ok(Ok(aaaa))) = (a, aaaa) {
-            if !a.is_empty() {
-                break (a, aaaa);
-            }
+        if let (Ok(Ok(a)), Ok(Ok(aaaa))) = (a, aaaa)
+            && !a.is_empty()
+        {
+            break (a, aaaa);
         }
         if Instant::now() > deadline {
             return Err(format!(
@@ -357,7 +357,7 @@ async fn distribute(bed: &Bed) -> Outcome {
         let (versions, failures) = tally(c, 100).await;
         let own = versions.get(&c.version).copied().unwrap_or(0);
         let total: usize = versions.values().sum();
-        let share = if total == 0 { 0 } else { own * 100 / total };
+        let share = (own * 100).checked_div(total).unwrap_or(0);
         ok &= failures.is_empty() && total == 100 && (70..=90).contains(&share);
         details.push(format!(
             "sleep in {} ({}): {} -> {share}% local (want 80 +- 10)",

@@ -293,10 +293,10 @@ impl ClusterBed {
     async fn until_ready(&self, admin: SocketAddr) -> Result<(), String> {
         let poll = async move {
             loop {
-                if let Ok(Ok(a)) = self.rt.spawn(http::get(admin, "/healthz/ready")).await {
-                    if a.status == 200 {
-                        return;
-                    }
+                if let Ok(Ok(a)) = self.rt.spawn(http::get(admin, "/healthz/ready")).await
+                    && a.status == 200
+                {
+                    return;
                 }
                 // An HTTP endpoint has nothing to await: poll it.
                 tokio::time::sleep(Duration::from_millis(50)).await;

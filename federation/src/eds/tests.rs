@@ -84,8 +84,11 @@ fn proxy() -> Place {
     }
 }
 
-/// (region, priority, locality weight, [(address:port, weight, tlsMode?)])
-fn summary(cla: &ClusterLoadAssignment) -> Vec<(String, u32, u32, Vec<(String, u32, bool)>)> {
+/// (address:port, weight, tlsMode?)
+type HostSummary = (String, u32, bool);
+
+/// (region, priority, locality weight, hosts)
+fn summary(cla: &ClusterLoadAssignment) -> Vec<(String, u32, u32, Vec<HostSummary>)> {
     cla.endpoints
         .iter()
         .map(|l| {
