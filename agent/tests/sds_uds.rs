@@ -66,15 +66,7 @@ fn write(dir: &Path, chain: &str, key: &str, root: &str) {
 }
 
 async fn connect(socket: PathBuf) -> SecretDiscoveryServiceClient<Channel> {
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+    let channel = meshfed_e2e::sidecar::sds::connect_unix(socket)
         .await
         .expect("connect over the socket");
     SecretDiscoveryServiceClient::new(channel)

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
 /// Credentials kept current from SDS, and the version of the last ones taken.
 pub struct SdsCredentials {
@@ -26,14 +27,7 @@ impl SdsCredentials {
     /// Connects to `socket`, waits for the first certificate, then follows every push.
     pub async fn follow(socket: PathBuf) -> Result<SdsCredentials, String> {
         let shown = socket.display().to_string();
-        let channel = tonic::transport::Endpoint::from_static("http://sds.invalid")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
+        let channel = connect_unix(socket)
             .await
             .map_err(|e| format!("SDS on {shown}: {e}"))?;
         let (tx, rx) = mpsc::channel(4);
@@ -90,6 +84,19 @@ impl SdsCredentials {
             _ => Err(format!("no new certificate over SDS within {timeout:?}")),
         }
     }
+}
+
+/// A gRPC channel over the Unix socket at `socket` (where Envoy's `sds-grpc` points).
+pub async fn connect_unix(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_static("http://sds.invalid")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
 }
 
 /// Both secrets, on every request (a NACK carries the reason).
