@@ -183,6 +183,28 @@ fn dig_resolves_remote_local_short_and_forwarded_names() {
     assert_eq!(short(port, REMOTE, "A"), [v4.to_string()]);
     assert_eq!(short(port, REMOTE, "AAAA"), [v6.to_string()]);
     assert!(v4.to_string().starts_with("240.240."), "{v4}");
+    // Asked again in mixed case (a 0x20 client): the kept answer, with the question echoed
+    // as asked and the new ID (dig rejects an answer whose ID or question do not match).
+    let mixed: String = REMOTE
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    for _ in 0..3 {
+        let out = dig(port, &[&mixed, "A"]);
+        assert_eq!(status(&out), "NOERROR", "{out}");
+        assert!(
+            out.contains(&format!(";{mixed}.")),
+            "question as asked: {out}"
+        );
+        assert!(out.contains(&v4.to_string()), "{out}");
+    }
 
     // The local one: its ClusterIP in cluster1, and an empty NOERROR for AAAA.
     let local = short(port, LOCAL, "A");

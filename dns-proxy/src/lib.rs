@@ -2,6 +2,7 @@
 //! (NDS), forwards everything else to the upstream resolvers, over UDP and TCP.
 
 pub mod access;
+pub mod cache;
 pub mod metrics;
 pub mod mmsg;
 pub mod names;

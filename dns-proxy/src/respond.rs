@@ -177,4 +177,4 @@ fn emit<'q, 'a>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,6 +4,7 @@
 //! on the network.
 
 use crate::access::Access;
+use crate::cache::AnswerCache;
 use crate::metrics::{Metrics, Outcome};
 use crate::mmsg;
 use crate::names::Names;
@@ -39,6 +40,30 @@ impl Context {
         names: Option<&Names>,
     ) -> Decision {
         respond::decide(raw, src, protocol, self.access.allows(src.ip()), names)
+    }
+
+    /// As `decide`, but a query equal to one already answered locally (but for its ID and the
+    /// case of its name) is answered from `cache`, and new local answers are kept there.
+    fn decide_cached(
+        &self,
+        raw: &[u8],
+        src: SocketAddr,
+        names: Option<&Arc<Names>>,
+        cache: &mut AnswerCache,
+    ) -> Decision {
+        let Some(names) = names else {
+            return self.decide(raw, src, Protocol::Udp, None);
+        };
+        if self.access.allows(src.ip())
+            && let Some(answer) = cache.get(raw, names)
+        {
+            return Decision::Local(answer);
+        }
+        let decision = self.decide(raw, src, Protocol::Udp, Some(names));
+        if let Decision::Local(answer) = &decision {
+            cache.put(raw, answer, names);
+        }
+        decision
     }
 
     /// The answer to send (if any) for a decision that needs no upstream, counted.
@@ -85,6 +110,7 @@ impl Context {
 pub async fn udp(socket: Arc<UdpSocket>, cx: Context) {
     let mut batch = mmsg::Batch::default();
     let mut answers = Vec::with_capacity(mmsg::BATCH);
+    let mut cache = AnswerCache::default();
     loop {
         if let Err(e) = mmsg::recv(&socket, &mut batch).await {
             // ICMP errors from earlier sends surface here on some systems; keep serving.
@@ -97,7 +123,7 @@ pub async fn udp(socket: Arc<UdpSocket>, cx: Context) {
             let decision = if batch.truncated[i] {
                 Decision::Drop
             } else {
-                cx.decide(raw, src, Protocol::Udp, names.as_deref())
+                cx.decide_cached(raw, src, names.as_ref(), &mut cache)
             };
             match decision {
                 Decision::Forward => {

@@ -4,7 +4,7 @@ use hickory_server::proto::op::{Message, Query};
 use meshfed_proto::nds::name_table::NameInfo;
 use std::collections::BTreeMap;
 
-fn names() -> Names {
+pub(crate) fn names() -> Names {
     let table: BTreeMap<String, NameInfo> = [
         (
             "helloworld.sample.svc.cluster.local".to_string(),
