@@ -189,7 +189,7 @@ fn dig_resolves_remote_local_short_and_forwarded_names() {
         .chars()
         .enumerate()
         .map(|(i, c)| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 c.to_ascii_uppercase()
             } else {
                 c

@@ -46,7 +46,7 @@ fn shout(name: &str, seed: usize) -> String {
     name.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i + seed) % 3 == 0 {
+            if (i + seed).is_multiple_of(3) {
                 c.to_ascii_uppercase()
             } else {
                 c
