@@ -244,7 +244,7 @@ PY
 $(machine)
 - Command: \`bench/run.sh dns\` (runs \`python3 bench/dns.py --rounds $ROUNDS --secs 4\`); medians of $ROUNDS rounds.
 - Setup: a test bed API server with 100 Services and \`meshfed federation\` push the NameTable to \`meshfed dns-proxy --threads 1\`; dnsmasq gets the same 100 names as \`--host-record\`, unbound as \`local-data\`. Each forwards other names to one upstream (dnsmasq, core 0). The three servers run pinned to core 1; dnsperf (one client, at most 200 queries outstanding) runs pinned to core 0. QPS is the highest rate with under 0.1% of queries lost; CPU is the server's utime+stime from /proc over that run, per answered query; p99 comes from \`dnsperf -v\` at half that rate.
-- Forwarded queries cycle through 100 names: unbound and dnsmasq answer them from their caches after the first pass, meshfed relays every one (it keeps no cache, as Istio's DNS proxy).
+- Forwarded queries cycle through 100 names: unbound and dnsmasq answer them from their caches after the first pass, meshfed relays every one (it keeps no cache of upstream answers, as Istio's DNS proxy). Its own local answers are kept encoded per question, as every server here keeps its local data ready.
 - dnsperf's core is saturated in the local runs: QPS there is capped by the load generator for every server alike; CPU per query compares the servers themselves.
 
 $table
