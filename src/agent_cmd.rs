@@ -28,12 +28,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// How often the files are checked for rotation.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::duration)]
     poll: Duration,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {

@@ -42,7 +42,7 @@ pub struct DnsProxyArgs {
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
     /// Give up on an upstream after this and try the next; SERVFAIL when all failed.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::duration)]
     upstream_timeout: Duration,
     /// The namespace bare service names resolve in.
     #[arg(
@@ -68,10 +68,6 @@ pub struct DnsProxyArgs {
     /// Worker threads (default: one per core this process may run on).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn cidr(s: &str) -> Result<Cidr, String> {

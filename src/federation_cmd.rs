@@ -10,10 +10,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-fn duration(s: &str) -> Result<Duration, String> {
-    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
-}
-
 #[derive(Args)]
 #[command(
     after_help = "Remote clusters come from Secrets labelled istio/multiCluster=true in the system namespace
@@ -42,16 +38,16 @@ pub struct FederationArgs {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15010")]
     xds_listen: SocketAddr,
     /// Wait this long without further registry changes before pushing (at most 10x this).
-    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = crate::duration)]
     push_debounce: Duration,
     /// Admin address: /healthz/ready, /metrics, /debug/clusterz, /debug/registryz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
     admin: SocketAddr,
     /// Drop the endpoints of a cluster unreachable this long (default: keep them, as Istio does).
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration)]
     stale_endpoint_ttl: Option<Duration>,
     /// A cluster still syncing after this stops holding readiness back.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration)]
     sync_timeout: Duration,
 }
 
@@ -144,7 +140,7 @@ pub struct CreateRemoteSecretArgs {
     service_account: String,
     /// Use a bound token from the TokenRequest API with this lifetime instead of a
     /// long-lived token Secret.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration)]
     token_duration: Option<Duration>,
 }
 

@@ -65,16 +65,16 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "MODE")]
     copy: Option<CopyMode>,
     /// The ClientHello must arrive within this.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::duration)]
     hello_timeout: Duration,
     /// Close routed connections idle this long.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::duration)]
     idle_timeout: Duration,
     /// Give up on an upstream connect after this and try the next endpoint.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::duration)]
     connect_timeout: Duration,
     /// Skip an endpoint that failed to connect for this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration)]
     eject_for: Duration,
     /// Stop accepting beyond this many open connections (they wait in the backlog).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
@@ -84,12 +84,8 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// On SIGTERM, wait this long for open connections before exiting.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration)]
     drain_timeout: Duration,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: GatewayArgs) -> Result<ExitCode> {

@@ -92,6 +92,11 @@ pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::
     anyhow::Context::context(runtime, "starting the async runtime")
 }
 
+/// A `--flag 5s` duration (ms, s, m, h or d), for clap's value_parser.
+pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
+    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
+}
+
 /// A downward-API variable (`INSTANCE_IP`, `POD_NAME`...), or `default` outside a pod.
 pub(crate) fn pod_env(key: &str, default: &str) -> String {
     std::env::var(key)

@@ -6,19 +6,10 @@ use std::process::Command;
 
 mod common;
 
-use common::{MESHFED, start};
+use common::{MESHFED, meshfed_ok, start};
 
 fn certs(args: &[&str]) {
-    let out = Command::new(MESHFED)
-        .arg("certs")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    meshfed_ok(&[&["certs"], args].concat());
 }
 
 /// root, cluster1's intermediate, and sleep's workload credentials under `dir`.

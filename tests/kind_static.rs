@@ -213,6 +213,11 @@ fn service<'a>(o: &'a Objects, name: &str) -> &'a Service {
         .unwrap_or_else(|| panic!("no Service {name}"))
 }
 
+fn pod_labels(d: &Deployment) -> &std::collections::BTreeMap<String, String> {
+    let template = &d.spec.as_ref().unwrap().template;
+    template.metadata.as_ref().unwrap().labels.as_ref().unwrap()
+}
+
 fn containers(d: &Deployment) -> &[Container] {
     &d.spec
         .as_ref()
@@ -574,18 +579,7 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
     let template = bootstrap_of(&o);
     for name in ["sleep", "helloworld-v1"] {
         let d = deployment(&o, name);
-        let app = d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .as_ref()
-            .unwrap()["app"]
-            .clone();
+        let app = pod_labels(d)["app"].clone();
         let final_yaml = start_sidecar(d, &template, "10.11.0.7", "pod-0");
         assert!(
             placeholders(&final_yaml).is_empty(),
@@ -656,9 +650,10 @@ fn every_sidecar_gets_its_workload_certificate_from_meshfed_agent_over_sds() {
     for name in ["sleep", "helloworld-v1"] {
         let d = deployment(&o, name);
         let template = &d.spec.as_ref().unwrap().template;
-        let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!(
-            labels.get("security.istio.io/tlsMode").map(String::as_str),
+            pod_labels(d)
+                .get("security.istio.io/tlsMode")
+                .map(String::as_str),
             Some("istio"),
             "{name}: meshfed's EDS marks only labelled pods for mTLS"
         );
@@ -813,18 +808,7 @@ fn start_sidecar(d: &Deployment, template: &str, ip: &str, pod: &str) -> String 
         .replace(&input, tin.to_str().unwrap())
         .replace(output, tout.to_str().unwrap())
         .replace("exec envoy", "exec true");
-    let app = d
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .as_ref()
-        .unwrap()["app"]
-        .clone();
+    let app = pod_labels(d)["app"].clone();
     ok(
         Command::new("sh")
             .arg("-ec")

@@ -38,7 +38,6 @@ pub struct Agent {
     socket: PathBuf,
     listener: std::os::unix::net::UnixListener,
     watcher: watch::Watcher,
-    material: tokio::sync::watch::Receiver<std::sync::Arc<Material>>,
 }
 
 impl Agent {
@@ -51,7 +50,6 @@ impl Agent {
         Ok(Agent {
             socket: socket.to_path_buf(),
             listener,
-            material: watcher.material(),
             watcher,
         })
     }
@@ -61,7 +59,7 @@ impl Agent {
     }
 
     pub fn material(&self) -> std::sync::Arc<Material> {
-        self.material.borrow().clone()
+        self.watcher.material().borrow().clone()
     }
 
     pub fn status(&self) -> tokio::sync::watch::Receiver<watch::Status> {
@@ -74,8 +72,8 @@ impl Agent {
             socket,
             listener,
             watcher,
-            material,
         } = self;
+        let material = watcher.material();
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(|source| Error::Socket {
                 path: socket.clone(),

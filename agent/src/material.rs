@@ -58,8 +58,12 @@ impl Material {
     /// Reads and checks `dir`. The files are read again after the check and must be unchanged,
     /// so what is served is what was checked even while Kubernetes swaps a Secret volume.
     pub fn load(dir: &Path, generation: u64) -> Result<Material, Error> {
-        let files = Files::read(dir)?;
-        check(dir)?;
+        Material::check(dir, Files::read(dir)?, generation)
+    }
+
+    /// As [`Material::load`], for `files` just read from `dir`.
+    pub fn check(dir: &Path, files: Files, generation: u64) -> Result<Material, Error> {
+        verify(dir)?;
         if Files::read(dir)? != files {
             return Err(Error::Changing {
                 dir: dir.to_path_buf(),
@@ -79,7 +83,7 @@ impl Material {
     }
 }
 
-fn check(dir: &Path) -> Result<(), Error> {
+fn verify(dir: &Path) -> Result<(), Error> {
     let report = verify_path(dir, OffsetDateTime::now_utc());
     if !report.failed() {
         return Ok(());

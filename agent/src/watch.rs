@@ -71,7 +71,7 @@ impl Watcher {
             return;
         }
         let generation = self.material.borrow().generation + 1;
-        match Material::load(&self.dir, generation) {
+        match Material::check(&self.dir, files.clone(), generation) {
             Ok(material) => {
                 tracing::info!(identity = %material.identity, not_after = %material.not_after,
                     generation, "serving new workload credentials");

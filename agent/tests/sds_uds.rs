@@ -241,34 +241,8 @@ fn a_file_in_the_sockets_place_is_left_alone() {
     assert_eq!(std::fs::read_to_string(&socket).expect("kept"), w.key_pem);
 }
 
-/// The PEM bytes of an SDS response's `default` (chain, key) and `ROOTCA` (root).
-fn pems(resp: &DiscoveryResponse) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let (mut chain, mut key, mut root) = (None, None, None);
-    let inline = |d: Option<envoy_types::pb::envoy::config::core::v3::DataSource>| match d
-        .and_then(|d| d.specifier)
-    {
-        Some(data_source::Specifier::InlineBytes(b)) => b,
-        other => panic!("not inline: {other:?}"),
-    };
-    for any in &resp.resources {
-        match Secret::decode(any.value.as_slice()).expect("Secret").r#type {
-            Some(secret::Type::TlsCertificate(t)) => {
-                chain = Some(inline(t.certificate_chain));
-                key = Some(inline(t.private_key));
-            }
-            Some(secret::Type::ValidationContext(v)) => root = Some(inline(v.trusted_ca)),
-            other => panic!("unexpected secret {other:?}"),
-        }
-    }
-    (
-        chain.expect("default"),
-        key.expect("default"),
-        root.expect("ROOTCA"),
-    )
-}
-
-/// A running agent for `cert` under `dir`, and the credentials a sidecar would build from its
-/// SDS answer.
+/// A running agent for `cert` under `dir`, and the credentials the test bed's sidecar takes
+/// from its SDS answer.
 async fn served(dir: &Path, name: &str, cert: &WorkloadCert) -> meshfed_e2e::mesh_tls::Credentials {
     let certs = dir.join(name);
     std::fs::create_dir(&certs).expect("mkdir");
@@ -276,12 +250,10 @@ async fn served(dir: &Path, name: &str, cert: &WorkloadCert) -> meshfed_e2e::mes
     let socket = dir.join(format!("{name}.sock"));
     let agent = Agent::bind(&certs, &socket, Duration::from_secs(5)).expect("bind");
     tokio::spawn(agent.run(std::future::pending()));
-    let mut client = connect(socket).await;
-    let names = ["default", "ROOTCA"];
-    let resp = Stream::open(&mut client, &names).await.next(&names).await;
-    let (chain, key, root) = pems(&resp);
-    let material = meshfed_e2e::mesh_tls::Material::from_pem(&chain, &key, &root).expect("usable");
-    meshfed_e2e::mesh_tls::Credentials::new(material)
+    meshfed_e2e::sidecar::sds::SdsCredentials::follow(socket)
+        .await
+        .expect("usable credentials over SDS")
+        .credentials
 }
 
 #[tokio::test]

@@ -75,19 +75,27 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `meshfed create-remote-secret` for the cluster of `kubeconfig`, named `name`: the YAML.
-pub fn create_remote_secret(kubeconfig: &Path, name: &str) -> String {
-    let out = Command::new(MESHFED)
-        .args(["create-remote-secret", "--name", name, "--kubeconfig"])
-        .arg(kubeconfig)
-        .output()
-        .unwrap();
+/// `meshfed ARGS`, which must succeed: its stdout.
+pub fn meshfed_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(MESHFED).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `meshfed create-remote-secret` for the cluster of `kubeconfig`, named `name`: the YAML.
+pub fn create_remote_secret(kubeconfig: &Path, name: &str) -> String {
+    let kubeconfig = kubeconfig.display().to_string();
+    meshfed_ok(&[
+        "create-remote-secret",
+        "--name",
+        name,
+        "--kubeconfig",
+        &kubeconfig,
+    ])
 }
 
 /// GET `path` on an admin port: the status code and the whole response.

@@ -110,7 +110,9 @@ impl Bed {
                         .changed_from(&seen, Duration::from_secs(10))
                         .await?;
                 } else {
-                    c.sleep_credentials.replace(c.credentials("sleep", ttl)?);
+                    c.sleep_sds
+                        .credentials
+                        .replace(c.credentials("sleep", ttl)?);
                 }
                 c.hello_credentials
                     .replace(c.credentials("helloworld", ttl)?);

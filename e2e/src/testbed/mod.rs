@@ -99,11 +99,10 @@ pub struct ClusterBed {
     pub hello_pod: SamplePod,
     ca: CertificateAuthority,
     /// `meshfed agent` serving sleep's certificate (files in `sleep_certs`) to its sidecar
-    /// over SDS, as it serves Envoy in a pod.
-    pub agent: Mutex<Proc>,
+    /// over SDS, as it serves Envoy in a pod; `sleep_sds` holds what the sidecar took.
+    _agent: Proc,
     pub sleep_certs: PathBuf,
     pub sleep_sds: SdsCredentials,
-    pub sleep_credentials: Credentials,
     pub hello_credentials: Credentials,
     /// Last: everything above runs on it (tasks) or in its namespace.
     pub rt: NsRuntime,
@@ -485,7 +484,6 @@ async fn start_cluster(
     let sleep_certs = cfg.state_dir.join(&name).join("sleep-certs");
     write_workload(&ca, "sleep", &sleep_certs)?;
     let (agent, sleep_sds) = sds_agent(cfg, net, &name, &sleep_certs, &rt).await?;
-    let sleep_credentials = sleep_sds.credentials.clone();
     let hw = rt
         .spawn(Helloworld::start(
             addrs.helloworld,
@@ -511,7 +509,7 @@ async fn start_cluster(
         },
         listen: addrs.sleep_proxy,
         domain: "cluster.local".into(),
-        credentials: sleep_credentials.clone(),
+        credentials: sleep_sds.credentials.clone(),
     };
     let sleep = rt
         .spawn(Sidecar::start(sidecar_cfg))
@@ -534,10 +532,9 @@ async fn start_cluster(
         sleep,
         hello_pod,
         ca,
-        agent: Mutex::new(agent),
+        _agent: agent,
         sleep_certs,
         sleep_sds,
-        sleep_credentials,
         hello_credentials,
         rt,
     })

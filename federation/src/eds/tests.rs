@@ -272,17 +272,20 @@ fn not_ready_local_endpoints_are_marked_unhealthy() {
 
 #[test]
 fn local_pods_with_a_sidecar_are_marked_for_istio_mtls() {
+    let assign = |snap: &Snapshot| {
+        load_assignment(
+            &name(None),
+            snap,
+            &proxy(),
+            &BTreeMap::new(),
+            &LocalityPolicy::default(),
+        )
+    };
     let mut snap = snapshot([true, true]);
     snap.services[0].endpoints[0]
         .labels
         .insert("security.istio.io/tlsMode".into(), "istio".into());
-    let cla = load_assignment(
-        &name(None),
-        &snap,
-        &proxy(),
-        &BTreeMap::new(),
-        &LocalityPolicy::default(),
-    );
+    let cla = assign(&snap);
     let marked: Vec<bool> = summary(&cla)
         .into_iter()
         .flat_map(|(_, _, _, eps)| eps.into_iter().map(|(_, _, tls)| tls))
@@ -291,12 +294,6 @@ fn local_pods_with_a_sidecar_are_marked_for_istio_mtls() {
     snap.services[0].endpoints[0]
         .labels
         .insert("security.istio.io/tlsMode".into(), "disabled".into());
-    let cla = load_assignment(
-        &name(None),
-        &snap,
-        &proxy(),
-        &BTreeMap::new(),
-        &LocalityPolicy::default(),
-    );
+    let cla = assign(&snap);
     assert!(cla.endpoints[0].lb_endpoints[0].metadata.is_none());
 }
