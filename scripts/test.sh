@@ -44,6 +44,10 @@ if [ ! e2e/judges/node_modules/.package-lock.json -nt e2e/judges/package-lock.js
   (cd e2e/judges && npm ci --silent --no-audit --no-fund)
 fi
 
+# A clean CI build needs a few GiB; say how much there is, so a full disk is plain to see.
+df -h . | tail -1 | awk '{print "disk free for the build: " $4}'
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release --locked -- -D warnings
 cargo test --workspace --release --locked --no-fail-fast "$@"
