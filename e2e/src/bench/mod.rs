@@ -22,6 +22,8 @@ pub struct GatewayOptions {
     pub idle: usize,
     pub rate: u32,
     pub workers: usize,
+    /// Only the connection-rate figure (for quick A/B runs); no latency, bulk or idle.
+    pub conn_only: bool,
 }
 
 const SNI_HOST: &str = "bench.sample.svc.cluster.local";
@@ -106,8 +108,12 @@ async fn run(opts: &GatewayOptions, idle: usize, fds: u64) -> Result<Value, Stri
     let mut report = serde_json::Map::new();
     report.insert("direct".into(), summarize(&rounds[0], None));
     for (i, p) in proxies.iter().enumerate() {
-        eprintln!("{}: idle connections", p.name);
-        let rss = idle_rss(p, &backend, &hello, idle).await;
+        let rss = if opts.conn_only {
+            0.0
+        } else {
+            eprintln!("{}: idle connections", p.name);
+            idle_rss(p, &backend, &hello, idle).await
+        };
         report.insert(p.name.into(), summarize(&rounds[i + 1], Some(rss)));
     }
     report.insert("_meta".into(), json!({"secs": opts.secs, "rounds": opts.rounds, "idle_connections": idle, "open_file_limit": fds, "latency_rate_per_s": opts.rate, "workers": opts.workers}));
@@ -138,6 +144,13 @@ async fn measure(
     let c0 = cpu(p);
     let conn_per_s = load::conn_rate(addr, hello.clone(), o.workers, o.secs).await;
     let cpu_us_per_conn = (cpu(p) - c0) * 1e6 / (conn_per_s * o.secs).max(1.0);
+    if o.conn_only {
+        return Sample {
+            conn_per_s,
+            cpu_us_per_conn,
+            ..Sample::default()
+        };
+    }
     let lat = load::latencies(addr, hello.clone(), o.rate, o.secs).await;
     let gbps = load::bulk(addr, hello.clone(), 1, o.secs).await;
     let c1 = cpu(p);

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) != Some("gateway") {
         eprintln!(
-            "usage: bench gateway|federation|xds --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64]"
+            "usage: bench gateway|federation|xds --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64] [--conn-only]"
         );
         return ExitCode::from(2);
     }
@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         idle: num("--idle", 10_000.0) as usize,
         rate: num("--rate", 1000.0) as u32,
         workers: num("--workers", 64.0) as usize,
+        conn_only: args.iter().any(|a| a == "--conn-only"),
     };
     report(meshfed_e2e::bench::gateway(&opts))
 }
