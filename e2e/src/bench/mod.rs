@@ -106,15 +106,15 @@ async fn run(opts: &GatewayOptions, idle: usize, fds: u64) -> Result<Value, Stri
         }
     }
     let mut report = serde_json::Map::new();
-    report.insert("direct".into(), summarize(&rounds[0], None));
+    report.insert("direct".into(), summarize(&rounds[0], false, None));
     for (i, p) in proxies.iter().enumerate() {
         let rss = if opts.conn_only {
-            0.0
+            None
         } else {
             eprintln!("{}: idle connections", p.name);
-            idle_rss(p, &backend, &hello, idle).await
+            Some(idle_rss(p, &backend, &hello, idle).await)
         };
-        report.insert(p.name.into(), summarize(&rounds[i + 1], Some(rss)));
+        report.insert(p.name.into(), summarize(&rounds[i + 1], true, rss));
     }
     report.insert("_meta".into(), json!({"secs": opts.secs, "rounds": opts.rounds, "idle_connections": idle, "open_file_limit": fds, "latency_rate_per_s": opts.rate, "workers": opts.workers}));
     Ok(Value::Object(report))
@@ -190,7 +190,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn summarize(samples: &[Sample], rss: Option<f64>) -> Value {
+/// The medians; a proxy's (not direct's) with its CPU cost, and its idle memory if measured.
+fn summarize(samples: &[Sample], proxy: bool, rss: Option<f64>) -> Value {
     let m = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
     let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     let mut v = json!({
@@ -200,10 +201,12 @@ fn summarize(samples: &[Sample], rss: Option<f64>) -> Value {
         "p50_us": m(|s| s.p50_us as f64),
         "p99_us": m(|s| s.p99_us as f64),
     });
-    if let Some(rss) = rss {
-        v["rss_kib_per_conn"] = round(rss, 2).into();
+    if proxy {
         v["cpu_us_per_conn"] = round(m(|s| s.cpu_us_per_conn), 1).into();
         v["cpu_s_per_gb"] = round(m(|s| s.cpu_s_per_gb), 3).into();
+    }
+    if let Some(rss) = rss {
+        v["rss_kib_per_conn"] = round(rss, 2).into();
     }
     v
 }

@@ -332,9 +332,18 @@ impl ClusterBed {
 }
 
 fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> Result<Material, String> {
+    Material::from_workload(&workload(ca, sa, ttl)?)
+}
+
+/// A workload certificate for service account `sa` of this cluster, valid for `ttl`.
+fn workload(
+    ca: &CertificateAuthority,
+    sa: &str,
+    ttl: Duration,
+) -> Result<meshfed_certs::WorkloadCert, String> {
     let mut opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
     opts.ttl = ttl;
-    Material::from_workload(&ca.issue_workload(&opts).map_err(|e| e.to_string())?)
+    ca.issue_workload(&opts).map_err(|e| e.to_string())
 }
 
 fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> Result<(), String> {
@@ -542,9 +551,8 @@ async fn start_cluster(
 
 /// A fresh 24 h workload certificate for `sa`, written where its agent reads it.
 fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> Result<(), String> {
-    let opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
-    let cert = ca.issue_workload(&opts).map_err(|e| e.to_string())?;
-    write_certs(dir, &cert.files())
+    let day = Duration::from_secs(86_400);
+    write_certs(dir, &workload(ca, sa, day)?.files())
 }
 
 /// `meshfed agent` on `certs`, and the sidecar's credentials following it over SDS.
