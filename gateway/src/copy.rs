@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -66,8 +66,9 @@ pub async fn bidirectional(
         match mode {
             #[cfg(target_os = "linux")]
             CopyMode::Splice => {
-                let to_up = zerocopy::copy(&down, &up, &activity, &on_bytes, true);
-                let to_down = zerocopy::copy(&up, &down, &activity, &on_bytes, false);
+                let ended = std::sync::atomic::AtomicBool::new(false);
+                let to_up = zerocopy::copy(&down, &up, &activity, &ended, &on_bytes, true);
+                let to_down = zerocopy::copy(&up, &down, &activity, &ended, &on_bytes, false);
                 tokio::try_join!(to_up, to_down)
             }
             _ => buffered_both(down, up, &activity, &on_bytes).await,
@@ -76,6 +77,26 @@ pub async fn bidirectional(
     tokio::select! {
         r = both => r.map(|(to_upstream, to_downstream)| Transferred { to_upstream, to_downstream }),
         () = idle_watch(&activity, idle) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+    }
+}
+
+/// Reads what `stream` holds into `buf` without waiting (WouldBlock when it holds nothing).
+/// A read that leaves room in `buf` has drained the socket, so the reactor is told to wait for
+/// new data: otherwise the next wait returns at once and the read after it only says EAGAIN,
+/// one wasted syscall per message. Data that lands meanwhile raises a new readiness event.
+pub(crate) fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    let cleared = stream.try_io(Interest::READABLE, || {
+        got = stream.try_read(buf)?;
+        if got > 0 && got < buf.len() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match cleared {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
@@ -139,7 +160,7 @@ mod zerocopy {
     use std::cell::RefCell;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
@@ -195,11 +216,6 @@ mod zerocopy {
         })
     }
 
-    fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
-    }
-
     fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for reads of buf.len() bytes.
         check(unsafe {
@@ -226,7 +242,7 @@ mod zerocopy {
     fn relay_small(src: &TcpStream, dst: &TcpStream) -> io::Result<Small> {
         SCRATCH_BUF.with(|cell| {
             let mut buf = cell.borrow_mut();
-            let n = src.try_io(Interest::READABLE, || recv(src.as_raw_fd(), &mut buf))?;
+            let n = super::read_draining(src, &mut buf)?;
             if n == 0 {
                 return Ok(Small::Eof);
             }
@@ -243,10 +259,12 @@ mod zerocopy {
         })
     }
 
+    /// `ended` is shared by the two directions: the first to reach end of stream sets it.
     pub async fn copy(
         src: &TcpStream,
         dst: &TcpStream,
         activity: &AtomicU64,
+        ended: &AtomicBool,
         on_bytes: &OnBytes,
         to_up: bool,
     ) -> io::Result<u64> {
@@ -266,9 +284,13 @@ mod zerocopy {
             activity.fetch_add(1, Ordering::Relaxed);
             on_bytes(to_up, moved as u64);
         }
-        // Pass the FIN on; the peer may already be gone, which is not an error for us.
-        // SAFETY: shutdown on a descriptor we own (through dst) only half-closes it.
-        unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
+        // Pass the FIN on; the peer may already be gone, which is not an error for us. When the
+        // other way has ended too, both sockets are closed as soon as this returns, and close
+        // sends the FIN itself (every byte both ways has been read), so that shutdown is saved.
+        if !ended.swap(true, Ordering::Relaxed) {
+            // SAFETY: shutdown on a descriptor we own (through dst) only half-closes it.
+            unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
+        }
         Ok(total)
     }
 
@@ -378,6 +400,28 @@ mod tests {
     #[tokio::test]
     async fn buffered_relays_both_ways_with_half_close() {
         relay(CopyMode::Buffered).await;
+    }
+
+    #[tokio::test]
+    async fn a_short_read_waits_for_new_data_instead_of_reading_again() {
+        let (mut client, proxy) = pair().await;
+        client.write_all(b"hello").await.unwrap();
+        proxy.readable().await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(read_draining(&proxy, &mut buf).unwrap(), 5);
+        // Drained: waiting now must not finish until the peer sends more.
+        let mut wait = std::pin::pin!(proxy.readable());
+        assert!(futures::poll!(&mut wait).is_pending());
+        client.write_all(b"more").await.unwrap();
+        wait.await.unwrap();
+        assert_eq!(read_draining(&proxy, &mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"more");
+        // A read that fills the buffer may have left bytes behind: readiness stays.
+        client.write_all(&[1u8; 100]).await.unwrap();
+        proxy.readable().await.unwrap();
+        let mut small = [0u8; 10];
+        assert_eq!(read_draining(&proxy, &mut small).unwrap(), 10);
+        assert!(futures::poll!(std::pin::pin!(proxy.readable())).is_ready());
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,12 +5,12 @@ use crate::GatewayConfig;
 use crate::balance;
 use crate::clienthello::{self, HelloError, Parsed};
 use crate::copy::{self, OnBytes};
+use crate::dial;
 use crate::metrics::{Metrics, Outcome};
 use crate::routes::{RouteEndpoint, RouteHandle};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub struct Context {
@@ -49,6 +49,8 @@ async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
         return Outcome::UpstreamFailed;
     };
     drop(hello.bytes);
+    // On Linux accepted sockets inherit TCP_NODELAY from the listener.
+    #[cfg(not(target_os = "linux"))]
     let _ = down.set_nodelay(true);
     endpoint.health.active.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.active.increment(1.0);
@@ -90,18 +92,22 @@ impl ReadError {
 }
 
 async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
-    let mut bytes = Vec::with_capacity(2048);
+    const STEP: usize = 2048;
+    let mut bytes = Vec::with_capacity(STEP);
     loop {
         if bytes.len() >= clienthello::MAX_HELLO + 1024 {
             return Err(ReadError::Hello(HelloError::TooLarge));
         }
-        bytes.reserve(2048);
-        let n = down
-            .read_buf(&mut bytes)
-            .await
-            .map_err(|_| ReadError::Closed)?;
-        if n == 0 {
-            return Err(ReadError::Closed);
+        down.readable().await.map_err(|_| ReadError::Closed)?;
+        let start = bytes.len();
+        bytes.resize(start + STEP, 0);
+        let read = copy::read_draining(down, &mut bytes[start..]);
+        bytes.truncate(start + read.as_ref().map_or(0, |n| *n));
+        match read {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Err(ReadError::Closed),
         }
         match clienthello::parse(&bytes).map_err(ReadError::Hello)? {
             Parsed::NeedMore => continue,
@@ -120,17 +126,14 @@ async fn connect_first(
         let addr = endpoint.endpoint.address;
         let started = Instant::now();
         let attempt =
-            tokio::time::timeout(ctx.config.connect_timeout, TcpStream::connect(addr)).await;
+            tokio::time::timeout(ctx.config.connect_timeout, dial::connect_with(addr, hello)).await;
         match attempt {
-            Ok(Ok(mut up)) => {
+            Ok(Ok(up)) => {
                 ctx.metrics
                     .connect_seconds
                     .record(started.elapsed().as_secs_f64());
-                let _ = up.set_nodelay(true);
-                if up.write_all(hello).await.is_ok() {
-                    endpoint.health.restore();
-                    return Some((up, endpoint.clone()));
-                }
+                endpoint.health.restore();
+                return Some((up, endpoint.clone()));
             }
             Ok(Err(e)) => tracing::debug!(%addr, error = %e, "upstream connect failed"),
             Err(_) => tracing::debug!(%addr, "upstream connect timed out"),

@@ -1,0 +1,128 @@
+//! Opening the upstream connection with the buffered ClientHello as its first bytes.
+//!
+//! tokio's `TcpStream::connect` waits for the socket to become writable and then asks the
+//! kernel for the connect's outcome (`getsockopt(SO_ERROR)`) before we may write. The
+//! ClientHello's own write reports a refused or failed connect just as well, so we start the
+//! connect, try the write at once (on loopback and on fast links the handshake is often
+//! already done) and only wait for writability when the kernel says so. One syscall and often
+//! one trip through the reactor fewer per proxied connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Connects to `addr` with TCP_NODELAY and writes all of `first`; an error from either step
+/// (refused, unreachable, reset) is returned as is.
+pub async fn connect_with(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
+    let stream = start_connect(addr)?;
+    let mut rest = first;
+    while !rest.is_empty() {
+        // Writing straight to the descriptor: tokio's try_write would refuse until the reactor
+        // has reported the new socket writable once.
+        match send(&stream, rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                // The reactor's writable flag is only cleared through try_io: a spurious
+                // wake-up then waits for the next edge instead of spinning.
+                match stream.try_io(Interest::WRITABLE, || send(&stream, rest)) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(stream)
+}
+
+/// A non-blocking socket whose connect has started (or, rarely, already finished).
+fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    TcpStream::from_std(std::net::TcpStream::from(socket))
+}
+
+fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for reads of buf.len() bytes; the descriptor is owned by stream.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn first_bytes_arrive_and_nodelay_is_set() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hello: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let (up, accepted) = tokio::join!(connect_with(addr, &hello), l.accept());
+        let up = up.unwrap();
+        assert!(up.nodelay().unwrap());
+        let mut got = vec![0; hello.len()];
+        accepted.unwrap().0.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, hello);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_an_error() {
+        // A port that was just free: nothing listens there.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = connect_with(addr, b"hello").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn a_large_first_write_waits_for_the_peer() {
+        // More than the socket buffers hold: the write must wait for the reader, not fail.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let big = vec![7u8; 8 << 20];
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut n = 0;
+            let mut buf = vec![0; 64 * 1024];
+            loop {
+                match s.read(&mut buf).await.unwrap() {
+                    0 => return n,
+                    m => n += m,
+                }
+            }
+        });
+        let up = connect_with(addr, &big).await.unwrap();
+        drop(up);
+        assert_eq!(reader.await.unwrap(), big.len());
+    }
+}
