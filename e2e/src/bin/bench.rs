@@ -1,69 +1,121 @@
-//! `bench gateway --json FILE`: meshfed's gateway side by side with HAProxy, nginx and sniproxy.
+//! `bench gateway|federation|xds --json FILE`: meshfed measured, side by side with its peers
+//! where it has them. Every figure is also printed as JSON on stdout.
 
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[derive(Parser)]
+#[command(about = "meshfed's benchmarks (bench/run.sh writes their figures into BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The gateway beside HAProxy, nginx and sniproxy: throughput, conn/s, latency, idle memory.
+    Gateway(GatewayArgs),
+    /// Federation: propagation of endpoint changes and first sync at scale.
+    Federation(FederationArgs),
+    /// The xDS server: pushes to many clients, delta and state of the world.
+    Xds(XdsArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Where the JSON report goes.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The meshfed binary to measure.
+    #[arg(long, default_value = "target/release/meshfed")]
+    meshfed: PathBuf,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seconds per figure and round.
+    #[arg(long, default_value_t = 2.0)]
+    secs: f64,
+    /// Rounds; each figure is the median over them.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Idle connections held open to measure memory per connection.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// New connections per second while measuring latency.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Concurrent clients while measuring the connection rate.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    /// Only the connection-rate figure (for quick A/B runs).
+    #[arg(long)]
+    conn_only: bool,
+}
+
+#[derive(Args)]
+struct FederationArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 1000)]
+    changes: usize,
+    #[arg(long, default_value_t = 3)]
+    clusters: usize,
+    #[arg(long, default_value_t = 2000)]
+    services: usize,
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+}
+
+#[derive(Args)]
+struct XdsArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+    #[arg(long, default_value_t = 100)]
+    services: usize,
+    /// Which of delta and sotw to measure.
+    #[arg(long, value_delimiter = ',', default_value = "delta,sotw")]
+    modes: Vec<String>,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+    use meshfed_e2e::bench;
+    let result = match Cli::parse().command {
+        Command::Gateway(a) => bench::gateway(&bench::GatewayOptions {
+            json: a.common.json.unwrap_or_else(|| "bench-gateway.json".into()),
+            meshfed: a.common.meshfed,
+            secs: a.secs,
+            rounds: a.rounds,
+            idle: a.idle,
+            rate: a.rate,
+            workers: a.workers,
+            conn_only: a.conn_only,
+        }),
+        Command::Federation(a) => bench::federation::run(&bench::federation::FederationOptions {
+            json: a.common.json.unwrap_or_else(|| "bench-federation.json".into()),
+            meshfed: a.common.meshfed,
+            changes: a.changes,
+            clusters: a.clusters,
+            services: a.services,
+            endpoints: a.endpoints,
+        }),
+        Command::Xds(a) => bench::xds::run(&bench::xds::XdsOptions {
+            json: a.common.json.unwrap_or_else(|| "bench-xds.json".into()),
+            meshfed: a.common.meshfed,
+            clients: a.clients,
+            changes: a.changes,
+            services: a.services,
+            modes: a.modes,
+        }),
     };
-    let num =
-        |flag: &str, default: f64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(default);
-    if args.first().map(String::as_str) == Some("federation") {
-        let opts = meshfed_e2e::bench::federation::FederationOptions {
-            json: PathBuf::from(value("--json").unwrap_or_else(|| "bench-federation.json".into())),
-            meshfed: PathBuf::from(
-                value("--meshfed").unwrap_or_else(|| "target/release/meshfed".into()),
-            ),
-            changes: num("--changes", 1000.0) as usize,
-            clusters: num("--clusters", 3.0) as usize,
-            services: num("--services", 2000.0) as usize,
-            endpoints: num("--endpoints", 10.0) as usize,
-        };
-        return report(meshfed_e2e::bench::federation::run(&opts));
-    }
-    if args.first().map(String::as_str) == Some("xds") {
-        let opts = meshfed_e2e::bench::xds::XdsOptions {
-            json: PathBuf::from(value("--json").unwrap_or_else(|| "bench-xds.json".into())),
-            meshfed: PathBuf::from(
-                value("--meshfed").unwrap_or_else(|| "target/release/meshfed".into()),
-            ),
-            clients: num("--clients", 1000.0) as usize,
-            changes: num("--changes", 20.0) as usize,
-            services: num("--services", 100.0) as usize,
-            modes: value("--modes")
-                .unwrap_or_else(|| "delta,sotw".into())
-                .split(',')
-                .map(str::to_string)
-                .collect(),
-        };
-        return report(meshfed_e2e::bench::xds::run(&opts));
-    }
-    if args.first().map(String::as_str) != Some("gateway") {
-        eprintln!(
-            "usage: bench gateway|federation|xds --json FILE [--meshfed target/release/meshfed] [--secs 2] [--rounds 3] [--idle 10000] [--rate 1000] [--workers 64] [--conn-only]"
-        );
-        return ExitCode::from(2);
-    }
-    let num =
-        |flag: &str, default: f64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(default);
-    let opts = meshfed_e2e::bench::GatewayOptions {
-        json: PathBuf::from(value("--json").unwrap_or_else(|| "bench-gateway.json".into())),
-        meshfed: PathBuf::from(
-            value("--meshfed").unwrap_or_else(|| "target/release/meshfed".into()),
-        ),
-        secs: num("--secs", 2.0),
-        rounds: num("--rounds", 3.0) as usize,
-        idle: num("--idle", 10_000.0) as usize,
-        rate: num("--rate", 1000.0) as u32,
-        workers: num("--workers", 64.0) as usize,
-        conn_only: args.iter().any(|a| a == "--conn-only"),
-    };
-    report(meshfed_e2e::bench::gateway(&opts))
+    report(result)
 }
 
 fn report(result: Result<serde_json::Value, String>) -> ExitCode {
