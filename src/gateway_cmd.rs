@@ -100,7 +100,7 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
     config.drain_timeout = args.drain_timeout;
     crate::runtime(args.threads)?.block_on(async move {
         let routes = RouteHandle::default();
-        let (_, metrics) = meshfed_gateway::metrics::global();
+        let metrics = meshfed_gateway::metrics::global();
         let _source = match (args.endpoints, args.xds) {
             (Some(file), _) => source::start(file, routes.clone(), metrics, Duration::from_secs(1))
                 .map_err(anyhow::Error::msg)?,

@@ -129,7 +129,7 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
     ));
 
     let routes = RouteHandle::default();
-    let (_, metrics) = meshfed_gateway::metrics::global();
+    let metrics = meshfed_gateway::metrics::global();
     let id = Identity {
         kind: "router".into(),
         cluster_id: "cluster2".into(),

@@ -103,21 +103,13 @@ impl Gateway {
     /// Accepts until `shutdown`, then stops accepting, reports not-ready and gives open
     /// connections `drain_timeout` to finish.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let (prometheus, metrics) = metrics::global();
+        let metrics = metrics::global();
         let ready = Arc::new(AtomicBool::new(true));
         let admin = admin::Admin {
             routes: self.routes.clone(),
             ready: ready.clone(),
         };
         let admin_task = tokio::spawn(admin::serve(self.admin_listener, admin));
-        // Histograms buffer samples until upkeep folds them in; without a scrape they would grow.
-        let upkeep = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                prometheus.run_upkeep();
-            }
-        });
         let on_bytes: copy::OnBytes = Arc::new(move |to_up, n| {
             if to_up {
                 metrics.bytes_to_upstream.increment(n)
@@ -145,7 +137,6 @@ impl Gateway {
         )
         .await;
         admin_task.abort();
-        upkeep.abort();
     }
 }
 

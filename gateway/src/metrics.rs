@@ -2,7 +2,6 @@
 //! atomic add, not a registry lookup.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::OnceLock;
 
 /// How a downstream connection ended up.
@@ -79,13 +78,11 @@ impl Metrics {
     }
 }
 
-/// The process-wide recorder and this component's handles.
-pub fn global() -> &'static (PrometheusHandle, Metrics) {
-    static GLOBAL: OnceLock<(PrometheusHandle, Metrics)> = OnceLock::new();
+/// This component's handles on the process-wide recorder.
+pub fn global() -> &'static Metrics {
+    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
     GLOBAL.get_or_init(|| {
-        (
-            meshfed_model::telemetry::prometheus().clone(),
-            Metrics::new(),
-        )
+        meshfed_model::telemetry::prometheus();
+        Metrics::new()
     })
 }

@@ -131,7 +131,7 @@ impl Bed {
         );
         tune(&mut cfg);
         let (gateway, admin) = rt.block_on(async {
-            let (_, metrics) = meshfed_gateway::metrics::global();
+            let metrics = meshfed_gateway::metrics::global();
             source::start(
                 file.clone(),
                 routes.clone(),

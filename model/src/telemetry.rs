@@ -3,6 +3,7 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Installs the recorder on first use and returns the handle that renders `/metrics`.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -15,6 +16,46 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (a host program's); ours still renders.
         let _ = metrics::set_global_recorder(recorder);
+        spawn_upkeep(handle.clone());
         handle
     })
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// The name of the thread that does it (seen in /proc/PID/task/*/comm).
+pub const UPKEEP_THREAD: &str = "metrics-upkeep";
+
+/// The recorder keeps every histogram sample until upkeep folds it into the buckets: a
+/// process nobody scrapes (a DNS proxy forwarding thousands of queries a second) would grow
+/// without end. A thread rather than a task, because the recorder may be installed before
+/// (or outside) any async runtime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name(UPKEEP_THREAD.into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no metrics upkeep thread: histograms fold in only when scraped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_folded_in_without_a_scrape() {
+        prometheus();
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+            .map(|c| c.trim().to_string())
+            .collect();
+        assert!(names.iter().any(|n| n == UPKEEP_THREAD), "{names:?}");
+    }
 }

@@ -99,7 +99,10 @@ fn main() -> ExitCode {
             conn_only: a.conn_only,
         }),
         Command::Federation(a) => bench::federation::run(&bench::federation::FederationOptions {
-            json: a.common.json.unwrap_or_else(|| "bench-federation.json".into()),
+            json: a
+                .common
+                .json
+                .unwrap_or_else(|| "bench-federation.json".into()),
             meshfed: a.common.meshfed,
             changes: a.changes,
             clusters: a.clusters,
