@@ -100,6 +100,47 @@ pub(crate) fn read_draining(stream: &TcpStream, buf: &mut [u8]) -> io::Result<us
     }
 }
 
+/// Sends what `stream` takes now, without waiting. Straight to the descriptor: tokio's
+/// try_write refuses until the reactor has reported a new socket writable once.
+pub(crate) fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: buf is valid for reads of buf.len() bytes; the descriptor is owned by stream.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sends all of `buf`: at once as far as the socket takes it, the rest as room frees up.
+pub(crate) async fn send_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match send_now(stream, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                // The reactor's writable flag is only cleared through try_io: a spurious
+                // wake-up then waits for the next edge instead of spinning.
+                match stream.try_io(Interest::WRITABLE, || send_now(stream, buf)) {
+                    Ok(n) => buf = &buf[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Completes once `idle` passes without the activity counter moving.
 async fn idle_watch(activity: &AtomicU64, idle: Duration) {
     let mut seen = activity.load(Ordering::Relaxed);
@@ -216,18 +257,6 @@ mod zerocopy {
         })
     }
 
-    fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: buf is valid for reads of buf.len() bytes.
-        check(unsafe {
-            libc::send(
-                fd,
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        })
-    }
-
     /// What one small read did.
     enum Small {
         Eof,
@@ -246,7 +275,7 @@ mod zerocopy {
             if n == 0 {
                 return Ok(Small::Eof);
             }
-            let sent = match send(dst.as_raw_fd(), &buf[..n]) {
+            let sent = match super::send_now(dst, &buf[..n]) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
@@ -274,7 +303,8 @@ mod zerocopy {
             let moved = match relay_small(src, dst) {
                 Ok(Small::Eof) => break,
                 Ok(Small::Moved { n, rest, full }) => {
-                    send_all(dst, &rest).await?;
+                    // Whatever the peer could not take at once (rare: small writes to a full socket).
+                    super::send_all(dst, &rest).await?;
                     if full { n + bulk(src, dst).await? } else { n }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -292,19 +322,6 @@ mod zerocopy {
             unsafe { libc::shutdown(dst.as_raw_fd(), libc::SHUT_WR) };
         }
         Ok(total)
-    }
-
-    /// Whatever the peer could not take at once (rare: small writes to a full socket).
-    async fn send_all(dst: &TcpStream, mut rest: &[u8]) -> io::Result<()> {
-        while !rest.is_empty() {
-            dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || send(dst.as_raw_fd(), rest)) {
-                Ok(m) => rest = &rest[m..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Splices until the source has nothing more right now (or hits end of stream, which the

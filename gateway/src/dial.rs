@@ -7,35 +7,16 @@
 //! already done) and only wait for writability when the kernel says so. One syscall and often
 //! one trip through the reactor fewer per proxied connection.
 
+use crate::copy;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Connects to `addr` with TCP_NODELAY and writes all of `first`; an error from either step
 /// (refused, unreachable, reset) is returned as is.
 pub async fn connect_with(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
     let stream = start_connect(addr)?;
-    let mut rest = first;
-    while !rest.is_empty() {
-        // Writing straight to the descriptor: tokio's try_write would refuse until the reactor
-        // has reported the new socket writable once.
-        match send(&stream, rest) {
-            Ok(n) => rest = &rest[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                stream.writable().await?;
-                // The reactor's writable flag is only cleared through try_io: a spurious
-                // wake-up then waits for the next edge instead of spinning.
-                match stream.try_io(Interest::WRITABLE, || send(&stream, rest)) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    copy::send_all(&stream, first).await?;
     Ok(stream)
 }
 
@@ -54,23 +35,6 @@ fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
         Err(e) => return Err(e),
     }
     TcpStream::from_std(std::net::TcpStream::from(socket))
-}
-
-fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: buf is valid for reads of buf.len() bytes; the descriptor is owned by stream.
-    let n = unsafe {
-        libc::send(
-            stream.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
 }
 
 #[cfg(test)]

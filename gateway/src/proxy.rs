@@ -101,13 +101,15 @@ async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
         down.readable().await.map_err(|_| ReadError::Closed)?;
         let start = bytes.len();
         bytes.resize(start + STEP, 0);
-        let read = copy::read_draining(down, &mut bytes[start..]);
-        bytes.truncate(start + read.as_ref().map_or(0, |n| *n));
-        match read {
+        let n = match copy::read_draining(down, &mut bytes[start..]) {
             Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(_) => return Err(ReadError::Closed),
+        };
+        bytes.truncate(start + n);
+        if n == 0 {
+            continue;
         }
         match clienthello::parse(&bytes).map_err(ReadError::Hello)? {
             Parsed::NeedMore => continue,
