@@ -16,7 +16,9 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Another recorder may already be installed (a host program's); ours still renders.
         let _ = metrics::set_global_recorder(recorder);
-        spawn_upkeep(handle.clone());
+        if let Some(upkeep) = spawn_upkeep(handle.clone()) {
+            let _ = UPKEEP.set(upkeep);
+        }
         handle
     })
 }
@@ -25,12 +27,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// The name of the thread that does it (seen in /proc/PID/task/*/comm).
 pub const UPKEEP_THREAD: &str = "metrics-upkeep";
+/// Kept so that a test (or a debugger) can see the thread is alive.
+static UPKEEP: OnceLock<std::thread::JoinHandle<()>> = OnceLock::new();
 
 /// The recorder keeps every histogram sample until upkeep folds it into the buckets: a
 /// process nobody scrapes (a DNS proxy forwarding thousands of queries a second) would grow
 /// without end. A thread rather than a task, because the recorder may be installed before
 /// (or outside) any async runtime.
-fn spawn_upkeep(handle: PrometheusHandle) {
+fn spawn_upkeep(handle: PrometheusHandle) -> Option<std::thread::JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name(UPKEEP_THREAD.into())
         .spawn(move || {
@@ -39,9 +43,11 @@ fn spawn_upkeep(handle: PrometheusHandle) {
                 handle.run_upkeep();
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "no metrics upkeep thread: histograms fold in only when scraped");
-    }
+    spawned
+        .map_err(|e| {
+            tracing::warn!(error = %e, "no metrics upkeep thread: histograms fold in only when scraped");
+        })
+        .ok()
 }
 
 #[cfg(test)]
@@ -50,12 +56,11 @@ mod tests {
 
     #[test]
     fn histograms_are_folded_in_without_a_scrape() {
+        // Not /proc/self/task/*/comm: a new thread names itself once it runs, so right after
+        // the spawn it may still carry the spawner's name (this flaked in CI).
         prometheus();
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
-            .map(|c| c.trim().to_string())
-            .collect();
-        assert!(names.iter().any(|n| n == UPKEEP_THREAD), "{names:?}");
+        let upkeep = UPKEEP.get().expect("the recorder started an upkeep thread");
+        assert_eq!(upkeep.thread().name(), Some(UPKEEP_THREAD));
+        assert!(!upkeep.is_finished(), "the upkeep loop never ends");
     }
 }
