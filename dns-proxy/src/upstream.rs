@@ -139,7 +139,10 @@ mod tests {
         let a = connected_udp(server).unwrap();
         let b = connected_udp(server).unwrap();
         assert_eq!(a.peer_addr().unwrap(), server);
-        let (pa, pb) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+        let (pa, pb) = (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        );
         assert!(pa != 0 && pb != 0 && pa != pb, "{pa} {pb}");
     }
 
