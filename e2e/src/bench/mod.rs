@@ -24,6 +24,10 @@ pub struct GatewayOptions {
     pub workers: usize,
     /// Only the connection-rate figure (for quick A/B runs); no latency, bulk or idle.
     pub conn_only: bool,
+    /// Only the bulk throughput figures; no connection rate, latency or idle.
+    pub bulk_only: bool,
+    /// Which proxies to measure (by report name); empty means all of them.
+    pub peers: Vec<String>,
 }
 
 const SNI_HOST: &str = "bench.sample.svc.cluster.local";
@@ -74,29 +78,25 @@ async fn run(opts: &GatewayOptions, idle: usize, fds: u64) -> Result<Value, Stri
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path();
-    let proxies = [
-        peers::meshfed(
-            &opts.meshfed,
-            d,
-            PROXY_CORE,
-            SNI_HOST,
-            PORT,
-            backend.addr,
-            "splice",
-        )?,
-        peers::meshfed(
-            &opts.meshfed,
-            d,
-            PROXY_CORE,
-            SNI_HOST,
-            PORT,
-            backend.addr,
-            "buffered",
-        )?,
-        peers::haproxy(d, PROXY_CORE, &sni, backend.addr, fds)?,
-        peers::nginx(d, PROXY_CORE, &sni, backend.addr, fds)?,
-        peers::sniproxy(d, PROXY_CORE, &sni, backend.addr)?,
-    ];
+    let wanted = |name: &str| opts.peers.is_empty() || opts.peers.iter().any(|p| p == name);
+    let mut proxies = Vec::new();
+    for (name, copy) in [("meshfed", "splice"), ("meshfed-buffered", "buffered")] {
+        if wanted(name) {
+            let (bin, addr) = (&opts.meshfed, backend.addr);
+            proxies.push(peers::meshfed(
+                bin, d, PROXY_CORE, SNI_HOST, PORT, addr, copy,
+            )?);
+        }
+    }
+    if wanted("haproxy") {
+        proxies.push(peers::haproxy(d, PROXY_CORE, &sni, backend.addr, fds)?);
+    }
+    if wanted("nginx") {
+        proxies.push(peers::nginx(d, PROXY_CORE, &sni, backend.addr, fds)?);
+    }
+    if wanted("sniproxy") {
+        proxies.push(peers::sniproxy(d, PROXY_CORE, &sni, backend.addr)?);
+    }
     let mut rounds: Vec<Vec<Sample>> = vec![Vec::new(); proxies.len() + 1];
     for round in 0..opts.rounds {
         eprintln!("round {}/{}", round + 1, opts.rounds);
@@ -108,7 +108,7 @@ async fn run(opts: &GatewayOptions, idle: usize, fds: u64) -> Result<Value, Stri
     let mut report = serde_json::Map::new();
     report.insert("direct".into(), summarize(&rounds[0], false, None));
     for (i, p) in proxies.iter().enumerate() {
-        let rss = if opts.conn_only {
+        let rss = if opts.conn_only || opts.bulk_only {
             None
         } else {
             eprintln!("{}: idle connections", p.name);
@@ -141,6 +141,9 @@ async fn measure(
     hello: &Arc<Vec<u8>>,
     o: &GatewayOptions,
 ) -> Sample {
+    if o.bulk_only {
+        return bulk(addr, p, hello, o).await;
+    }
     let c0 = cpu(p);
     let conn_per_s = load::conn_rate(addr, hello.clone(), o.workers, o.secs).await;
     let cpu_us_per_conn = (cpu(p) - c0) * 1e6 / (conn_per_s * o.secs).max(1.0);
@@ -152,19 +155,31 @@ async fn measure(
         };
     }
     let lat = load::latencies(addr, hello.clone(), o.rate, o.secs).await;
-    let gbps = load::bulk(addr, hello.clone(), 1, o.secs).await;
-    let c1 = cpu(p);
-    let gbps_8 = load::bulk(addr, hello.clone(), 8, o.secs).await;
-    let gb = gbps_8 * o.secs / 8.0;
-    let cpu_s_per_gb = (cpu(p) - c1) / gb.max(1e-9);
     Sample {
         conn_per_s,
         cpu_us_per_conn,
         p50_us: load::percentile(&lat, 0.5),
         p99_us: load::percentile(&lat, 0.99),
+        ..bulk(addr, p, hello, o).await
+    }
+}
+
+/// The throughput figures: one stream, then eight (whose CPU gives the cost per GB).
+async fn bulk(
+    addr: std::net::SocketAddr,
+    p: Option<&peers::Proxy>,
+    hello: &Arc<Vec<u8>>,
+    o: &GatewayOptions,
+) -> Sample {
+    let gbps = load::bulk(addr, hello.clone(), 1, o.secs).await;
+    let c1 = cpu(p);
+    let gbps_8 = load::bulk(addr, hello.clone(), 8, o.secs).await;
+    let gb = gbps_8 * o.secs / 8.0;
+    Sample {
         gbps,
         gbps_8,
-        cpu_s_per_gb,
+        cpu_s_per_gb: (cpu(p) - c1) / gb.max(1e-9),
+        ..Sample::default()
     }
 }
 

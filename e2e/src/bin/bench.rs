@@ -52,8 +52,14 @@ struct GatewayArgs {
     #[arg(long, default_value_t = 64)]
     workers: usize,
     /// Only the connection-rate figure (for quick A/B runs).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bulk_only")]
     conn_only: bool,
+    /// Only the bulk throughput figures (for quick A/B runs).
+    #[arg(long)]
+    bulk_only: bool,
+    /// Only these proxies (meshfed, meshfed-buffered, haproxy, nginx, sniproxy); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["meshfed", "meshfed-buffered", "haproxy", "nginx", "sniproxy"])]
+    peers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
             rate: a.rate,
             workers: a.workers,
             conn_only: a.conn_only,
+            bulk_only: a.bulk_only,
+            peers: a.peers,
         }),
         Command::Federation(a) => bench::federation::run(&bench::federation::FederationOptions {
             json: a
