@@ -201,37 +201,94 @@ mod zerocopy {
     use std::cell::RefCell;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    /// Up to this much moves per splice call (the default pipe capacity).
-    const CHUNK: usize = 64 * 1024;
+    /// Up to this much moves per splice call, and the capacity asked of a bulk pipe: four
+    /// times the default 64 KiB, so one bulk stream takes a quarter of the splice calls
+    /// (measured: 9.9 -> 13.6 Gbit/s for one stream; 1 MiB gave 15.0 for four times the pages
+    /// charged). The pages are held only while a bulk transfer is under way.
+    const CHUNK: usize = 256 * 1024;
     /// Reads that fill the scratch buffer switch the stream to splice.
     const SCRATCH: usize = 16 * 1024;
+
+    /// How many pipes of the process may be enlarged at once. The kernel charges a pipe's
+    /// capacity, not its use, to the user's fs.pipe-user-pages-soft (64 MiB by default), and
+    /// once an unprivileged user is over it every new pipe gets two pages. 64 big pipes take a
+    /// quarter of that; past them pipes keep the default size, so many parallel bulk streams
+    /// never starve later ones (or other processes of the same user).
+    static BIG_PIPES: Budget = Budget::new(64);
 
     thread_local! {
         static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
     }
 
+    /// A count of enlarged pipes with a ceiling.
+    struct Budget {
+        in_use: AtomicUsize,
+        max: usize,
+    }
+
+    /// One enlarged pipe's share of a budget, given back on drop.
+    struct Slot(&'static Budget);
+
+    impl Budget {
+        const fn new(max: usize) -> Self {
+            Budget {
+                in_use: AtomicUsize::new(0),
+                max,
+            }
+        }
+
+        fn take(&'static self) -> Option<Slot> {
+            self.in_use
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < self.max).then_some(n + 1)
+                })
+                .ok()
+                .map(|_| Slot(self))
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.in_use.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     struct Pipe {
         read: OwnedFd,
         write: OwnedFd,
+        /// Held while this pipe is enlarged.
+        _big: Option<Slot>,
     }
 
     fn pipe() -> io::Result<Pipe> {
+        pipe_within(&BIG_PIPES)
+    }
+
+    fn pipe_within(budget: &'static Budget) -> io::Result<Pipe> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: fds is a valid two-element array for pipe2 to fill.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-        Ok(unsafe {
-            Pipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            }
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let big = budget.take().filter(|_| enlarge(&read));
+        Ok(Pipe {
+            read,
+            write,
+            _big: big,
         })
+    }
+
+    /// Best effort: past fs.pipe-max-size or the user's limits the kernel refuses, and the
+    /// default-size pipe still relays, in smaller steps.
+    fn enlarge(pipe: &OwnedFd) -> bool {
+        // SAFETY: F_SETPIPE_SZ on a pipe we own only changes its capacity.
+        unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) >= 0 }
     }
 
     fn check(n: isize) -> io::Result<usize> {
@@ -255,6 +312,35 @@ mod zerocopy {
                 flags,
             )
         })
+    }
+
+    #[cfg(test)]
+    fn capacity(p: &Pipe) -> usize {
+        // SAFETY: F_GETPIPE_SZ only reads the capacity of a pipe we own.
+        let size = unsafe { libc::fcntl(p.read.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        usize::try_from(size).unwrap()
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn only_a_budget_of_pipes_is_enlarged() {
+        static TWO: Budget = Budget::new(2);
+        static NONE: Budget = Budget::new(0);
+        let default = capacity(&pipe_within(&NONE).unwrap());
+        let (a, b, c) = (
+            pipe_within(&TWO).unwrap(),
+            pipe_within(&TWO).unwrap(),
+            pipe_within(&TWO).unwrap(),
+        );
+        assert_eq!((capacity(&a), capacity(&b)), (CHUNK, CHUNK));
+        assert_eq!(capacity(&c), default);
+        assert!(default < CHUNK);
+        // A closed big pipe gives its place back; a default one had none to give.
+        drop(c);
+        assert_eq!(capacity(&pipe_within(&TWO).unwrap()), default);
+        drop(a);
+        assert_eq!(capacity(&pipe_within(&TWO).unwrap()), CHUNK);
+        assert_eq!(TWO.in_use.load(Ordering::Relaxed), 1);
     }
 
     /// What one small read did.
