@@ -123,7 +123,7 @@ PY
 
 $(machine)
 - Command: \`bench/run.sh gateway\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- gateway --json target/bench-gateway.json\`); median of $ROUNDS rounds of 2 s per figure.
-- Setup: loopback; the load generator and the backend (one thread) pinned to core 0, each proxy pinned to core 1 with one worker (HAProxy \`nbthread 1\` \`mode tcp\` + \`req.ssl_sni\`, nginx \`stream\` + \`ssl_preread\` with one worker, sniproxy, meshfed single-threaded). A connection is: connect, send a ClientHello, read the first byte back, close. CPU is the proxy's utime+stime from /proc over each phase.
+- Setup: loopback; the load generator and the backend (one thread) pinned to core 0, each proxy pinned to core 1 with one worker (HAProxy \`nbthread 1\` \`mode tcp\` + \`req.ssl_sni\`, nginx \`stream\` + \`ssl_preread\` with one worker, sniproxy, meshfed single-threaded). The order of the proxies (and direct) rotates each round, since each phase leaves tens of thousands of TIME_WAIT sockets towards the backend for the next to step over. A connection is: connect, send a ClientHello, read the first byte back, close. CPU is the proxy's utime+stime from /proc over each phase.
 - With two cores the load generator's core caps the connection rate for every proxy alike; CPU per connection and per GB are the figures that compare the proxies themselves.
 
 $table

@@ -97,12 +97,19 @@ async fn run(opts: &GatewayOptions, idle: usize, fds: u64) -> Result<Value, Stri
     if wanted("sniproxy") {
         proxies.push(peers::sniproxy(d, PROXY_CORE, &sni, backend.addr)?);
     }
-    let mut rounds: Vec<Vec<Sample>> = vec![Vec::new(); proxies.len() + 1];
+    // Slot 0 is direct (no proxy). Each round starts one place further along: every phase
+    // leaves tens of thousands of TIME_WAIT sockets towards the one backend, which the next
+    // phase's connects must step over, so no proxy should always follow the same one.
+    let n = proxies.len() + 1;
+    let mut rounds: Vec<Vec<Sample>> = vec![Vec::new(); n];
     for round in 0..opts.rounds {
         eprintln!("round {}/{}", round + 1, opts.rounds);
-        rounds[0].push(measure(backend.addr, None, &hello, opts).await);
-        for (i, p) in proxies.iter().enumerate() {
-            rounds[i + 1].push(measure(p.addr, Some(p), &hello, opts).await);
+        for slot in (0..n).map(|i| (round + i) % n) {
+            let (addr, p) = match slot.checked_sub(1) {
+                None => (backend.addr, None),
+                Some(i) => (proxies[i].addr, Some(&proxies[i])),
+            };
+            rounds[slot].push(measure(addr, p, &hello, opts).await);
         }
     }
     let mut report = serde_json::Map::new();
