@@ -14,13 +14,21 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_ports(n):
-    """n distinct free ports (all held until every one is chosen)."""
-    held = []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        held.append(s)
-    ports = [s.getsockname()[1] for s in held]
+    """n distinct ports free for both TCP and UDP (the xDS port is TCP, the DNS ports both);
+    all held until every one is chosen."""
+    held, ports = [], []
+    while len(ports) < n:
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        t.bind(("127.0.0.1", 0))
+        held.append(t)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", t.getsockname()[1]))
+        except OSError:
+            u.close()
+            continue
+        held.append(u)
+        ports.append(t.getsockname()[1])
     for s in held:
         s.close()
     return ports
@@ -37,25 +45,30 @@ def dig(port, name):
     return out.strip()
 
 
-def wait(what, ok, secs=30):
-    deadline = time.time() + secs
-    while not ok():
-        if time.time() > deadline:
-            sys.exit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 class Bed:
     def __init__(self, meshfed, tmp):
-        self.meshfed, self.tmp, self.procs = meshfed, tmp, []
+        self.meshfed, self.tmp, self.procs, self.logs = meshfed, tmp, [], []
 
     def start(self, args, core=None, **kw):
+        """Starts args; its stderr goes to a log in tmp, shown if a wait times out."""
+        log = os.path.join(self.tmp, f"{len(self.procs)}-{os.path.basename(args[0])}.log")
+        self.logs.append(log)
         if core is not None:
             args = ["taskset", "-c", str(core)] + args
-        p = subprocess.Popen(args, stdout=kw.get("stdout", subprocess.DEVNULL),
-                             stderr=kw.get("stderr", subprocess.DEVNULL), text=True)
+        with open(log, "w") as err:
+            p = subprocess.Popen(args, stdout=kw.get("stdout", subprocess.DEVNULL), stderr=err, text=True)
         self.procs.append(p)
         return p
+
+    def wait(self, what, ok, secs=30):
+        deadline = time.time() + secs
+        while not ok():
+            if time.time() > deadline:
+                for log in self.logs:
+                    tail = open(log).read().splitlines()[-5:]
+                    print(f"--- {log}\n" + "\n".join(tail), file=sys.stderr)
+                sys.exit(f"timed out waiting for {what}")
+            time.sleep(0.05)
 
     def stop(self):
         for p in self.procs:
@@ -140,7 +153,7 @@ def run(bed, a, tmp):
     meshfed = bed.start([a.meshfed, "dns-proxy", "--listen", f"127.0.0.1:{ours}", "--xds",
                          f"127.0.0.1:{xds}", "--upstream", f"127.0.0.1:{up}", "--namespace", "bench",
                          "--cluster-id", "cluster1", "--threads", "1"], core=1)
-    wait("meshfed to answer every local name", lambda: all(dig(ours, n) for n in (names[0], names[-1])))
+    bed.wait("meshfed to answer every local name", lambda: all(dig(ours, n) for n in (names[0], names[-1])))
     ips = {n: dig(ours, n) for n in names}
     local = os.path.join(tmp, "local.txt")
     open(local, "w").write("".join(f"{n} A\n" for n in names))
@@ -171,7 +184,7 @@ def run(bed, a, tmp):
     unbound = bed.start(["unbound", "-d", "-c", conf], core=1)
     servers = {"meshfed": (ours, meshfed.pid), "dnsmasq": (dm, dnsmasq.pid), "unbound": (ub, unbound.pid)}
     for name, (port, _) in servers.items():
-        wait(f"{name} to answer", lambda p=port: dig(p, names[0]) == ips[names[0]] and dig(p, "a.fwd.bench"))
+        bed.wait(f"{name} to answer", lambda p=port: dig(p, names[0]) == ips[names[0]] and dig(p, "a.fwd.bench"))
     report = {}
     for name, (port, pid) in servers.items():
         runs = {"local": [], "forwarded": []}
