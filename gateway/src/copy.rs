@@ -314,35 +314,6 @@ mod zerocopy {
         })
     }
 
-    #[cfg(test)]
-    fn capacity(p: &Pipe) -> usize {
-        // SAFETY: F_GETPIPE_SZ only reads the capacity of a pipe we own.
-        let size = unsafe { libc::fcntl(p.read.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        usize::try_from(size).unwrap()
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn only_a_budget_of_pipes_is_enlarged() {
-        static TWO: Budget = Budget::new(2);
-        static NONE: Budget = Budget::new(0);
-        let default = capacity(&pipe_within(&NONE).unwrap());
-        let (a, b, c) = (
-            pipe_within(&TWO).unwrap(),
-            pipe_within(&TWO).unwrap(),
-            pipe_within(&TWO).unwrap(),
-        );
-        assert_eq!((capacity(&a), capacity(&b)), (CHUNK, CHUNK));
-        assert_eq!(capacity(&c), default);
-        assert!(default < CHUNK);
-        // A closed big pipe gives its place back; a default one had none to give.
-        drop(c);
-        assert_eq!(capacity(&pipe_within(&TWO).unwrap()), default);
-        drop(a);
-        assert_eq!(capacity(&pipe_within(&TWO).unwrap()), CHUNK);
-        assert_eq!(TWO.in_use.load(Ordering::Relaxed), 1);
-    }
-
     /// What one small read did.
     enum Small {
         Eof,
@@ -436,6 +407,38 @@ mod zerocopy {
                 }
             }
             total += n;
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn capacity(p: &Pipe) -> usize {
+            // SAFETY: F_GETPIPE_SZ only reads the capacity of a pipe we own.
+            let size = unsafe { libc::fcntl(p.read.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            usize::try_from(size).unwrap()
+        }
+
+        #[test]
+        fn only_a_budget_of_pipes_is_enlarged() {
+            static TWO: Budget = Budget::new(2);
+            static NONE: Budget = Budget::new(0);
+            let default = capacity(&pipe_within(&NONE).unwrap());
+            let (a, b, c) = (
+                pipe_within(&TWO).unwrap(),
+                pipe_within(&TWO).unwrap(),
+                pipe_within(&TWO).unwrap(),
+            );
+            assert_eq!((capacity(&a), capacity(&b)), (CHUNK, CHUNK));
+            assert_eq!(capacity(&c), default);
+            assert!(default < CHUNK);
+            // A closed big pipe gives its place back; a default one had none to give.
+            drop(c);
+            assert_eq!(capacity(&pipe_within(&TWO).unwrap()), default);
+            drop(a);
+            assert_eq!(capacity(&pipe_within(&TWO).unwrap()), CHUNK);
+            assert_eq!(TWO.in_use.load(Ordering::Relaxed), 1);
         }
     }
 }
