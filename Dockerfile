@@ -3,7 +3,8 @@
 FROM rust:1.90-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin meshfed && strip target/release/meshfed
+# --no-default-features: the product only, without the local test bed.
+RUN cargo build --release --locked --no-default-features --bin meshfed && strip target/release/meshfed
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/meshfed /usr/local/bin/meshfed

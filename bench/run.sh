@@ -32,7 +32,7 @@ bench_rounds() {
   cargo build --release -q --workspace --bins
   local i json=target/bench-$1.json
   for i in $(seq "$ROUNDS"); do
-    cargo run --release -q -p meshfed-e2e --bin bench -- "$1" --json "$json.$i" >/dev/null || return 1
+    cargo run --release -q -p meshfed-bench --bin bench -- "$1" --json "$json.$i" >/dev/null || return 1
     echo "$json.$i"
   done
 }
@@ -91,7 +91,7 @@ MD
 bench_gateway() {
   cargo build --release -q --workspace --bins
   local json=target/bench-gateway.json
-  cargo run --release -q -p meshfed-e2e --bin bench -- gateway --json "$json" --rounds "$ROUNDS" --secs 2 --idle 10000 >/dev/null
+  cargo run --release -q -p meshfed-bench --bin bench -- gateway --json "$json" --rounds "$ROUNDS" --secs 2 --idle 10000 >/dev/null
   local table
   table=$(python3 - "$json" <<'PY'
 import json, sys
@@ -122,7 +122,7 @@ PY
 ## gateway: SNI routing side by side with HAProxy, nginx and sniproxy
 
 $(machine)
-- Command: \`bench/run.sh gateway\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- gateway --json target/bench-gateway.json\`); median of $ROUNDS rounds of 2 s per figure.
+- Command: \`bench/run.sh gateway\` (runs \`cargo run --release -p meshfed-bench --bin bench -- gateway --json target/bench-gateway.json\`); median of $ROUNDS rounds of 2 s per figure.
 - Setup: loopback; the load generator and the backend (one thread) pinned to core 0, each proxy pinned to core 1 with one worker (HAProxy \`nbthread 1\` \`mode tcp\` + \`req.ssl_sni\`, nginx \`stream\` + \`ssl_preread\` with one worker, sniproxy, meshfed single-threaded). The order of the proxies (and direct) rotates each round, since each phase leaves tens of thousands of TIME_WAIT sockets towards the backend for the next to step over. A connection is: connect, send a ClientHello, read the first byte back, close. CPU is the proxy's utime+stime from /proc over each phase.
 - With two cores the load generator's core caps the connection rate for every proxy alike; CPU per connection and per GB are the figures that compare the proxies themselves.
 
@@ -159,7 +159,7 @@ PY
 ## federation: propagation and first sync
 
 $(machine)
-- Command: \`bench/run.sh federation\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- federation --json FILE\` $ROUNDS times; medians).
+- Command: \`bench/run.sh federation\` (runs \`cargo run --release -p meshfed-bench --bin bench -- federation --json FILE\` $ROUNDS times; medians).
 - Propagation: two test bed API servers and the controller in one process; each change patches a remote EndpointSlice and is timed until the merged registry shows it.
 - Scale: three test bed API servers seeded in-process; a separate \`meshfed federation\` process is timed from start until \`/debug/clusterz\` shows every cluster synced with every endpoint, then its RSS is read from /proc.
 
@@ -198,7 +198,7 @@ PY
 ## xds: a remote endpoint change reaching 1,000 clients
 
 $(machine)
-- Command: \`bench/run.sh xds\` (runs \`cargo run --release -p meshfed-e2e --bin bench -- xds --json FILE\` $ROUNDS times; medians).
+- Command: \`bench/run.sh xds\` (runs \`cargo run --release -p meshfed-bench --bin bench -- xds --json FILE\` $ROUNDS times; medians).
 - Setup: two test bed API servers (100 services x 10 endpoints each, cluster2 on another network behind its east-west gateway) and 1,000 ADS clients, each on its own gRPC connection, in the bench process on core 0; a \`meshfed federation\` process pinned to core 1 (push debounce 5 ms). Each change rewrites one EndpointSlice in cluster2 (its endpoint count alternates, so the weight of the gateway endpoint standing for it changes); a client's latency runs from that write to its receiving the new assignment. Clients subscribe to every cluster and every assignment (delta: \`*\`; state of the world: all names) and ACK every response. CPU is the federation process's utime+stime over the changes.
 - Istio's own floor for comparison: a 100 ms push debounce (\`PILOT_DEBOUNCE_AFTER\`), about 1 s typical.
 

@@ -6,6 +6,7 @@ mod certs_cmd;
 mod dns_proxy_cmd;
 mod federation_cmd;
 mod gateway_cmd;
+#[cfg(feature = "testbed")]
 mod testbed_cmd;
 
 use clap::{Parser, Subcommand};
@@ -39,7 +40,8 @@ enum Command {
     CreateRemoteSecret(federation_cmd::CreateRemoteSecretArgs),
     /// Show the federation controller's clusters; exit 1 if any is not synced.
     RemoteClusters(federation_cmd::RemoteClustersArgs),
-    /// The local test bed: a small Kubernetes API server (and, later, the seed scenario).
+    /// The local test bed: the seed scenario on this machine, its API server and its faults.
+    #[cfg(feature = "testbed")]
     Testbed(testbed_cmd::TestbedArgs),
 }
 
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Certs(args) => certs_cmd::run(args),
+        #[cfg(feature = "testbed")]
         Command::Testbed(args) => testbed_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
         Command::DnsProxy(args) => dns_proxy_cmd::run(args),
@@ -146,8 +149,15 @@ mod tests {
     fn every_flag_is_documented_with_an_example() {
         let cli = Cli::command();
         let mut checked = 0;
-        let groups =
-            ["certs", "testbed"].map(|name| cli.find_subcommand(name).expect("subcommand"));
+        let names: &[&str] = if cfg!(feature = "testbed") {
+            &["certs", "testbed"]
+        } else {
+            &["certs"]
+        };
+        let groups: Vec<_> = names
+            .iter()
+            .map(|name| cli.find_subcommand(name).expect("subcommand"))
+            .collect();
         let leaf = cli.find_subcommand("gateway").expect("gateway");
         for sub in groups
             .iter()

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use meshfed_e2e::testbed::{Backend, Bed, BedConfig, demo, faults};
-use meshfed_e2e::{ApiServer, ApiServerConfig};
+use meshfed_testbed::bed::{Backend, Bed, BedConfig, demo, faults};
+use meshfed_testbed::{ApiServer, ApiServerConfig};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -66,7 +66,7 @@ fn write(dir: &Path, chain: &str, key: &str, root: &str) {
 }
 
 async fn connect(socket: PathBuf) -> SecretDiscoveryServiceClient<Channel> {
-    let channel = meshfed_e2e::sidecar::sds::connect_unix(socket)
+    let channel = meshfed_testbed::sidecar::sds::connect_unix(socket)
         .await
         .expect("connect over the socket");
     SecretDiscoveryServiceClient::new(channel)
@@ -243,14 +243,18 @@ fn a_file_in_the_sockets_place_is_left_alone() {
 
 /// A running agent for `cert` under `dir`, and the credentials the test bed's sidecar takes
 /// from its SDS answer.
-async fn served(dir: &Path, name: &str, cert: &WorkloadCert) -> meshfed_e2e::mesh_tls::Credentials {
+async fn served(
+    dir: &Path,
+    name: &str,
+    cert: &WorkloadCert,
+) -> meshfed_testbed::mesh_tls::Credentials {
     let certs = dir.join(name);
     std::fs::create_dir(&certs).expect("mkdir");
     write(&certs, &cert.chain_pem(), &cert.key_pem, &cert.root_pem);
     let socket = dir.join(format!("{name}.sock"));
     let agent = Agent::bind(&certs, &socket, Duration::from_secs(5)).expect("bind");
     tokio::spawn(agent.run(std::future::pending()));
-    meshfed_e2e::sidecar::sds::SdsCredentials::follow(socket)
+    meshfed_testbed::sidecar::sds::SdsCredentials::follow(socket)
         .await
         .expect("usable credentials over SDS")
         .credentials
@@ -284,7 +288,7 @@ async fn what_sds_serves_makes_an_mtls_connection_between_two_clusters() {
     );
 
     let leaf = |certs: Option<&[rustls::pki_types::CertificateDer<'static>]>| {
-        meshfed_e2e::mesh_tls::peer(&certs.expect("peer certificates")[0]).expect("peer")
+        meshfed_testbed::mesh_tls::peer(&certs.expect("peer certificates")[0]).expect("peer")
     };
     let seen_by_hello = leaf(server.get_ref().1.peer_certificates());
     assert_eq!(

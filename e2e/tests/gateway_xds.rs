@@ -4,11 +4,11 @@
 
 use meshfed_certs::{CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions};
 use meshfed_e2e::judges::{self, openssl_peer};
-use meshfed_e2e::seed::{self, Workload};
 use meshfed_federation::{Federation, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{Gateway, GatewayConfig};
 use meshfed_proto::ads::Identity;
+use meshfed_testbed::seed::{self, Workload};
 use std::net::SocketAddr;
 use std::time::Duration;
 

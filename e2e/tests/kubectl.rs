@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 /// An API server on its own runtime, and a kubeconfig for it.
 struct Bed {
     _rt: tokio::runtime::Runtime,
-    server: meshfed_e2e::ApiServer,
+    server: meshfed_testbed::ApiServer,
     _dir: tempfile::TempDir,
     kubeconfig: PathBuf,
 }

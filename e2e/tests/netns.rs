@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use meshfed_e2e::netns::{ClusterNet, Mode, Network};
+use meshfed_testbed::netns::{ClusterNet, Mode, Network};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

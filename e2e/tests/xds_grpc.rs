@@ -2,10 +2,10 @@
 //! test bed clusters in region1 and region2 (one network, so the judges reach both directly),
 //! gRPC backends v1 and v2, and the seed's DestinationRules applied unchanged with kubectl.
 
-use meshfed_e2e::ApiServer;
 use meshfed_e2e::judges::{self, Judge};
-use meshfed_e2e::seed::{self, Workload};
 use meshfed_federation::{Federation, FederationConfig, xds};
+use meshfed_testbed::ApiServer;
+use meshfed_testbed::seed::{self, Workload};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;

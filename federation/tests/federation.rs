@@ -3,9 +3,9 @@
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use meshfed_e2e::{ApiServer, ApiServerConfig};
 use meshfed_federation::registry::{Registry, Snapshot, Status};
 use meshfed_federation::{Federation, FederationConfig};
+use meshfed_testbed::{ApiServer, ApiServerConfig};
 use serde_json::json;
 use std::time::Duration;
 
@@ -361,7 +361,7 @@ async fn rotated_credentials_are_picked_up_without_a_restart() {
         }
     };
     let with_token = |t: &str| {
-        meshfed_e2e::kubeconfig::render("cluster2", &b.s2.url(), b.s2.ca_pem(), "reader", t)
+        meshfed_testbed::kubeconfig::render("cluster2", &b.s2.url(), b.s2.ca_pem(), "reader", t)
     };
     remote_secret(
         &b.c1,
@@ -435,7 +435,7 @@ async fn a_dead_cluster_holds_readiness_only_until_the_sync_timeout() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let kubeconfig = meshfed_e2e::kubeconfig::render(
+    let kubeconfig = meshfed_testbed::kubeconfig::render(
         "cluster9",
         &format!("https://{dead}"),
         s1.ca_pem(),

@@ -6,10 +6,10 @@ use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use meshfed_e2e::{ApiServer, ApiServerConfig};
 use meshfed_federation::remote_secret::{
     Error, RemoteSecretOptions, create_remote_secret, from_kubeconfig,
 };
+use meshfed_testbed::{ApiServer, ApiServerConfig};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Shared helpers: an in-process test bed API server and clients for it.
 
-use meshfed_e2e::{ApiServer, ApiServerConfig};
+use meshfed_testbed::{ApiServer, ApiServerConfig};
 use std::time::Duration;
 
 pub async fn server() -> ApiServer {
@@ -15,8 +15,13 @@ pub async fn client(server: &ApiServer) -> kube::Client {
 }
 
 pub async fn client_with_token(server: &ApiServer, token: &str) -> kube::Client {
-    let yaml =
-        meshfed_e2e::kubeconfig::render("cluster1", &server.url(), server.ca_pem(), "user", token);
+    let yaml = meshfed_testbed::kubeconfig::render(
+        "cluster1",
+        &server.url(),
+        server.ca_pem(),
+        "user",
+        token,
+    );
     let kc = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig");
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await

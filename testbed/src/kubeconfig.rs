@@ -22,6 +22,16 @@ pub fn render(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str
     serde_yaml::to_string(&doc).unwrap_or_default()
 }
 
+/// A client for the cluster a kubeconfig (as [`render`] makes it) names.
+pub async fn client(yaml: &str) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let kc = kube::config::Kubeconfig::from_yaml(yaml).context("invalid kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("unusable kubeconfig")?;
+    kube::Client::try_from(config).context("building a Kubernetes client")
+}
+
 /// Writes with mode 0600: the file holds a bearer token.
 pub fn write(path: &Path, contents: &str) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -218,7 +218,7 @@ async fn measure(
     o: &XdsOptions,
     mode: &str,
     url: &str,
-    remote: &crate::ApiServer,
+    remote: &meshfed_testbed::ApiServer,
     pid: u32,
     offset: usize,
 ) -> Result<Value, String> {

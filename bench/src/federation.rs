@@ -1,7 +1,7 @@
 //! Federation benchmarks: how fast a remote endpoint change reaches the registry, and what
 //! the first full sync of a large multi-cluster state costs.
 
-use crate::{ApiServer, ApiServerConfig};
+use meshfed_testbed::{ApiServer, ApiServerConfig};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -86,8 +86,13 @@ pub(crate) fn populate(
 }
 
 pub(crate) fn remote_secret(local: &ApiServer, remote: &ApiServer, id: &str) -> Result<(), String> {
-    let kubeconfig =
-        crate::kubeconfig::render(id, &remote.url(), remote.ca_pem(), id, remote.admin_token());
+    let kubeconfig = meshfed_testbed::kubeconfig::render(
+        id,
+        &remote.url(),
+        remote.ca_pem(),
+        id,
+        remote.admin_token(),
+    );
     put(
         local,
         "Secret",

@@ -113,7 +113,7 @@ pub async fn cluster(name: &str) -> Result<(crate::ApiServer, kube::Client), Str
     let server = crate::ApiServer::start(crate::ApiServerConfig::new(addr, name))
         .await
         .map_err(|e| e.to_string())?;
-    let client = meshfed_federation::secrets::client_from_kubeconfig(&server.kubeconfig())
+    let client = crate::kubeconfig::client(&server.kubeconfig())
         .await
         .map_err(|e| e.to_string())?;
     Ok((server, client))

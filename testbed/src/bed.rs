@@ -451,7 +451,7 @@ async fn start_cluster(
         .map_err(|e| e.to_string())?;
     let kc = api.kubeconfig();
     let client = rt
-        .spawn(async move { meshfed_federation::secrets::client_from_kubeconfig(&kc).await })
+        .spawn(async move { crate::kubeconfig::client(&kc).await })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{name}'s client: {e}"))?;

@@ -92,7 +92,7 @@ struct XdsArgs {
 }
 
 fn main() -> ExitCode {
-    use meshfed_e2e::bench;
+    use meshfed_bench as bench;
     let result = match Cli::parse().command {
         Command::Gateway(a) => bench::gateway(&bench::GatewayOptions {
             json: a.common.json.unwrap_or_else(|| "bench-gateway.json".into()),
