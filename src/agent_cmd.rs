@@ -1,11 +1,11 @@
 //! `meshfed agent`: the workload certificate mounted in the pod, served to Envoy over SDS.
 
+use crate::Dur;
 use anyhow::Result;
 use clap::Args;
-use meshfed_agent::{Agent, DEFAULT_SOCKET};
+use meshfed_agent::{Agent, AgentConfig, DEFAULT_CERT_DIR, DEFAULT_POLL, DEFAULT_SOCKET};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args)]
 #[command(
@@ -22,19 +22,21 @@ Examples:
 )]
 pub struct AgentArgs {
     /// Directory holding cert-chain.pem, key.pem and root-cert.pem (a mounted Secret).
-    #[arg(long, value_name = "DIR", default_value = "/etc/certs")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CERT_DIR)]
     cert_dir: PathBuf,
     /// Unix socket to serve SDS on.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
     /// How often the files are checked for rotation.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::duration)]
-    poll: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_POLL))]
+    poll: Dur,
 }
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
     crate::runtime(Some(1))?.block_on(async move {
-        let agent = Agent::bind(&args.cert_dir, &args.socket, args.poll)?;
+        let mut config = AgentConfig::new(&args.cert_dir, args.socket);
+        config.poll = args.poll.0;
+        let agent = Agent::bind(config)?;
         let m = agent.material();
         let shutdown = crate::shutdown_signal();
         println!(

@@ -1,16 +1,18 @@
 //! `meshfed dns-proxy`: mesh names from the federation's NameTable, everything else upstream.
 
+use crate::Dur;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use meshfed_dns_proxy::access::{Access, Cidr};
 use meshfed_dns_proxy::names::Scope;
 use meshfed_dns_proxy::upstream::{ResolvConf, Upstreams};
-use meshfed_dns_proxy::{Config, DnsProxy};
+use meshfed_dns_proxy::{
+    Config, DEFAULT_LISTEN, DEFAULT_RESOLV_CONF, DEFAULT_UPSTREAM_TIMEOUT, DnsProxy,
+};
 use meshfed_proto::ads::Identity;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args)]
 #[command(
@@ -29,7 +31,7 @@ Examples:
 )]
 pub struct DnsProxyArgs {
     /// Address to answer on, UDP and TCP.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15053")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// meshfed federation's xDS server (host:port): the NameTable comes from there (NDS).
     #[arg(long, value_name = "ADDR")]
@@ -39,11 +41,11 @@ pub struct DnsProxyArgs {
     #[arg(long, value_name = "ADDR", conflicts_with = "resolv_conf")]
     upstream: Vec<String>,
     /// Where upstream resolvers and search domains are read from.
-    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_RESOLV_CONF)]
     resolv_conf: PathBuf,
     /// Give up on an upstream after this and try the next; SERVFAIL when all failed.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::duration)]
-    upstream_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_UPSTREAM_TIMEOUT))]
+    upstream_timeout: Dur,
     /// The namespace bare service names resolve in.
     #[arg(
         long,
@@ -56,7 +58,7 @@ pub struct DnsProxyArgs {
     #[arg(long, value_name = "ID", env = "CLUSTER_ID", default_value = "")]
     cluster_id: String,
     /// The cluster's DNS domain.
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    #[arg(long, value_name = "DOMAIN", default_value = meshfed_model::DEFAULT_DOMAIN)]
     domain: String,
     /// Also answer clients in this network (CIDR; repeatable). Loopback is always allowed;
     /// anyone else is REFUSED, so the proxy is never an open resolver.
@@ -126,7 +128,7 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
         identity,
         upstreams: Upstreams {
             servers,
-            timeout: args.upstream_timeout,
+            timeout: args.upstream_timeout.0,
         },
         scope: Scope::kubernetes(&args.namespace, &args.domain, &search),
         access: Access {

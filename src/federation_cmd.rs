@@ -1,14 +1,18 @@
 //! `meshfed federation`, `meshfed create-remote-secret` and `meshfed remote-clusters`.
 
-use anyhow::{Context, Result, bail};
+use crate::Dur;
+use anyhow::{Context, Result};
 use clap::Args;
+use meshfed_federation::registry::{ClusterStatus, Status};
 use meshfed_federation::remote_secret::{self, RemoteSecretOptions};
-use meshfed_federation::{Federation, FederationConfig, admin, xds};
-use std::io::{Read, Write};
+use meshfed_federation::{
+    DEFAULT_ADMIN, DEFAULT_PUSH_DEBOUNCE, DEFAULT_SYNC_TIMEOUT, DEFAULT_SYSTEM_NAMESPACE,
+    DEFAULT_XDS_LISTEN, Federation, FederationConfig, xds,
+};
+use meshfed_model::admin::AdminClient;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Args)]
 #[command(
@@ -32,82 +36,51 @@ pub struct FederationArgs {
     #[arg(long, value_name = "NET")]
     network: String,
     /// Namespace of the remote secrets and of the network label.
-    #[arg(long, value_name = "NS", default_value = "istio-system")]
+    #[arg(long, value_name = "NS", default_value = DEFAULT_SYSTEM_NAMESPACE)]
     system_namespace: String,
     /// ADS (xDS) address for sidecars, proxyless gRPC clients, gateways and DNS proxies.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15010")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_XDS_LISTEN)]
     xds_listen: SocketAddr,
     /// Wait this long without further registry changes before pushing (at most 10x this).
-    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = crate::duration)]
-    push_debounce: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_PUSH_DEBOUNCE))]
+    push_debounce: Dur,
     /// Admin address: /healthz/ready, /metrics, /debug/clusterz, /debug/registryz.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
     admin: SocketAddr,
     /// Drop the endpoints of a cluster unreachable this long (default: keep them, as Istio does).
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration)]
-    stale_endpoint_ttl: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    stale_endpoint_ttl: Option<Dur>,
     /// A cluster still syncing after this stops holding readiness back.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration)]
-    sync_timeout: Duration,
-}
-
-async fn local_client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("using {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig given and none found (in-cluster or $KUBECONFIG)")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_SYNC_TIMEOUT))]
+    sync_timeout: Dur,
 }
 
 pub fn federation(args: FederationArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        // Metrics recorded before the recorder exists are lost: install it first.
-        meshfed_model::telemetry::prometheus();
-        let client = local_client(args.kubeconfig.as_ref()).await?;
+        let client = meshfed_federation::local_client(args.kubeconfig.as_deref()).await?;
         let mut cfg = FederationConfig::new(&args.cluster_id, &args.network);
         cfg.system_namespace = args.system_namespace;
-        cfg.stale_endpoint_ttl = args.stale_endpoint_ttl;
-        cfg.sync_timeout = args.sync_timeout;
-        let listener = tokio::net::TcpListener::bind(args.admin)
-            .await
-            .with_context(|| format!("binding {}", args.admin))?;
-        let admin_addr = listener.local_addr()?;
-        let xds_listener = tokio::net::TcpListener::bind(args.xds_listen)
-            .await
-            .with_context(|| format!("binding {}", args.xds_listen))?;
-        let xds_addr = xds_listener.local_addr()?;
-        let fed = Federation::start(client, &cfg);
-        let admin_task = tokio::spawn(admin::serve(listener, fed.registry.clone()));
-        let debounce = xds::Debounce {
-            quiet: args.push_debounce,
-            max: args.push_debounce * 10,
-        };
-        let xds_task = tokio::spawn(xds::serve(xds_listener, fed.registry.clone(), debounce));
+        cfg.stale_endpoint_ttl = args.stale_endpoint_ttl.map(|d| d.0);
+        cfg.sync_timeout = args.sync_timeout.0;
+        cfg.xds_listen = args.xds_listen;
+        cfg.admin = args.admin;
+        cfg.debounce = xds::Debounce::after(args.push_debounce.0);
+        let (id, network) = (cfg.cluster_id.clone(), cfg.network.clone());
+        let fed = Federation::bind(cfg, client).await?;
         let shutdown = crate::shutdown_signal();
         println!(
-            "federation for {} on {} (xds {xds_addr}, admin {admin_addr})",
-            cfg.cluster_id, cfg.network
+            "federation for {id} on {network} (xds {}, admin {})",
+            show(fed.xds_addr()),
+            show(fed.admin_addr())
         );
-        tokio::select! {
-            _ = shutdown => {}
-            r = xds_task => match r {
-                Ok(Err(e)) => bail!("xDS server: {e}"),
-                _ => bail!("xDS server stopped"),
-            },
-        }
-        admin_task.abort();
-        drop(fed);
+        fed.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn show(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
 }
 
 #[derive(Args)]
@@ -129,7 +102,7 @@ pub struct CreateRemoteSecretArgs {
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// Namespace of the reader service account and of the secret.
-    #[arg(long, value_name = "NS", default_value = "istio-system")]
+    #[arg(long, value_name = "NS", default_value = DEFAULT_SYSTEM_NAMESPACE)]
     namespace: String,
     /// The reader service account.
     #[arg(
@@ -140,8 +113,8 @@ pub struct CreateRemoteSecretArgs {
     service_account: String,
     /// Use a bound token from the TokenRequest API with this lifetime instead of a
     /// long-lived token Secret.
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration)]
-    token_duration: Option<Duration>,
+    #[arg(long, value_name = "DURATION")]
+    token_duration: Option<Dur>,
 }
 
 pub fn create_remote_secret(args: CreateRemoteSecretArgs) -> Result<ExitCode> {
@@ -150,7 +123,7 @@ pub fn create_remote_secret(args: CreateRemoteSecretArgs) -> Result<ExitCode> {
     opts.server = args.server;
     opts.namespace = args.namespace;
     opts.service_account = args.service_account;
-    opts.token_duration = args.token_duration;
+    opts.token_duration = args.token_duration.map(|d| d.0);
     let yaml = runtime.block_on(remote_secret::from_kubeconfig(
         &args.kubeconfig,
         args.context.as_deref(),
@@ -168,45 +141,47 @@ Examples:
   meshfed remote-clusters --admin 127.0.0.1:15014")]
 pub struct RemoteClustersArgs {
     /// The federation controller's admin address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
     admin: SocketAddr,
 }
 
 pub fn remote_clusters(args: RemoteClustersArgs) -> Result<ExitCode> {
-    let body = http_get(args.admin, "/debug/clusterz")?;
-    let clusters: Vec<serde_json::Value> =
-        serde_json::from_str(&body).context("clusterz is not JSON")?;
+    let admin = AdminClient::new(args.admin);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (clusters, ready) = runtime.block_on(async {
+        let clusters: Vec<ClusterStatus> = admin.json("/debug/clusterz").await?;
+        // Before the remote secrets are listed, the table may lack clusters.
+        anyhow::Ok((clusters, admin.ready().await.unwrap_or(false)))
+    })?;
     println!(
         "{:<16} {:<36} {:<12} {:>9} {:>9} {:>10}  ERROR",
         "CLUSTER", "SECRET", "STATUS", "SERVICES", "ENDPOINTS", "SYNC AGE"
     );
-    let mut all_synced = true;
     for c in &clusters {
-        let status = c["status"].as_str().unwrap_or("?");
-        all_synced &= status == "synced";
-        let age = c["last_sync_age_s"]
-            .as_f64()
-            .map(|a| format!("{a:.0}s"))
-            .unwrap_or_else(|| "-".into());
+        let age = c.last_sync_age_s.map(|a| format!("{a:.0}s"));
+        let secret = if c.secret.is_empty() {
+            "(local)"
+        } else {
+            &c.secret
+        };
         println!(
             "{:<16} {:<36} {:<12} {:>9} {:>9} {:>10}  {}",
-            c["id"].as_str().unwrap_or("?"),
-            c["secret"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("(local)"),
-            status,
-            c["services"],
-            c["endpoints"],
-            age,
-            c["error"].as_str().unwrap_or("")
+            c.id,
+            secret,
+            status_word(c.status),
+            c.services,
+            c.endpoints,
+            age.as_deref().unwrap_or("-"),
+            c.error.as_deref().unwrap_or("")
         );
     }
-    // Before the remote secrets are listed, the table above may lack clusters.
-    let ready = http_get(args.admin, "/healthz/ready").is_ok_and(|b| b.starts_with("ready"));
     if !ready {
         println!("(the controller is not ready yet: remote secrets or clusters still syncing)");
     }
+    let all_synced = clusters.iter().all(|c| c.status == Status::Synced);
     Ok(if all_synced && ready {
         ExitCode::SUCCESS
     } else {
@@ -214,22 +189,10 @@ pub fn remote_clusters(args: RemoteClustersArgs) -> Result<ExitCode> {
     })
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "{addr}{path}: {}",
-            head.lines().next().unwrap_or("no answer")
-        );
-    }
-    Ok(body.to_string())
+/// The status as `/debug/clusterz` spells it.
+fn status_word(s: Status) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -1,11 +1,16 @@
 //! `meshfed gateway`: the east-west gateway.
 
+use crate::Dur;
 use anyhow::Result;
 use clap::Args;
 use meshfed_gateway::balance::Policy;
 use meshfed_gateway::copy::CopyMode;
 use meshfed_gateway::routes::RouteHandle;
-use meshfed_gateway::{Gateway, GatewayConfig, source};
+use meshfed_gateway::{
+    DEFAULT_ADMIN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_EJECT_FOR,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, Gateway,
+    GatewayConfig, source,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,10 +40,10 @@ as Istio's gateways announce themselves."
 )]
 pub struct GatewayArgs {
     /// Address to accept TLS connections on (routed by SNI, never terminated).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15443")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Admin address: /healthz/ready, /metrics, /debug/routes.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15021")]
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
     admin: SocketAddr,
     /// Static route file (YAML, format above).
     #[arg(
@@ -59,45 +64,45 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "NET", env = "NETWORK")]
     network: Option<String>,
     /// How to pick among healthy endpoints: round-robin or least-connections.
-    #[arg(long, value_name = "POLICY", default_value = "round-robin")]
+    #[arg(long, value_name = "POLICY", default_value_t = Policy::default())]
     balance: Policy,
     /// How to copy bytes: splice (zero-copy, Linux) or buffered.
     #[arg(long, value_name = "MODE")]
     copy: Option<CopyMode>,
     /// The ClientHello must arrive within this.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::duration)]
-    hello_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_HELLO_TIMEOUT))]
+    hello_timeout: Dur,
     /// Close routed connections idle this long.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::duration)]
-    idle_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_IDLE_TIMEOUT))]
+    idle_timeout: Dur,
     /// Give up on an upstream connect after this and try the next endpoint.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::duration)]
-    connect_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_CONNECT_TIMEOUT))]
+    connect_timeout: Dur,
     /// Skip an endpoint that failed to connect for this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration)]
-    eject_for: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_EJECT_FOR))]
+    eject_for: Dur,
     /// Stop accepting beyond this many open connections (they wait in the backlog).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Worker threads (default: one per core this process may run on; one means a
     /// single-threaded runtime, the cheapest per connection).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// On SIGTERM, wait this long for open connections before exiting.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::duration)]
-    drain_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_DRAIN_TIMEOUT))]
+    drain_timeout: Dur,
 }
 
 pub fn run(args: GatewayArgs) -> Result<ExitCode> {
     let mut config = GatewayConfig::new(args.listen, args.admin);
     config.balance = args.balance;
     config.copy = args.copy.unwrap_or_default();
-    config.hello_timeout = args.hello_timeout;
-    config.idle_timeout = args.idle_timeout;
-    config.connect_timeout = args.connect_timeout;
-    config.eject_for = args.eject_for;
+    config.hello_timeout = args.hello_timeout.0;
+    config.idle_timeout = args.idle_timeout.0;
+    config.connect_timeout = args.connect_timeout.0;
+    config.eject_for = args.eject_for.0;
     config.max_connections = args.max_connections.max(1);
-    config.drain_timeout = args.drain_timeout;
+    config.drain_timeout = args.drain_timeout.0;
     crate::runtime(args.threads)?.block_on(async move {
         let routes = RouteHandle::default();
         let metrics = meshfed_gateway::metrics::global();

@@ -95,9 +95,24 @@ pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::
     anyhow::Context::context(runtime, "starting the async runtime")
 }
 
-/// A `--flag 5s` duration (ms, s, m, h or d), for clap's value_parser.
-pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
-    meshfed_certs::parse_duration(s).map_err(|e| e.to_string())
+/// A `--flag 5s` duration (ms, s, m, h or d). A type of its own so that clap can show a
+/// library's `DEFAULT_*` duration as the flag's default (`default_value_t = Dur(...)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Dur(pub std::time::Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        meshfed_certs::parse_duration(s)
+            .map(Dur)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&meshfed_certs::format_duration(self.0))
+    }
 }
 
 /// A downward-API variable (`INSTANCE_IP`, `POD_NAME`...), or `default` outside a pod.

@@ -19,6 +19,29 @@ use tokio_stream::wrappers::UnixListenerStream;
 /// Istio's SDS socket: where its sidecar bootstrap's `sds-grpc` cluster points.
 pub const DEFAULT_SOCKET: &str = "/var/run/secrets/workload-spiffe-uds/socket";
 
+/// Where the pod's credentials are mounted (Istio's `/etc/certs`).
+pub const DEFAULT_CERT_DIR: &str = "/etc/certs";
+/// How often the mounted files are checked for rotation.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
+
+/// Where the agent's credentials come from and where it serves them.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cert_dir: PathBuf,
+    pub socket: PathBuf,
+    pub poll: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(cert_dir: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        AgentConfig {
+            cert_dir: cert_dir.into(),
+            socket: socket.into(),
+            poll: DEFAULT_POLL,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -43,12 +66,12 @@ pub struct Agent {
 impl Agent {
     /// Loads and checks the credentials in `cert_dir`, then binds `socket` (owner only: the
     /// proxy runs as the same user, and nobody else may read the key through it).
-    pub fn bind(cert_dir: &Path, socket: &Path, poll: Duration) -> Result<Agent, Error> {
-        let first = Material::load(cert_dir, 1)?;
-        let listener = bind_socket(socket)?;
-        let watcher = watch::Watcher::new(cert_dir.to_path_buf(), poll, first);
+    pub fn bind(config: AgentConfig) -> Result<Agent, Error> {
+        let first = Material::load(&config.cert_dir, 1)?;
+        let listener = bind_socket(&config.socket)?;
+        let watcher = watch::Watcher::new(config.cert_dir, config.poll, first);
         Ok(Agent {
-            socket: socket.to_path_buf(),
+            socket: config.socket,
             listener,
             watcher,
         })

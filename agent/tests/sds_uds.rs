@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use meshfed_agent::Agent;
+use meshfed_agent::{Agent, AgentConfig};
 use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadCert,
     WorkloadOptions,
@@ -19,6 +19,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+fn config(cert_dir: &Path, socket: &Path, poll: Duration) -> AgentConfig {
+    let mut c = AgentConfig::new(cert_dir, socket);
+    c.poll = poll;
+    c
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -138,7 +144,7 @@ async fn envoy_gets_default_and_rootca_and_every_good_rotation() {
     let w1 = workload(&ca);
     write(&certs, &w1.chain_pem(), &w1.key_pem, &w1.root_pem);
 
-    let agent = Agent::bind(&certs, &socket, Duration::from_millis(20)).expect("bind");
+    let agent = Agent::bind(config(&certs, &socket, Duration::from_millis(20))).expect("bind");
     assert_eq!(
         agent.material().identity,
         "spiffe://cluster.local/ns/sample/sa/sleep"
@@ -221,7 +227,7 @@ fn bad_credentials_stop_the_agent_before_it_binds() {
     let (w, other) = (workload(&ca), workload(&ca));
     write(tmp.path(), &w.chain_pem(), &other.key_pem, &w.root_pem);
     let socket = tmp.path().join("socket");
-    let err = Agent::bind(tmp.path(), &socket, Duration::from_secs(1))
+    let err = Agent::bind(config(tmp.path(), &socket, Duration::from_secs(1)))
         .err()
         .expect("refused");
     assert!(err.to_string().contains("does not match"), "{err}");
@@ -234,7 +240,7 @@ fn a_file_in_the_sockets_place_is_left_alone() {
     let w = workload(&ca());
     write(tmp.path(), &w.chain_pem(), &w.key_pem, &w.root_pem);
     let socket = tmp.path().join("key.pem");
-    let err = Agent::bind(tmp.path(), &socket, Duration::from_secs(1))
+    let err = Agent::bind(config(tmp.path(), &socket, Duration::from_secs(1)))
         .err()
         .expect("refused");
     assert!(err.to_string().contains("not a socket"), "{err}");
@@ -252,7 +258,7 @@ async fn served(
     std::fs::create_dir(&certs).expect("mkdir");
     write(&certs, &cert.chain_pem(), &cert.key_pem, &cert.root_pem);
     let socket = dir.join(format!("{name}.sock"));
-    let agent = Agent::bind(&certs, &socket, Duration::from_secs(5)).expect("bind");
+    let agent = Agent::bind(config(&certs, &socket, Duration::from_secs(5))).expect("bind");
     tokio::spawn(agent.run(std::future::pending()));
     meshfed_testbed::sidecar::sds::SdsCredentials::follow(socket)
         .await

@@ -212,7 +212,7 @@ async fn propagation(o: &FederationOptions) -> Result<Value, String> {
     remote_secret(&s1, &s2, "cluster2")?;
     let local = meshfed_federation_client(&s1).await?;
     let remote = meshfed_federation_client(&s2).await?;
-    let fed = meshfed_federation::Federation::start(
+    let fed = meshfed_federation::Controllers::start(
         local,
         &meshfed_federation::FederationConfig::new("cluster1", "network1"),
     );

@@ -36,9 +36,33 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// The inverse of [`parse_duration`]: the largest unit that divides `d` evenly (`90m`, `5ms`),
+/// so defaults print the way users type them.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    match units.iter().find(|(n, _)| ms > 0 && ms % n == 0) {
+        Some((n, unit)) => format!("{}{unit}", ms / n),
+        None => format!("{ms}ms"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_what_it_parses() {
+        for text in ["5ms", "1500ms", "30s", "90m", "1h", "36h", "7d"] {
+            let d = parse_duration(text).expect(text);
+            assert_eq!(format_duration(d), text);
+        }
+    }
 
     #[test]
     fn parses_units_and_combinations() {

@@ -18,7 +18,7 @@ mod verify;
 pub use authority::{
     CertificateAuthority, IntermediateOptions, RootOptions, WorkloadCert, WorkloadOptions,
 };
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use key::KeyAlgorithm;
 pub use output::{OutputFile, write_outputs};

@@ -21,6 +21,14 @@ use table::Table;
 use tokio::net::{TcpListener, UdpSocket};
 use upstream::Upstreams;
 
+/// Off the standard port, so the proxy can run beside the node's resolver.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    15053,
+));
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+pub use upstream::DEFAULT_UPSTREAM_TIMEOUT;
+
 /// Everything the proxy needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {

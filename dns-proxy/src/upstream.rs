@@ -49,6 +49,9 @@ pub enum UpstreamError {
     Io(SocketAddr, io::Error),
 }
 
+/// How long one upstream gets before the next is tried.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The upstream resolvers, tried in order, each for at most `timeout`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {

@@ -4,7 +4,7 @@
 
 use meshfed_certs::{CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions};
 use meshfed_e2e::judges::{self, openssl_peer};
-use meshfed_federation::{Federation, FederationConfig, xds};
+use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{Gateway, GatewayConfig};
 use meshfed_proto::ads::Identity;
@@ -119,7 +119,7 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let fed = Federation::start(c2.clone(), &FederationConfig::new("cluster2", "network2"));
+    let fed = Controllers::start(c2.clone(), &FederationConfig::new("cluster2", "network2"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let xds_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(xds::serve(

@@ -3,7 +3,7 @@
 //! gRPC backends v1 and v2, and the seed's DestinationRules applied unchanged with kubectl.
 
 use meshfed_e2e::judges::{self, Judge};
-use meshfed_federation::{Federation, FederationConfig, xds};
+use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
 use meshfed_testbed::seed::{self, Workload};
 use serde_json::Value;
@@ -48,7 +48,7 @@ struct Bed {
     _serial: tokio::sync::MutexGuard<'static, ()>,
     _servers: (ApiServer, ApiServer),
     c1: kube::Client,
-    fed: Federation,
+    fed: Controllers,
     xds: std::net::SocketAddr,
     kubeconfig: tempfile::NamedTempFile,
     backends: Vec<(Judge, u16)>,
@@ -73,7 +73,7 @@ async fn bed() -> Bed {
     seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
         .await
         .unwrap();
-    let fed = Federation::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
+    let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
     let mut changes = fed.registry.subscribe();
     tokio::time::timeout(T, async {
         while fed

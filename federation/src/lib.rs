@@ -1,91 +1,146 @@
 //! The federation controller: reads remote secrets, list-watches every cluster's API server
 //! and merges what it sees into one registry with the network, cluster and locality of
-//! every endpoint.
+//! every endpoint; serves that registry over xDS and its state on an admin port.
 
 pub mod admin;
-pub mod eds;
-pub mod locality;
-pub mod merge;
+pub mod config;
+pub mod controllers;
 pub mod registry;
 pub mod remote_secret;
 pub mod secrets;
 pub mod watch;
 pub mod xds;
 
+pub use config::*;
+pub use controllers::Controllers;
+
 use kube::Client;
-use registry::{Registry, RegistryConfig};
+use registry::Registry;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::task::JoinHandle;
+use tokio::net::TcpListener;
 
-#[derive(Debug, Clone)]
-pub struct FederationConfig {
-    pub cluster_id: String,
-    /// The local cluster's network, used where neither pods nor the system namespace say.
-    pub network: String,
-    pub system_namespace: String,
-    pub domain: String,
-    pub stale_endpoint_ttl: Option<Duration>,
-    pub sync_timeout: Duration,
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Kubeconfig(String),
+    #[error("xDS server: {0}")]
+    Xds(#[from] tonic::transport::Error),
+    #[error("{task} panicked: {message}")]
+    Panicked { task: &'static str, message: String },
+    #[error("{task} stopped")]
+    Stopped { task: &'static str },
 }
 
-impl FederationConfig {
-    pub fn new(cluster_id: &str, network: &str) -> Self {
-        FederationConfig {
-            cluster_id: cluster_id.to_string(),
-            network: network.to_string(),
-            system_namespace: "istio-system".into(),
-            domain: "cluster.local".into(),
-            stale_endpoint_ttl: None,
-            sync_timeout: Duration::from_secs(30),
+/// The local cluster's client: from `kubeconfig`, else in-cluster or `$KUBECONFIG`. (Remote
+/// clusters' clients come from their secrets, checked as hostile input: see [`secrets`].)
+pub async fn local_client(kubeconfig: Option<&Path>) -> Result<Client, Error> {
+    let err = |what: String| {
+        move |e: kube::config::KubeconfigError| Error::Kubeconfig(format!("{what}: {e}"))
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(err(format!("reading {}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(err(format!("using {}", path.display())))?
         }
-    }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Kubeconfig(format!(
+                "no kubeconfig given and none found (in-cluster or $KUBECONFIG): {e}"
+            ))
+        })?,
+    };
+    Client::try_from(config).map_err(|e| Error::Kubeconfig(format!("building the client: {e}")))
 }
 
-/// A running controller: the local cluster's watchers and the remote secret controller.
+/// A federation whose sockets are bound; [`Federation::run`] starts the controllers and
+/// serves xDS and the admin port until `shutdown` completes.
 pub struct Federation {
-    pub registry: Arc<Registry>,
-    tasks: Vec<JoinHandle<()>>,
+    config: FederationConfig,
+    local: Client,
+    registry: Arc<Registry>,
+    xds: TcpListener,
+    admin: TcpListener,
 }
 
 impl Federation {
-    pub fn start(local: Client, cfg: &FederationConfig) -> Federation {
-        let registry = Arc::new(Registry::new(RegistryConfig {
-            system_namespace: cfg.system_namespace.clone(),
-            domain: cfg.domain.clone(),
-            stale_endpoint_ttl: cfg.stale_endpoint_ttl,
-            sync_timeout: cfg.sync_timeout,
-        }));
-        let generation = registry.add_generation(
-            &cfg.cluster_id,
-            "",
-            Some(cfg.network.clone()),
-            watch::kinds(true),
-        );
-        let target = watch::Target {
-            registry: registry.clone(),
-            id: cfg.cluster_id.clone(),
-            generation,
-        };
-        let local_task = tokio::spawn(watch::run_cluster(local.clone(), target, true));
-        registry.set_task(&cfg.cluster_id, generation, local_task.abort_handle());
-        let secrets = tokio::spawn(
-            secrets::SecretController::new(registry.clone(), &cfg.cluster_id).run(local),
-        );
-        Federation {
+    pub async fn bind(config: FederationConfig, local: Client) -> Result<Federation, Error> {
+        let xds = bind(config.xds_listen).await?;
+        let admin = bind(config.admin).await?;
+        let registry = Arc::new(Registry::new(config.registry()));
+        Ok(Federation {
+            config,
+            local,
             registry,
-            tasks: vec![local_task, secrets],
-        }
+            xds,
+            admin,
+        })
+    }
+
+    pub fn xds_addr(&self) -> Option<SocketAddr> {
+        self.xds.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+
+    /// The registry the controllers fill once running.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Runs until `shutdown`; a part that ends on its own (a panic, a failed xDS server) is
+    /// an error naming it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        // Metrics recorded before the recorder exists are lost: install it first.
+        meshfed_model::telemetry::prometheus();
+        let mut controllers =
+            Controllers::start_on(self.registry.clone(), self.local, &self.config);
+        let admin = tokio::spawn(admin::serve(self.admin, self.registry.clone()));
+        let mut xds = tokio::spawn(xds::serve(self.xds, self.registry, self.config.debounce));
+        let result = tokio::select! {
+            () = shutdown => Ok(()),
+            (task, end) = controllers.stopped() => Err(ended(task, end.map(Ok))),
+            end = &mut xds => Err(ended("the xDS server", end)),
+        };
+        admin.abort();
+        xds.abort();
+        result
     }
 }
 
-impl Drop for Federation {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Why a task that should run forever ended.
+fn ended(
+    task: &'static str,
+    end: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Error {
+    match end {
+        Ok(Err(e)) => Error::Xds(e),
+        Ok(Ok(())) => Error::Stopped { task },
+        Err(e) if e.is_panic() => {
+            let panic = e.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            Error::Panicked { task, message }
         }
-        for c in self.registry.clusters() {
-            self.registry.remove_cluster(&c.id);
-        }
+        Err(_) => Error::Stopped { task },
     }
 }

@@ -2,86 +2,15 @@
 //! endpoints (with cluster, network, locality, labels, readiness, service account) and
 //! network gateways that the xDS server, the gateway and the DNS proxy are built from.
 
-use meshfed_model::Locality;
-use serde::Serialize;
+mod merge;
+pub mod types;
+
+pub use types::*;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
-
-pub const NETWORK_LABEL: &str = "topology.istio.io/network";
-pub const GATEWAY_PORT_LABEL: &str = "networking.istio.io/gatewayPort";
-pub const DEFAULT_GATEWAY_PORT: u16 = 15443;
-
-/// The kinds watched in every cluster; a cluster is synced once each has listed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Namespace,
-    Service,
-    EndpointSlice,
-    Pod,
-    Node,
-    DestinationRule,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Syncing,
-    Synced,
-    Timeout,
-    Unreachable,
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServicePort {
-    pub name: String,
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceInfo {
-    pub ports: Vec<ServicePort>,
-    pub labels: BTreeMap<String, String>,
-    pub cluster_ip: Option<String>,
-    /// LoadBalancer ingress addresses, then externalIPs.
-    pub external_addresses: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SliceEndpoint {
-    pub addresses: Vec<String>,
-    pub ready: bool,
-    pub pod: Option<(String, String)>,
-    pub node: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SliceInfo {
-    pub service: String,
-    /// Port name -> target port number.
-    pub ports: Vec<(String, u16)>,
-    pub endpoints: Vec<SliceEndpoint>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodInfo {
-    pub labels: BTreeMap<String, String>,
-    pub service_account: String,
-    pub node: Option<String>,
-}
-
-/// Everything one connection to one cluster's API server has seen.
-#[derive(Debug, Default)]
-pub struct ClusterData {
-    pub namespaces: HashMap<String, BTreeMap<String, String>>,
-    pub services: HashMap<(String, String), ServiceInfo>,
-    pub slices: HashMap<(String, String), SliceInfo>,
-    pub pods: HashMap<(String, String), PodInfo>,
-    pub nodes: HashMap<String, Locality>,
-    pub destination_rules: HashMap<(String, String), serde_json::Value>,
-}
 
 /// One connection (generation) to a cluster.
 struct Entry {
@@ -387,7 +316,7 @@ impl Registry {
     /// The merged view.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
-        let mut view = crate::merge::Merger::new(&self.config);
+        let mut view = merge::Merger::new(&self.config);
         for (id, generation) in &inner.active {
             let Some(e) = inner.entries.get(&(id.clone(), *generation)) else {
                 continue;
@@ -418,61 +347,4 @@ impl Registry {
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterStatus {
-    pub id: String,
-    pub secret: String,
-    /// Bumped on every new connection (e.g. rotated credentials).
-    pub generation: u64,
-    pub status: Status,
-    pub error: Option<String>,
-    pub last_sync_age_s: Option<f64>,
-    pub services: usize,
-    pub endpoints: usize,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Snapshot {
-    pub services: Vec<ServiceView>,
-    pub gateways: Vec<GatewayView>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ServiceView {
-    pub hostname: String,
-    pub namespace: String,
-    pub ports: Vec<PortView>,
-    pub endpoints: Vec<EndpointView>,
-    /// The ClusterIP in each cluster that has the Service (cluster id -> address).
-    pub cluster_ips: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PortView {
-    pub name: String,
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EndpointView {
-    pub cluster: String,
-    pub network: String,
-    pub address: String,
-    /// The target port; `service_port` says which service port it serves.
-    pub port: u16,
-    pub service_port: u16,
-    pub locality: String,
-    pub labels: BTreeMap<String, String>,
-    pub ready: bool,
-    pub service_account: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct GatewayView {
-    pub network: String,
-    pub cluster: String,
-    pub address: String,
-    pub port: u16,
 }

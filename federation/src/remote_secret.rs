@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::config::{Cluster, KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
+use meshfed_model::labels;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -22,10 +23,6 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::time::Duration;
 
-/// Label Istio's secret controller selects remote secrets by.
-pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
-/// Annotation naming the cluster a remote secret gives access to.
-pub const CLUSTER_ANNOTATION: &str = "networking.istio.io/cluster";
 /// Remote secrets are named this plus the cluster id.
 pub const SECRET_PREFIX: &str = "istio-remote-secret-";
 /// How long the token controller may take to fill a long-lived token Secret.
@@ -443,9 +440,12 @@ fn render_secret(
         metadata: ObjectMeta {
             name: Some(opts.secret_name()),
             namespace: Some(opts.namespace.clone()),
-            labels: Some(BTreeMap::from([(MULTICLUSTER_LABEL.into(), "true".into())])),
+            labels: Some(BTreeMap::from([(
+                labels::MULTICLUSTER.into(),
+                "true".into(),
+            )])),
             annotations: Some(BTreeMap::from([(
-                CLUSTER_ANNOTATION.into(),
+                labels::CLUSTER_ANNOTATION.into(),
                 opts.name.clone(),
             )])),
             ..Default::default()

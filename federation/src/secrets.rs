@@ -14,8 +14,6 @@ use kube::{Client, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-pub const MULTICLUSTER_LABEL: &str = "istio/multiCluster";
-
 struct Owned {
     secret: String,
     kubeconfig: String,
@@ -58,7 +56,8 @@ impl SecretController {
     pub async fn run(mut self, local: Client) {
         let ns = self.registry.config().system_namespace.clone();
         let api: Api<Secret> = Api::namespaced(local, &ns);
-        let config = watcher::Config::default().labels(&format!("{MULTICLUSTER_LABEL}=true"));
+        let config = watcher::Config::default()
+            .labels(&format!("{}=true", meshfed_model::labels::MULTICLUSTER));
         let mut events = watcher(api, config).default_backoff().boxed();
         let mut staging: Option<Vec<Secret>> = None;
         while let Some(event) = events.next().await {

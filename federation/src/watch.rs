@@ -11,7 +11,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource, ResourceExt};
-use meshfed_model::Locality;
+use meshfed_model::{Locality, labels};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -71,11 +71,7 @@ impl Watched for Node {
         let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
         Some((
             self.key(),
-            Locality::new(
-                get("topology.kubernetes.io/region"),
-                get("topology.kubernetes.io/zone"),
-                get("topology.istio.io/subzone"),
-            ),
+            Locality::new(get(labels::REGION), get(labels::ZONE), get(labels::SUBZONE)),
         ))
     }
     fn key(&self) -> String {

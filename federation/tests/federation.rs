@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service, ServiceA
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use meshfed_federation::registry::{Registry, Snapshot, Status};
-use meshfed_federation::{Federation, FederationConfig};
+use meshfed_federation::{Controllers, FederationConfig};
 use meshfed_testbed::{ApiServer, ApiServerConfig};
 use serde_json::json;
 use std::time::Duration;
@@ -142,7 +142,7 @@ struct Bed {
     s2: ApiServer,
     c1: kube::Client,
     c2: kube::Client,
-    fed: Federation,
+    fed: Controllers,
 }
 
 async fn bed() -> Bed {
@@ -171,7 +171,7 @@ async fn bed() -> Bed {
         &s2.kubeconfig(),
     )
     .await;
-    let fed = Federation::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
+    let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
     until(&fed.registry, "both clusters", |s, _| hw(s).len() == 2).await;
     Bed {
         s1,
@@ -445,7 +445,7 @@ async fn a_dead_cluster_holds_readiness_only_until_the_sync_timeout() {
     remote_secret(&c1, "istio-remote-secret-cluster9", "cluster9", &kubeconfig).await;
     let mut cfg = FederationConfig::new("cluster1", "network1");
     cfg.sync_timeout = Duration::from_millis(1500);
-    let fed = Federation::start(c1.clone(), &cfg);
+    let fed = Controllers::start(c1.clone(), &cfg);
     until(&fed.registry, "cluster9 known and local synced", |_, c| {
         status_of(c, "cluster9").is_some() && status_of(c, "cluster1") == Some(Status::Synced)
     })

@@ -24,6 +24,15 @@ impl std::str::FromStr for Policy {
     }
 }
 
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::RoundRobin => "round-robin",
+            Policy::LeastConnections => "least-connections",
+        })
+    }
+}
+
 /// Endpoints in the order to try them: healthy ones by policy, then (only when every
 /// endpoint is set aside) the ejected ones, since trying beats refusing outright.
 pub fn candidates(cluster: &Cluster, policy: Policy) -> Vec<Arc<RouteEndpoint>> {

@@ -14,12 +14,27 @@ pub mod source;
 pub mod xds;
 
 use routes::RouteHandle;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
+
+/// Istio's east-west gateway port.
+pub const DEFAULT_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15443);
+/// Istio's gateway status port.
+pub const DEFAULT_ADMIN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15021);
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_EJECT_FOR: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+const fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ip, port))
+}
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -45,12 +60,12 @@ impl GatewayConfig {
         GatewayConfig {
             listen,
             admin,
-            hello_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(3600),
-            connect_timeout: Duration::from_secs(5),
-            eject_for: Duration::from_secs(30),
-            max_connections: 100_000,
-            drain_timeout: Duration::from_secs(30),
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            eject_for: DEFAULT_EJECT_FOR,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             balance: balance::Policy::default(),
             copy: copy::CopyMode::default(),
         }

@@ -1,6 +1,10 @@
 //! The admin port every component serves (`/healthz/ready`, `/metrics`, `/debug/...`): a
 //! small HTTP server whose routes are a plain function of the path.
 
+pub mod client;
+
+pub use client::{AdminClient, Answer, ClientError};
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};

@@ -3,12 +3,18 @@
 //! localities and endpoints.
 
 pub mod admin;
+pub mod labels;
 mod locality;
 mod sni;
 pub mod telemetry;
 
 pub use locality::Locality;
 pub use sni::{ClusterName, NameError};
+
+/// The cluster DNS domain services live under (`svc.ns.svc.cluster.local`).
+pub const DEFAULT_DOMAIN: &str = "cluster.local";
+/// Istio's control-plane namespace: remote secrets, `cacerts`, the network label.
+pub const DEFAULT_SYSTEM_NAMESPACE: &str = "istio-system";
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -2,9 +2,9 @@
 //! balancer, outlier detection and locality settings, and (for Envoy) the mTLS transport
 //! socket that endpoints marked `tlsMode: istio` (remote networks' gateways) are reached with.
 
+use super::locality::LocalityPolicy;
 use super::node::{Generator, Proxy, ProxyKind};
 use super::rules::{self, Rule};
-use crate::locality::LocalityPolicy;
 use crate::registry::{ServiceView, Snapshot};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, cluster};
 use envoy_types::pb::envoy::config::core::v3::{

@@ -2,11 +2,11 @@
 //! (a registry snapshot and the DestinationRules) and shared by every proxy that would get
 //! the same ones.
 
+use super::eds;
+use super::locality::{LocalityPolicy, Place};
 use super::node::{Generator, Proxy, ProxyKey, ProxyKind};
 use super::rules::Rule;
 use super::{cds, lds, nds};
-use crate::eds;
-use crate::locality::{LocalityPolicy, Place};
 use crate::registry::Snapshot;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;

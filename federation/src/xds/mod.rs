@@ -4,8 +4,10 @@
 pub mod ads;
 pub mod cds;
 pub mod delta;
+pub mod eds;
 pub mod generate;
 pub mod lds;
+pub mod locality;
 mod metrics;
 pub mod nds;
 pub mod node;

@@ -16,12 +16,22 @@ pub struct Debounce {
     pub max: Duration,
 }
 
+/// A burst of watch events within this becomes one push (at most ten times this late).
+pub const DEFAULT_PUSH_DEBOUNCE: Duration = Duration::from_millis(5);
+
+impl Debounce {
+    /// Push once `quiet` passed without a change, and never later than ten times that.
+    pub fn after(quiet: Duration) -> Self {
+        Debounce {
+            quiet,
+            max: quiet * 10,
+        }
+    }
+}
+
 impl Default for Debounce {
     fn default() -> Self {
-        Debounce {
-            quiet: Duration::from_millis(5),
-            max: Duration::from_millis(50),
-        }
+        Debounce::after(DEFAULT_PUSH_DEBOUNCE)
     }
 }
 

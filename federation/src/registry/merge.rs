@@ -1,9 +1,11 @@
 //! Builds the merged view from each cluster's data.
 
-use crate::registry::{
-    ClusterData, DEFAULT_GATEWAY_PORT, EndpointView, GATEWAY_PORT_LABEL, GatewayView,
-    NETWORK_LABEL, PortView, RegistryConfig, ServiceInfo, ServiceView, SliceEndpoint, Snapshot,
+use super::RegistryConfig;
+use super::types::{
+    ClusterData, EndpointView, GatewayView, PortView, ServiceInfo, ServiceView, SliceEndpoint,
+    Snapshot,
 };
+use meshfed_model::labels as label;
 use std::collections::BTreeMap;
 
 pub struct Merger<'a> {
@@ -33,7 +35,7 @@ impl<'a> Merger<'a> {
         let cluster_network = data
             .namespaces
             .get(&self.config.system_namespace)
-            .and_then(|l| l.get(NETWORK_LABEL))
+            .and_then(|l| l.get(label::NETWORK))
             .map(String::as_str)
             .or(default_network)
             .unwrap_or("");
@@ -112,14 +114,14 @@ impl<'a> Merger<'a> {
 /// A Service labelled with a network is that network's gateway: every external address,
 /// on port 15443 unless `networking.istio.io/gatewayPort` says otherwise.
 fn gateways(cluster: &str, svc: &ServiceInfo) -> Vec<GatewayView> {
-    let Some(network) = svc.labels.get(NETWORK_LABEL) else {
+    let Some(network) = svc.labels.get(label::NETWORK) else {
         return Vec::new();
     };
     let port = svc
         .labels
-        .get(GATEWAY_PORT_LABEL)
+        .get(label::GATEWAY_PORT)
         .and_then(|p| p.parse().ok())
-        .unwrap_or(DEFAULT_GATEWAY_PORT);
+        .unwrap_or(label::DEFAULT_GATEWAY_PORT);
     svc.external_addresses
         .iter()
         .map(|address| GatewayView {
@@ -143,7 +145,7 @@ fn endpoint_views(
     let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
     // Network: the pod's label, else the cluster's.
     let network = labels
-        .get(NETWORK_LABEL)
+        .get(label::NETWORK)
         .cloned()
         .unwrap_or_else(|| cluster_network.to_string());
     let node = ep
@@ -174,7 +176,7 @@ fn endpoint_views(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{PodInfo, ServicePort, SliceInfo};
+    use crate::registry::types::{PodInfo, ServicePort, SliceInfo};
     use meshfed_model::Locality;
     use std::time::Duration;
 
@@ -249,7 +251,7 @@ mod tests {
         let mut c1 = cluster("v1", "10.10.0.5", "region1/zone1");
         c1.namespaces.insert(
             "istio-system".into(),
-            labels(&[(NETWORK_LABEL, "network1")]),
+            labels(&[(label::NETWORK, "network1")]),
         );
         let mut c2 = cluster("v2", "10.20.0.5", "region2/zone2");
         let gw = ServiceInfo {
@@ -257,7 +259,7 @@ mod tests {
                 name: "tls".into(),
                 port: 15443,
             }],
-            labels: labels(&[(NETWORK_LABEL, "network2")]),
+            labels: labels(&[(label::NETWORK, "network2")]),
             cluster_ip: None,
             external_addresses: vec!["172.31.0.12".into()],
         };
@@ -315,7 +317,7 @@ mod tests {
         let mut m = Merger::new(&c);
         let mut d = cluster("v1", "10.10.0.5", "r/z");
         d.pods.values_mut().for_each(|p| {
-            p.labels.insert(NETWORK_LABEL.into(), "podnet".into());
+            p.labels.insert(label::NETWORK.into(), "podnet".into());
         });
         m.add_cluster("c", Some("clusternet"), &d, false);
         m.add_cluster("gone", None, &cluster("v2", "10.20.0.5", "r/z"), true);

@@ -8,6 +8,7 @@
 //! then renumbered to be consecutive (Envoy requires it).
 
 use meshfed_model::Locality;
+use meshfed_model::labels as label;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -81,11 +82,11 @@ impl Place {
     /// A `failoverPriority` label: topology keys come from the place itself, others from labels.
     fn label(&self, key: &str) -> Option<&str> {
         match key {
-            "topology.kubernetes.io/region" => Some(&self.locality.region),
-            "topology.kubernetes.io/zone" => Some(&self.locality.zone),
-            "topology.istio.io/subzone" => Some(&self.locality.subzone),
-            "topology.istio.io/network" => Some(&self.network),
-            "topology.istio.io/cluster" => Some(&self.cluster),
+            label::REGION => Some(&self.locality.region),
+            label::ZONE => Some(&self.locality.zone),
+            label::SUBZONE => Some(&self.locality.subzone),
+            label::NETWORK => Some(&self.network),
+            label::CLUSTER => Some(&self.cluster),
             other => self.labels.get(other).map(String::as_str),
         }
     }

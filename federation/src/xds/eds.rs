@@ -3,7 +3,7 @@
 //! network's gateway (weight = the ready endpoints behind it, `tlsMode: istio`), grouped by
 //! locality with Istio's priorities and weights.
 
-use crate::locality::{self, LocalityPolicy, Place};
+use super::locality::{self, LocalityPolicy, Place};
 use crate::registry::{EndpointView, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthStatus, Locality as EnvoyLocality, Metadata, SocketAddress, address,
@@ -28,7 +28,6 @@ struct Backend {
 }
 
 /// The label Istio's sidecar injector puts on pods; EDS copies it into endpoint metadata.
-const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 /// The ClusterLoadAssignment of `cluster` for `proxy`. `subset` is the DestinationRule
 /// subset's label selector (empty for no subset).
@@ -93,7 +92,10 @@ fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &st
                 port: e.port,
                 weight: 1,
                 healthy: e.ready,
-                tls_istio: e.labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio"),
+                tls_istio: e
+                    .labels
+                    .get(meshfed_model::labels::TLS_MODE)
+                    .is_some_and(|m| m == "istio"),
                 place,
             });
         } else if e.ready {

@@ -1,0 +1,59 @@
+//! The federation's settings and their defaults, in one place: the library's
+//! [`FederationConfig::new`] and the CLI's flags both take their defaults from here.
+
+use crate::registry::RegistryConfig;
+use crate::xds::Debounce;
+pub use crate::xds::pusher::DEFAULT_PUSH_DEBOUNCE;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+pub use meshfed_model::{DEFAULT_DOMAIN, DEFAULT_SYSTEM_NAMESPACE};
+/// Plaintext ADS, as istiod's 15010.
+pub const DEFAULT_XDS_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15010);
+/// `/healthz/ready`, `/metrics` and `/debug/*`: local only, as istiod's 15014 should be.
+pub const DEFAULT_ADMIN: SocketAddr = addr(Ipv4Addr::LOCALHOST, 15014);
+/// A cluster still syncing after this stops holding readiness back.
+pub const DEFAULT_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+const fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ip, port))
+}
+
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    pub cluster_id: String,
+    /// The local cluster's network, used where neither pods nor the system namespace say.
+    pub network: String,
+    pub system_namespace: String,
+    pub domain: String,
+    pub stale_endpoint_ttl: Option<Duration>,
+    pub sync_timeout: Duration,
+    pub xds_listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub debounce: Debounce,
+}
+
+impl FederationConfig {
+    pub fn new(cluster_id: &str, network: &str) -> Self {
+        FederationConfig {
+            cluster_id: cluster_id.to_string(),
+            network: network.to_string(),
+            system_namespace: DEFAULT_SYSTEM_NAMESPACE.into(),
+            domain: DEFAULT_DOMAIN.into(),
+            stale_endpoint_ttl: None,
+            sync_timeout: DEFAULT_SYNC_TIMEOUT,
+            xds_listen: DEFAULT_XDS_LISTEN,
+            admin: DEFAULT_ADMIN,
+            debounce: Debounce::after(DEFAULT_PUSH_DEBOUNCE),
+        }
+    }
+
+    pub fn registry(&self) -> RegistryConfig {
+        RegistryConfig {
+            system_namespace: self.system_namespace.clone(),
+            domain: self.domain.clone(),
+            stale_endpoint_ttl: self.stale_endpoint_ttl,
+            sync_timeout: self.sync_timeout,
+        }
+    }
+}

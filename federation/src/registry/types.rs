@@ -1,0 +1,133 @@
+//! The registry's plain data: what a watcher keeps of each cluster's objects, the status of a
+//! cluster, and the merged view (services, endpoints, gateways) the xDS server builds from.
+
+use meshfed_model::Locality;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// The kinds watched in every cluster; a cluster is synced once each has listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Service,
+    EndpointSlice,
+    Pod,
+    Node,
+    DestinationRule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Syncing,
+    Synced,
+    Timeout,
+    Unreachable,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceInfo {
+    pub ports: Vec<ServicePort>,
+    pub labels: BTreeMap<String, String>,
+    pub cluster_ip: Option<String>,
+    /// LoadBalancer ingress addresses, then externalIPs.
+    pub external_addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceEndpoint {
+    pub addresses: Vec<String>,
+    pub ready: bool,
+    pub pod: Option<(String, String)>,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceInfo {
+    pub service: String,
+    /// Port name -> target port number.
+    pub ports: Vec<(String, u16)>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInfo {
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub node: Option<String>,
+}
+
+/// Everything one connection to one cluster's API server has seen.
+#[derive(Debug, Default)]
+pub struct ClusterData {
+    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub services: HashMap<(String, String), ServiceInfo>,
+    pub slices: HashMap<(String, String), SliceInfo>,
+    pub pods: HashMap<(String, String), PodInfo>,
+    pub nodes: HashMap<String, Locality>,
+    pub destination_rules: HashMap<(String, String), serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub id: String,
+    pub secret: String,
+    /// Bumped on every new connection (e.g. rotated credentials).
+    pub generation: u64,
+    pub status: Status,
+    pub error: Option<String>,
+    pub last_sync_age_s: Option<f64>,
+    pub services: usize,
+    pub endpoints: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub services: Vec<ServiceView>,
+    pub gateways: Vec<GatewayView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub hostname: String,
+    pub namespace: String,
+    pub ports: Vec<PortView>,
+    pub endpoints: Vec<EndpointView>,
+    /// The ClusterIP in each cluster that has the Service (cluster id -> address).
+    pub cluster_ips: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortView {
+    pub name: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub cluster: String,
+    pub network: String,
+    pub address: String,
+    /// The target port; `service_port` says which service port it serves.
+    pub port: u16,
+    pub service_port: u16,
+    pub locality: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GatewayView {
+    pub network: String,
+    pub cluster: String,
+    pub address: String,
+    pub port: u16,
+}
