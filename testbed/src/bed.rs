@@ -11,11 +11,13 @@ pub mod http;
 pub mod objects;
 pub mod procs;
 
+use crate::OneLine;
 use crate::mesh_tls::{Credentials, Material};
 use crate::netns::{ClusterNet, Mode, Network, NsRuntime};
 use crate::sidecar::sds::SdsCredentials;
 use crate::sidecar::{Sidecar, SidecarConfig, Table};
 use crate::{ApiServer, ApiServerConfig};
+use anyhow::{Context, anyhow, bail};
 use helloworld::Helloworld;
 use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadOptions,
@@ -118,9 +120,9 @@ pub struct Bed {
 }
 
 impl Bed {
-    pub async fn up(cfg: BedConfig) -> Result<Bed, String> {
+    pub async fn up(cfg: BedConfig) -> anyhow::Result<Bed> {
         if !(2..=8).contains(&cfg.clusters) {
-            return Err("--clusters must be 2 to 8".into());
+            bail!("--clusters must be 2 to 8");
         }
         let names: Vec<String> = (1..=cfg.clusters).map(|i| format!("cluster{i}")).collect();
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -128,25 +130,25 @@ impl Bed {
             Some(Backend::Loopback) => Mode::Loopback,
             _ => Mode::Isolated,
         };
-        let net = Network::create_with(&name_refs, mode).map_err(|e| e.to_string())?;
+        let net = Network::create_with(&name_refs, mode).one_line()?;
         let backend = match net.mode() {
             Mode::Isolated => Backend::Netns,
             Mode::Loopback => Backend::Loopback,
         };
         if cfg.backend == Some(Backend::Netns) && backend != Backend::Netns {
             let why = net.fallback_reason().unwrap_or("unknown");
-            return Err(format!("the netns backend is not available here: {why}"));
+            bail!("the netns backend is not available here: {why}");
         }
         for dir in ["logs", "certs"] {
             std::fs::create_dir_all(cfg.state_dir.join(dir))
-                .map_err(|e| format!("creating {}: {e}", cfg.state_dir.display()))?;
+                .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
         }
         let root = CertificateAuthority::new_root(&RootOptions {
             org: "meshfed testbed".into(),
             days: 30,
             key: KeyAlgorithm::EcdsaP256,
         })
-        .map_err(|e| e.to_string())?;
+        .one_line()?;
         write_certs(&cfg.state_dir.join("certs/root"), &root.root_files())?;
         let mut clusters = Vec::new();
         for (i, c) in net.clusters().enumerate() {
@@ -164,25 +166,25 @@ impl Bed {
         Ok(bed)
     }
 
-    pub fn cluster(&self, name: &str) -> Result<&ClusterBed, String> {
+    pub fn cluster(&self, name: &str) -> anyhow::Result<&ClusterBed> {
         self.clusters
             .iter()
             .find(|c| c.name == name)
-            .ok_or_else(|| format!("no cluster {name} (clusters: {})", self.names().join(", ")))
+            .with_context(|| format!("no cluster {name} (clusters: {})", self.names().join(", ")))
     }
 
     pub fn names(&self) -> Vec<String> {
         self.clusters.iter().map(|c| c.name.clone()).collect()
     }
 
-    fn net(&self, name: &str) -> Result<&ClusterNet, String> {
+    fn net(&self, name: &str) -> anyhow::Result<&ClusterNet> {
         self.net
             .cluster(name)
-            .ok_or_else(|| format!("no network for {name}"))
+            .with_context(|| format!("no network for {name}"))
     }
 
     /// Every cluster gets a remote secret for every other (as `istioctl create-remote-secret`).
-    async fn remote_secrets(&self) -> Result<(), String> {
+    async fn remote_secrets(&self) -> anyhow::Result<()> {
         for c in &self.clusters {
             for other in self.clusters.iter().filter(|o| o.name != c.name) {
                 let kubeconfig = other.api.lock().await.kubeconfig();
@@ -191,7 +193,7 @@ impl Bed {
                     crate::seed::remote_secret(&client, &remote, &kubeconfig).await
                 })
                 .await
-                .map_err(|e| format!("remote secret for {} in {}: {e}", other.name, c.name))?;
+                .with_context(|| format!("remote secret for {} in {}", other.name, c.name))?;
             }
         }
         Ok(())
@@ -199,7 +201,7 @@ impl Bed {
 
     /// Until every sleep sidecar has helloworld with a healthy host per cluster (its own pod
     /// and every other network's gateway) and every gateway and DNS proxy is ready.
-    async fn wait_ready(&self) -> Result<(), String> {
+    async fn wait_ready(&self) -> anyhow::Result<()> {
         let n = self.clusters.len();
         for c in &self.clusters {
             let cluster = format!("outbound|5000||{HOST}");
@@ -209,14 +211,14 @@ impl Bed {
                     .is_some_and(|u| u.endpoints.iter().filter(|h| h.healthy).count() == n)
             })
             .await
-            .map_err(|e| format!("{}'s sidecar: {e}", c.name))?;
+            .with_context(|| format!("{}'s sidecar", c.name))?;
             for (what, addr) in [
                 ("gateway", c.addrs.gateway_admin),
                 ("DNS proxy", c.addrs.dns_admin),
             ] {
                 c.until_ready(addr)
                     .await
-                    .map_err(|e| format!("{}'s {what}: {e}", c.name))?;
+                    .with_context(|| format!("{}'s {what}", c.name))?;
             }
         }
         Ok(())
@@ -275,21 +277,17 @@ impl Bed {
 impl ClusterBed {
     /// Runs `f` with this cluster's API client inside the cluster's network, where the API
     /// server is reachable (the client connects from the task that makes the call).
-    pub async fn kube<F, Fut, T>(&self, f: F) -> Result<T, String>
+    pub async fn kube<F, Fut, T>(&self, f: F) -> anyhow::Result<T>
     where
         F: FnOnce(kube::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>> + Send + 'static,
         T: Send + 'static,
     {
-        self.rt
-            .spawn(f(self.client.clone()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        self.rt.spawn(f(self.client.clone())).await?.one_line()
     }
 
     /// `GET /healthz/ready` from inside the cluster until it answers 200.
-    async fn until_ready(&self, admin: SocketAddr) -> Result<(), String> {
+    async fn until_ready(&self, admin: SocketAddr) -> anyhow::Result<()> {
         let poll = async move {
             loop {
                 if let Ok(Ok(a)) = self.rt.spawn(http::get(admin, "/healthz/ready")).await
@@ -303,36 +301,35 @@ impl ClusterBed {
         };
         tokio::time::timeout(READY, poll)
             .await
-            .map_err(|_| format!("http://{admin}/healthz/ready not 200 within {READY:?}"))
+            .map_err(|_| anyhow!("http://{admin}/healthz/ready not 200 within {READY:?}"))
     }
 
     /// One request from sleep through its sidecar, made inside the cluster.
-    pub async fn curl(&self, url: &str) -> Result<http::Answer, String> {
+    pub async fn curl(&self, url: &str) -> anyhow::Result<http::Answer> {
         let (proxy, url) = (self.addrs.sleep_proxy, url.to_string());
         self.rt
             .spawn(async move { http::via_proxy(proxy, &url).await })
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
     }
 
-    fn spiffe(sa: &str) -> Result<SpiffeId, String> {
-        SpiffeId::new("cluster.local", "sample", sa).map_err(|e| e.to_string())
+    fn spiffe(sa: &str) -> anyhow::Result<SpiffeId> {
+        SpiffeId::new("cluster.local", "sample", sa).one_line()
     }
 
     /// Workload credentials for `sa` from this cluster's intermediate; `ttl` zero makes an
     /// already expired one (the `cert-expire` fault).
-    fn credentials(&self, sa: &str, ttl: Duration) -> Result<Material, String> {
+    fn credentials(&self, sa: &str, ttl: Duration) -> anyhow::Result<Material> {
         issue(&self.ca, sa, ttl)
     }
 
     /// A fresh certificate in sleep's certificate directory, for its agent to push.
-    fn renew_sleep_certificate(&self) -> Result<(), String> {
+    fn renew_sleep_certificate(&self) -> anyhow::Result<()> {
         write_workload(&self.ca, "sleep", &self.sleep_certs)
     }
 }
 
-fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> Result<Material, String> {
-    Material::from_workload(&workload(ca, sa, ttl)?)
+fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> anyhow::Result<Material> {
+    Ok(Material::from_workload(&workload(ca, sa, ttl)?)?)
 }
 
 /// A workload certificate for service account `sa` of this cluster, valid for `ttl`.
@@ -340,16 +337,17 @@ fn workload(
     ca: &CertificateAuthority,
     sa: &str,
     ttl: Duration,
-) -> Result<meshfed_certs::WorkloadCert, String> {
+) -> anyhow::Result<meshfed_certs::WorkloadCert> {
     let mut opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
     opts.ttl = ttl;
-    ca.issue_workload(&opts).map_err(|e| e.to_string())
+    ca.issue_workload(&opts).one_line()
 }
 
-fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> Result<(), String> {
+fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> anyhow::Result<()> {
     meshfed_certs::write_outputs(dir, files, true)
         .map(|_| ())
-        .map_err(|e| format!("writing {}: {e}", dir.display()))
+        .one_line()
+        .with_context(|| format!("writing {}", dir.display()))
 }
 
 /// Waits until `ok(table)` holds for `sidecar`'s table.
@@ -357,7 +355,7 @@ pub async fn wait_table(
     sidecar: &Sidecar,
     timeout: Duration,
     ok: impl Fn(&Table) -> bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let mut table = sidecar.table();
     let wait = async {
         loop {
@@ -367,20 +365,17 @@ pub async fn wait_table(
             table
                 .changed()
                 .await
-                .map_err(|_| "the sidecar stopped".to_string())?;
+                .map_err(|_| anyhow!("the sidecar stopped"))?;
         }
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("not in the expected state within {timeout:?}"))?
+        .map_err(|_| anyhow!("not in the expected state within {timeout:?}"))?
 }
 
-fn addresses(c: &ClusterNet) -> Result<Addresses, String> {
-    let pod = |n: u8, port: u16| -> Result<SocketAddr, String> {
-        Ok(SocketAddr::new(
-            c.pod_ip(n).map_err(|e| e.to_string())?,
-            port,
-        ))
+fn addresses(c: &ClusterNet) -> anyhow::Result<Addresses> {
+    let pod = |n: u8, port: u16| -> anyhow::Result<SocketAddr> {
+        Ok(SocketAddr::new(c.pod_ip(n).one_line()?, port))
     };
     let gw = c.gateway_ip();
     Ok(Addresses {
@@ -418,7 +413,7 @@ async fn start_cluster(
     net: &ClusterNet,
     i: usize,
     root: &CertificateAuthority,
-) -> Result<ClusterBed, String> {
+) -> anyhow::Result<ClusterBed> {
     let name = net.name().to_string();
     let (network, region, zone, version) = (
         format!("network{i}"),
@@ -427,14 +422,14 @@ async fn start_cluster(
         format!("v{i}"),
     );
     let addrs = addresses(net)?;
-    let rt = net.runtime().map_err(|e| e.to_string())?;
+    let rt = net.runtime().one_line()?;
     let ca = root
         .issue_intermediate(&IntermediateOptions {
             cluster: name.clone(),
             days: 30,
             key: KeyAlgorithm::EcdsaP256,
         })
-        .map_err(|e| e.to_string())?;
+        .one_line()?;
     let ca_dir = cfg.state_dir.join("certs").join(&name);
     write_certs(&ca_dir, &ca.cacerts_files())?;
 
@@ -442,19 +437,17 @@ async fn start_cluster(
     api_cfg.service_cidr = (Ipv4Addr::new(10, 95 + i as u8, 0, 0), 16);
     let api = rt
         .spawn(ApiServer::start(api_cfg))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{name}'s API server: {e}"))?;
+        .await?
+        .one_line()
+        .with_context(|| format!("{name}'s API server"))?;
     let kubeconfig = cfg.state_dir.join(&name).join("kubeconfig");
-    std::fs::create_dir_all(cfg.state_dir.join(&name)).map_err(|e| e.to_string())?;
-    api.write_kubeconfig(&kubeconfig)
-        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(cfg.state_dir.join(&name))?;
+    api.write_kubeconfig(&kubeconfig).one_line()?;
     let kc = api.kubeconfig();
     let client = rt
         .spawn(async move { crate::kubeconfig::client(&kc).await })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{name}'s client: {e}"))?;
+        .await?
+        .with_context(|| format!("{name}'s client"))?;
 
     let hello_pod = SamplePod {
         name: format!("helloworld-{version}"),
@@ -464,8 +457,7 @@ async fn start_cluster(
         ip: addrs.helloworld.ip().to_string(),
         port: addrs.helloworld.port(),
     };
-    let cacerts =
-        meshfed_certs::cacerts_secret_yaml(&ca_dir, "istio-system").map_err(|e| e.to_string())?;
+    let cacerts = meshfed_certs::cacerts_secret_yaml(&ca_dir, "istio-system").one_line()?;
     let seeding = (
         client.clone(),
         name.clone(),
@@ -480,10 +472,10 @@ async fn start_cluster(
         seed_objects(&c, &name, &network, &region, &zone, &addrs, &hello).await?;
         objects::cacerts(&c, &cacerts)
             .await
-            .map_err(|e| format!("{name}: cacerts: {e}"))
+            .one_line()
+            .with_context(|| format!("{name}: cacerts"))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
 
     let procs = components(cfg, net, &name, &network, &addrs, &kubeconfig).await?;
     let [federation, gateway, dns] = procs;
@@ -499,8 +491,7 @@ async fn start_cluster(
             version.clone(),
             hello_credentials.clone(),
         ))
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
     let sidecar_cfg = SidecarConfig {
         xds: format!("http://{}", addrs.xds),
         identity: meshfed_proto::ads::Identity {
@@ -520,10 +511,7 @@ async fn start_cluster(
         domain: "cluster.local".into(),
         credentials: sleep_sds.credentials.clone(),
     };
-    let sleep = rt
-        .spawn(Sidecar::start(sidecar_cfg))
-        .await
-        .map_err(|e| e.to_string())??;
+    let sleep = rt.spawn(Sidecar::start(sidecar_cfg)).await??;
     Ok(ClusterBed {
         name,
         network,
@@ -550,7 +538,7 @@ async fn start_cluster(
 }
 
 /// A fresh 24 h workload certificate for `sa`, written where its agent reads it.
-fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> Result<(), String> {
+fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> anyhow::Result<()> {
     let day = Duration::from_secs(86_400);
     write_certs(dir, &workload(ca, sa, day)?.files())
 }
@@ -562,7 +550,7 @@ async fn sds_agent(
     name: &str,
     certs: &Path,
     rt: &NsRuntime,
-) -> Result<(Proc, SdsCredentials), String> {
+) -> anyhow::Result<(Proc, SdsCredentials)> {
     let socket = cfg.state_dir.join(name).join("sleep-sds.sock");
     let path = |p: &Path| p.display().to_string();
     let spec = Spec {
@@ -581,10 +569,7 @@ async fn sds_agent(
         log: cfg.state_dir.join("logs").join(format!("{name}-agent.log")),
     };
     let agent = Proc::start(&cfg.exe, net, spec).await?;
-    let sds = rt
-        .spawn(SdsCredentials::follow(socket))
-        .await
-        .map_err(|e| e.to_string())??;
+    let sds = rt.spawn(SdsCredentials::follow(socket)).await??;
     Ok((agent, sds))
 }
 
@@ -598,9 +583,9 @@ async fn seed_objects(
     zone: &str,
     addrs: &Addresses,
     hello: &SamplePod,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let node = format!("{name}-node");
-    let ctx = |what: &'static str| move |e: kube::Error| format!("{name}: {what}: {e}");
+    let ctx = |what: &'static str| move |e: kube::Error| anyhow!("{name}: {what}: {e}");
     objects::namespaces(c, network)
         .await
         .map_err(ctx("namespaces"))?;
@@ -661,7 +646,7 @@ async fn components(
     network: &str,
     a: &Addresses,
     kubeconfig: &Path,
-) -> Result<[Proc; 3], String> {
+) -> anyhow::Result<[Proc; 3]> {
     let log = |what: &str| {
         cfg.state_dir
             .join("logs")

@@ -108,13 +108,12 @@ pub async fn gateway_service(c: &kube::Client, network: &str, ip: &str) -> Resul
 }
 
 /// A test bed API server for cluster `name` on loopback and a client of it.
-pub async fn cluster(name: &str) -> Result<(crate::ApiServer, kube::Client), String> {
+pub async fn cluster(name: &str) -> anyhow::Result<(crate::ApiServer, kube::Client)> {
+    use crate::OneLine;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = crate::ApiServer::start(crate::ApiServerConfig::new(addr, name))
         .await
-        .map_err(|e| e.to_string())?;
-    let client = crate::kubeconfig::client(&server.kubeconfig())
-        .await
-        .map_err(|e| e.to_string())?;
+        .one_line()?;
+    let client = crate::kubeconfig::client(&server.kubeconfig()).await?;
     Ok((server, client))
 }

@@ -4,7 +4,9 @@
 
 use super::faults::Fault;
 use super::{Backend, Bed, ClusterBed, HELLO_URL, HOST, READY, wait_table};
+use crate::OneLine;
 use crate::sidecar::Table;
+use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -73,7 +75,7 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
             Err(e) => Step {
                 name: name.to_string(),
                 ok: false,
-                detail: e,
+                detail: format!("{e:#}"),
             },
         };
         on_step(i + 1, &step);
@@ -84,9 +86,9 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
     for (i, fault) in Fault::ALL.into_iter().enumerate() {
         let result = match &prepared {
             Ok(()) => fault_step(bed, fault).await,
-            Err(e) => Err(format!("preparing the faults: {e}")),
+            Err(e) => Err(anyhow!("preparing the faults: {e:#}")),
         };
-        let (ok, detail) = result.unwrap_or_else(|e| (false, e));
+        let (ok, detail) = result.unwrap_or_else(|e| (false, format!("{e:#}")));
         let step = Step {
             name: fault.as_str().into(),
             ok,
@@ -102,12 +104,13 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
     }
 }
 
-type Outcome = Result<(bool, String), String>;
+/// Whether the step passed and what was seen; an error when it could not be judged.
+type Outcome = anyhow::Result<(bool, String)>;
 
-fn pair(bed: &Bed) -> Result<(&ClusterBed, &ClusterBed), String> {
+fn pair(bed: &Bed) -> anyhow::Result<(&ClusterBed, &ClusterBed)> {
     match bed.clusters.as_slice() {
         [c1, c2, ..] => Ok((c1, c2)),
-        _ => Err("the demo needs two clusters".into()),
+        _ => bail!("the demo needs two clusters"),
     }
 }
 
@@ -123,7 +126,7 @@ async fn tally(c: &ClusterBed, n: usize) -> (BTreeMap<String, usize>, Vec<String
                     .or_insert(0) += 1
             }
             Ok(a) => failures.push(format!("{} {}", a.status, a.body.trim())),
-            Err(e) => failures.push(e),
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
     (versions, failures)
@@ -184,8 +187,7 @@ async fn isolation(bed: &Bed) -> Outcome {
             )
             .await
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let (blocked, how) = match attempt {
         Ok(Ok(_)) => (false, "connected".to_string()),
         Ok(Err(e)) => (true, e.to_string()),
@@ -234,7 +236,7 @@ async fn mtls_identity(bed: &Bed) -> Outcome {
         );
         return Ok((ok, detail));
     }
-    Err(format!("{} never answered {}'s sleep", c2.version, c1.name))
+    bail!("{} never answered {}'s sleep", c2.version, c1.name)
 }
 
 async fn dns(bed: &Bed) -> Outcome {
@@ -259,18 +261,14 @@ async fn dns(bed: &Bed) -> Outcome {
             break (a, aaaa);
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "{remote} never resolved through {}'s DNS proxy",
-                c1.name
-            ));
+            bail!("{remote} never resolved through {}'s DNS proxy", c1.name);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let local = c1
         .rt
         .spawn(async move { query(server, HOST, hickory_proto::rr::RecordType::A).await })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
     let in_vip_range = vip
         .iter()
         .all(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [240, 240]));
@@ -295,28 +293,22 @@ async fn query(
     server: SocketAddr,
     name: &str,
     qtype: hickory_proto::rr::RecordType,
-) -> Result<Vec<IpAddr>, String> {
+) -> anyhow::Result<Vec<IpAddr>> {
     use hickory_proto::op::{Message, MessageType, OpCode, Query};
     use hickory_proto::rr::{Name, RData};
     let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(
-        Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())?,
+        Name::from_ascii(format!("{name}.")).one_line()?,
         qtype,
     ));
-    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0))
-        .await
-        .map_err(|e| e.to_string())?;
-    socket
-        .send_to(&m.to_vec().map_err(|e| e.to_string())?, server)
-        .await
-        .map_err(|e| e.to_string())?;
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0)).await?;
+    socket.send_to(&m.to_vec().one_line()?, server).await?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
         .await
-        .map_err(|_| format!("{server}: no answer"))?
-        .map_err(|e| e.to_string())?;
-    let answer = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+        .map_err(|_| anyhow!("{server}: no answer"))??;
+    let answer = Message::from_vec(&buf[..n]).one_line()?;
     Ok(answer
         .answers
         .iter()
@@ -328,14 +320,14 @@ async fn query(
         .collect())
 }
 
-async fn apply_everywhere(bed: &Bed, rule: &str) -> Result<(), String> {
+async fn apply_everywhere(bed: &Bed, rule: &str) -> anyhow::Result<()> {
     for c in &bed.clusters {
         let rule = rule.to_string();
         c.kube(move |client| async move {
             super::objects::apply_destination_rule(&client, &rule).await
         })
         .await
-        .map_err(|e| format!("applying the DestinationRule in {}: {e}", c.name))?;
+        .with_context(|| format!("applying the DestinationRule in {}", c.name))?;
     }
     Ok(())
 }
@@ -353,7 +345,7 @@ async fn distribute(bed: &Bed) -> Outcome {
             helloworld(t).is_some_and(|u| u.locality_weighted)
         })
         .await
-        .map_err(|e| format!("{}'s sidecar never got the distribute rule: {e}", c.name))?;
+        .with_context(|| format!("{}'s sidecar never got the distribute rule", c.name))?;
         let (versions, failures) = tally(c, 100).await;
         let own = versions.get(&c.version).copied().unwrap_or(0);
         let total: usize = versions.values().sum();
@@ -384,7 +376,7 @@ async fn failover(bed: &Bed) -> Outcome {
         })
     })
     .await
-    .map_err(|e| format!("{}'s sidecar never got the failover rule: {e}", c1.name))?;
+    .with_context(|| format!("{}'s sidecar never got the failover rule", c1.name))?;
     let (before, _) = tally(c1, 5).await;
     if before.get(&c1.version) != Some(&5) {
         return Ok((
@@ -417,8 +409,7 @@ async fn failover(bed: &Bed) -> Outcome {
             c1.version.clone(),
             c1.hello_credentials.clone(),
         ))
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
     *c1.helloworld.lock().await = Some(hw);
     set_ready(c1, true).await?;
     wait_table(&c1.sleep, READY, |t| {
@@ -443,7 +434,7 @@ async fn failover(bed: &Bed) -> Outcome {
 }
 
 /// Sets helloworld's endpoints in `c` ready or not, as the endpoint controller would.
-async fn set_ready(c: &ClusterBed, ready: bool) -> Result<(), String> {
+async fn set_ready(c: &ClusterBed, ready: bool) -> anyhow::Result<()> {
     let (pod, node) = (c.hello_pod.clone(), format!("{}-node", c.name));
     let own = format!("helloworld-{}", c.version);
     c.kube(move |client| async move {
@@ -458,16 +449,14 @@ async fn until_served_by(
     c: &ClusterBed,
     version: &str,
     n: usize,
-) -> Result<(Duration, usize, Vec<String>), String> {
+) -> anyhow::Result<(Duration, usize, Vec<String>)> {
     let start = Instant::now();
     let mut first = None;
     let mut failed = 0;
     let mut run = Vec::new();
     while run.len() < n {
         if start.elapsed() > READY {
-            return Err(format!(
-                "{version} did not take over within {READY:?} ({failed} failed)"
-            ));
+            bail!("{version} did not take over within {READY:?} ({failed} failed)");
         }
         match c.curl(HELLO_URL).await {
             Ok(a) if a.status == 200 && a.version() == Some(version) => {
@@ -491,7 +480,7 @@ async fn remote_secret_removal(bed: &Bed) -> Outcome {
         move |client| async move { super::objects::delete_remote_secret(&client, &remote).await },
     )
     .await
-    .map_err(|e| format!("deleting {}'s remote secret in {}: {e}", c2.name, c1.name))?;
+    .with_context(|| format!("deleting {}'s remote secret in {}", c2.name, c1.name))?;
     let remote_only = cluster_name(&format!(
         "helloworld-{}.sample.svc.cluster.local",
         c2.version
@@ -502,7 +491,7 @@ async fn remote_secret_removal(bed: &Bed) -> Outcome {
             && helloworld(t).is_some_and(|u| u.endpoints.iter().all(|h| h.addr != gw))
     })
     .await
-    .map_err(|e| format!("{} kept {}'s services: {e}", c1.name, c2.name))?;
+    .with_context(|| format!("{} kept {}'s services", c1.name, c2.name))?;
     let took = removed.elapsed();
     let (versions, failures) = tally(c1, 10).await;
     let only_own = versions.get(&c1.version) == Some(&10) && failures.is_empty();
@@ -512,8 +501,7 @@ async fn remote_secret_removal(bed: &Bed) -> Outcome {
             c1.addrs.federation_admin,
             "/debug/clusterz",
         ))
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
     let forgotten = !status.body.contains(&format!("\"{}\"", c2.name));
     let detail = format!(
         "{}'s remote secret deleted in {}: {} dropped it in {} ms ({} and {}'s gateway gone from its sidecar; \
@@ -551,7 +539,7 @@ spec:
 ";
 
 /// Gives cluster1 its remote secret for cluster2 back and the fault rule to both.
-async fn prepare_faults(bed: &Bed) -> Result<(), String> {
+async fn prepare_faults(bed: &Bed) -> anyhow::Result<()> {
     let (c1, c2) = pair(bed)?;
     let (remote, kubeconfig) = (c2.name.clone(), c2.api.lock().await.kubeconfig());
     c1.kube(move |client| async move {
@@ -566,15 +554,15 @@ async fn prepare_faults(bed: &Bed) -> Result<(), String> {
         })
     })
     .await
-    .map_err(|e| format!("{} never saw {} again: {e}", c1.name, c2.name))
+    .with_context(|| format!("{} never saw {} again", c1.name, c2.name))
 }
 
 /// Until cluster1's sidecar has let `addr` back in after its ejection.
-async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> Result<(), String> {
+async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY;
     while c.sleep.ejected(&cluster_name(HOST)).contains(&addr) {
         if Instant::now() > deadline {
-            return Err(format!("{addr} still ejected after {READY:?}"));
+            bail!("{addr} still ejected after {READY:?}");
         }
         // Ejection ends by the clock, not by an event.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -583,7 +571,7 @@ async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> Result<(), String
 }
 
 /// Requests from `c` until `version` answers again (at most 50).
-async fn until_answers(c: &ClusterBed, version: &str) -> Result<usize, String> {
+async fn until_answers(c: &ClusterBed, version: &str) -> anyhow::Result<usize> {
     for i in 1..=50 {
         if c.curl(HELLO_URL)
             .await
@@ -592,7 +580,7 @@ async fn until_answers(c: &ClusterBed, version: &str) -> Result<usize, String> {
             return Ok(i);
         }
     }
-    Err(format!("{version} never answered again"))
+    bail!("{version} never answered again")
 }
 
 /// Injects `fault`, reports what cluster1's sleep saw, heals it and checks traffic recovers.

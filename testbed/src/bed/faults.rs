@@ -5,6 +5,8 @@
 
 use super::Bed;
 use super::procs::Proc;
+use crate::OneLine;
+use anyhow::{Context, anyhow, bail};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,29 +39,28 @@ impl Fault {
     }
 }
 
+/// A fault name that is not one of [`Fault::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault {0:?} (partition, apiserver-down, gateway-down, cert-expire)")]
+pub struct UnknownFault(pub String);
+
 impl std::str::FromStr for Fault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Fault, String> {
+    type Err = UnknownFault;
+    fn from_str(s: &str) -> Result<Fault, UnknownFault> {
         Fault::ALL
             .into_iter()
             .find(|f| f.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown fault {s:?} (partition, apiserver-down, gateway-down, cert-expire)"
-                )
-            })
+            .ok_or_else(|| UnknownFault(s.to_string()))
     }
 }
 
 impl Bed {
     /// Injects `fault` into `cluster` (or, with `heal`, undoes it); says what it did.
-    pub async fn fault(&self, fault: Fault, cluster: &str, heal: bool) -> Result<String, String> {
+    pub async fn fault(&self, fault: Fault, cluster: &str, heal: bool) -> anyhow::Result<String> {
         let c = self.cluster(cluster)?;
         match (fault, heal) {
             (Fault::Partition, _) => {
-                self.net(cluster)?
-                    .set_connected(heal)
-                    .map_err(|e| e.to_string())?;
+                self.net(cluster)?.set_connected(heal).one_line()?;
                 Ok(if heal {
                     format!("{cluster} is back on the shared network")
                 } else {
@@ -75,9 +76,8 @@ impl Bed {
             (Fault::ApiserverDown, true) => {
                 let api = c.api.clone();
                 c.rt.spawn(async move { api.lock().await.resume().await })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .await?
+                    .one_line()?;
                 Ok(format!(
                     "{cluster}'s API server serving again at {}",
                     c.addrs.apiserver
@@ -148,7 +148,7 @@ pub async fn serve_control(bed: Arc<Bed>, listener: UnixListener) {
             while let Ok(Some(line)) = lines.next_line().await {
                 let answer = match command(&bed, &line).await {
                     Ok(done) => format!("ok {done}\n"),
-                    Err(e) => format!("error {e}\n"),
+                    Err(e) => format!("error {e:#}\n"),
                 };
                 if write.write_all(answer.as_bytes()).await.is_err() {
                     return;
@@ -158,43 +158,38 @@ pub async fn serve_control(bed: Arc<Bed>, listener: UnixListener) {
     }
 }
 
-async fn command(bed: &Bed, line: &str) -> Result<String, String> {
+async fn command(bed: &Bed, line: &str) -> anyhow::Result<String> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let [verb, fault, cluster] = words.as_slice() else {
-        return Err(format!(
-            "expected `inject|heal FAULT CLUSTER`, got {line:?}"
-        ));
+        bail!("expected `inject|heal FAULT CLUSTER`, got {line:?}");
     };
     let heal = match *verb {
         "inject" => false,
         "heal" => true,
-        other => return Err(format!("unknown verb {other:?}")),
+        other => bail!("unknown verb {other:?}"),
     };
     bed.fault(fault.parse()?, cluster, heal).await
 }
 
 /// Sends one control line to the test bed whose socket is `path`; its answer.
-pub async fn send(path: &Path, line: &str) -> Result<String, String> {
+pub async fn send(path: &Path, line: &str) -> anyhow::Result<String> {
     let stream = UnixStream::connect(path).await.map_err(|e| {
-        format!(
+        anyhow!(
             "no test bed answers at {} ({e}); start one with `meshfed testbed up`",
             path.display()
         )
     })?;
     let (read, mut write) = stream.into_split();
-    write
-        .write_all(format!("{line}\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    write.write_all(format!("{line}\n").as_bytes()).await?;
     let answer = BufReader::new(read)
         .lines()
         .next_line()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the test bed closed the connection")?;
+        .await?
+        .context("the test bed closed the connection")?;
     match answer.split_once(' ') {
         Some(("ok", done)) => Ok(done.to_string()),
-        Some(("error", e)) => Err(e.to_string()),
-        _ => Err(format!("unexpected answer {answer:?}")),
+        // The bed's own message, as it was when it failed there.
+        Some(("error", e)) => Err(anyhow!("{e}")),
+        _ => bail!("unexpected answer {answer:?}"),
     }
 }
