@@ -413,20 +413,7 @@ async fn failover(bed: &Bed) -> Outcome {
     })
     .await?;
     // v1 restarts and turns ready: traffic returns to its region.
-    let hw = c1
-        .rt
-        .spawn(super::helloworld::Helloworld::start(
-            v1,
-            c1.spec.version.clone(),
-            c1.hello_credentials.clone(),
-        ))
-        .await??;
-    *c1.helloworld.lock().await = Some(hw);
-    set_ready(c1, true).await?;
-    wait_table(&c1.sleep, READY, |t| {
-        helloworld(t).is_some_and(|u| u.endpoints.iter().any(|h| h.addr == v1 && h.healthy))
-    })
-    .await?;
+    restart_helloworld(c1).await?;
     let (after, _) = tally(c1, 5).await;
     let back = after.get(&c1.spec.version) == Some(&5);
     let detail = format!(
@@ -442,6 +429,24 @@ async fn failover(bed: &Bed) -> Outcome {
         show(&after),
     );
     Ok((all_via_gateway && back && !ejected.is_empty(), detail))
+}
+
+/// Starts `c`'s helloworld again and marks it ready, until its sidecar sees it healthy.
+async fn restart_helloworld(c: &ClusterBed) -> anyhow::Result<()> {
+    let addr = c.addrs.helloworld;
+    let hw =
+        c.rt.spawn(super::helloworld::Helloworld::start(
+            addr,
+            c.spec.version.clone(),
+            c.hello_credentials.clone(),
+        ))
+        .await??;
+    *c.helloworld.lock().await = Some(hw);
+    set_ready(c, true).await?;
+    wait_table(&c.sleep, READY, |t| {
+        helloworld(t).is_some_and(|u| u.endpoints.iter().any(|h| h.addr == addr && h.healthy))
+    })
+    .await
 }
 
 /// Sets helloworld's endpoints in `c` ready or not, as the endpoint controller would.

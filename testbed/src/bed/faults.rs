@@ -3,8 +3,8 @@
 //! certificates. `meshfed testbed fault` reaches a running `testbed up` over a Unix socket in
 //! its state directory (one line in, one line out).
 
-use super::Bed;
 use super::procs::Proc;
+use super::{Bed, ClusterBed};
 use crate::OneLine;
 use anyhow::{Context, anyhow, bail};
 use std::path::Path;
@@ -96,43 +96,45 @@ impl Bed {
                 let pid = gw.pid().map_or("?".to_string(), |p| p.to_string());
                 Ok(format!("{cluster}'s gateway restarted (pid {pid})"))
             }
-            (Fault::CertExpire, _) => {
-                let ttl = if heal {
-                    Duration::from_secs(86_400)
-                } else {
-                    Duration::ZERO
-                };
-                if heal {
-                    // Sleep's comes back the way Envoy's does: new files, pushed by its agent.
-                    let seen = c.sleep_sds.version();
-                    c.renew_sleep_certificate()?;
-                    c.sleep_sds
-                        .changed_from(&seen, Duration::from_secs(10))
-                        .await?;
-                } else {
-                    c.sleep_sds
-                        .credentials
-                        .replace(c.credentials("sleep", ttl)?);
-                }
-                c.hello_credentials
-                    .replace(c.credentials("helloworld", ttl)?);
-                if !heal {
-                    // notAfter is the issue time in whole seconds: let that second pass.
-                    tokio::time::sleep(Duration::from_millis(1100)).await;
-                }
-                Ok(if heal {
-                    format!(
-                        "{cluster}'s workloads have fresh 24 h certificates (sleep's over SDS from meshfed agent, version {})",
-                        c.sleep_sds.version()
-                    )
-                } else {
-                    format!(
-                        "{cluster}'s workload certificates (sleep, helloworld) replaced by expired ones"
-                    )
-                })
-            }
+            (Fault::CertExpire, _) => cert_expire(c, heal).await,
         }
     }
+}
+
+/// Replaces `c`'s workload certificates with expired ones, or (`heal`) with fresh ones.
+async fn cert_expire(c: &ClusterBed, heal: bool) -> anyhow::Result<String> {
+    let cluster = &c.spec.name;
+    let ttl = if heal {
+        Duration::from_secs(86_400)
+    } else {
+        Duration::ZERO
+    };
+    if heal {
+        // Sleep's comes back the way Envoy's does: new files, pushed by its agent.
+        let seen = c.sleep_sds.version();
+        c.renew_sleep_certificate()?;
+        c.sleep_sds
+            .changed_from(&seen, Duration::from_secs(10))
+            .await?;
+    } else {
+        c.sleep_sds
+            .credentials
+            .replace(c.credentials("sleep", ttl)?);
+    }
+    c.hello_credentials
+        .replace(c.credentials("helloworld", ttl)?);
+    if !heal {
+        // notAfter is the issue time in whole seconds: let that second pass.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    Ok(if heal {
+        format!(
+            "{cluster}'s workloads have fresh 24 h certificates (sleep's over SDS from meshfed agent, version {})",
+            c.sleep_sds.version()
+        )
+    } else {
+        format!("{cluster}'s workload certificates (sleep, helloworld) replaced by expired ones")
+    })
 }
 
 /// Answers `inject|heal FAULT CLUSTER` lines on `path` until the task is dropped.
