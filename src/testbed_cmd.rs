@@ -1,6 +1,6 @@
 //! `meshfed testbed`: the local test bed.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use meshfed_testbed::bed::{Backend, Bed, BedConfig, demo, faults};
 use meshfed_testbed::{ApiServer, ApiServerConfig};
@@ -164,9 +164,7 @@ async fn up(clusters: usize, args: BedArgs) -> Result<ExitCode> {
         );
     }
     let _ = std::fs::remove_file(&socket);
-    let bed = Bed::up(bed_config(clusters, &args, state_dir)?)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let bed = Bed::up(bed_config(clusters, &args, state_dir)?).await?;
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("binding {}", socket.display()))?;
     let shutdown = crate::shutdown_signal();
@@ -193,9 +191,7 @@ async fn run_demo(json: bool, args: BedArgs) -> Result<ExitCode> {
     };
     eprintln!("bringing up 2 clusters...");
     let started = std::time::Instant::now();
-    let bed = Bed::up(bed_config(2, &args, state_dir)?)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let bed = Bed::up(bed_config(2, &args, state_dir)?).await?;
     eprintln!(
         "test bed up in {:.1} s ({} backend)",
         started.elapsed().as_secs_f64(),
@@ -281,9 +277,7 @@ pub fn run(args: TestbedArgs) -> Result<ExitCode> {
             } => {
                 let verb = if heal { "heal" } else { "inject" };
                 let line = format!("{verb} {} {cluster}", fault.as_str());
-                let done = faults::send(&state_dir.join("control.sock"), &line)
-                    .await
-                    .map_err(|e| anyhow!(e))?;
+                let done = faults::send(&state_dir.join("control.sock"), &line).await?;
                 println!("{done}");
                 Ok(ExitCode::SUCCESS)
             }

@@ -8,7 +8,7 @@ use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{Gateway, GatewayConfig};
 use meshfed_proto::ads::Identity;
-use meshfed_testbed::seed::{self, Workload};
+use meshfed_testbed::seed::{self, ClusterSpec, Workload};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,12 +20,15 @@ fn sni(subset: &str) -> String {
 }
 
 fn workload(cluster: &str, network: &str, version: &str, addr: SocketAddr) -> Workload {
+    let index = cluster[cluster.len() - 1..].parse().expect("clusterN");
     Workload {
-        cluster: cluster.into(),
-        network: network.into(),
-        region: format!("region{}", &cluster[cluster.len() - 1..]),
-        zone: "zone1".into(),
-        version: version.into(),
+        cluster: ClusterSpec {
+            name: cluster.into(),
+            network: network.into(),
+            zone: "zone1".into(),
+            version: version.into(),
+            ..ClusterSpec::numbered(index)
+        },
         ip: addr.ip().to_string(),
         port: addr.port(),
     }

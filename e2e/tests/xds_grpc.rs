@@ -5,7 +5,7 @@
 use meshfed_e2e::judges::{self, Judge};
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
-use meshfed_testbed::seed::{self, Workload};
+use meshfed_testbed::seed::{self, ClusterSpec, Workload};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -14,12 +14,16 @@ const T: Duration = Duration::from_secs(60);
 const HOST: &str = "helloworld.sample.svc.cluster.local";
 
 fn workload(cluster: &str, version: &str, ip: &str, port: u16, region: &str) -> Workload {
+    let index = cluster[cluster.len() - 1..].parse().expect("clusterN");
     Workload {
-        cluster: cluster.into(),
-        network: "network1".into(),
-        region: region.into(),
-        zone: "zone1".into(),
-        version: version.into(),
+        cluster: ClusterSpec {
+            name: cluster.into(),
+            index,
+            network: "network1".into(),
+            region: region.into(),
+            zone: "zone1".into(),
+            version: version.into(),
+        },
         ip: ip.into(),
         port,
     }

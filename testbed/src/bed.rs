@@ -11,11 +11,14 @@ pub mod http;
 pub mod objects;
 pub mod procs;
 
+use crate::OneLine;
 use crate::mesh_tls::{Credentials, Material};
 use crate::netns::{ClusterNet, Mode, Network, NsRuntime};
+use crate::seed::ClusterSpec;
 use crate::sidecar::sds::SdsCredentials;
 use crate::sidecar::{Sidecar, SidecarConfig, Table};
 use crate::{ApiServer, ApiServerConfig};
+use anyhow::{Context, anyhow, bail};
 use helloworld::Helloworld;
 use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadOptions,
@@ -82,11 +85,8 @@ pub struct Addresses {
 }
 
 pub struct ClusterBed {
-    pub name: String,
-    pub network: String,
-    pub region: String,
-    pub zone: String,
-    pub version: String,
+    /// Name, network, locality and helloworld version ([`ClusterSpec::numbered`]).
+    pub spec: ClusterSpec,
     pub addrs: Addresses,
     pub kubeconfig: PathBuf,
     pub client: kube::Client,
@@ -118,39 +118,39 @@ pub struct Bed {
 }
 
 impl Bed {
-    pub async fn up(cfg: BedConfig) -> Result<Bed, String> {
+    pub async fn up(cfg: BedConfig) -> anyhow::Result<Bed> {
         if !(2..=8).contains(&cfg.clusters) {
-            return Err("--clusters must be 2 to 8".into());
+            bail!("--clusters must be 2 to 8");
         }
-        let names: Vec<String> = (1..=cfg.clusters).map(|i| format!("cluster{i}")).collect();
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let specs: Vec<ClusterSpec> = (1..=cfg.clusters).map(ClusterSpec::numbered).collect();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         let mode = match cfg.backend {
             Some(Backend::Loopback) => Mode::Loopback,
             _ => Mode::Isolated,
         };
-        let net = Network::create_with(&name_refs, mode).map_err(|e| e.to_string())?;
+        let net = Network::create_with(&names, mode).one_line()?;
         let backend = match net.mode() {
             Mode::Isolated => Backend::Netns,
             Mode::Loopback => Backend::Loopback,
         };
         if cfg.backend == Some(Backend::Netns) && backend != Backend::Netns {
             let why = net.fallback_reason().unwrap_or("unknown");
-            return Err(format!("the netns backend is not available here: {why}"));
+            bail!("the netns backend is not available here: {why}");
         }
         for dir in ["logs", "certs"] {
             std::fs::create_dir_all(cfg.state_dir.join(dir))
-                .map_err(|e| format!("creating {}: {e}", cfg.state_dir.display()))?;
+                .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
         }
         let root = CertificateAuthority::new_root(&RootOptions {
             org: "meshfed testbed".into(),
             days: 30,
             key: KeyAlgorithm::EcdsaP256,
         })
-        .map_err(|e| e.to_string())?;
+        .one_line()?;
         write_certs(&cfg.state_dir.join("certs/root"), &root.root_files())?;
         let mut clusters = Vec::new();
-        for (i, c) in net.clusters().enumerate() {
-            clusters.push(start_cluster(&cfg, c, i + 1, &root).await?);
+        for (spec, c) in specs.into_iter().zip(net.clusters()) {
+            clusters.push(start_cluster(&cfg, spec, c, &root).await?);
         }
         let bed = Bed {
             clusters,
@@ -164,34 +164,36 @@ impl Bed {
         Ok(bed)
     }
 
-    pub fn cluster(&self, name: &str) -> Result<&ClusterBed, String> {
+    pub fn cluster(&self, name: &str) -> anyhow::Result<&ClusterBed> {
         self.clusters
             .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| format!("no cluster {name} (clusters: {})", self.names().join(", ")))
+            .find(|c| c.spec.name == name)
+            .with_context(|| format!("no cluster {name} (clusters: {})", self.names().join(", ")))
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.clusters.iter().map(|c| c.name.clone()).collect()
+        self.clusters.iter().map(|c| c.spec.name.clone()).collect()
     }
 
-    fn net(&self, name: &str) -> Result<&ClusterNet, String> {
+    fn net(&self, name: &str) -> anyhow::Result<&ClusterNet> {
         self.net
             .cluster(name)
-            .ok_or_else(|| format!("no network for {name}"))
+            .with_context(|| format!("no network for {name}"))
     }
 
     /// Every cluster gets a remote secret for every other (as `istioctl create-remote-secret`).
-    async fn remote_secrets(&self) -> Result<(), String> {
+    async fn remote_secrets(&self) -> anyhow::Result<()> {
         for c in &self.clusters {
-            for other in self.clusters.iter().filter(|o| o.name != c.name) {
+            for other in self.clusters.iter().filter(|o| o.spec.name != c.spec.name) {
                 let kubeconfig = other.api.lock().await.kubeconfig();
-                let remote = other.name.clone();
+                let remote = other.spec.name.clone();
                 c.kube(move |client| async move {
                     crate::seed::remote_secret(&client, &remote, &kubeconfig).await
                 })
                 .await
-                .map_err(|e| format!("remote secret for {} in {}: {e}", other.name, c.name))?;
+                .with_context(|| {
+                    format!("remote secret for {} in {}", other.spec.name, c.spec.name)
+                })?;
             }
         }
         Ok(())
@@ -199,7 +201,7 @@ impl Bed {
 
     /// Until every sleep sidecar has helloworld with a healthy host per cluster (its own pod
     /// and every other network's gateway) and every gateway and DNS proxy is ready.
-    async fn wait_ready(&self) -> Result<(), String> {
+    async fn wait_ready(&self) -> anyhow::Result<()> {
         let n = self.clusters.len();
         for c in &self.clusters {
             let cluster = format!("outbound|5000||{HOST}");
@@ -209,14 +211,14 @@ impl Bed {
                     .is_some_and(|u| u.endpoints.iter().filter(|h| h.healthy).count() == n)
             })
             .await
-            .map_err(|e| format!("{}'s sidecar: {e}", c.name))?;
+            .with_context(|| format!("{}'s sidecar", c.spec.name))?;
             for (what, addr) in [
                 ("gateway", c.addrs.gateway_admin),
                 ("DNS proxy", c.addrs.dns_admin),
             ] {
                 c.until_ready(addr)
                     .await
-                    .map_err(|e| format!("{}'s {what}: {e}", c.name))?;
+                    .with_context(|| format!("{}'s {what}", c.spec.name))?;
             }
         }
         Ok(())
@@ -234,7 +236,7 @@ impl Bed {
             out.push_str("  (loopback: no network isolation; run as root for one network namespace per cluster)\n");
         }
         for c in &self.clusters {
-            let exec = match self.net(&c.name).ok().and_then(|n| n.netns()) {
+            let exec = match self.net(&c.spec.name).ok().and_then(|n| n.netns()) {
                 Some(ns) => format!("ip netns exec {ns} "),
                 None => String::new(),
             };
@@ -249,10 +251,10 @@ impl Bed {
                  \x20 sleep       {exec}curl -x http://{sp} {HELLO_URL}\n\
                  \x20 agent       sleep's certificate over SDS from {certs} (new files rotate it)\n\
                  \x20 logs        {logs}/{name}-*.log\n",
-                name = c.name,
-                network = c.network,
-                region = c.region,
-                zone = c.zone,
+                name = c.spec.name,
+                network = c.spec.network,
+                region = c.spec.region,
+                zone = c.spec.zone,
                 kc = c.kubeconfig.display(),
                 xds = a.xds,
                 fa = a.federation_admin,
@@ -260,7 +262,7 @@ impl Bed {
                 ga = a.gateway_admin,
                 dip = a.dns.ip(),
                 dport = a.dns.port(),
-                version = c.version,
+                version = c.spec.version,
                 hw = a.helloworld,
                 sp = a.sleep_proxy,
                 certs = c.sleep_certs.display(),
@@ -275,21 +277,17 @@ impl Bed {
 impl ClusterBed {
     /// Runs `f` with this cluster's API client inside the cluster's network, where the API
     /// server is reachable (the client connects from the task that makes the call).
-    pub async fn kube<F, Fut, T>(&self, f: F) -> Result<T, String>
+    pub async fn kube<F, Fut, T>(&self, f: F) -> anyhow::Result<T>
     where
         F: FnOnce(kube::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, kube::Error>> + Send + 'static,
         T: Send + 'static,
     {
-        self.rt
-            .spawn(f(self.client.clone()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        self.rt.spawn(f(self.client.clone())).await?.one_line()
     }
 
     /// `GET /healthz/ready` from inside the cluster until it answers 200.
-    async fn until_ready(&self, admin: SocketAddr) -> Result<(), String> {
+    async fn until_ready(&self, admin: SocketAddr) -> anyhow::Result<()> {
         let poll = async move {
             loop {
                 if let Ok(Ok(a)) = self.rt.spawn(http::get(admin, "/healthz/ready")).await
@@ -303,36 +301,35 @@ impl ClusterBed {
         };
         tokio::time::timeout(READY, poll)
             .await
-            .map_err(|_| format!("http://{admin}/healthz/ready not 200 within {READY:?}"))
+            .map_err(|_| anyhow!("http://{admin}/healthz/ready not 200 within {READY:?}"))
     }
 
     /// One request from sleep through its sidecar, made inside the cluster.
-    pub async fn curl(&self, url: &str) -> Result<http::Answer, String> {
+    pub async fn curl(&self, url: &str) -> anyhow::Result<http::Answer> {
         let (proxy, url) = (self.addrs.sleep_proxy, url.to_string());
         self.rt
             .spawn(async move { http::via_proxy(proxy, &url).await })
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
     }
 
-    fn spiffe(sa: &str) -> Result<SpiffeId, String> {
-        SpiffeId::new("cluster.local", "sample", sa).map_err(|e| e.to_string())
+    fn spiffe(sa: &str) -> anyhow::Result<SpiffeId> {
+        SpiffeId::new("cluster.local", "sample", sa).one_line()
     }
 
     /// Workload credentials for `sa` from this cluster's intermediate; `ttl` zero makes an
     /// already expired one (the `cert-expire` fault).
-    fn credentials(&self, sa: &str, ttl: Duration) -> Result<Material, String> {
+    fn credentials(&self, sa: &str, ttl: Duration) -> anyhow::Result<Material> {
         issue(&self.ca, sa, ttl)
     }
 
     /// A fresh certificate in sleep's certificate directory, for its agent to push.
-    fn renew_sleep_certificate(&self) -> Result<(), String> {
+    fn renew_sleep_certificate(&self) -> anyhow::Result<()> {
         write_workload(&self.ca, "sleep", &self.sleep_certs)
     }
 }
 
-fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> Result<Material, String> {
-    Material::from_workload(&workload(ca, sa, ttl)?)
+fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> anyhow::Result<Material> {
+    Ok(Material::from_workload(&workload(ca, sa, ttl)?)?)
 }
 
 /// A workload certificate for service account `sa` of this cluster, valid for `ttl`.
@@ -340,16 +337,17 @@ fn workload(
     ca: &CertificateAuthority,
     sa: &str,
     ttl: Duration,
-) -> Result<meshfed_certs::WorkloadCert, String> {
+) -> anyhow::Result<meshfed_certs::WorkloadCert> {
     let mut opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
     opts.ttl = ttl;
-    ca.issue_workload(&opts).map_err(|e| e.to_string())
+    ca.issue_workload(&opts).one_line()
 }
 
-fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> Result<(), String> {
+fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> anyhow::Result<()> {
     meshfed_certs::write_outputs(dir, files, true)
         .map(|_| ())
-        .map_err(|e| format!("writing {}: {e}", dir.display()))
+        .one_line()
+        .with_context(|| format!("writing {}", dir.display()))
 }
 
 /// Waits until `ok(table)` holds for `sidecar`'s table.
@@ -357,7 +355,7 @@ pub async fn wait_table(
     sidecar: &Sidecar,
     timeout: Duration,
     ok: impl Fn(&Table) -> bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let mut table = sidecar.table();
     let wait = async {
         loop {
@@ -367,20 +365,17 @@ pub async fn wait_table(
             table
                 .changed()
                 .await
-                .map_err(|_| "the sidecar stopped".to_string())?;
+                .map_err(|_| anyhow!("the sidecar stopped"))?;
         }
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("not in the expected state within {timeout:?}"))?
+        .map_err(|_| anyhow!("not in the expected state within {timeout:?}"))?
 }
 
-fn addresses(c: &ClusterNet) -> Result<Addresses, String> {
-    let pod = |n: u8, port: u16| -> Result<SocketAddr, String> {
-        Ok(SocketAddr::new(
-            c.pod_ip(n).map_err(|e| e.to_string())?,
-            port,
-        ))
+fn addresses(c: &ClusterNet) -> anyhow::Result<Addresses> {
+    let pod = |n: u8, port: u16| -> anyhow::Result<SocketAddr> {
+        Ok(SocketAddr::new(c.pod_ip(n).one_line()?, port))
     };
     let gw = c.gateway_ip();
     Ok(Addresses {
@@ -415,121 +410,34 @@ fn upstreams() -> Vec<String> {
 
 async fn start_cluster(
     cfg: &BedConfig,
+    spec: ClusterSpec,
     net: &ClusterNet,
-    i: usize,
     root: &CertificateAuthority,
-) -> Result<ClusterBed, String> {
-    let name = net.name().to_string();
-    let (network, region, zone, version) = (
-        format!("network{i}"),
-        format!("region{i}"),
-        format!("zone{i}"),
-        format!("v{i}"),
-    );
+) -> anyhow::Result<ClusterBed> {
     let addrs = addresses(net)?;
-    let rt = net.runtime().map_err(|e| e.to_string())?;
-    let ca = root
-        .issue_intermediate(&IntermediateOptions {
-            cluster: name.clone(),
-            days: 30,
-            key: KeyAlgorithm::EcdsaP256,
-        })
-        .map_err(|e| e.to_string())?;
-    let ca_dir = cfg.state_dir.join("certs").join(&name);
-    write_certs(&ca_dir, &ca.cacerts_files())?;
-
-    let mut api_cfg = ApiServerConfig::new(addrs.apiserver, &name);
-    api_cfg.service_cidr = (Ipv4Addr::new(10, 95 + i as u8, 0, 0), 16);
-    let api = rt
-        .spawn(ApiServer::start(api_cfg))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{name}'s API server: {e}"))?;
-    let kubeconfig = cfg.state_dir.join(&name).join("kubeconfig");
-    std::fs::create_dir_all(cfg.state_dir.join(&name)).map_err(|e| e.to_string())?;
-    api.write_kubeconfig(&kubeconfig)
-        .map_err(|e| e.to_string())?;
-    let kc = api.kubeconfig();
-    let client = rt
-        .spawn(async move { crate::kubeconfig::client(&kc).await })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{name}'s client: {e}"))?;
-
-    let hello_pod = SamplePod {
-        name: format!("helloworld-{version}"),
-        app: "helloworld".into(),
-        version: Some(version.clone()),
-        service_account: "helloworld".into(),
-        ip: addrs.helloworld.ip().to_string(),
-        port: addrs.helloworld.port(),
-    };
-    let cacerts =
-        meshfed_certs::cacerts_secret_yaml(&ca_dir, "istio-system").map_err(|e| e.to_string())?;
-    let seeding = (
-        client.clone(),
-        name.clone(),
-        network.clone(),
-        region.clone(),
-        zone.clone(),
-        addrs.clone(),
-        hello_pod.clone(),
-    );
-    rt.spawn(async move {
-        let (c, name, network, region, zone, addrs, hello) = seeding;
-        seed_objects(&c, &name, &network, &region, &zone, &addrs, &hello).await?;
-        objects::cacerts(&c, &cacerts)
-            .await
-            .map_err(|e| format!("{name}: cacerts: {e}"))
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-
-    let procs = components(cfg, net, &name, &network, &addrs, &kubeconfig).await?;
-    let [federation, gateway, dns] = procs;
+    let rt = net.runtime().one_line()?;
+    let (ca, cacerts) = intermediate(cfg, &spec, root)?;
+    let (api, kubeconfig, client) = start_api(cfg, &spec, &addrs, &rt).await?;
+    let hello_pod = hello_pod(&spec, addrs.helloworld);
+    seed(&rt, &client, &spec, &addrs, &hello_pod, cacerts).await?;
+    let [federation, gateway, dns] = components(cfg, net, &spec, &addrs, &kubeconfig).await?;
 
     let day = Duration::from_secs(86_400);
     let hello_credentials = Credentials::new(issue(&ca, "helloworld", day)?);
-    let sleep_certs = cfg.state_dir.join(&name).join("sleep-certs");
+    let sleep_certs = cfg.state_dir.join(&spec.name).join("sleep-certs");
     write_workload(&ca, "sleep", &sleep_certs)?;
-    let (agent, sleep_sds) = sds_agent(cfg, net, &name, &sleep_certs, &rt).await?;
+    let (agent, sleep_sds) = sds_agent(cfg, net, &spec.name, &sleep_certs, &rt).await?;
     let hw = rt
         .spawn(Helloworld::start(
             addrs.helloworld,
-            version.clone(),
+            spec.version.clone(),
             hello_credentials.clone(),
         ))
-        .await
-        .map_err(|e| e.to_string())??;
-    let sidecar_cfg = SidecarConfig {
-        xds: format!("http://{}", addrs.xds),
-        identity: meshfed_proto::ads::Identity {
-            kind: "sidecar".into(),
-            cluster_id: name.clone(),
-            network: network.clone(),
-            ip: addrs.sleep_proxy.ip().to_string(),
-            pod: "sleep".into(),
-            namespace: "sample".into(),
-            locality: envoy_types::pb::envoy::config::core::v3::Locality {
-                region: region.clone(),
-                zone: zone.clone(),
-                sub_zone: String::new(),
-            },
-        },
-        listen: addrs.sleep_proxy,
-        domain: "cluster.local".into(),
-        credentials: sleep_sds.credentials.clone(),
-    };
-    let sleep = rt
-        .spawn(Sidecar::start(sidecar_cfg))
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
+    let sidecar_cfg = sidecar_config(&spec, &addrs, &sleep_sds);
+    let sleep = rt.spawn(Sidecar::start(sidecar_cfg)).await??;
     Ok(ClusterBed {
-        name,
-        network,
-        region,
-        zone,
-        version,
+        spec,
         addrs,
         kubeconfig,
         client,
@@ -549,8 +457,118 @@ async fn start_cluster(
     })
 }
 
+/// The cluster's intermediate CA under `root`, its files in `certs/<name>` and the
+/// `cacerts` Secret made from them.
+fn intermediate(
+    cfg: &BedConfig,
+    spec: &ClusterSpec,
+    root: &CertificateAuthority,
+) -> anyhow::Result<(CertificateAuthority, String)> {
+    let ca = root
+        .issue_intermediate(&IntermediateOptions {
+            cluster: spec.name.clone(),
+            days: 30,
+            key: KeyAlgorithm::EcdsaP256,
+        })
+        .one_line()?;
+    let ca_dir = cfg.state_dir.join("certs").join(&spec.name);
+    write_certs(&ca_dir, &ca.cacerts_files())?;
+    let cacerts = meshfed_certs::cacerts_secret_yaml(&ca_dir, "istio-system").one_line()?;
+    Ok((ca, cacerts))
+}
+
+/// The cluster's API server (started on its runtime), its kubeconfig under the state
+/// directory, and a client of it.
+async fn start_api(
+    cfg: &BedConfig,
+    spec: &ClusterSpec,
+    addrs: &Addresses,
+    rt: &NsRuntime,
+) -> anyhow::Result<(ApiServer, PathBuf, kube::Client)> {
+    let name = &spec.name;
+    let mut api_cfg = ApiServerConfig::new(addrs.apiserver, name);
+    api_cfg.service_cidr = service_cidr(spec);
+    let api = rt
+        .spawn(ApiServer::start(api_cfg))
+        .await?
+        .one_line()
+        .with_context(|| format!("{name}'s API server"))?;
+    let kubeconfig = cfg.state_dir.join(name).join("kubeconfig");
+    std::fs::create_dir_all(cfg.state_dir.join(name))?;
+    api.write_kubeconfig(&kubeconfig).one_line()?;
+    let kc = api.kubeconfig();
+    let client = rt
+        .spawn(async move { crate::kubeconfig::client(&kc).await })
+        .await?
+        .with_context(|| format!("{name}'s client"))?;
+    Ok((api, kubeconfig, client))
+}
+
+/// cluster1 gets 10.96.0.0/16 (the API server's default), cluster2 10.97.0.0/16, ...: no
+/// two clusters hand out the same ClusterIP.
+fn service_cidr(spec: &ClusterSpec) -> (Ipv4Addr, u8) {
+    let second = u8::try_from(95 + spec.index).unwrap_or(u8::MAX);
+    (Ipv4Addr::new(10, second, 0, 0), 16)
+}
+
+/// helloworld v<i>'s pod, on its pod address.
+fn hello_pod(spec: &ClusterSpec, addr: SocketAddr) -> SamplePod {
+    SamplePod {
+        name: spec.helloworld(),
+        app: "helloworld".into(),
+        version: Some(spec.version.clone()),
+        service_account: "helloworld".into(),
+        ip: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+/// The seed objects and the `cacerts` Secret, created from inside the cluster's network.
+async fn seed(
+    rt: &NsRuntime,
+    client: &kube::Client,
+    spec: &ClusterSpec,
+    addrs: &Addresses,
+    hello: &SamplePod,
+    cacerts: String,
+) -> anyhow::Result<()> {
+    let (c, spec, addrs, hello) = (client.clone(), spec.clone(), addrs.clone(), hello.clone());
+    rt.spawn(async move {
+        seed_objects(&c, &spec, &addrs, &hello).await?;
+        objects::cacerts(&c, &cacerts)
+            .await
+            .one_line()
+            .with_context(|| format!("{}: cacerts", spec.name))
+    })
+    .await?
+}
+
+/// sleep's sidecar: a `sidecar` node of this cluster's network and locality, with the
+/// credentials its agent serves over SDS.
+fn sidecar_config(spec: &ClusterSpec, addrs: &Addresses, sds: &SdsCredentials) -> SidecarConfig {
+    SidecarConfig {
+        xds: format!("http://{}", addrs.xds),
+        identity: meshfed_proto::ads::Identity {
+            kind: "sidecar".into(),
+            cluster_id: spec.name.clone(),
+            network: spec.network.clone(),
+            ip: addrs.sleep_proxy.ip().to_string(),
+            pod: "sleep".into(),
+            namespace: "sample".into(),
+            locality: envoy_types::pb::envoy::config::core::v3::Locality {
+                region: spec.region.clone(),
+                zone: spec.zone.clone(),
+                sub_zone: String::new(),
+            },
+        },
+        listen: addrs.sleep_proxy,
+        domain: "cluster.local".into(),
+        credentials: sds.credentials.clone(),
+    }
+}
+
 /// A fresh 24 h workload certificate for `sa`, written where its agent reads it.
-fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> Result<(), String> {
+fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> anyhow::Result<()> {
     let day = Duration::from_secs(86_400);
     write_certs(dir, &workload(ca, sa, day)?.files())
 }
@@ -562,7 +580,7 @@ async fn sds_agent(
     name: &str,
     certs: &Path,
     rt: &NsRuntime,
-) -> Result<(Proc, SdsCredentials), String> {
+) -> anyhow::Result<(Proc, SdsCredentials)> {
     let socket = cfg.state_dir.join(name).join("sleep-sds.sock");
     let path = |p: &Path| p.display().to_string();
     let spec = Spec {
@@ -581,10 +599,7 @@ async fn sds_agent(
         log: cfg.state_dir.join("logs").join(format!("{name}-agent.log")),
     };
     let agent = Proc::start(&cfg.exe, net, spec).await?;
-    let sds = rt
-        .spawn(SdsCredentials::follow(socket))
-        .await
-        .map_err(|e| e.to_string())??;
+    let sds = rt.spawn(SdsCredentials::follow(socket)).await??;
     Ok((agent, sds))
 }
 
@@ -592,29 +607,24 @@ async fn sds_agent(
 /// everywhere else) and sleep, their pods, and the east-west gateway's Service.
 async fn seed_objects(
     c: &kube::Client,
-    name: &str,
-    network: &str,
-    region: &str,
-    zone: &str,
+    spec: &ClusterSpec,
     addrs: &Addresses,
     hello: &SamplePod,
-) -> Result<(), String> {
-    let node = format!("{name}-node");
-    let ctx = |what: &'static str| move |e: kube::Error| format!("{name}: {what}: {e}");
-    objects::namespaces(c, network)
+) -> anyhow::Result<()> {
+    let (name, node) = (&spec.name, spec.node());
+    let ctx = |what: &'static str| move |e: kube::Error| anyhow!("{name}: {what}: {e}");
+    objects::namespaces(c, spec)
         .await
         .map_err(ctx("namespaces"))?;
-    objects::node(c, &node, region, zone)
-        .await
-        .map_err(ctx("node"))?;
-    let own = format!("helloworld-{}", hello.version.as_deref().unwrap_or(""));
+    objects::node(c, spec).await.map_err(ctx("node"))?;
+    let own = spec.helloworld();
     objects::service(c, "helloworld", json!({"app": "helloworld"}), 5000)
         .await
         .map_err(ctx("helloworld Service"))?;
     objects::service(
         c,
         &own,
-        json!({"app": "helloworld", "version": hello.version}),
+        json!({"app": "helloworld", "version": spec.version}),
         5000,
     )
     .await
@@ -636,7 +646,7 @@ async fn seed_objects(
     objects::pod(c, &sleep, &node, &["sleep"])
         .await
         .map_err(ctx("sleep pod"))?;
-    crate::seed::gateway_service(c, network, &addrs.gateway.ip().to_string())
+    crate::seed::gateway_service(c, &spec.network, &addrs.gateway.ip().to_string())
         .await
         .map_err(ctx("gateway Service"))
 }
@@ -657,55 +667,72 @@ fn pod_cidr(pod: IpAddr) -> String {
 async fn components(
     cfg: &BedConfig,
     net: &ClusterNet,
-    name: &str,
-    network: &str,
+    spec: &ClusterSpec,
     a: &Addresses,
     kubeconfig: &Path,
-) -> Result<[Proc; 3], String> {
-    let log = |what: &str| {
-        cfg.state_dir
+) -> anyhow::Result<[Proc; 3]> {
+    let name = &spec.name;
+    let proc_spec = |what: &str, title: &str, args: Vec<String>| Spec {
+        name: format!("{name} {title}"),
+        args,
+        log: cfg
+            .state_dir
             .join("logs")
-            .join(format!("{name}-{what}.log"))
+            .join(format!("{name}-{what}.log")),
     };
-    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let xds = format!("http://{}", a.xds);
-    let federation = Spec {
-        name: format!("{name} federation"),
-        args: s(&[
-            "federation",
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--cluster-id",
-            name,
-            "--network",
-            network,
-            "--xds-listen",
-            &a.xds.to_string(),
-            "--admin",
-            &a.federation_admin.to_string(),
-        ]),
-        log: log("federation"),
-    };
-    let gateway = Spec {
-        name: format!("{name} gateway"),
-        args: s(&[
-            "gateway",
-            "--listen",
-            &a.gateway.to_string(),
-            "--admin",
-            &a.gateway_admin.to_string(),
-            "--xds",
-            &xds,
-            "--cluster-id",
-            name,
-            "--network",
-            network,
-            "--threads",
-            "1",
-        ]),
-        log: log("gateway"),
-    };
-    let mut dns_args = s(&[
+    let federation = proc_spec(
+        "federation",
+        "federation",
+        federation_args(spec, a, kubeconfig),
+    );
+    let gateway = proc_spec("gateway", "gateway", gateway_args(spec, a));
+    let dns = proc_spec("dns", "DNS proxy", dns_args(spec, a));
+    let federation = Proc::start(&cfg.exe, net, federation).await?;
+    let gateway = Proc::start(&cfg.exe, net, gateway).await?;
+    let dns = Proc::start(&cfg.exe, net, dns).await?;
+    Ok([federation, gateway, dns])
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn federation_args(spec: &ClusterSpec, a: &Addresses, kubeconfig: &Path) -> Vec<String> {
+    strings(&[
+        "federation",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--cluster-id",
+        &spec.name,
+        "--network",
+        &spec.network,
+        "--xds-listen",
+        &a.xds.to_string(),
+        "--admin",
+        &a.federation_admin.to_string(),
+    ])
+}
+
+fn gateway_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
+    strings(&[
+        "gateway",
+        "--listen",
+        &a.gateway.to_string(),
+        "--admin",
+        &a.gateway_admin.to_string(),
+        "--xds",
+        &format!("http://{}", a.xds),
+        "--cluster-id",
+        &spec.name,
+        "--network",
+        &spec.network,
+        "--threads",
+        "1",
+    ])
+}
+
+fn dns_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
+    let mut args = strings(&[
         "dns-proxy",
         "--listen",
         &a.dns.to_string(),
@@ -714,7 +741,7 @@ async fn components(
         "--xds",
         &a.xds.to_string(),
         "--cluster-id",
-        name,
+        &spec.name,
         "--namespace",
         "sample",
         "--threads",
@@ -725,15 +752,7 @@ async fn components(
         &pod_cidr(a.dns.ip()),
     ]);
     for u in upstreams() {
-        dns_args.extend(["--upstream".to_string(), u]);
+        args.extend(["--upstream".to_string(), u]);
     }
-    let dns = Spec {
-        name: format!("{name} DNS proxy"),
-        args: dns_args,
-        log: log("dns"),
-    };
-    let federation = Proc::start(&cfg.exe, net, federation).await?;
-    let gateway = Proc::start(&cfg.exe, net, gateway).await?;
-    let dns = Proc::start(&cfg.exe, net, dns).await?;
-    Ok([federation, gateway, dns])
+    args
 }

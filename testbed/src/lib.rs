@@ -35,3 +35,16 @@ impl Error {
         }
     }
 }
+
+/// For errors that already print their causes in their own message (kube's, tonic's,
+/// hickory's, the certs crate's and [`Error`]): one anyhow error with that message, since
+/// anyhow's `{:#}` would print each cause again after it.
+pub(crate) trait OneLine<T> {
+    fn one_line(self) -> anyhow::Result<T>;
+}
+
+impl<T, E: std::fmt::Display> OneLine<T> for Result<T, E> {
+    fn one_line(self) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow::Error::msg(e.to_string()))
+    }
+}

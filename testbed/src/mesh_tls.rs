@@ -11,6 +11,35 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 use std::sync::{Arc, RwLock};
+use x509_parser::error::X509Error;
+
+/// Why credentials or a peer certificate are unusable. Each message names its cause itself
+/// (no `source()`), so an anyhow chain prints it once.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate chain: {0}")]
+    Chain(rustls::pki_types::pem::Error),
+    #[error("private key: {0}")]
+    Key(rustls::pki_types::pem::Error),
+    #[error("root certificate: {0}")]
+    RootPem(rustls::pki_types::pem::Error),
+    #[error("root certificate: {0}")]
+    Root(rustls::Error),
+    /// No usable trust anchors for a verifier.
+    #[error("{0}")]
+    Verifier(rustls::server::VerifierBuilderError),
+    /// rustls refused the configuration (protocol versions, certificate and key).
+    #[error("{0}")]
+    Config(rustls::Error),
+    #[error("{0}")]
+    Parse(x509_parser::nom::Err<X509Error>),
+    #[error("{0}")]
+    Extension(X509Error),
+    #[error("no subjectAltName")]
+    NoSubjectAltName,
+    #[error("no SPIFFE URI SAN")]
+    NoSpiffeId,
+}
 
 /// One workload's certificate chain, key and trust anchors.
 #[derive(Debug)]
@@ -21,7 +50,7 @@ pub struct Material {
 }
 
 impl Material {
-    pub fn from_workload(cert: &WorkloadCert) -> Result<Material, String> {
+    pub fn from_workload(cert: &WorkloadCert) -> Result<Material, TlsError> {
         Material::from_pem(
             cert.chain_pem().as_bytes(),
             cert.key_pem.as_bytes(),
@@ -30,17 +59,16 @@ impl Material {
     }
 
     /// From PEM text: the chain (leaf first), its key, and the trust anchors.
-    pub fn from_pem(chain: &[u8], key: &[u8], roots: &[u8]) -> Result<Material, String> {
+    pub fn from_pem(chain: &[u8], key: &[u8], roots: &[u8]) -> Result<Material, TlsError> {
         let chain = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("certificate chain: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("private key: {e}"))?;
+            .map_err(TlsError::Chain)?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(TlsError::Key)?;
         let mut store = RootCertStore::empty();
         for root in CertificateDer::pem_slice_iter(roots) {
-            let root = root.map_err(|e| format!("root certificate: {e}"))?;
             store
-                .add(root)
-                .map_err(|e| format!("root certificate: {e}"))?;
+                .add(root.map_err(TlsError::RootPem)?)
+                .map_err(TlsError::Root)?;
         }
         Ok(Material {
             chain,
@@ -69,38 +97,38 @@ impl Credentials {
 
     /// A client config presenting these credentials and accepting a server whose SPIFFE id
     /// is one of `allowed` (any id under the root when empty).
-    pub fn client_config(&self, allowed: &[String]) -> Result<Arc<ClientConfig>, String> {
+    pub fn client_config(&self, allowed: &[String]) -> Result<Arc<ClientConfig>, TlsError> {
         let m = self.current();
         let inner = WebPkiServerVerifier::builder_with_provider(m.roots.clone(), provider())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Verifier)?;
         let verifier = Arc::new(SpiffeVerifier {
             inner,
             allowed: allowed.to_vec(),
         });
         let config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsError::Config)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(m.chain.clone(), m.key.clone_key())
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Config)?;
         Ok(Arc::new(config))
     }
 
     /// A server config presenting these credentials and requiring a client certificate that
     /// chains to the root.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, String> {
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let m = self.current();
         let verifier = WebPkiClientVerifier::builder_with_provider(m.roots.clone(), provider())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Verifier)?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsError::Config)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(m.chain.clone(), m.key.clone_key())
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsError::Config)?;
         Ok(Arc::new(config))
     }
 }
@@ -117,12 +145,12 @@ pub struct Peer {
 }
 
 /// Reads the SPIFFE URI SAN and the issuer of a leaf certificate.
-pub fn peer(leaf: &CertificateDer<'_>) -> Result<Peer, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+pub fn peer(leaf: &CertificateDer<'_>) -> Result<Peer, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(TlsError::Parse)?;
     let san = cert
         .subject_alternative_name()
-        .map_err(|e| e.to_string())?
-        .ok_or("no subjectAltName")?;
+        .map_err(TlsError::Extension)?
+        .ok_or(TlsError::NoSubjectAltName)?;
     let spiffe = san
         .value
         .general_names
@@ -133,7 +161,7 @@ pub fn peer(leaf: &CertificateDer<'_>) -> Result<Peer, String> {
             }
             _ => None,
         })
-        .ok_or("no SPIFFE URI SAN")?;
+        .ok_or(TlsError::NoSpiffeId)?;
     Ok(Peer {
         spiffe,
         issuer: cert.issuer().to_string(),

@@ -99,7 +99,7 @@ impl Network {
             return Ok(Network::loopback(clusters, &tag, "loopback asked for"));
         }
         if let Err(reason) = can_isolate() {
-            return Ok(Network::loopback(clusters, &tag, &reason));
+            return Ok(Network::loopback(clusters, &tag, reason));
         }
         remove_stale_namespaces(&tag);
         let internet = tag.internet_ns();
@@ -514,10 +514,10 @@ fn validate(clusters: &[&str]) -> Result<(), Error> {
 }
 
 /// Why namespaces cannot be made here, checked before trying so non-root runs stay quiet.
-fn can_isolate() -> Result<(), String> {
+fn can_isolate() -> Result<(), &'static str> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("not running as root".into());
+        return Err("not running as root");
     }
     Ok(())
 }

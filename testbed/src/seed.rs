@@ -8,31 +8,61 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-/// One helloworld instance in one cluster.
-#[derive(Debug, Clone)]
-pub struct Workload {
-    pub cluster: String,
+/// One cluster of the seed scenario: its name, where it sits in the mesh (network, region,
+/// zone) and the helloworld version it runs. Made once per cluster and passed whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub name: String,
+    /// From 1, in the order the clusters were made; the test bed derives the cluster's
+    /// service CIDR from it.
+    pub index: usize,
     pub network: String,
     pub region: String,
     pub zone: String,
     pub version: String,
+}
+
+impl ClusterSpec {
+    /// The test bed's cluster `index`: cluster<i> in network<i>, region<i>/zone<i>, running
+    /// helloworld v<i>.
+    pub fn numbered(index: usize) -> ClusterSpec {
+        ClusterSpec {
+            name: format!("cluster{index}"),
+            index,
+            network: format!("network{index}"),
+            region: format!("region{index}"),
+            zone: format!("zone{index}"),
+            version: format!("v{index}"),
+        }
+    }
+
+    /// The cluster's one node, which carries its region and zone.
+    pub fn node(&self) -> String {
+        format!("{}-node", self.name)
+    }
+
+    /// The name of helloworld's pod (and of the test bed's per-version Service) here.
+    pub fn helloworld(&self) -> String {
+        format!("helloworld-{}", self.version)
+    }
+}
+
+/// One helloworld instance in one cluster.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub cluster: ClusterSpec,
     pub ip: String,
     /// The target port the endpoint listens on.
     pub port: u16,
 }
 
 impl Workload {
-    fn node(&self) -> String {
-        format!("{}-node", self.cluster)
-    }
-    fn pod(&self) -> String {
-        format!("helloworld-{}", self.version)
-    }
     fn slice(&self, ready: bool) -> Value {
-        json!({"metadata": {"name": format!("helloworld-{}", self.version), "labels": {"kubernetes.io/service-name": "helloworld"}},
+        let (node, pod) = (self.cluster.node(), self.cluster.helloworld());
+        json!({"metadata": {"name": pod, "labels": {"kubernetes.io/service-name": "helloworld"}},
             "addressType": "IPv4", "ports": [{"name": "grpc", "port": self.port}],
-            "endpoints": [{"addresses": [self.ip], "conditions": {"ready": ready}, "nodeName": self.node(),
-                "targetRef": {"kind": "Pod", "namespace": "sample", "name": self.pod()}}]})
+            "endpoints": [{"addresses": [self.ip], "conditions": {"ready": ready}, "nodeName": node,
+                "targetRef": {"kind": "Pod", "namespace": "sample", "name": pod}}]})
     }
 }
 
@@ -47,14 +77,14 @@ where
 /// Namespaces `istio-system` (labelled with the network) and `sample`, the node, and
 /// helloworld (Service port 5000 named grpc, Pod, ready EndpointSlice).
 pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Error> {
+    let cluster = &w.cluster;
     let ns: Api<Namespace> = Api::all(c.clone());
-    create(ns.clone(), json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": w.network}}})).await?;
+    create(ns.clone(), json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": cluster.network}}})).await?;
     create(ns, json!({"metadata": {"name": "sample"}})).await?;
-    let labels =
-        json!({"topology.kubernetes.io/region": w.region, "topology.kubernetes.io/zone": w.zone});
+    let labels = json!({"topology.kubernetes.io/region": cluster.region, "topology.kubernetes.io/zone": cluster.zone});
     create(
         Api::<Node>::all(c.clone()),
-        json!({"metadata": {"name": w.node(), "labels": labels}}),
+        json!({"metadata": {"name": cluster.node(), "labels": labels}}),
     )
     .await?;
     let sample = |c: &kube::Client| c.clone();
@@ -64,8 +94,8 @@ pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Erro
         "spec": {"ports": [{"name": "grpc", "port": 5000}], "selector": {"app": "helloworld"}}}),
     )
     .await?;
-    create(Api::<Pod>::namespaced(sample(c), "sample"), json!({"metadata": {"name": w.pod(), "labels": {"app": "helloworld", "version": w.version}},
-        "spec": {"serviceAccountName": "helloworld", "nodeName": w.node(), "containers": [{"name": "helloworld", "image": "helloworld"}]},
+    create(Api::<Pod>::namespaced(sample(c), "sample"), json!({"metadata": {"name": cluster.helloworld(), "labels": {"app": "helloworld", "version": cluster.version}},
+        "spec": {"serviceAccountName": "helloworld", "nodeName": cluster.node(), "containers": [{"name": "helloworld", "image": "helloworld"}]},
         "status": {"podIP": w.ip}})).await?;
     create(
         Api::<EndpointSlice>::namespaced(sample(c), "sample"),
@@ -77,9 +107,8 @@ pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Erro
 /// Flips the endpoint's `ready` condition, as the endpoint controller would.
 pub async fn set_ready(c: &kube::Client, w: &Workload, ready: bool) -> Result<(), kube::Error> {
     let api: Api<EndpointSlice> = Api::namespaced(c.clone(), "sample");
-    let name = format!("helloworld-{}", w.version);
     api.patch(
-        &name,
+        &w.cluster.helloworld(),
         &PatchParams::default(),
         &Patch::Merge(&w.slice(ready)),
     )
@@ -108,13 +137,12 @@ pub async fn gateway_service(c: &kube::Client, network: &str, ip: &str) -> Resul
 }
 
 /// A test bed API server for cluster `name` on loopback and a client of it.
-pub async fn cluster(name: &str) -> Result<(crate::ApiServer, kube::Client), String> {
+pub async fn cluster(name: &str) -> anyhow::Result<(crate::ApiServer, kube::Client)> {
+    use crate::OneLine;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = crate::ApiServer::start(crate::ApiServerConfig::new(addr, name))
         .await
-        .map_err(|e| e.to_string())?;
-    let client = crate::kubeconfig::client(&server.kubeconfig())
-        .await
-        .map_err(|e| e.to_string())?;
+        .one_line()?;
+    let client = crate::kubeconfig::client(&server.kubeconfig()).await?;
     Ok((server, client))
 }

@@ -1,10 +1,13 @@
 //! What kube-apiserver and kube-controller-manager do that clients rely on: ClusterIP
 //! allocation, namespace defaults and cascading deletion, and the service-account token
 //! controller. Nothing else runs: there is no kubelet, scheduler or endpoints controller.
+//!
+//! They are the store's [`Hooks`]: the store runs them inside each write and hands them a
+//! [`Txn`], so the objects and tokens they change go through the store's own bookkeeping.
 
 use super::error::{ApiError, ApiResult};
 use super::resources::{ResourceId, by_kind};
-use super::store::{Identity, Inner, Key};
+use super::store::{Hooks, Identity, Key, Txn};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
@@ -12,18 +15,122 @@ use std::net::Ipv4Addr;
 pub const SA_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 
-pub fn on_create(inner: &mut Inner, res: ResourceId, ns: &str, obj: &mut Value) -> ApiResult<()> {
-    if res == by_kind("Service") {
-        allocate_cluster_ip(inner, obj)?;
-    } else if res == by_kind("Namespace") {
-        obj["status"]["phase"] = "Active".into();
-    } else if res == by_kind("Secret") {
-        merge_string_data(obj);
-        if is_sa_token_secret(obj) {
-            fill_token_secret(inner, ns, obj);
+/// The controllers of one API server, run by its store inside every write.
+pub struct Controllers {
+    /// Goes into every service-account token secret as `ca.crt`.
+    ca_pem: String,
+    /// ClusterIPs come from here: base address and prefix length.
+    service_cidr: (u32, u8),
+}
+
+impl Controllers {
+    pub fn new(ca_pem: String, service_cidr: (u32, u8)) -> Self {
+        Controllers {
+            ca_pem,
+            service_cidr,
         }
     }
-    Ok(())
+
+    /// Fills `token`, `ca.crt` and `namespace` if the named service account exists, and
+    /// makes the token valid.
+    fn fill_token_secret(&self, txn: &mut Txn<'_>, ns: &str, secret: &mut Value) {
+        let Some(sa) = sa_of_secret(secret).map(str::to_string) else {
+            return;
+        };
+        if txn.get(by_kind("ServiceAccount"), ns, &sa).is_none() {
+            return;
+        }
+        let token = new_token();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        secret["data"]["token"] = b64.encode(&token).into();
+        secret["data"]["ca.crt"] = b64.encode(&self.ca_pem).into();
+        secret["data"]["namespace"] = b64.encode(ns).into();
+        let identity = Identity {
+            user: format!("system:serviceaccount:{ns}:{sa}"),
+            expires: None,
+            service_account: Some((ns.to_string(), sa)),
+        };
+        txn.add_token(token, identity);
+    }
+}
+
+impl Hooks for Controllers {
+    fn on_create(
+        &self,
+        txn: &mut Txn<'_>,
+        res: ResourceId,
+        ns: &str,
+        obj: &mut Value,
+    ) -> ApiResult<()> {
+        if res == by_kind("Service") {
+            allocate_cluster_ip(txn, self.service_cidr, obj)?;
+        } else if res == by_kind("Namespace") {
+            obj["status"]["phase"] = "Active".into();
+        } else if res == by_kind("Secret") {
+            merge_string_data(obj);
+            if is_sa_token_secret(obj) {
+                self.fill_token_secret(txn, ns, obj);
+            }
+        }
+        Ok(())
+    }
+
+    fn after_create(&self, txn: &mut Txn<'_>, res: ResourceId, ns: &str, obj: &Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        if res == by_kind("Namespace") {
+            let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+            let _ = txn.create(by_kind("ServiceAccount"), name, sa);
+        } else if res == by_kind("ServiceAccount") {
+            // Token secrets created before their service account are filled now.
+            let waiting = secrets_of(txn, ns, name, |s| s["data"]["token"].is_null());
+            for (_, _, secret) in waiting {
+                if let Some(mut next) = txn.get(by_kind("Secret"), ns, &secret).cloned() {
+                    self.fill_token_secret(txn, ns, &mut next);
+                    let _ = txn.replace(by_kind("Secret"), ns, next);
+                }
+            }
+        }
+    }
+
+    fn on_update(
+        &self,
+        txn: &mut Txn<'_>,
+        res: ResourceId,
+        current: &Value,
+        next: &mut Value,
+    ) -> ApiResult<()> {
+        if res == by_kind("Service") {
+            keep_cluster_ip(current, next)?;
+        } else if res == by_kind("Secret") {
+            merge_string_data(next);
+            let ns = current["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            if is_sa_token_secret(next) && next["data"]["token"].is_null() {
+                self.fill_token_secret(txn, ns, next);
+            }
+        }
+        Ok(())
+    }
+
+    fn after_delete(&self, txn: &mut Txn<'_>, res: ResourceId, ns: &str, obj: &Value) {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        if res == by_kind("Namespace") {
+            for (r, n, object) in txn.keys(None, name) {
+                let _ = txn.delete(r, &n, &object);
+            }
+        } else if res == by_kind("ServiceAccount") {
+            txn.revoke_service_account(ns, name);
+            for (r, n, secret) in secrets_of(txn, ns, name, is_sa_token_secret) {
+                let _ = txn.delete(r, &n, &secret);
+            }
+        } else if res == by_kind("Secret")
+            && is_sa_token_secret(obj)
+            && let Some(token) = decoded(&obj["data"]["token"])
+        {
+            txn.revoke_token(&token);
+        }
+    }
 }
 
 /// `stringData` is write-only: kube-apiserver merges it into `data` (base64) and drops it.
@@ -38,114 +145,34 @@ fn merge_string_data(secret: &mut Value) {
     }
 }
 
-pub fn after_create(inner: &mut Inner, res: ResourceId, ns: &str, obj: &Value) {
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if res == by_kind("Namespace") {
-        let sa =
-            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
-        let _ = inner.create(by_kind("ServiceAccount"), &name, sa);
-    } else if res == by_kind("ServiceAccount") {
-        // Token secrets created before their service account are filled now.
-        let secrets: Vec<Key> = namespaced_keys(inner, by_kind("Secret"), ns)
-            .into_iter()
-            .filter(|k| {
-                inner.objects.get(k).is_some_and(|s| {
-                    sa_of_secret(s) == Some(name.as_str()) && s["data"]["token"].is_null()
-                })
-            })
-            .collect();
-        for key in secrets {
-            if let Some(current) = inner.objects.get(&key).cloned() {
-                let mut next = current.clone();
-                fill_token_secret(inner, ns, &mut next);
-                let _ = inner.replace(key, current, next);
-            }
+/// A Service's clusterIP is immutable; an update that leaves it out keeps the old one.
+fn keep_cluster_ip(current: &Value, next: &mut Value) -> ApiResult<()> {
+    let old_ip = &current["spec"]["clusterIP"];
+    match next["spec"].get("clusterIP") {
+        None | Some(Value::Null) => {
+            next["spec"]["clusterIP"] = old_ip.clone();
+            next["spec"]["clusterIPs"] = current["spec"]["clusterIPs"].clone();
         }
-    }
-}
-
-pub fn on_update(
-    inner: &mut Inner,
-    res: ResourceId,
-    current: &Value,
-    next: &mut Value,
-) -> ApiResult<()> {
-    if res == by_kind("Service") {
-        let old_ip = &current["spec"]["clusterIP"];
-        match next["spec"].get("clusterIP") {
-            None | Some(Value::Null) => {
-                next["spec"]["clusterIP"] = old_ip.clone();
-                next["spec"]["clusterIPs"] = current["spec"]["clusterIPs"].clone();
-            }
-            Some(ip) if ip != old_ip => {
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    "spec.clusterIP: Invalid value: field is immutable",
-                ));
-            }
-            _ => {}
+        Some(ip) if ip != old_ip => {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "spec.clusterIP: Invalid value: field is immutable",
+            ));
         }
-    } else if res == by_kind("Secret") {
-        merge_string_data(next);
-        let ns = current["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if is_sa_token_secret(next) && next["data"]["token"].is_null() {
-            fill_token_secret(inner, &ns, next);
-        }
+        _ => {}
     }
     Ok(())
 }
 
-pub fn after_delete(inner: &mut Inner, res: ResourceId, ns: &str, obj: &Value) {
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if res == by_kind("Namespace") {
-        let doomed: Vec<Key> = inner
-            .objects
-            .keys()
-            .filter(|(_, n, _)| *n == name)
-            .cloned()
-            .collect();
-        for key in doomed {
-            let _ = inner.delete(&key);
-        }
-    } else if res == by_kind("ServiceAccount") {
-        inner
-            .tokens
-            .retain(|_, id| id.service_account.as_ref() != Some(&(ns.to_string(), name.clone())));
-        let secrets: Vec<Key> = namespaced_keys(inner, by_kind("Secret"), ns)
-            .into_iter()
-            .filter(|k| {
-                inner.objects.get(k).is_some_and(|s| {
-                    is_sa_token_secret(s) && sa_of_secret(s) == Some(name.as_str())
-                })
-            })
-            .collect();
-        for key in secrets {
-            let _ = inner.delete(&key);
-        }
-    } else if res == by_kind("Secret")
-        && is_sa_token_secret(obj)
-        && let Some(token) = decoded(&obj["data"]["token"])
-    {
-        inner.tokens.remove(&token);
-    }
-}
-
-fn namespaced_keys(inner: &Inner, res: ResourceId, ns: &str) -> Vec<Key> {
-    inner
-        .objects
-        .keys()
-        .filter(|(r, n, _)| *r == res && n == ns)
-        .cloned()
+/// The keys of the secrets in `ns` annotated as service account `sa`'s that pass `filter`.
+fn secrets_of(txn: &Txn<'_>, ns: &str, sa: &str, filter: impl Fn(&Value) -> bool) -> Vec<Key> {
+    txn.keys(Some(by_kind("Secret")), ns)
+        .into_iter()
+        .filter(|(r, n, name)| {
+            txn.get(*r, n, name)
+                .is_some_and(|s| sa_of_secret(s) == Some(sa) && filter(s))
+        })
         .collect()
 }
 
@@ -164,37 +191,13 @@ fn decoded(v: &Value) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// Fills `token`, `ca.crt` and `namespace` if the named service account exists.
-fn fill_token_secret(inner: &mut Inner, ns: &str, secret: &mut Value) {
-    let Some(sa) = sa_of_secret(secret).map(str::to_string) else {
-        return;
-    };
-    if !inner
-        .objects
-        .contains_key(&(by_kind("ServiceAccount"), ns.to_string(), sa.clone()))
-    {
-        return;
-    }
-    let token = new_token();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    secret["data"]["token"] = b64.encode(&token).into();
-    secret["data"]["ca.crt"] = b64.encode(&inner.ca_pem).into();
-    secret["data"]["namespace"] = b64.encode(ns).into();
-    let identity = Identity {
-        user: format!("system:serviceaccount:{ns}:{sa}"),
-        expires: None,
-        service_account: Some((ns.to_string(), sa)),
-    };
-    inner.tokens.insert(token, identity);
-}
-
 /// An opaque bearer token: 32 random bytes, URL-safe base64.
 pub fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> ApiResult<()> {
+fn allocate_cluster_ip(txn: &Txn<'_>, cidr: (u32, u8), svc: &mut Value) -> ApiResult<()> {
     let spec = &mut svc["spec"];
     if spec["type"].is_null() {
         spec["type"] = "ClusterIP".into();
@@ -204,7 +207,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> ApiResult<()> {
     }
     let ip = match spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
         Some(ip) => ip.to_string(),
-        None => free_cluster_ip(inner)?.to_string(),
+        None => free_cluster_ip(txn, cidr)?.to_string(),
     };
     default_ports(spec);
     spec["clusterIP"] = ip.clone().into();
@@ -212,7 +215,7 @@ fn allocate_cluster_ip(inner: &Inner, svc: &mut Value) -> ApiResult<()> {
     spec["ipFamilies"] = json!(["IPv4"]);
     spec["ipFamilyPolicy"] = "SingleStack".into();
     if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
-        let mut next = 30000 + inner.objects.len() as u64 % 2000;
+        let mut next = 30000 + txn.object_count() as u64 % 2000;
         if let Some(ports) = spec["ports"].as_array_mut() {
             for port in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
                 port["nodePort"] = next.into();
@@ -239,17 +242,77 @@ fn default_ports(spec: &mut Value) {
 }
 
 /// The lowest free address of the service CIDR, skipping .0 and .1 (the apiserver's own).
-fn free_cluster_ip(inner: &Inner) -> ApiResult<Ipv4Addr> {
-    let (base, prefix) = inner.service_cidr;
+fn free_cluster_ip(txn: &Txn<'_>, (base, prefix): (u32, u8)) -> ApiResult<Ipv4Addr> {
     let size = 1u32 << (32 - u32::from(prefix));
-    let used: std::collections::HashSet<&str> = inner
-        .objects
-        .iter()
-        .filter(|((r, _, _), _)| *r == by_kind("Service"))
-        .filter_map(|(_, s)| s["spec"]["clusterIP"].as_str())
+    let used: std::collections::HashSet<&str> = txn
+        .all(by_kind("Service"))
+        .filter_map(|s| s["spec"]["clusterIP"].as_str())
         .collect();
     (2..size - 1)
         .map(|i| Ipv4Addr::from(base + i))
         .find(|ip| !used.contains(ip.to_string().as_str()))
         .ok_or_else(|| ApiError::new(500, "InternalError", "service CIDR exhausted"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::store::Store;
+    use std::sync::Arc;
+
+    fn store() -> Arc<Store> {
+        let cidr = (u32::from(Ipv4Addr::new(10, 96, 0, 0)), 16);
+        Store::new(Box::new(Controllers::new("CA".into(), cidr)), 100)
+    }
+
+    #[test]
+    fn a_token_secret_is_filled_when_its_account_appears_and_revoked_with_it() {
+        let store = store();
+        let (sa, secret) = (by_kind("ServiceAccount"), by_kind("Secret"));
+        let meta = json!({"name": "t", "annotations": {SA_NAME_ANNOTATION: "robot"}});
+        let body = json!({"metadata": meta, "type": SA_TOKEN_TYPE});
+        store.create(secret, "default", body).unwrap();
+        assert!(store.get(secret, "default", "t").unwrap()["data"]["token"].is_null());
+        let before = store.resource_version();
+        store
+            .create(sa, "default", json!({"metadata": {"name": "robot"}}))
+            .unwrap();
+        let filled = store.get(secret, "default", "t").unwrap();
+        // Filled through the store: a new resourceVersion, after the account's.
+        assert_eq!(
+            filled["metadata"]["resourceVersion"],
+            (before + 2).to_string()
+        );
+        assert_eq!(decoded(&filled["data"]["ca.crt"]).as_deref(), Some("CA"));
+        let token = decoded(&filled["data"]["token"]).unwrap();
+        let who = store.identity(&token).unwrap();
+        assert_eq!(who.user, "system:serviceaccount:default:robot");
+        store.delete(sa, "default", "robot").unwrap();
+        assert!(store.get(secret, "default", "t").is_err());
+        assert!(store.identity(&token).is_none());
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_what_is_in_it() {
+        let store = store();
+        let (ns, svc) = (by_kind("Namespace"), by_kind("Service"));
+        store
+            .create(ns, "", json!({"metadata": {"name": "sample"}}))
+            .unwrap();
+        let body = json!({"metadata": {"name": "hello"}, "spec": {"ports": [{"port": 80}]}});
+        let created = store.create(svc, "sample", body).unwrap();
+        assert_eq!(created["spec"]["clusterIP"], "10.96.0.2");
+        assert!(
+            store
+                .get(by_kind("ServiceAccount"), "sample", "default")
+                .is_ok()
+        );
+        store.delete(ns, "", "sample").unwrap();
+        assert!(store.get(svc, "sample", "hello").is_err());
+        assert!(
+            store
+                .get(by_kind("ServiceAccount"), "sample", "default")
+                .is_err()
+        );
+    }
 }

@@ -51,7 +51,6 @@ impl Request<'_> {
             self.query.get("labelSelector").map(String::as_str),
             self.query.get("fieldSelector").map(String::as_str),
         )
-        .map_err(ApiError::bad_request)
     }
     /// A namespace on a cluster-scoped kind, or none on a namespaced create, is refused.
     fn check_scope(&self, need_ns: bool) -> ApiResult<()> {
@@ -197,8 +196,7 @@ pub fn patch(store: &Store, req: &Request) -> ApiResult<Value> {
     let body = req.body;
     store
         .update(req.path.res, req.ns(), req.name()?, |current| {
-            let mut patched =
-                patch::apply(kind, current, body).map_err(|e| ApiError::new(422, "Invalid", e))?;
+            let mut patched = patch::apply(kind, current, body)?;
             // A patch that does not name a resourceVersion must not fail on one.
             if patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] {
                 patched["metadata"]["resourceVersion"] = Value::Null;

@@ -104,11 +104,11 @@ impl ApiServer {
             .local_addr()
             .map_err(|e| Error::io("local address", e))?;
         let tls = tls_config(&ca, &cfg, addr.ip())?;
-        let store = Store::new(
+        let controllers = controllers::Controllers::new(
             ca.cert_pem().to_string(),
             (u32::from(cfg.service_cidr.0), cfg.service_cidr.1),
-            cfg.event_history,
         );
+        let store = Store::new(Box::new(controllers), cfg.event_history);
         let admin_token = controllers::new_token();
         store.add_token(
             admin_token.clone(),

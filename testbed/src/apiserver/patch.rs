@@ -1,6 +1,7 @@
 //! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and the subset of
 //! Kubernetes strategic merge patch that kubectl sends for core types.
 
+use super::error::{ApiError, ApiResult};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,22 +22,26 @@ impl PatchKind {
     }
 }
 
-pub fn apply(kind: PatchKind, target: &Value, body: &[u8]) -> Result<Value, String> {
+/// A body that does not parse or apply is a 422 Invalid, as in kube-apiserver.
+pub fn apply(kind: PatchKind, target: &Value, body: &[u8]) -> ApiResult<Value> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        ApiError::new(422, "Invalid", format!("{what}: {e}"))
+    };
     let mut doc = target.clone();
     match kind {
         PatchKind::Json => {
             let patch: json_patch::Patch =
-                serde_json::from_slice(body).map_err(|e| format!("invalid JSON patch: {e}"))?;
-            json_patch::patch(&mut doc, &patch).map_err(|e| format!("JSON patch failed: {e}"))?;
+                serde_json::from_slice(body).map_err(|e| invalid("invalid JSON patch", &e))?;
+            json_patch::patch(&mut doc, &patch).map_err(|e| invalid("JSON patch failed", &e))?;
         }
         PatchKind::Merge => {
             let patch: Value =
-                serde_json::from_slice(body).map_err(|e| format!("invalid merge patch: {e}"))?;
+                serde_json::from_slice(body).map_err(|e| invalid("invalid merge patch", &e))?;
             json_patch::merge(&mut doc, &patch);
         }
         PatchKind::Strategic => {
             let patch: Value = serde_json::from_slice(body)
-                .map_err(|e| format!("invalid strategic merge patch: {e}"))?;
+                .map_err(|e| invalid("invalid strategic merge patch", &e))?;
             strategic(&mut doc, &patch);
         }
     }

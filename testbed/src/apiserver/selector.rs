@@ -1,5 +1,6 @@
 //! Label selectors (equality and set based) and the field selectors the test bed supports.
 
+use super::error::{ApiError, ApiResult};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +21,8 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn parse(label: Option<&str>, field: Option<&str>) -> Result<Self, String> {
+    /// A malformed selector is a 400 Bad Request, as in kube-apiserver.
+    pub fn parse(label: Option<&str>, field: Option<&str>) -> ApiResult<Self> {
         let labels = match label {
             Some(s) if !s.trim().is_empty() => parse_labels(s)?,
             _ => Vec::new(),
@@ -37,10 +39,15 @@ impl Selector {
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (k, v, true)
             } else {
-                return Err(format!("invalid field selector term {term:?}"));
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector term {term:?}"
+                )));
             };
             if !matches!(key.trim(), "metadata.name" | "metadata.namespace") {
-                return Err(format!("field label not supported: {}", key.trim()));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {}",
+                    key.trim()
+                )));
             }
             fields.push((key.trim().to_string(), value.trim().to_string(), equal));
         }
@@ -85,15 +92,15 @@ fn split_terms(s: &str) -> Vec<&str> {
     terms
 }
 
-fn parse_labels(s: &str) -> Result<Vec<Requirement>, String> {
+fn parse_labels(s: &str) -> ApiResult<Vec<Requirement>> {
     split_terms(s)
         .into_iter()
         .map(|t| parse_term(t.trim()))
         .collect()
 }
 
-fn parse_term(t: &str) -> Result<Requirement, String> {
-    let bad = || format!("unable to parse requirement: {t:?}");
+fn parse_term(t: &str) -> ApiResult<Requirement> {
+    let bad = || ApiError::bad_request(format!("unable to parse requirement: {t:?}"));
     if let Some(key) = t.strip_prefix('!') {
         return valid_key(key.trim())
             .map(|k| Requirement::NotExists(k.into()))

@@ -1,7 +1,10 @@
 //! The object store: every object as JSON, one resourceVersion counter, and a bounded event
 //! log so watches can resume from a resourceVersion (older ones get 410 Gone).
+//!
+//! Every write, a client's or a controller's, goes through a [`Txn`]: it bumps the
+//! resourceVersion, records the event and runs the [`Hooks`] the store was made with. The
+//! store knows the controllers only as those hooks; they never see its fields.
 
-use super::controllers;
 use super::error::{ApiError, ApiResult};
 use super::resources::{RESOURCES, ResourceId};
 use super::selector::Selector;
@@ -11,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 use tokio::sync::broadcast;
 
+/// Kind, namespace ("" for cluster-scoped kinds) and name.
 pub type Key = (ResourceId, String, String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,20 +55,47 @@ pub struct Identity {
     pub service_account: Option<(String, String)>,
 }
 
-pub struct Inner {
-    pub rv: u64,
-    pub objects: BTreeMap<Key, Value>,
+/// What runs inside every write, as kube-apiserver's defaulting and kube-controller-manager's
+/// controllers would (see `controllers`). Each hook gets a [`Txn`] on the store, so whatever
+/// it changes is versioned and watched like a client's write, in the same critical section.
+pub trait Hooks: Send + Sync {
+    /// Before `obj` is stored: may fill it in, or refuse it.
+    fn on_create(
+        &self,
+        txn: &mut Txn<'_>,
+        res: ResourceId,
+        ns: &str,
+        obj: &mut Value,
+    ) -> ApiResult<()>;
+    /// After `obj` is stored and its ADDED event recorded.
+    fn after_create(&self, txn: &mut Txn<'_>, res: ResourceId, ns: &str, obj: &Value);
+    /// Before `next` replaces `current`: may fill it in, or refuse it.
+    fn on_update(
+        &self,
+        txn: &mut Txn<'_>,
+        res: ResourceId,
+        current: &Value,
+        next: &mut Value,
+    ) -> ApiResult<()>;
+    /// After `obj` is gone and its DELETED event recorded.
+    fn after_delete(&self, txn: &mut Txn<'_>, res: ResourceId, ns: &str, obj: &Value);
+}
+
+/// Everything behind the store's lock; only this module touches it, through [`Txn`].
+struct Inner {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
     log: VecDeque<Arc<Event>>,
     /// Watches may resume from any resourceVersion >= this; older ones are gone.
-    pub oldest_rv: u64,
-    pub tokens: HashMap<String, Identity>,
-    pub ca_pem: String,
-    pub service_cidr: (u32, u8),
+    oldest_rv: u64,
+    tokens: HashMap<String, Identity>,
+    /// Recorded by writes under the lock, published when it is released.
     pending: Vec<Arc<Event>>,
 }
 
 pub struct Store {
     inner: Mutex<Inner>,
+    hooks: Box<dyn Hooks>,
     events: broadcast::Sender<Arc<Event>>,
     /// Bumped to end every open watch with 410 Gone.
     expiry: tokio::sync::watch::Sender<u64>,
@@ -82,7 +113,9 @@ pub struct WatchStart {
 }
 
 impl Store {
-    pub fn new(ca_pem: String, service_cidr: (u32, u8), log_capacity: usize) -> Arc<Self> {
+    /// An empty store with Kubernetes' four namespaces, created through `hooks` as every
+    /// later object is.
+    pub fn new(hooks: Box<dyn Hooks>, log_capacity: usize) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
         let store = Arc::new(Store {
             inner: Mutex::new(Inner {
@@ -91,10 +124,9 @@ impl Store {
                 log: VecDeque::new(),
                 oldest_rv: 1,
                 tokens: HashMap::new(),
-                ca_pem,
-                service_cidr,
                 pending: Vec::new(),
             }),
+            hooks,
             events,
             expiry: tokio::sync::watch::channel(0).0,
             log_capacity,
@@ -106,10 +138,14 @@ impl Store {
         store
     }
 
-    /// Runs `f` with the store locked; events it records are published when it returns.
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+    /// Runs `f` on a transaction with the store locked; the events it records are published
+    /// when it returns.
+    fn with<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> T) -> T {
         let mut inner = self.lock();
-        let out = f(&mut inner);
+        let out = f(&mut Txn {
+            inner: &mut inner,
+            hooks: self.hooks.as_ref(),
+        });
         let pending = std::mem::take(&mut inner.pending);
         for ev in pending {
             inner.log.push_back(ev.clone());
@@ -179,7 +215,7 @@ impl Store {
     }
 
     pub fn create(&self, res: ResourceId, ns: &str, obj: Value) -> ApiResult<Value> {
-        self.with(|inner| inner.create(res, ns, obj))
+        self.with(|txn| txn.create(res, ns, obj))
     }
 
     /// Replaces an object with what `f` makes of the current one, atomically.
@@ -190,20 +226,16 @@ impl Store {
         name: &str,
         f: impl FnOnce(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
-        self.with(|inner| {
+        self.with(|txn| {
             let key = (res, ns.to_string(), name.to_string());
-            let current = inner
-                .objects
-                .get(&key)
-                .cloned()
-                .ok_or_else(|| not_found(res, name))?;
+            let current = txn.current(&key)?;
             let next = f(&current)?;
-            inner.replace(key, current, next)
+            txn.replace_current(key, current, next)
         })
     }
 
     pub fn delete(&self, res: ResourceId, ns: &str, name: &str) -> ApiResult<Value> {
-        self.with(|inner| inner.delete(&(res, ns.to_string(), name.to_string())))
+        self.with(|txn| txn.delete(res, ns, name))
     }
 
     /// Starts a watch from `from`, or from now with a snapshot. Subscribing under the lock
@@ -281,6 +313,145 @@ impl Store {
     }
 }
 
+/// One critical section on the store, as the controllers see it: lookups, and writes that
+/// each bump the resourceVersion, record their event and run the [`Hooks`], exactly as a
+/// client's request does.
+pub struct Txn<'a> {
+    inner: &'a mut Inner,
+    hooks: &'a dyn Hooks,
+}
+
+impl Txn<'_> {
+    pub fn get(&self, res: ResourceId, ns: &str, name: &str) -> Option<&Value> {
+        self.inner
+            .objects
+            .get(&(res, ns.to_string(), name.to_string()))
+    }
+
+    /// The keys of the objects in namespace `ns`: of kind `res`, or of every kind for None.
+    pub fn keys(&self, res: Option<ResourceId>, ns: &str) -> Vec<Key> {
+        self.inner
+            .objects
+            .keys()
+            .filter(|(r, n, _)| res.is_none_or(|want| want == *r) && n == ns)
+            .cloned()
+            .collect()
+    }
+
+    /// Every object of kind `res`, in all namespaces.
+    pub fn all(&self, res: ResourceId) -> impl Iterator<Item = &Value> {
+        self.inner
+            .objects
+            .iter()
+            .filter(move |((r, _, _), _)| *r == res)
+            .map(|(_, obj)| obj)
+    }
+
+    /// How many objects the store holds, of every kind.
+    pub fn object_count(&self) -> usize {
+        self.inner.objects.len()
+    }
+
+    pub fn add_token(&mut self, token: String, identity: Identity) {
+        self.inner.tokens.insert(token, identity);
+    }
+
+    pub fn revoke_token(&mut self, token: &str) {
+        self.inner.tokens.remove(token);
+    }
+
+    /// Revokes every token of service account `ns/name`.
+    pub fn revoke_service_account(&mut self, ns: &str, name: &str) {
+        let sa = Some((ns.to_string(), name.to_string()));
+        self.inner.tokens.retain(|_, id| id.service_account != sa);
+    }
+
+    pub fn create(&mut self, res: ResourceId, ns: &str, mut obj: Value) -> ApiResult<Value> {
+        let rt = &RESOURCES[res];
+        let name = object_name(&mut obj)?;
+        let namespace = super::resources::by_kind("Namespace");
+        if rt.namespaced && self.get(namespace, "", ns).is_none() {
+            return Err(ApiError::not_found("namespaces", ns));
+        }
+        let key = (res, ns.to_string(), name.clone());
+        if self.inner.objects.contains_key(&key) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", rt.qualified_plural()),
+            ));
+        }
+        stamp_new(&mut obj, &name, rt.namespaced.then_some(ns))?;
+        let hooks = self.hooks;
+        hooks.on_create(self, res, ns, &mut obj)?;
+        let rv = self.inner.next_rv();
+        obj["metadata"]["resourceVersion"] = rv.to_string().into();
+        self.inner.objects.insert(key, obj.clone());
+        self.inner
+            .record(res, ns, EventType::Added, obj.clone(), None);
+        hooks.after_create(self, res, ns, &obj);
+        Ok(obj)
+    }
+
+    /// Replaces the object `obj` names with it (a resourceVersion in it must be current).
+    pub fn replace(&mut self, res: ResourceId, ns: &str, obj: Value) -> ApiResult<Value> {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("metadata.name is required"))?;
+        let key = (res, ns.to_string(), name.to_string());
+        let current = self.current(&key)?;
+        self.replace_current(key, current, obj)
+    }
+
+    pub fn delete(&mut self, res: ResourceId, ns: &str, name: &str) -> ApiResult<Value> {
+        let key = (res, ns.to_string(), name.to_string());
+        let mut obj = self
+            .inner
+            .objects
+            .remove(&key)
+            .ok_or_else(|| not_found(res, name))?;
+        let rv = self.inner.next_rv();
+        obj["metadata"]["resourceVersion"] = rv.to_string().into();
+        self.inner
+            .record(res, ns, EventType::Deleted, obj.clone(), None);
+        let hooks = self.hooks;
+        hooks.after_delete(self, res, ns, &obj);
+        Ok(obj)
+    }
+
+    fn current(&self, key: &Key) -> ApiResult<Value> {
+        self.inner
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| not_found(key.0, &key.2))
+    }
+
+    /// `next` in place of `current` (the object at `key`): identity fields kept, generation
+    /// bumped when the spec changed, and nothing at all when nothing changed.
+    fn replace_current(&mut self, key: Key, current: Value, mut next: Value) -> ApiResult<Value> {
+        let (res, ns) = (key.0, key.1.clone());
+        check_replacement(&key, &current, &mut next)?;
+        let hooks = self.hooks;
+        hooks.on_update(self, res, &current, &mut next)?;
+        let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
+        let bump = i64::from(current.get("spec") != next.get("spec"));
+        if generation > 0 || next.get("spec").is_some() {
+            next["metadata"]["generation"] = (generation.max(1) + bump).into();
+        }
+        next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        if next == current {
+            return Ok(current); // No-op updates do not bump resourceVersion, as in Kubernetes.
+        }
+        let rv = self.inner.next_rv();
+        next["metadata"]["resourceVersion"] = rv.to_string().into();
+        self.inner.objects.insert(key, next.clone());
+        self.inner
+            .record(res, &ns, EventType::Modified, next.clone(), Some(current));
+        Ok(next)
+    }
+}
+
 impl Inner {
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
@@ -305,106 +476,57 @@ impl Inner {
             prev,
         }));
     }
+}
 
-    pub fn create(&mut self, res: ResourceId, ns: &str, mut obj: Value) -> ApiResult<Value> {
-        let rt = &RESOURCES[res];
-        let name = object_name(&mut obj)?;
-        if rt.namespaced {
-            let ns_key = (
-                super::resources::by_kind("Namespace"),
-                String::new(),
-                ns.to_string(),
-            );
-            if !self.objects.contains_key(&ns_key) {
-                return Err(ApiError::not_found("namespaces", ns));
-            }
-        }
-        let key = (res, ns.to_string(), name.clone());
-        if self.objects.contains_key(&key) {
-            return Err(ApiError::new(
-                409,
-                "AlreadyExists",
-                format!("{} \"{name}\" already exists", rt.qualified_plural()),
-            ));
-        }
-        let meta = obj["metadata"]
-            .as_object_mut()
-            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
-        meta.insert("name".into(), name.clone().into());
-        if rt.namespaced {
-            meta.insert("namespace".into(), ns.into());
-        } else {
-            meta.remove("namespace");
-        }
-        meta.insert("uid".into(), uid().into());
-        meta.insert("creationTimestamp".into(), now_rfc3339().into());
-        meta.remove("resourceVersion");
-        meta.remove("deletionTimestamp");
-        if obj.get("spec").is_some() {
-            obj["metadata"]["generation"] = 1.into();
-        }
-        controllers::on_create(self, res, ns, &mut obj)?;
-        let rv = self.next_rv();
-        obj["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.objects.insert(key, obj.clone());
-        self.record(res, ns, EventType::Added, obj.clone(), None);
-        controllers::after_create(self, res, ns, &obj);
-        Ok(obj)
+/// The metadata the server owns on a new object: its name and namespace (none for a
+/// cluster-scoped kind), a uid, the creation time, generation 1 for objects with a spec.
+fn stamp_new(obj: &mut Value, name: &str, ns: Option<&str>) -> ApiResult<()> {
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+    meta.insert("name".into(), name.into());
+    match ns {
+        Some(ns) => meta.insert("namespace".into(), ns.into()),
+        None => meta.remove("namespace"),
+    };
+    meta.insert("uid".into(), uid().into());
+    meta.insert("creationTimestamp".into(), now_rfc3339().into());
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    if obj.get("spec").is_some() {
+        obj["metadata"]["generation"] = 1.into();
     }
+    Ok(())
+}
 
-    pub fn replace(&mut self, key: Key, current: Value, mut next: Value) -> ApiResult<Value> {
-        let (res, ns, name) = (key.0, key.1.clone(), key.2.clone());
-        let want_rv = next["metadata"]["resourceVersion"].as_str().unwrap_or("");
-        let have_rv = current["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("");
-        if !want_rv.is_empty() && want_rv != have_rv {
-            return Err(ApiError::conflict(format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                RESOURCES[res].qualified_plural()
-            )));
-        }
-        if next["metadata"]["name"].as_str().is_some_and(|n| n != name) {
-            return Err(ApiError::bad_request("metadata.name cannot be changed"));
-        }
-        for field in ["uid", "creationTimestamp", "name", "namespace"] {
-            match current["metadata"].get(field) {
-                Some(v) => next["metadata"][field] = v.clone(),
-                None => {
-                    if let Some(m) = next["metadata"].as_object_mut() {
-                        m.remove(field);
-                    }
+/// Refuses a stale resourceVersion or a new name, and carries over the fields a client
+/// cannot change (uid, creationTimestamp, name, namespace).
+fn check_replacement(key: &Key, current: &Value, next: &mut Value) -> ApiResult<()> {
+    let name = &key.2;
+    let want_rv = next["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    let have_rv = current["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("");
+    if !want_rv.is_empty() && want_rv != have_rv {
+        return Err(ApiError::conflict(format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            RESOURCES[key.0].qualified_plural()
+        )));
+    }
+    if next["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request("metadata.name cannot be changed"));
+    }
+    for field in ["uid", "creationTimestamp", "name", "namespace"] {
+        match current["metadata"].get(field) {
+            Some(v) => next["metadata"][field] = v.clone(),
+            None => {
+                if let Some(m) = next["metadata"].as_object_mut() {
+                    m.remove(field);
                 }
             }
         }
-        controllers::on_update(self, res, &current, &mut next)?;
-        let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
-        let bump = i64::from(current.get("spec") != next.get("spec"));
-        if generation > 0 || next.get("spec").is_some() {
-            next["metadata"]["generation"] = (generation.max(1) + bump).into();
-        }
-        next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        if next == current {
-            return Ok(current); // No-op updates do not bump resourceVersion, as in Kubernetes.
-        }
-        let rv = self.next_rv();
-        next["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.objects.insert(key, next.clone());
-        self.record(res, &ns, EventType::Modified, next.clone(), Some(current));
-        Ok(next)
     }
-
-    pub fn delete(&mut self, key: &Key) -> ApiResult<Value> {
-        let mut obj = self
-            .objects
-            .remove(key)
-            .ok_or_else(|| not_found(key.0, &key.2))?;
-        let rv = self.next_rv();
-        obj["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.record(key.0, &key.1, EventType::Deleted, obj.clone(), None);
-        controllers::after_delete(self, key.0, &key.1, &obj);
-        Ok(obj)
-    }
+    Ok(())
 }
 
 fn object_name(obj: &mut Value) -> ApiResult<String> {
@@ -475,4 +597,82 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resources::by_kind;
+    use serde_json::json;
+
+    /// Gives every ConfigMap a companion `<name>-copy` and deletes it with it, as a
+    /// controller would.
+    struct Copier;
+
+    fn original(res: ResourceId, obj: &Value) -> Option<&str> {
+        let name = obj["metadata"]["name"].as_str()?;
+        (res == by_kind("ConfigMap") && !name.ends_with("-copy")).then_some(name)
+    }
+
+    impl Hooks for Copier {
+        fn on_create(
+            &self,
+            _: &mut Txn<'_>,
+            _: ResourceId,
+            _: &str,
+            _: &mut Value,
+        ) -> ApiResult<()> {
+            Ok(())
+        }
+        fn after_create(&self, txn: &mut Txn<'_>, res: ResourceId, ns: &str, obj: &Value) {
+            if let Some(name) = original(res, obj) {
+                let copy = json!({"metadata": {"name": format!("{name}-copy")}});
+                txn.create(res, ns, copy).unwrap();
+            }
+        }
+        fn on_update(
+            &self,
+            _: &mut Txn<'_>,
+            _: ResourceId,
+            _: &Value,
+            _: &mut Value,
+        ) -> ApiResult<()> {
+            Ok(())
+        }
+        fn after_delete(&self, txn: &mut Txn<'_>, res: ResourceId, ns: &str, obj: &Value) {
+            if let Some(name) = original(res, obj) {
+                txn.delete(res, ns, &format!("{name}-copy")).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn writes_by_hooks_are_versioned_and_watched_like_a_clients() {
+        let store = Store::new(Box::new(Copier), 100);
+        let cm = by_kind("ConfigMap");
+        let from = store.resource_version();
+        store
+            .create(cm, "default", json!({"metadata": {"name": "a"}}))
+            .unwrap();
+        let copy = store.get(cm, "default", "a-copy").unwrap();
+        assert_eq!(copy["metadata"]["resourceVersion"], (from + 2).to_string());
+        store.delete(cm, "default", "a").unwrap();
+        assert!(store.get(cm, "default", "a-copy").is_err());
+        let seen: Vec<(u64, EventType, String)> = store
+            .watch(cm, Some(from), false)
+            .unwrap()
+            .backlog
+            .iter()
+            .map(|e| (e.rv, e.kind, e.object["metadata"]["name"].to_string()))
+            .collect();
+        let want = [
+            (from + 1, EventType::Added, "\"a\""),
+            (from + 2, EventType::Added, "\"a-copy\""),
+            (from + 3, EventType::Deleted, "\"a\""),
+            (from + 4, EventType::Deleted, "\"a-copy\""),
+        ]
+        .map(|(rv, kind, name)| (rv, kind, name.to_string()));
+        assert_eq!(seen, want);
+        assert_eq!(store.resource_version(), from + 4);
+    }
 }

@@ -4,7 +4,9 @@
 
 use super::faults::Fault;
 use super::{Backend, Bed, ClusterBed, HELLO_URL, HOST, READY, wait_table};
+use crate::OneLine;
 use crate::sidecar::Table;
+use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -73,7 +75,7 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
             Err(e) => Step {
                 name: name.to_string(),
                 ok: false,
-                detail: e,
+                detail: format!("{e:#}"),
             },
         };
         on_step(i + 1, &step);
@@ -84,9 +86,9 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
     for (i, fault) in Fault::ALL.into_iter().enumerate() {
         let result = match &prepared {
             Ok(()) => fault_step(bed, fault).await,
-            Err(e) => Err(format!("preparing the faults: {e}")),
+            Err(e) => Err(anyhow!("preparing the faults: {e:#}")),
         };
-        let (ok, detail) = result.unwrap_or_else(|e| (false, e));
+        let (ok, detail) = result.unwrap_or_else(|e| (false, format!("{e:#}")));
         let step = Step {
             name: fault.as_str().into(),
             ok,
@@ -102,12 +104,13 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
     }
 }
 
-type Outcome = Result<(bool, String), String>;
+/// Whether the step passed and what was seen; an error when it could not be judged.
+type Outcome = anyhow::Result<(bool, String)>;
 
-fn pair(bed: &Bed) -> Result<(&ClusterBed, &ClusterBed), String> {
+fn pair(bed: &Bed) -> anyhow::Result<(&ClusterBed, &ClusterBed)> {
     match bed.clusters.as_slice() {
         [c1, c2, ..] => Ok((c1, c2)),
-        _ => Err("the demo needs two clusters".into()),
+        _ => bail!("the demo needs two clusters"),
     }
 }
 
@@ -123,7 +126,7 @@ async fn tally(c: &ClusterBed, n: usize) -> (BTreeMap<String, usize>, Vec<String
                     .or_insert(0) += 1
             }
             Ok(a) => failures.push(format!("{} {}", a.status, a.body.trim())),
-            Err(e) => failures.push(e),
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
     (versions, failures)
@@ -160,12 +163,12 @@ async fn isolation(bed: &Bed) -> Outcome {
     let eds = if leaked.is_empty() {
         format!(
             "{}'s sidecar holds no {} pod address (they are behind {}'s gateway {})",
-            c1.name, c2.name, c2.name, c2.addrs.gateway
+            c1.spec.name, c2.spec.name, c2.spec.name, c2.addrs.gateway
         )
     } else {
         format!(
             "{}'s sidecar was given {} pod addresses {leaked:?}",
-            c1.name, c2.name
+            c1.spec.name, c2.spec.name
         )
     };
     if bed.backend == Backend::Loopback {
@@ -184,8 +187,7 @@ async fn isolation(bed: &Bed) -> Outcome {
             )
             .await
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let (blocked, how) = match attempt {
         Ok(Ok(_)) => (false, "connected".to_string()),
         Ok(Err(e)) => (true, e.to_string()),
@@ -193,20 +195,24 @@ async fn isolation(bed: &Bed) -> Outcome {
     };
     let detail = format!(
         "{} -> {}'s helloworld pod {target}: {how}; {eds}",
-        c1.name, c2.name
+        c1.spec.name, c2.spec.name
     );
     Ok((blocked && leaked.is_empty(), detail))
 }
 
 async fn cross_network(bed: &Bed) -> Outcome {
-    let want: Vec<String> = bed.clusters.iter().map(|c| c.version.clone()).collect();
+    let want: Vec<String> = bed
+        .clusters
+        .iter()
+        .map(|c| c.spec.version.clone())
+        .collect();
     let mut ok = true;
     let mut details = Vec::new();
     for c in &bed.clusters {
         let (versions, failures) = tally(c, 20).await;
         let all = want.iter().all(|v| versions.contains_key(v));
         ok &= all && failures.is_empty();
-        let mut d = format!("sleep in {}: {}", c.name, show(&versions));
+        let mut d = format!("sleep in {}: {}", c.spec.name, show(&versions));
         if !failures.is_empty() {
             d.push_str(&format!(" ({} failed: {})", failures.len(), failures[0]));
         }
@@ -219,27 +225,31 @@ async fn mtls_identity(bed: &Bed) -> Outcome {
     let (c1, c2) = pair(bed)?;
     for _ in 0..10 {
         let a = c1.curl(HELLO_URL).await?;
-        if a.version() != Some(c2.version.as_str()) {
+        if a.version() != Some(c2.spec.version.as_str()) {
             continue;
         }
         let peer = a.body_field("peer").unwrap_or("none").to_string();
         let issuer = a.body_field("peer issuer").unwrap_or("none").to_string();
         let via = a.upstream().unwrap_or("?").to_string();
         let ok = peer == "spiffe://cluster.local/ns/sample/sa/sleep"
-            && issuer.contains(&format!("Intermediate CA {}", c1.name))
+            && issuer.contains(&format!("Intermediate CA {}", c1.spec.name))
             && via == c2.addrs.gateway.to_string();
         let detail = format!(
             "{} (in {}) saw caller {peer}, issued by \"{issuer}\", via {}'s gateway {via}",
-            c2.version, c2.name, c2.name
+            c2.spec.version, c2.spec.name, c2.spec.name
         );
         return Ok((ok, detail));
     }
-    Err(format!("{} never answered {}'s sleep", c2.version, c1.name))
+    bail!(
+        "{} never answered {}'s sleep",
+        c2.spec.version,
+        c1.spec.name
+    )
 }
 
 async fn dns(bed: &Bed) -> Outcome {
     let (c1, c2) = pair(bed)?;
-    let remote = format!("helloworld-{}.sample.svc.cluster.local", c2.version);
+    let remote = format!("{}.sample.svc.cluster.local", c2.spec.helloworld());
     let server = c1.addrs.dns;
     let deadline = Instant::now() + READY;
     // The NameTable follows the registry over NDS; ask until the remote name is in it.
@@ -259,18 +269,17 @@ async fn dns(bed: &Bed) -> Outcome {
             break (a, aaaa);
         }
         if Instant::now() > deadline {
-            return Err(format!(
+            bail!(
                 "{remote} never resolved through {}'s DNS proxy",
-                c1.name
-            ));
+                c1.spec.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let local = c1
         .rt
         .spawn(async move { query(server, HOST, hickory_proto::rr::RecordType::A).await })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
     let in_vip_range = vip
         .iter()
         .all(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [240, 240]));
@@ -282,7 +291,7 @@ async fn dns(bed: &Bed) -> Outcome {
         .all(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [10, 96]));
     let detail = format!(
         "{}'s DNS proxy: {remote} (only in {}) A {vip:?} AAAA {v6:?}; {HOST} (local) A {local:?}",
-        c1.name, c2.name
+        c1.spec.name, c2.spec.name
     );
     Ok((
         in_vip_range && !v6.is_empty() && v6_ok && !local.is_empty() && local_ok,
@@ -295,28 +304,22 @@ async fn query(
     server: SocketAddr,
     name: &str,
     qtype: hickory_proto::rr::RecordType,
-) -> Result<Vec<IpAddr>, String> {
+) -> anyhow::Result<Vec<IpAddr>> {
     use hickory_proto::op::{Message, MessageType, OpCode, Query};
     use hickory_proto::rr::{Name, RData};
     let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(
-        Name::from_ascii(format!("{name}.")).map_err(|e| e.to_string())?,
+        Name::from_ascii(format!("{name}.")).one_line()?,
         qtype,
     ));
-    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0))
-        .await
-        .map_err(|e| e.to_string())?;
-    socket
-        .send_to(&m.to_vec().map_err(|e| e.to_string())?, server)
-        .await
-        .map_err(|e| e.to_string())?;
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(server.ip(), 0)).await?;
+    socket.send_to(&m.to_vec().one_line()?, server).await?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf))
         .await
-        .map_err(|_| format!("{server}: no answer"))?
-        .map_err(|e| e.to_string())?;
-    let answer = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+        .map_err(|_| anyhow!("{server}: no answer"))??;
+    let answer = Message::from_vec(&buf[..n]).one_line()?;
     Ok(answer
         .answers
         .iter()
@@ -328,14 +331,14 @@ async fn query(
         .collect())
 }
 
-async fn apply_everywhere(bed: &Bed, rule: &str) -> Result<(), String> {
+async fn apply_everywhere(bed: &Bed, rule: &str) -> anyhow::Result<()> {
     for c in &bed.clusters {
         let rule = rule.to_string();
         c.kube(move |client| async move {
             super::objects::apply_destination_rule(&client, &rule).await
         })
         .await
-        .map_err(|e| format!("applying the DestinationRule in {}: {e}", c.name))?;
+        .with_context(|| format!("applying the DestinationRule in {}", c.spec.name))?;
     }
     Ok(())
 }
@@ -353,16 +356,16 @@ async fn distribute(bed: &Bed) -> Outcome {
             helloworld(t).is_some_and(|u| u.locality_weighted)
         })
         .await
-        .map_err(|e| format!("{}'s sidecar never got the distribute rule: {e}", c.name))?;
+        .with_context(|| format!("{}'s sidecar never got the distribute rule", c.spec.name))?;
         let (versions, failures) = tally(c, 100).await;
-        let own = versions.get(&c.version).copied().unwrap_or(0);
+        let own = versions.get(&c.spec.version).copied().unwrap_or(0);
         let total: usize = versions.values().sum();
         let share = (own * 100).checked_div(total).unwrap_or(0);
         ok &= failures.is_empty() && total == 100 && (70..=90).contains(&share);
         details.push(format!(
             "sleep in {} ({}): {} -> {share}% local (want 80 +- 10)",
-            c.name,
-            c.region,
+            c.spec.name,
+            c.spec.region,
             show(&versions)
         ));
     }
@@ -384,14 +387,14 @@ async fn failover(bed: &Bed) -> Outcome {
         })
     })
     .await
-    .map_err(|e| format!("{}'s sidecar never got the failover rule: {e}", c1.name))?;
+    .with_context(|| format!("{}'s sidecar never got the failover rule", c1.spec.name))?;
     let (before, _) = tally(c1, 5).await;
-    if before.get(&c1.version) != Some(&5) {
+    if before.get(&c1.spec.version) != Some(&5) {
         return Ok((
             false,
             format!(
                 "before the kill {}'s sleep should stay in its region: {}",
-                c1.name,
+                c1.spec.name,
                 show(&before)
             ),
         ));
@@ -400,7 +403,7 @@ async fn failover(bed: &Bed) -> Outcome {
     if let Some(hw) = c1.helloworld.lock().await.take() {
         hw.kill();
     }
-    let (recovery, failed, via) = until_served_by(c1, &c2.version, 20).await?;
+    let (recovery, failed, via) = until_served_by(c1, &c2.spec.version, 20).await?;
     let ejected = c1.sleep.ejected(&cluster_name(HOST));
     let all_via_gateway = via.iter().all(|v| v == &c2.addrs.gateway.to_string());
     // The kubelet's readiness probe notices later; EDS then lists v1 unhealthy.
@@ -410,42 +413,45 @@ async fn failover(bed: &Bed) -> Outcome {
     })
     .await?;
     // v1 restarts and turns ready: traffic returns to its region.
-    let hw = c1
-        .rt
-        .spawn(super::helloworld::Helloworld::start(
-            v1,
-            c1.version.clone(),
-            c1.hello_credentials.clone(),
-        ))
-        .await
-        .map_err(|e| e.to_string())??;
-    *c1.helloworld.lock().await = Some(hw);
-    set_ready(c1, true).await?;
-    wait_table(&c1.sleep, READY, |t| {
-        helloworld(t).is_some_and(|u| u.endpoints.iter().any(|h| h.addr == v1 && h.healthy))
-    })
-    .await?;
+    restart_helloworld(c1).await?;
     let (after, _) = tally(c1, 5).await;
-    let back = after.get(&c1.version) == Some(&5);
+    let back = after.get(&c1.spec.version) == Some(&5);
     let detail = format!(
         "{} killed: first answer from {} after {} ms ({failed} request(s) failed; outlier detection ejected {ejected:?}); \
          next 20/20 answered by {} via {}'s gateway {}; {} back and ready: {}",
-        c1.version,
-        c2.version,
+        c1.spec.version,
+        c2.spec.version,
         recovery.as_millis(),
-        c2.version,
-        c2.name,
+        c2.spec.version,
+        c2.spec.name,
         c2.addrs.gateway,
-        c1.version,
+        c1.spec.version,
         show(&after),
     );
     Ok((all_via_gateway && back && !ejected.is_empty(), detail))
 }
 
+/// Starts `c`'s helloworld again and marks it ready, until its sidecar sees it healthy.
+async fn restart_helloworld(c: &ClusterBed) -> anyhow::Result<()> {
+    let addr = c.addrs.helloworld;
+    let hw =
+        c.rt.spawn(super::helloworld::Helloworld::start(
+            addr,
+            c.spec.version.clone(),
+            c.hello_credentials.clone(),
+        ))
+        .await??;
+    *c.helloworld.lock().await = Some(hw);
+    set_ready(c, true).await?;
+    wait_table(&c.sleep, READY, |t| {
+        helloworld(t).is_some_and(|u| u.endpoints.iter().any(|h| h.addr == addr && h.healthy))
+    })
+    .await
+}
+
 /// Sets helloworld's endpoints in `c` ready or not, as the endpoint controller would.
-async fn set_ready(c: &ClusterBed, ready: bool) -> Result<(), String> {
-    let (pod, node) = (c.hello_pod.clone(), format!("{}-node", c.name));
-    let own = format!("helloworld-{}", c.version);
+async fn set_ready(c: &ClusterBed, ready: bool) -> anyhow::Result<()> {
+    let (pod, node, own) = (c.hello_pod.clone(), c.spec.node(), c.spec.helloworld());
     c.kube(move |client| async move {
         super::objects::set_ready(&client, &pod, &node, &["helloworld", &own], ready).await
     })
@@ -458,16 +464,14 @@ async fn until_served_by(
     c: &ClusterBed,
     version: &str,
     n: usize,
-) -> Result<(Duration, usize, Vec<String>), String> {
+) -> anyhow::Result<(Duration, usize, Vec<String>)> {
     let start = Instant::now();
     let mut first = None;
     let mut failed = 0;
     let mut run = Vec::new();
     while run.len() < n {
         if start.elapsed() > READY {
-            return Err(format!(
-                "{version} did not take over within {READY:?} ({failed} failed)"
-            ));
+            bail!("{version} did not take over within {READY:?} ({failed} failed)");
         }
         match c.curl(HELLO_URL).await {
             Ok(a) if a.status == 200 && a.version() == Some(version) => {
@@ -486,15 +490,20 @@ async fn until_served_by(
 async fn remote_secret_removal(bed: &Bed) -> Outcome {
     let (c1, c2) = pair(bed)?;
     let removed = Instant::now();
-    let remote = c2.name.clone();
+    let remote = c2.spec.name.clone();
     c1.kube(
         move |client| async move { super::objects::delete_remote_secret(&client, &remote).await },
     )
     .await
-    .map_err(|e| format!("deleting {}'s remote secret in {}: {e}", c2.name, c1.name))?;
+    .with_context(|| {
+        format!(
+            "deleting {}'s remote secret in {}",
+            c2.spec.name, c1.spec.name
+        )
+    })?;
     let remote_only = cluster_name(&format!(
-        "helloworld-{}.sample.svc.cluster.local",
-        c2.version
+        "{}.sample.svc.cluster.local",
+        c2.spec.helloworld()
     ));
     let gw = c2.addrs.gateway;
     wait_table(&c1.sleep, READY, |t| {
@@ -502,34 +511,33 @@ async fn remote_secret_removal(bed: &Bed) -> Outcome {
             && helloworld(t).is_some_and(|u| u.endpoints.iter().all(|h| h.addr != gw))
     })
     .await
-    .map_err(|e| format!("{} kept {}'s services: {e}", c1.name, c2.name))?;
+    .with_context(|| format!("{} kept {}'s services", c1.spec.name, c2.spec.name))?;
     let took = removed.elapsed();
     let (versions, failures) = tally(c1, 10).await;
-    let only_own = versions.get(&c1.version) == Some(&10) && failures.is_empty();
+    let only_own = versions.get(&c1.spec.version) == Some(&10) && failures.is_empty();
     let status = c1
         .rt
         .spawn(super::http::get(
             c1.addrs.federation_admin,
             "/debug/clusterz",
         ))
-        .await
-        .map_err(|e| e.to_string())??;
-    let forgotten = !status.body.contains(&format!("\"{}\"", c2.name));
+        .await??;
+    let forgotten = !status.body.contains(&format!("\"{}\"", c2.spec.name));
     let detail = format!(
         "{}'s remote secret deleted in {}: {} dropped it in {} ms ({} and {}'s gateway gone from its sidecar; \
          federation status {}); sleep in {}: {}",
-        c2.name,
-        c1.name,
-        c1.name,
+        c2.spec.name,
+        c1.spec.name,
+        c1.spec.name,
         took.as_millis(),
         remote_only,
-        c2.name,
+        c2.spec.name,
         if forgotten {
             "no longer lists it"
         } else {
             "still lists it"
         },
-        c1.name,
+        c1.spec.name,
         show(&versions)
     );
     Ok((only_own && forgotten, detail))
@@ -551,9 +559,9 @@ spec:
 ";
 
 /// Gives cluster1 its remote secret for cluster2 back and the fault rule to both.
-async fn prepare_faults(bed: &Bed) -> Result<(), String> {
+async fn prepare_faults(bed: &Bed) -> anyhow::Result<()> {
     let (c1, c2) = pair(bed)?;
-    let (remote, kubeconfig) = (c2.name.clone(), c2.api.lock().await.kubeconfig());
+    let (remote, kubeconfig) = (c2.spec.name.clone(), c2.api.lock().await.kubeconfig());
     c1.kube(move |client| async move {
         crate::seed::remote_secret(&client, &remote, &kubeconfig).await
     })
@@ -566,15 +574,15 @@ async fn prepare_faults(bed: &Bed) -> Result<(), String> {
         })
     })
     .await
-    .map_err(|e| format!("{} never saw {} again: {e}", c1.name, c2.name))
+    .with_context(|| format!("{} never saw {} again", c1.spec.name, c2.spec.name))
 }
 
 /// Until cluster1's sidecar has let `addr` back in after its ejection.
-async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> Result<(), String> {
+async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY;
     while c.sleep.ejected(&cluster_name(HOST)).contains(&addr) {
         if Instant::now() > deadline {
-            return Err(format!("{addr} still ejected after {READY:?}"));
+            bail!("{addr} still ejected after {READY:?}");
         }
         // Ejection ends by the clock, not by an event.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -583,7 +591,7 @@ async fn until_readmitted(c: &ClusterBed, addr: SocketAddr) -> Result<(), String
 }
 
 /// Requests from `c` until `version` answers again (at most 50).
-async fn until_answers(c: &ClusterBed, version: &str) -> Result<usize, String> {
+async fn until_answers(c: &ClusterBed, version: &str) -> anyhow::Result<usize> {
     for i in 1..=50 {
         if c.curl(HELLO_URL)
             .await
@@ -592,7 +600,7 @@ async fn until_answers(c: &ClusterBed, version: &str) -> Result<usize, String> {
             return Ok(i);
         }
     }
-    Err(format!("{version} never answered again"))
+    bail!("{version} never answered again")
 }
 
 /// Injects `fault`, reports what cluster1's sleep saw, heals it and checks traffic recovers.
@@ -606,44 +614,49 @@ async fn fault_step(bed: &Bed, fault: Fault) -> Outcome {
     }
     let target = if fault == Fault::CertExpire { c1 } else { c2 };
     let gw = c2.addrs.gateway;
-    let did = bed.fault(fault, &target.name, false).await?;
+    let did = bed.fault(fault, &target.spec.name, false).await?;
     let (during, failures) = tally(c1, 20).await;
     let ejected = c1.sleep.ejected(&cluster_name(HOST));
     let seen = format!("{} ({} failed)", show(&during), failures.len());
     let (ok_during, what) = match fault {
         // Every request still answered: the dead or cut-off gateway is retried around and ejected.
         Fault::GatewayDown | Fault::Partition => (
-            failures.is_empty() && during.get(&c1.version) == Some(&20) && ejected.contains(&gw),
+            failures.is_empty()
+                && during.get(&c1.spec.version) == Some(&20)
+                && ejected.contains(&gw),
             format!(
                 "sleep in {}: {seen}; {gw} ejected: {}",
-                c1.name,
+                c1.spec.name,
                 ejected.contains(&gw)
             ),
         ),
         // The last known endpoints stay (Istio's behaviour without --stale-endpoint-ttl).
         Fault::ApiserverDown => (
-            failures.is_empty() && during.contains_key(&c2.version),
+            failures.is_empty() && during.contains_key(&c2.spec.version),
             format!(
                 "{} keeps {}'s last known endpoints; sleep in {}: {seen}",
-                c1.name, c2.name, c1.name
+                c1.spec.name, c2.spec.name, c1.spec.name
             ),
         ),
         // Nobody accepts an expired certificate: every handshake fails.
         Fault::CertExpire => (
             during.is_empty() && failures.len() == 20,
-            format!("sleep in {}: {seen}, every mTLS handshake refused", c1.name),
+            format!(
+                "sleep in {}: {seen}, every mTLS handshake refused",
+                c1.spec.name
+            ),
         ),
         // Fault::ALL has no other.
     };
-    let healed = bed.fault(fault, &target.name, true).await?;
+    let healed = bed.fault(fault, &target.spec.name, true).await?;
     if fault == Fault::GatewayDown {
         c2.until_ready(c2.addrs.gateway_admin).await?;
     }
     until_readmitted(c1, gw).await?;
-    let tries = until_answers(c1, &c2.version).await?;
+    let tries = until_answers(c1, &c2.spec.version).await?;
     let detail = format!(
         "{did}: {what}; healed ({healed}): {} answered again after {tries} request(s)",
-        c2.version
+        c2.spec.version
     );
     Ok((ok_during, detail))
 }

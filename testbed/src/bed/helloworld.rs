@@ -3,6 +3,7 @@
 //! id and the issuer of its certificate, as the mTLS handshake proved them.
 
 use crate::mesh_tls::{self, Credentials};
+use anyhow::{Context, anyhow};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,10 +25,10 @@ impl Helloworld {
         addr: SocketAddr,
         version: String,
         credentials: Credentials,
-    ) -> Result<Helloworld, String> {
+    ) -> anyhow::Result<Helloworld> {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("binding {addr}: {e}"))?;
+            .with_context(|| format!("binding {addr}"))?;
         let instance = format!("helloworld-{version}");
         let banner = format!("Hello version: {version}, instance: {instance}");
         let task = tokio::spawn(serve(listener, banner, credentials));
@@ -57,7 +58,7 @@ async fn serve(listener: TcpListener, banner: String, credentials: Credentials) 
         let (banner, credentials) = (banner.clone(), credentials.clone());
         tokio::spawn(async move {
             if let Err(e) = answer(tcp, &banner, &credentials).await {
-                tracing::debug!(error = %e, "helloworld connection failed");
+                tracing::debug!(error = format!("{e:#}"), "helloworld connection failed");
             }
         });
     }
@@ -67,24 +68,24 @@ async fn answer(
     tcp: tokio::net::TcpStream,
     banner: &str,
     credentials: &Credentials,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(credentials.server_config()?);
     let mut tls = tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp))
         .await
-        .map_err(|_| "handshake timeout".to_string())?
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|_| anyhow!("handshake timeout"))?
+        .context("handshake")?;
     let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first().cloned())
-        .ok_or("no client certificate")?;
+        .context("no client certificate")?;
     let peer = mesh_tls::peer(&leaf)?;
     // The request itself does not matter; read its head so the client sees a clean close.
     let mut buf = vec![0u8; 4096];
     let mut seen = Vec::new();
     while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 16 * 1024 {
-        let n = tls.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let n = tls.read(&mut buf).await?;
         if n == 0 {
             break;
         }
@@ -98,8 +99,6 @@ async fn answer(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    tls.write_all(msg.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    tls.shutdown().await.map_err(|e| e.to_string())
+    tls.write_all(msg.as_bytes()).await?;
+    Ok(tls.shutdown().await?)
 }

@@ -1,6 +1,7 @@
 //! Plain HTTP/1.1 as the test bed's clients speak it: `curl -x SIDECAR URL` from sleep, and
 //! GETs of admin endpoints. One request per connection.
 
+use anyhow::{Context, anyhow};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,18 +38,18 @@ impl Answer {
 }
 
 /// `GET url` through the HTTP proxy at `proxy` (the sleep pod's sidecar).
-pub async fn via_proxy(proxy: SocketAddr, url: &str) -> Result<Answer, String> {
+pub async fn via_proxy(proxy: SocketAddr, url: &str) -> anyhow::Result<Answer> {
     let authority = url
         .strip_prefix("http://")
         .and_then(|r| r.split('/').next())
-        .ok_or_else(|| format!("not an http URL: {url}"))?;
+        .with_context(|| format!("not an http URL: {url}"))?;
     let head =
         format!("GET {url} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: meshfed-testbed\r\n\r\n");
     exchange(proxy, &head).await
 }
 
 /// `GET path` from `addr` (an admin endpoint).
-pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
     exchange(
         addr,
         &format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
@@ -56,31 +57,31 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     .await
 }
 
-async fn exchange(addr: SocketAddr, head: &str) -> Result<Answer, String> {
+async fn exchange(addr: SocketAddr, head: &str) -> anyhow::Result<Answer> {
     let work = async {
         let mut s = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        s.write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+            .with_context(|| addr.to_string())?;
+        s.write_all(head.as_bytes()).await?;
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+        s.read_to_end(&mut raw).await?;
         parse(&String::from_utf8_lossy(&raw))
     };
     tokio::time::timeout(TIMEOUT, work)
         .await
-        .map_err(|_| format!("{addr}: no answer within {TIMEOUT:?}"))?
+        .map_err(|_| anyhow!("{addr}: no answer within {TIMEOUT:?}"))?
 }
 
-fn parse(raw: &str) -> Result<Answer, String> {
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or("incomplete HTTP answer")?;
+fn parse(raw: &str) -> anyhow::Result<Answer> {
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .context("incomplete HTTP answer")?;
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
-        .ok_or("bad status line")?;
+        .context("bad status line")?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))

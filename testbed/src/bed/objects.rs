@@ -2,7 +2,7 @@
 //! the test bed writes pod addresses and readiness itself, as the kubelet and the endpoint
 //! controller would.
 
-use crate::seed::create;
+use crate::seed::{ClusterSpec, create};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -23,24 +23,20 @@ pub struct SamplePod {
     pub port: u16,
 }
 
-pub async fn namespaces(c: &kube::Client, network: &str) -> Result<(), kube::Error> {
+/// `istio-system`, labelled with the cluster's network, and `sample`.
+pub async fn namespaces(c: &kube::Client, spec: &ClusterSpec) -> Result<(), kube::Error> {
     let ns: Api<Namespace> = Api::all(c.clone());
-    let system = json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": network}}});
+    let system = json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": spec.network}}});
     create(ns.clone(), system).await?;
     create(ns, json!({"metadata": {"name": "sample"}})).await
 }
 
-pub async fn node(
-    c: &kube::Client,
-    name: &str,
-    region: &str,
-    zone: &str,
-) -> Result<(), kube::Error> {
-    let labels =
-        json!({"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone});
+/// The cluster's node, labelled with its region and zone.
+pub async fn node(c: &kube::Client, spec: &ClusterSpec) -> Result<(), kube::Error> {
+    let labels = json!({"topology.kubernetes.io/region": spec.region, "topology.kubernetes.io/zone": spec.zone});
     create(
         Api::<Node>::all(c.clone()),
-        json!({"metadata": {"name": name, "labels": labels}}),
+        json!({"metadata": {"name": spec.node(), "labels": labels}}),
     )
     .await
 }

@@ -4,6 +4,7 @@
 //! the parent-death signal if the test bed itself is killed).
 
 use crate::netns::ClusterNet;
+use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,12 +31,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `exe ARGS` in `cluster`'s namespace and waits for its first line on stdout.
-    pub async fn start(exe: &Path, cluster: &ClusterNet, spec: Spec) -> Result<Proc, String> {
-        let exe = exe.to_str().ok_or("the meshfed path is not UTF-8")?;
+    pub async fn start(exe: &Path, cluster: &ClusterNet, spec: Spec) -> anyhow::Result<Proc> {
+        let exe = exe.to_str().context("the meshfed path is not UTF-8")?;
         let mut std_cmd = cluster.command(exe);
         std_cmd.args(&spec.args);
         let log = std::fs::File::create(&spec.log)
-            .map_err(|e| format!("creating {}: {e}", spec.log.display()))?;
+            .with_context(|| format!("creating {}", spec.log.display()))?;
         std_cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
         std_cmd.env(
             "RUST_LOG",
@@ -54,19 +55,19 @@ impl Proc {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", spec.name))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+            .with_context(|| format!("starting {}", spec.name))?;
+        let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let banner = match tokio::time::timeout(START, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
             _ => {
                 let status = child.try_wait().ok().flatten();
                 let tail = log_tail(&spec.log);
-                return Err(format!(
+                bail!(
                     "{} did not start (exit: {status:?}); its log {} ends:\n{tail}",
                     spec.name,
                     spec.log.display()
-                ));
+                );
             }
         };
         // Keep draining stdout so the component never blocks on a full pipe.

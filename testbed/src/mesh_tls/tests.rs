@@ -37,34 +37,29 @@ async fn handshake(
     server: &Credentials,
     client: &Credentials,
     allowed: &[&str],
-) -> Result<Peer, String> {
+) -> anyhow::Result<Peer> {
+    use anyhow::Context;
     let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(server.server_config()?);
     let server_side = async move {
-        let mut tls = acceptor
-            .accept(a)
-            .await
-            .map_err(|e| format!("server: {e}"))?;
+        let mut tls = acceptor.accept(a).await.context("server")?;
         let leaf = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first().cloned());
-        tls.write_all(b"ok").await.map_err(|e| e.to_string())?;
-        tls.shutdown().await.map_err(|e| e.to_string())?;
-        peer(&leaf.ok_or("no client certificate")?)
+        tls.write_all(b"ok").await?;
+        tls.shutdown().await?;
+        Ok::<_, anyhow::Error>(peer(&leaf.context("no client certificate")?)?)
     };
     let connector = TlsConnector::from(client.client_config(&allowed)?);
-    let name = ServerName::try_from(SNI.to_string()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(SNI.to_string())?;
     let client_side = async move {
-        let mut tls = connector
-            .connect(name, b)
-            .await
-            .map_err(|e| format!("client: {e}"))?;
+        let mut tls = connector.connect(name, b).await.context("client")?;
         let mut buf = Vec::new();
-        tls.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(buf)
+        tls.read_to_end(&mut buf).await?;
+        Ok::<_, anyhow::Error>(buf)
     };
     let (server_result, client_result) = tokio::join!(server_side, client_side);
     assert_eq!(client_result?, b"ok");
@@ -109,6 +104,7 @@ async fn a_server_with_another_identity_is_refused() {
     )
     .await
     .unwrap_err();
+    let err = format!("{err:#}");
     assert!(err.contains("client"), "{err}");
 }
 

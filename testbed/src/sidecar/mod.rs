@@ -10,6 +10,7 @@ pub mod sds;
 pub mod xds;
 
 use crate::mesh_tls::Credentials;
+use anyhow::Context;
 use meshfed_model::Locality;
 use meshfed_proto::ads::Identity;
 use std::collections::BTreeMap;
@@ -95,11 +96,11 @@ pub struct Sidecar {
 
 impl Sidecar {
     /// Binds the listener and starts the xDS client, on the current runtime.
-    pub async fn start(cfg: SidecarConfig) -> Result<Sidecar, String> {
+    pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
-            .map_err(|e| format!("binding {}: {e}", cfg.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
         let (tx, table) = watch::channel(Arc::new(Table::default()));
         let shared = Arc::new(Shared {
             table,

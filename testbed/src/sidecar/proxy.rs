@@ -7,6 +7,7 @@
 //! `x-meshfed-upstream: ADDR`, the host that served it.
 
 use super::{Host, Shared, Upstream};
+use anyhow::{Context, anyhow, bail};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +28,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, &shared).await {
-                tracing::debug!(error = %e, "sidecar request failed");
+                tracing::debug!(error = format!("{e:#}"), "sidecar request failed");
             }
         });
     }
@@ -44,23 +45,23 @@ pub struct Request {
     pub headers: Vec<String>,
 }
 
-pub fn parse_head(head: &str) -> Result<Request, String> {
+pub fn parse_head(head: &str) -> anyhow::Result<Request> {
     let mut lines = head.split("\r\n");
-    let line = lines.next().ok_or("empty request")?;
+    let line = lines.next().context("empty request")?;
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Err(format!("bad request line {line:?}"));
+        bail!("bad request line {line:?}");
     };
     if !version.starts_with("HTTP/1.") {
-        return Err(format!("unsupported version {version:?}"));
+        bail!("unsupported version {version:?}");
     }
     let mut host_header = None;
     let mut headers = Vec::new();
     for l in lines.filter(|l| !l.is_empty()) {
         let (name, value) = l
             .split_once(':')
-            .ok_or_else(|| format!("bad header {l:?}"))?;
+            .with_context(|| format!("bad header {l:?}"))?;
         match name.trim().to_ascii_lowercase().as_str() {
             "host" => host_header = Some(value.trim().to_string()),
             "connection" | "proxy-connection" => {}
@@ -72,13 +73,13 @@ pub fn parse_head(head: &str) -> Result<Request, String> {
             Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
             None => (rest.to_string(), "/".to_string()),
         },
-        None => (host_header.ok_or("no Host header")?, target.to_string()),
+        None => (host_header.context("no Host header")?, target.to_string()),
     };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (
             h.to_string(),
             p.parse()
-                .map_err(|_| format!("bad port in {authority:?}"))?,
+                .map_err(|_| anyhow!("bad port in {authority:?}"))?,
         ),
         None => (authority, 80),
     };
@@ -106,7 +107,7 @@ pub fn fqdn(host: &str, namespace: &str, domain: &str) -> String {
     }
 }
 
-async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(String, Vec<u8>), String> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> anyhow::Result<(String, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -115,32 +116,29 @@ async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(String, Vec
             return Ok((head, buf[end + 4..].to_vec()));
         }
         if buf.len() > MAX_HEAD {
-            return Err("request head too large".into());
+            bail!("request head too large");
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err("connection closed before the request head ended".into());
+            bail!("connection closed before the request head ended");
         }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
 
-async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> Result<(), String> {
+async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> anyhow::Result<()> {
     let msg = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream
-        .write_all(msg.as_bytes())
-        .await
-        .map_err(|e| e.to_string())
+    Ok(stream.write_all(msg.as_bytes()).await?)
 }
 
-async fn handle(mut client: TcpStream, shared: &Shared) -> Result<(), String> {
+async fn handle(mut client: TcpStream, shared: &Shared) -> anyhow::Result<()> {
     let (head, body_start) = read_head(&mut client).await?;
     let req = match parse_head(&head) {
         Ok(r) => r,
-        Err(e) => return reply(&mut client, "400 Bad Request", &format!("{e}\n")).await,
+        Err(e) => return reply(&mut client, "400 Bad Request", &format!("{e:#}\n")).await,
     };
     let host = fqdn(&req.host, &shared.namespace, &shared.domain);
     let cluster = format!("outbound|{}||{host}", req.port);
@@ -165,14 +163,8 @@ async fn handle(mut client: TcpStream, shared: &Shared) -> Result<(), String> {
         out.push_str("\r\n");
     }
     out.push_str("connection: close\r\n\r\n");
-    upstream
-        .write_all(out.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    upstream
-        .write_all(&body_start)
-        .await
-        .map_err(|e| e.to_string())?;
+    upstream.write_all(out.as_bytes()).await?;
+    upstream.write_all(&body_start).await?;
     relay_answer(&mut upstream, &mut client, shared, &cluster, &up, chosen).await
 }
 
@@ -185,7 +177,7 @@ async fn relay_answer(
     cluster: &str,
     up: &Upstream,
     chosen: SocketAddr,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let mut first = Vec::new();
     let mut byte = [0u8; 1];
     while !first.ends_with(b"\r\n") && first.len() < MAX_HEAD {
@@ -216,15 +208,12 @@ async fn relay_answer(
         )
         .await;
     }
-    client.write_all(&first).await.map_err(|e| e.to_string())?;
+    client.write_all(&first).await?;
     client
         .write_all(format!("x-meshfed-upstream: {chosen}\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::io::copy(upstream, client)
-        .await
-        .map_err(|e| e.to_string())?;
-    client.shutdown().await.map_err(|e| e.to_string())
+        .await?;
+    tokio::io::copy(upstream, client).await?;
+    Ok(client.shutdown().await?)
 }
 
 async fn connect_with_retries(
@@ -240,7 +229,7 @@ async fn connect_with_retries(
         match connect(shared, up, &host).await {
             Ok(stream) => return Some((stream, host.addr)),
             Err(e) => {
-                tracing::debug!(%cluster, host = %host.addr, error = %e, "upstream connect failed");
+                tracing::debug!(%cluster, host = %host.addr, error = format!("{e:#}"), "upstream connect failed");
                 tried.push(host.addr);
                 let ejected = shared
                     .lock_balancer()
@@ -254,26 +243,24 @@ async fn connect_with_retries(
     None
 }
 
-async fn connect(shared: &Shared, up: &Upstream, host: &Host) -> Result<Box<dyn Io>, String> {
+async fn connect(shared: &Shared, up: &Upstream, host: &Host) -> anyhow::Result<Box<dyn Io>> {
     let tcp = tokio::time::timeout(up.connect_timeout, TcpStream::connect(host.addr))
         .await
-        .map_err(|_| "connect timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| anyhow!("connect timeout"))??;
     let _ = tcp.set_nodelay(true);
     let tls = match (&up.tls, host.tls) {
         (Some(tls), true) => tls,
         _ => return Ok(Box::new(tcp)),
     };
     let config = shared.credentials.client_config(&tls.sans)?;
-    let name =
-        rustls::pki_types::ServerName::try_from(tls.sni.clone()).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(tls.sni.clone())?;
     let stream = tokio::time::timeout(
         up.connect_timeout,
         tokio_rustls::TlsConnector::from(config).connect(name, tcp),
     )
     .await
-    .map_err(|_| "TLS handshake timeout".to_string())?
-    .map_err(|e| format!("TLS handshake: {e}"))?;
+    .map_err(|_| anyhow!("TLS handshake timeout"))?
+    .context("TLS handshake")?;
     Ok(Box::new(stream))
 }
 

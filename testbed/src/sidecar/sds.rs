@@ -1,7 +1,9 @@
 //! The test bed sidecar's certificate, from SDS as Envoy gets it: `default` and `ROOTCA` from
 //! `meshfed agent` on its Unix socket, each push swapped in for new connections.
 
+use crate::OneLine;
 use crate::mesh_tls::{Credentials, Material};
+use anyhow::{Context, anyhow, bail};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -25,23 +27,24 @@ pub struct SdsCredentials {
 
 impl SdsCredentials {
     /// Connects to `socket`, waits for the first certificate, then follows every push.
-    pub async fn follow(socket: PathBuf) -> Result<SdsCredentials, String> {
+    pub async fn follow(socket: PathBuf) -> anyhow::Result<SdsCredentials> {
         let shown = socket.display().to_string();
-        let channel = connect_unix(socket)
-            .await
-            .map_err(|e| format!("SDS on {shown}: {e}"))?;
+        let on = || format!("SDS on {shown}");
+        let channel = connect_unix(socket).await.one_line().with_context(on)?;
         let (tx, rx) = mpsc::channel(4);
         let _ = tx.send(request("", "", None)).await;
         let mut inbound = SecretDiscoveryServiceClient::new(channel)
             .stream_secrets(ReceiverStream::new(rx))
             .await
-            .map_err(|e| format!("SDS on {shown}: {e}"))?
+            .one_line()
+            .with_context(on)?
             .into_inner();
         let first = inbound
             .message()
             .await
-            .map_err(|e| format!("SDS on {shown}: {e}"))?
-            .ok_or_else(|| format!("SDS on {shown}: closed before the first secrets"))?;
+            .one_line()
+            .with_context(on)?
+            .with_context(|| format!("SDS on {shown}: closed before the first secrets"))?;
         let credentials = Credentials::new(material(&first)?);
         let _ = tx
             .send(request(&first.version_info, &first.nonce, None))
@@ -56,7 +59,11 @@ impl SdsCredentials {
                         version.send_replace(resp.version_info.clone());
                         request(&resp.version_info, &resp.nonce, None)
                     }
-                    Err(e) => request(version.borrow().as_str(), &resp.nonce, Some(e)),
+                    Err(e) => request(
+                        version.borrow().as_str(),
+                        &resp.nonce,
+                        Some(format!("{e:#}")),
+                    ),
                 };
                 if tx.send(ack).await.is_err() {
                     return;
@@ -76,12 +83,12 @@ impl SdsCredentials {
     }
 
     /// Waits until a version other than `seen` has been taken; returns it.
-    pub async fn changed_from(&self, seen: &str, timeout: Duration) -> Result<String, String> {
+    pub async fn changed_from(&self, seen: &str, timeout: Duration) -> anyhow::Result<String> {
         let mut v = self.version.clone();
         let wait = v.wait_for(|v| v != seen);
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(v)) => Ok(v.clone()),
-            _ => Err(format!("no new certificate over SDS within {timeout:?}")),
+            _ => Err(anyhow!("no new certificate over SDS within {timeout:?}")),
         }
     }
 }
@@ -116,10 +123,10 @@ fn request(version: &str, nonce: &str, error: Option<String>) -> DiscoveryReques
 }
 
 /// The credentials in an SDS response: `default`'s chain and key, `ROOTCA`'s trust anchors.
-fn material(resp: &DiscoveryResponse) -> Result<Material, String> {
+fn material(resp: &DiscoveryResponse) -> anyhow::Result<Material> {
     let (mut chain, mut key, mut roots) = (None, None, None);
     for any in &resp.resources {
-        let s = Secret::decode(any.value.as_slice()).map_err(|e| format!("SDS secret: {e}"))?;
+        let s = Secret::decode(any.value.as_slice()).context("SDS secret")?;
         match s.r#type {
             Some(secret::Type::TlsCertificate(t)) if s.name == SDS_WORKLOAD_SECRET => {
                 chain = inline(t.certificate_chain);
@@ -128,17 +135,12 @@ fn material(resp: &DiscoveryResponse) -> Result<Material, String> {
             Some(secret::Type::ValidationContext(v)) if s.name == SDS_ROOT_SECRET => {
                 roots = inline(v.trusted_ca);
             }
-            _ => {
-                return Err(format!(
-                    "SDS secret {:?}: not one this sidecar asked for",
-                    s.name
-                ));
-            }
+            _ => bail!("SDS secret {:?}: not one this sidecar asked for", s.name),
         }
     }
     match (chain, key, roots) {
-        (Some(c), Some(k), Some(r)) => Material::from_pem(&c, &k, &r),
-        _ => Err("SDS response without inline default and ROOTCA".into()),
+        (Some(c), Some(k), Some(r)) => Ok(Material::from_pem(&c, &k, &r)?),
+        _ => bail!("SDS response without inline default and ROOTCA"),
     }
 }
 

@@ -4,6 +4,7 @@
 //! priorities, locality weights, host weights, health and the `tlsMode` metadata.
 
 use super::{Host, OutlierPolicy, Table, TlsPolicy, Upstream};
+use anyhow::{Context, bail};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
@@ -73,7 +74,7 @@ impl State {
                     self.clusters
                         .insert(r.name.clone(), (r.version.clone(), up));
                 }
-                Err(e) => error = Some(format!("{}: {e}", r.name)),
+                Err(e) => error = Some(format!("{}: {e:#}", r.name)),
             }
         }
         for n in &resp.removed_resources {
@@ -92,7 +93,7 @@ impl State {
                     self.endpoints
                         .insert(r.name.clone(), (r.version.clone(), hosts(&cla)));
                 }
-                Err(e) => error = Some(format!("{}: {e}", r.name)),
+                Err(e) => error = Some(format!("{}: {e:#}", r.name)),
             }
         }
         for n in &resp.removed_resources {
@@ -142,9 +143,9 @@ impl DeltaState for State {
     }
 }
 
-fn decode<M: Message + Default>(r: &Resource) -> Result<M, String> {
-    let any = r.resource.as_ref().ok_or("no resource")?;
-    M::decode(any.value.as_slice()).map_err(|e| e.to_string())
+fn decode<M: Message + Default>(r: &Resource) -> anyhow::Result<M> {
+    let any = r.resource.as_ref().context("no resource")?;
+    Ok(M::decode(any.value.as_slice())?)
 }
 
 fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
@@ -154,7 +155,7 @@ fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<D
 }
 
 /// What the sidecar takes from a Cluster (endpoints come from EDS).
-pub fn upstream(c: &Cluster) -> Result<Upstream, String> {
+pub fn upstream(c: &Cluster) -> anyhow::Result<Upstream> {
     let locality_weighted = c
         .common_lb_config
         .as_ref()
@@ -192,7 +193,7 @@ pub fn upstream(c: &Cluster) -> Result<Upstream, String> {
 }
 
 /// The transport socket for endpoints marked `tlsMode: istio`, if the cluster has one.
-fn tls_policy(c: &Cluster) -> Result<Option<TlsPolicy>, String> {
+fn tls_policy(c: &Cluster) -> anyhow::Result<Option<TlsPolicy>> {
     let Some(m) = c.transport_socket_matches.iter().find(|m| {
         m.r#match.as_ref().is_some_and(|s| {
             s.fields.get("tlsMode").and_then(|v| v.kind.as_ref())
@@ -211,9 +212,9 @@ fn tls_policy(c: &Cluster) -> Result<Option<TlsPolicy>, String> {
                 any,
             ),
         ) => any,
-        None => return Err("tlsMode-istio match without a transport socket".into()),
+        None => bail!("tlsMode-istio match without a transport socket"),
     };
-    let tls = UpstreamTlsContext::decode(any.value.as_slice()).map_err(|e| e.to_string())?;
+    let tls = UpstreamTlsContext::decode(any.value.as_slice())?;
     let sans = tls
         .common_tls_context
         .as_ref()
