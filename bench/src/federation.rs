@@ -1,6 +1,8 @@
 //! Federation benchmarks: how fast a remote endpoint change reaches the registry, and what
 //! the first full sync of a large multi-cluster state costs.
 
+use meshfed_federation::registry::{ClusterStatus, Status};
+use meshfed_model::admin::AdminClient;
 use meshfed_testbed::{ApiServer, ApiServerConfig};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -110,25 +112,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).ok()?;
-    let code = resp.split(' ').nth(1)?.parse().ok()?;
-    Some((
-        code,
-        resp.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    ))
-}
-
 /// First full sync of `clusters` x `services` x `endpoints` by a `meshfed federation` process.
 async fn scale(o: &FederationOptions) -> Result<Value, String> {
     let mut servers = Vec::new();
@@ -145,10 +128,10 @@ async fn scale(o: &FederationOptions) -> Result<Value, String> {
     servers[0]
         .write_kubeconfig(&kc)
         .map_err(|e| e.to_string())?;
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+    let admin_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .to_string();
+        .map_err(|e| e.to_string())?;
+    let admin = AdminClient::new(admin_addr);
     let started = Instant::now();
     let mut child = std::process::Command::new(&o.meshfed)
         .args([
@@ -158,7 +141,7 @@ async fn scale(o: &FederationOptions) -> Result<Value, String> {
             "--network",
             "network1",
             "--admin",
-            &admin,
+            &admin_addr.to_string(),
             "--kubeconfig",
         ])
         .arg(&kc)
@@ -171,21 +154,11 @@ async fn scale(o: &FederationOptions) -> Result<Value, String> {
     let deadline = started + Duration::from_secs(120);
     let (sync_s, endpoints) = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Some((200, body)) = tokio::task::spawn_blocking({
-            let admin = admin.clone();
-            move || http_get(&admin, "/debug/clusterz")
-        })
-        .await
-        .ok()
-        .flatten()
-        {
-            let clusters: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
-            let endpoints: u64 = clusters
-                .iter()
-                .filter_map(|c| c["endpoints"].as_u64())
-                .sum();
+        let status: Result<Vec<ClusterStatus>, _> = admin.json("/debug/clusterz").await;
+        if let Ok(clusters) = status {
+            let endpoints = clusters.iter().map(|c| c.endpoints as u64).sum::<u64>();
             if clusters.len() == o.clusters
-                && clusters.iter().all(|c| c["status"] == "synced")
+                && clusters.iter().all(|c| c.status == Status::Synced)
                 && endpoints as usize >= want
             {
                 break (started.elapsed().as_secs_f64(), endpoints);

@@ -7,6 +7,7 @@ use meshfed_certs::{
 };
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{Gateway, GatewayConfig, source};
+use meshfed_model::admin::AdminClient;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -198,24 +199,10 @@ impl Bed {
     }
 
     fn admin_get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.admin).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let code = resp
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
+        let a = AdminClient::new(self.admin)
+            .get_blocking(path)
+            .expect("admin answer");
+        (a.status, a.body)
     }
 
     fn metric(&self, series: &str) -> f64 {

@@ -23,6 +23,7 @@ use helloworld::Helloworld;
 use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadOptions,
 };
+use meshfed_model::admin::AdminClient;
 use objects::SamplePod;
 use procs::{Proc, Spec};
 use serde_json::json;
@@ -290,9 +291,8 @@ impl ClusterBed {
     async fn until_ready(&self, admin: SocketAddr) -> anyhow::Result<()> {
         let poll = async move {
             loop {
-                if let Ok(Ok(a)) = self.rt.spawn(http::get(admin, "/healthz/ready")).await
-                    && a.status == 200
-                {
+                let client = AdminClient::new(admin);
+                if let Ok(Ok(true)) = self.rt.spawn(async move { client.ready().await }).await {
                     return;
                 }
                 // An HTTP endpoint has nothing to await: poll it.

@@ -2,8 +2,7 @@
 //! processes, and reading an admin port.
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -98,22 +97,13 @@ pub fn create_remote_secret(kubeconfig: &Path, name: &str) -> String {
     ])
 }
 
-/// GET `path` on an admin port: the status code and the whole response.
+/// GET `path` on an admin port: the status code and the body.
 pub fn admin_get(admin: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, resp)
+    let addr = admin.parse().expect("an admin address");
+    let a = meshfed_model::admin::AdminClient::new(addr)
+        .get_blocking(path)
+        .expect("admin answer");
+    (a.status, a.body)
 }
 
 /// A free loopback port (for tools that cannot report the port they bound).

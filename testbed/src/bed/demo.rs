@@ -7,6 +7,7 @@ use super::{Backend, Bed, ClusterBed, HELLO_URL, HOST, READY, wait_table};
 use crate::OneLine;
 use crate::sidecar::Table;
 use anyhow::{Context, anyhow, bail};
+use meshfed_model::admin::AdminClient;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -515,14 +516,12 @@ async fn remote_secret_removal(bed: &Bed) -> Outcome {
     let took = removed.elapsed();
     let (versions, failures) = tally(c1, 10).await;
     let only_own = versions.get(&c1.spec.version) == Some(&10) && failures.is_empty();
+    let admin = AdminClient::new(c1.addrs.federation_admin);
     let status = c1
         .rt
-        .spawn(super::http::get(
-            c1.addrs.federation_admin,
-            "/debug/clusterz",
-        ))
+        .spawn(async move { admin.page("/debug/clusterz").await })
         .await??;
-    let forgotten = !status.body.contains(&format!("\"{}\"", c2.spec.name));
+    let forgotten = !status.contains(&format!("\"{}\"", c2.spec.name));
     let detail = format!(
         "{}'s remote secret deleted in {}: {} dropped it in {} ms ({} and {}'s gateway gone from its sidecar; \
          federation status {}); sleep in {}: {}",

@@ -1,5 +1,5 @@
-//! Plain HTTP/1.1 as the test bed's clients speak it: `curl -x SIDECAR URL` from sleep, and
-//! GETs of admin endpoints. One request per connection.
+//! Plain HTTP/1.1 as the test bed's sleep client speaks it: `curl -x SIDECAR URL`, one request
+//! per connection. (Admin endpoints are read with `meshfed_model::admin::AdminClient`.)
 
 use anyhow::{Context, anyhow};
 use std::collections::BTreeMap;
@@ -46,15 +46,6 @@ pub async fn via_proxy(proxy: SocketAddr, url: &str) -> anyhow::Result<Answer> {
     let head =
         format!("GET {url} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: meshfed-testbed\r\n\r\n");
     exchange(proxy, &head).await
-}
-
-/// `GET path` from `addr` (an admin endpoint).
-pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Answer> {
-    exchange(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
-    )
-    .await
 }
 
 async fn exchange(addr: SocketAddr, head: &str) -> anyhow::Result<Answer> {
