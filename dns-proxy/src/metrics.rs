@@ -1,7 +1,10 @@
 //! `meshfed_dns_*` series. Handles are registered once, so answering a query costs an atomic
 //! add, not a registry lookup.
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use std::sync::OnceLock;
 
 /// What became of a request.
@@ -70,6 +73,7 @@ pub fn global() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| {
         meshfed_model::telemetry::prometheus();
+        describe();
         Metrics {
             requests: PROTOCOLS.map(|p| {
                 OUTCOMES.map(|o| {
@@ -84,4 +88,57 @@ pub fn global() -> &'static Metrics {
             table_updates: counter!("meshfed_dns_name_table_updates_total"),
         }
     })
+}
+
+/// Help text for every series, registered before the first handle.
+fn describe() {
+    describe_counter!(
+        "meshfed_dns_requests_total",
+        "DNS requests, by protocol and outcome (local, forwarded, servfail, refused, formerr, dropped)."
+    );
+    describe_counter!(
+        "meshfed_dns_upstream_requests_total",
+        "Queries relayed to an upstream resolver, by protocol."
+    );
+    describe_counter!(
+        "meshfed_dns_upstream_failures_total",
+        "Relayed queries no upstream answered (SERVFAIL)."
+    );
+    describe_histogram!(
+        "meshfed_dns_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time for an upstream to answer."
+    );
+    describe_gauge!("meshfed_dns_names", "Mesh names in the NameTable.");
+    describe_counter!(
+        "meshfed_dns_name_table_updates_total",
+        "NameTables taken from NDS."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every series this component exports carries its help text on /metrics.
+    #[test]
+    fn every_series_has_help() {
+        super::global();
+        let page = meshfed_model::telemetry::prometheus().render();
+        let names: std::collections::BTreeSet<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("meshfed_dns_"))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(|n| {
+                n.trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+            })
+            .collect();
+        assert!(names.len() >= 5, "{page}");
+        for name in names {
+            assert!(
+                page.contains(&format!("# HELP {name} ")),
+                "{name} has no help:\n{page}"
+            );
+        }
+    }
 }

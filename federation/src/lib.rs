@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod controllers;
+pub mod metrics;
 pub mod registry;
 pub mod remote_secret;
 pub mod secrets;
@@ -102,7 +103,7 @@ impl Federation {
     /// an error naming it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         // Metrics recorded before the recorder exists are lost: install it first.
-        meshfed_model::telemetry::prometheus();
+        metrics::describe();
         let mut controllers =
             Controllers::start_on(self.registry.clone(), self.local, &self.config);
         let admin = tokio::spawn(admin::serve(self.admin, self.registry.clone()));

@@ -2,6 +2,7 @@
 //! data key a cluster id whose value is a kubeconfig (Istio's format). Each becomes a watched
 //! cluster; a change starts a new connection that replaces the old one once synced.
 
+use crate::metrics;
 use crate::registry::Registry;
 use crate::watch::{self, Target};
 use futures::StreamExt;
@@ -104,8 +105,7 @@ impl SecretController {
             tracing::info!(cluster = %id, %secret, "remote cluster removed");
             self.owned.remove(&id);
             self.registry.remove_cluster(&id);
-            metrics::counter!("meshfed_remote_secret_events_total", "event" => "delete")
-                .increment(1);
+            metrics::secret_event("delete");
         }
         self.registry.clear_conflicts(secret);
         for (id, kubeconfig) in clusters {
@@ -118,14 +118,12 @@ impl SecretController {
                     let msg = format!("cluster id {id} is already claimed by secret {}", o.secret);
                     tracing::warn!(%secret, "{msg}");
                     self.registry.set_conflict(&id, secret, msg);
-                    metrics::counter!("meshfed_remote_secret_events_total", "event" => "conflict")
-                        .increment(1);
+                    metrics::secret_event("conflict");
                 }
                 Some(o) if o.kubeconfig == kubeconfig => {}
                 known => {
                     let event = if known.is_some() { "update" } else { "add" };
-                    metrics::counter!("meshfed_remote_secret_events_total", "event" => event)
-                        .increment(1);
+                    metrics::secret_event(event);
                     self.connect(&id, secret, &kubeconfig).await;
                     self.owned.insert(
                         id,
@@ -158,8 +156,7 @@ impl SecretController {
             }
             Err(e) => {
                 tracing::warn!(cluster = %id, %secret, error = %e, "remote secret unusable");
-                metrics::counter!("meshfed_remote_secret_events_total", "event" => "error")
-                    .increment(1);
+                metrics::secret_event("error");
                 self.registry.set_error(id, generation, e);
             }
         }

@@ -1,7 +1,10 @@
 //! `meshfed_gateway_*` series. Handles are registered once, so the per-connection cost is an
 //! atomic add, not a registry lookup.
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use std::sync::OnceLock;
 
 /// How a downstream connection ended up.
@@ -83,6 +86,69 @@ pub fn global() -> &'static Metrics {
     static GLOBAL: OnceLock<Metrics> = OnceLock::new();
     GLOBAL.get_or_init(|| {
         meshfed_model::telemetry::prometheus();
+        describe();
         Metrics::new()
     })
+}
+
+/// Help text for every series, registered before the first handle.
+fn describe() {
+    describe_counter!(
+        "meshfed_gateway_connections_total",
+        "Downstream connections, by how they ended up (routed, no_sni, no_route, ...)."
+    );
+    describe_gauge!(
+        "meshfed_gateway_active_connections",
+        "Connections open now."
+    );
+    describe_counter!(
+        "meshfed_gateway_bytes_total",
+        Unit::Bytes,
+        "Bytes copied, by direction (to_upstream, to_downstream)."
+    );
+    describe_histogram!(
+        "meshfed_gateway_upstream_connect_seconds",
+        Unit::Seconds,
+        "Time to connect to an endpoint."
+    );
+    describe_counter!(
+        "meshfed_gateway_upstream_connect_failures_total",
+        "Endpoint connects that failed (the endpoint is set aside)."
+    );
+    describe_counter!(
+        "meshfed_gateway_route_reloads_total",
+        "Route table updates, by result (ok, error)."
+    );
+    describe_gauge!("meshfed_gateway_routes", "SNI names in the route table.");
+    describe_counter!(
+        "meshfed_gateway_clienthello_parse_failures_total",
+        "ClientHellos that could not be read, by reason."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every series this component exports carries its help text on /metrics.
+    #[test]
+    fn every_series_has_help() {
+        super::global();
+        let page = meshfed_model::telemetry::prometheus().render();
+        let names: std::collections::BTreeSet<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("meshfed_gateway_"))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(|n| {
+                n.trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+            })
+            .collect();
+        assert!(names.len() >= 5, "{page}");
+        for name in names {
+            assert!(
+                page.contains(&format!("# HELP {name} ")),
+                "{name} has no help:\n{page}"
+            );
+        }
+    }
 }

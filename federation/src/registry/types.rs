@@ -26,6 +26,19 @@ pub enum Status {
     Error,
 }
 
+impl Status {
+    /// As `/debug/clusterz` and `/metrics` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Syncing => "syncing",
+            Status::Synced => "synced",
+            Status::Timeout => "timeout",
+            Status::Unreachable => "unreachable",
+            Status::Error => "error",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServicePort {
     pub name: String,

@@ -2,9 +2,9 @@
 
 use super::delta::Delta;
 use super::generate::Push;
-use super::metrics;
 use super::node::Proxy;
 use super::sotw::Sotw;
+use crate::metrics;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use envoy_types::pb::envoy::service::discovery::v3::{

@@ -3,8 +3,8 @@
 //! names that went away.
 
 use super::generate::{Changes, Kind, Push, Resource, Resources, Subscription};
-use super::metrics;
 use super::node::Proxy;
+use crate::metrics;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
@@ -47,7 +47,7 @@ impl Delta {
         let first = !self.types.contains_key(&kind);
         let state = self.types.entry(kind).or_default();
         if let Some(err) = &req.error_detail {
-            metrics::nack(kind);
+            metrics::nack(kind.label());
             tracing::warn!(node = %self.proxy.id, r#type = kind.label(), nonce = %req.response_nonce,
                 error = %err.message, "NACK: the client keeps its last good version");
         }
@@ -112,7 +112,7 @@ impl Delta {
         if resources.is_empty() && removed.is_empty() {
             return None;
         }
-        metrics::sent(kind, "delta", resources.len());
+        metrics::sent(kind.label(), "delta", resources.len());
         self.nonces += 1;
         Some(DeltaDiscoveryResponse {
             system_version_info: push.version.to_string(),

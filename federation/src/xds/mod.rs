@@ -8,7 +8,6 @@ pub mod eds;
 pub mod generate;
 pub mod lds;
 pub mod locality;
-mod metrics;
 pub mod nds;
 pub mod node;
 pub mod pusher;
@@ -30,7 +29,7 @@ pub async fn serve(
     registry: Arc<Registry>,
     debounce: Debounce,
 ) -> Result<(), tonic::transport::Error> {
-    meshfed_model::telemetry::prometheus();
+    crate::metrics::describe();
     let first = pusher::build(&registry, 1, Instant::now());
     let (tx, rx) = watch::channel(Arc::new(first));
     let pusher = tokio::spawn(pusher::run(registry, tx, debounce));

@@ -74,7 +74,7 @@ pub async fn run(registry: Arc<Registry>, tx: watch::Sender<Arc<Push>>, debounce
         let push = push.follow(&last);
         drop(last);
         version += 1;
-        super::metrics::push_built(
+        crate::metrics::push_built(
             started.elapsed().as_secs_f64(),
             first.elapsed().as_secs_f64(),
         );

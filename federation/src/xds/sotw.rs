@@ -3,8 +3,8 @@
 //! ACKs it (or NACKs it with `error_detail`); one with an older nonce is stale and ignored.
 
 use super::generate::{Kind, Push, Resources, Subscription, name_table};
-use super::metrics;
 use super::node::Proxy;
+use crate::metrics;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, HashMap};
 
@@ -43,11 +43,11 @@ impl Sotw {
         };
         let state = self.types.entry(kind).or_default();
         if !req.response_nonce.is_empty() && req.response_nonce != state.nonce {
-            metrics::stale(kind);
+            metrics::stale(kind.label());
             return None;
         }
         if let Some(err) = &req.error_detail {
-            metrics::nack(kind);
+            metrics::nack(kind.label());
             tracing::warn!(node = %self.proxy.id, r#type = kind.label(), version = %req.version_info,
                 error = %err.message, "NACK: the client keeps its last good version");
             return None;
@@ -118,7 +118,7 @@ impl Sotw {
         } else {
             resources.values().map(|r| r.body.clone()).collect()
         };
-        metrics::sent(kind, "sotw", resources.len());
+        metrics::sent(kind.label(), "sotw", resources.len());
         DiscoveryResponse {
             version_info: push.version.to_string(),
             resources: bodies,
