@@ -145,3 +145,23 @@ fn ended(
         Err(_) => Error::Stopped { task },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part that panics is reported as a panic with its message, one that returns as stopped.
+    #[tokio::test]
+    async fn an_ended_task_is_named_and_a_panic_is_a_panic() {
+        let panicked = tokio::spawn(async { panic!("registry poisoned") }).await;
+        let err = ended("the xDS server", panicked.map(|()| Ok(())));
+        assert!(
+            matches!(&err, Error::Panicked { task: "the xDS server", message } if message == "registry poisoned"),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "the xDS server panicked: registry poisoned");
+        let returned = tokio::spawn(async {}).await;
+        let err = ended("the remote secret controller", returned.map(Ok));
+        assert_eq!(err.to_string(), "the remote secret controller stopped");
+    }
+}

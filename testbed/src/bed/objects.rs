@@ -7,10 +7,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
+use meshfed_model::labels::TLS_MODE;
 use serde_json::{Value, json};
-
-/// The label Istio's injector puts on pods with a sidecar.
-const TLS_MODE: &str = "security.istio.io/tlsMode";
 
 /// One pod of the sample namespace and the Service selecting it.
 #[derive(Debug, Clone)]
