@@ -159,7 +159,10 @@ mod tests {
             matches!(&err, Error::Panicked { task: "the xDS server", message } if message == "registry poisoned"),
             "{err}"
         );
-        assert_eq!(err.to_string(), "the xDS server panicked: registry poisoned");
+        assert_eq!(
+            err.to_string(),
+            "the xDS server panicked: registry poisoned"
+        );
         let returned = tokio::spawn(async {}).await;
         let err = ended("the remote secret controller", returned.map(Ok));
         assert_eq!(err.to_string(), "the remote secret controller stopped");
