@@ -23,7 +23,8 @@ Examples:
   meshfed federation --kubeconfig cluster1.kubeconfig --cluster-id cluster1 --network network1
   meshfed federation --cluster-id cluster2 --network network2 --system-namespace istio-system --admin 0.0.0.0:15014
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --stale-endpoint-ttl 10m --sync-timeout 30s
-  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms"
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --status 0.0.0.0:15021 --allow-insecure-kubeconfig-options"
 )]
 pub struct FederationArgs {
     /// Kubeconfig of the local cluster (default: in-cluster config, else $KUBECONFIG).
@@ -44,9 +45,18 @@ pub struct FederationArgs {
     /// Wait this long without further registry changes before pushing (at most 10x this).
     #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_PUSH_DEBOUNCE))]
     push_debounce: Dur,
-    /// Admin address: /healthz/ready, /metrics, /debug/clusterz, /debug/registryz.
+    /// Admin address: /healthz/ready, /metrics, /debug/clusterz, /debug/registryz (keep it
+    /// local, or reachable by Prometheus only: debug pages list every endpoint).
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
     admin: SocketAddr,
+    /// Public status address for probes: /healthz/ready and nothing else (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    status: Option<SocketAddr>,
+    /// Accept remote secrets whose kubeconfig runs a command (exec, auth-provider), reads a
+    /// local file (tokenFile, certificate or key paths) or skips TLS verification. Refused by
+    /// default, as Istio refuses them.
+    #[arg(long)]
+    allow_insecure_kubeconfig_options: bool,
     /// Drop the endpoints of a cluster unreachable this long (default: keep them, as Istio does).
     #[arg(long, value_name = "DURATION")]
     stale_endpoint_ttl: Option<Dur>,
@@ -65,14 +75,19 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         cfg.sync_timeout = args.sync_timeout.0;
         cfg.xds_listen = args.xds_listen;
         cfg.admin = args.admin;
+        cfg.status = args.status;
+        cfg.allow_insecure_kubeconfig_options = args.allow_insecure_kubeconfig_options;
         cfg.debounce = xds::Debounce::after(args.push_debounce.0);
         let (id, network) = (cfg.cluster_id.clone(), cfg.network.clone());
         let fed = Federation::bind(cfg, client).await?;
         let shutdown = crate::shutdown_signal();
         println!(
-            "federation for {id} on {network} (xds {}, admin {})",
+            "federation for {id} on {network} (xds {}, admin {}{})",
             show(fed.xds_addr()),
-            show(fed.admin_addr())
+            show(fed.admin_addr()),
+            fed.status_addr()
+                .map(|s| format!(", status {s}"))
+                .unwrap_or_default()
         );
         fed.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)

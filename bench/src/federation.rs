@@ -220,7 +220,9 @@ async fn propagation(o: &FederationOptions) -> Result<Value, String> {
 }
 
 async fn meshfed_federation_client(s: &ApiServer) -> Result<kube::Client, String> {
-    meshfed_federation::secrets::client_from_kubeconfig(&s.kubeconfig()).await
+    meshfed_federation::kubeconfig::client(&s.kubeconfig(), false)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn endpoints_of(s: &meshfed_federation::registry::Snapshot, host: &str) -> Vec<String> {

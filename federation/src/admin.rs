@@ -1,4 +1,5 @@
-//! The admin port: `/healthz/ready`, `/metrics`, `/debug/clusterz`, `/debug/registryz`.
+//! The admin port (`/healthz/ready`, `/metrics`, `/debug/clusterz`, `/debug/registryz`; local
+//! by default) and the public status port (`/healthz/ready` only, for probes).
 
 use crate::registry::Registry;
 use meshfed_model::admin::Reply;
@@ -7,6 +8,12 @@ use tokio::net::TcpListener;
 
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     meshfed_model::admin::serve(listener, move |path: &str| respond(path, &registry)).await
+}
+
+/// Health only: what the kubelet probes on the pod's address.
+pub async fn serve_status(listener: TcpListener, registry: Arc<Registry>) {
+    let route = move |path: &str| respond(path, &registry);
+    meshfed_model::admin::serve(listener, meshfed_model::admin::health_only(route)).await
 }
 
 fn respond(path: &str, registry: &Registry) -> Reply {
@@ -24,5 +31,29 @@ fn respond(path: &str, registry: &Registry) -> Reply {
             Reply::json(serde_json::to_string(&registry.snapshot()).unwrap_or_default())
         }
         _ => Reply::not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryConfig;
+    use meshfed_model::admin::AdminClient;
+
+    #[tokio::test]
+    async fn the_status_port_serves_readiness_and_no_debug_data() {
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            system_namespace: "istio-system".into(),
+            domain: "cluster.local".into(),
+            stale_endpoint_ttl: None,
+            sync_timeout: std::time::Duration::from_secs(30),
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let status = AdminClient::new(listener.local_addr().unwrap());
+        tokio::spawn(serve_status(listener, registry));
+        assert_eq!(status.get("/healthz/ready").await.unwrap().status, 503);
+        for path in ["/metrics", "/debug/clusterz", "/debug/registryz"] {
+            assert_eq!(status.get(path).await.unwrap().status, 404, "{path}");
+        }
     }
 }

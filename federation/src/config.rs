@@ -30,7 +30,11 @@ pub struct FederationConfig {
     pub sync_timeout: Duration,
     pub xds_listen: SocketAddr,
     pub admin: SocketAddr,
+    /// A public port serving `/healthz/ready` only (off unless given).
+    pub status: Option<SocketAddr>,
     pub debounce: Debounce,
+    /// Accept remote kubeconfigs that run commands, read local files or skip TLS checks.
+    pub allow_insecure_kubeconfig_options: bool,
 }
 
 impl FederationConfig {
@@ -44,7 +48,9 @@ impl FederationConfig {
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
             xds_listen: DEFAULT_XDS_LISTEN,
             admin: DEFAULT_ADMIN,
+            status: None,
             debounce: Debounce::after(DEFAULT_PUSH_DEBOUNCE),
+            allow_insecure_kubeconfig_options: false,
         }
     }
 

@@ -35,7 +35,12 @@ impl Controllers {
         let local_task = tokio::spawn(watch::run_cluster(local.clone(), target, true));
         registry.set_task(&cfg.cluster_id, generation, local_task.abort_handle());
         let secrets = tokio::spawn(
-            secrets::SecretController::new(registry.clone(), &cfg.cluster_id).run(local),
+            secrets::SecretController::new(
+                registry.clone(),
+                &cfg.cluster_id,
+                cfg.allow_insecure_kubeconfig_options,
+            )
+            .run(local),
         );
         Controllers {
             registry,

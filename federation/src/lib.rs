@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod controllers;
+pub mod kubeconfig;
 pub mod metrics;
 pub mod registry;
 pub mod remote_secret;
@@ -70,12 +71,17 @@ pub struct Federation {
     registry: Arc<Registry>,
     xds: TcpListener,
     admin: TcpListener,
+    status: Option<TcpListener>,
 }
 
 impl Federation {
     pub async fn bind(config: FederationConfig, local: Client) -> Result<Federation, Error> {
         let xds = bind(config.xds_listen).await?;
         let admin = bind(config.admin).await?;
+        let status = match config.status {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let registry = Arc::new(Registry::new(config.registry()));
         Ok(Federation {
             config,
@@ -83,6 +89,7 @@ impl Federation {
             registry,
             xds,
             admin,
+            status,
         })
     }
 
@@ -92,6 +99,10 @@ impl Federation {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.local_addr().ok()
+    }
+
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().and_then(|s| s.local_addr().ok())
     }
 
     /// The registry the controllers fill once running.
@@ -107,6 +118,9 @@ impl Federation {
         let mut controllers =
             Controllers::start_on(self.registry.clone(), self.local, &self.config);
         let admin = tokio::spawn(admin::serve(self.admin, self.registry.clone()));
+        let status = self
+            .status
+            .map(|s| tokio::spawn(admin::serve_status(s, self.registry.clone())));
         let mut xds = tokio::spawn(xds::serve(self.xds, self.registry, self.config.debounce));
         let result = tokio::select! {
             () = shutdown => Ok(()),
@@ -114,6 +128,9 @@ impl Federation {
             end = &mut xds => Err(ended("the xDS server", end)),
         };
         admin.abort();
+        if let Some(s) = &status {
+            s.abort();
+        }
         xds.abort();
         result
     }

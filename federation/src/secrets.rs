@@ -2,13 +2,12 @@
 //! data key a cluster id whose value is a kubeconfig (Istio's format). Each becomes a watched
 //! cluster; a change starts a new connection that replaces the old one once synced.
 
-use crate::metrics;
 use crate::registry::Registry;
 use crate::watch::{self, Target};
+use crate::{kubeconfig, metrics};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, ResourceExt};
@@ -23,16 +22,9 @@ struct Owned {
 pub struct SecretController {
     registry: Arc<Registry>,
     local_id: String,
+    /// `--allow-insecure-kubeconfig-options`: accept what [`kubeconfig::sanitize`] refuses.
+    allow_insecure: bool,
     owned: HashMap<String, Owned>,
-}
-
-/// A client from a kubeconfig held in a secret (inline CA and token, as Istio writes them).
-pub async fn client_from_kubeconfig(yaml: &str) -> Result<Client, String> {
-    let kc = Kubeconfig::from_yaml(yaml).map_err(|e| format!("invalid kubeconfig: {e}"))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("unusable kubeconfig: {e}"))?;
-    Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))
 }
 
 fn clusters_in(secret: &Secret) -> BTreeMap<String, String> {
@@ -45,10 +37,11 @@ fn clusters_in(secret: &Secret) -> BTreeMap<String, String> {
 }
 
 impl SecretController {
-    pub fn new(registry: Arc<Registry>, local_id: &str) -> Self {
+    pub fn new(registry: Arc<Registry>, local_id: &str, allow_insecure: bool) -> Self {
         SecretController {
             registry,
             local_id: local_id.to_string(),
+            allow_insecure,
             owned: HashMap::new(),
         }
     }
@@ -143,7 +136,7 @@ impl SecretController {
         let generation = self
             .registry
             .add_generation(id, secret, None, watch::kinds(false));
-        match client_from_kubeconfig(kubeconfig).await {
+        match kubeconfig::client(kubeconfig, self.allow_insecure).await {
             Ok(client) => {
                 let target = Target {
                     registry: self.registry.clone(),
@@ -157,7 +150,7 @@ impl SecretController {
             Err(e) => {
                 tracing::warn!(cluster = %id, %secret, error = %e, "remote secret unusable");
                 metrics::secret_event("error");
-                self.registry.set_error(id, generation, e);
+                self.registry.set_error(id, generation, e.to_string());
             }
         }
     }

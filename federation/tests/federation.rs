@@ -16,7 +16,7 @@ async fn server(name: &str) -> ApiServer {
 }
 
 async fn client(kubeconfig: &str) -> kube::Client {
-    meshfed_federation::secrets::client_from_kubeconfig(kubeconfig)
+    meshfed_federation::kubeconfig::client(kubeconfig, false)
         .await
         .unwrap()
 }

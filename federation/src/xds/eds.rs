@@ -27,8 +27,6 @@ struct Backend {
     place: Place,
 }
 
-/// The label Istio's sidecar injector puts on pods; EDS copies it into endpoint metadata.
-
 /// The ClusterLoadAssignment of `cluster` for `proxy`. `subset` is the DestinationRule
 /// subset's label selector (empty for no subset).
 pub fn load_assignment(
