@@ -10,6 +10,7 @@ use super::{cds, lds, nds};
 use crate::registry::Snapshot;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
+use meshfed_model::labels;
 use meshfed_proto::nds::NameTable;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -230,10 +231,11 @@ impl Push {
     }
 
     fn endpoints(&self, proxy: &Proxy) -> Resources {
-        // A router serves its own network only: remote endpoints are none of its business.
+        // A router serves its own network's mesh workloads only: remote endpoints are none of
+        // its business, and anything without a sidecar would make it an open relay.
         let local;
         let snapshot = if proxy.kind == ProxyKind::Router {
-            local = local_network(&self.snapshot, &proxy.network);
+            local = router_view(&self.snapshot, &proxy.network);
             &local
         } else {
             &self.snapshot
@@ -335,11 +337,18 @@ pub fn name_table(resources: &Resources) -> Any {
     }
 }
 
-fn local_network(snapshot: &Snapshot, network: &str) -> Snapshot {
+/// What an east-west gateway may route to: endpoints of its own network whose pod carries
+/// `security.istio.io/tlsMode: istio`, as Istio builds its AUTO_PASSTHROUGH (sni-dnat)
+/// clusters for mesh workloads only. A selector-less Service pointing at the API server or
+/// any other plain address is never reachable through the gateway.
+fn router_view(snapshot: &Snapshot, network: &str) -> Snapshot {
     let mut s = snapshot.clone();
     for svc in &mut s.services {
-        svc.endpoints
-            .retain(|e| e.network == network || e.network.is_empty());
+        svc.endpoints.retain(|e| {
+            (e.network == network || e.network.is_empty())
+                && e.labels.get(labels::TLS_MODE).map(String::as_str)
+                    == Some(labels::TLS_MODE_ISTIO)
+        });
     }
     s
 }
