@@ -39,10 +39,36 @@ impl Entry {
         }
     }
 
-    /// Holds readiness back: never synced, not broken for good, and still within the timeout.
+    /// The local cluster has no secret: its own connection, from the federation's config.
+    fn is_local(&self) -> bool {
+        self.secret.is_empty()
+    }
+
+    /// Holds readiness back. The local cluster, until it has synced: serving without it would
+    /// withdraw every local endpoint from clients that hold them. A remote one while it never
+    /// synced, is not broken for good, and is still within the timeout.
     fn blocks_readiness(&self, timeout: Duration) -> bool {
+        if self.is_local() {
+            return !self.ever_synced;
+        }
         !self.ever_synced && self.status != Status::Error && self.started.elapsed() <= timeout
     }
+
+    /// When a remote cluster that holds readiness back stops doing so by timing out.
+    fn gives_up_at(&self, timeout: Duration) -> Option<Instant> {
+        (!self.is_local() && self.blocks_readiness(timeout)).then(|| self.started + timeout)
+    }
+}
+
+/// Whether the registry may be served yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Not yet; `timeout_at` is when a remote cluster's sync timeout passes (the registry
+    /// changes, and may turn ready, without any event then).
+    Waiting {
+        timeout_at: Option<Instant>,
+    },
 }
 
 #[derive(Default)]
@@ -293,18 +319,41 @@ impl Registry {
         out
     }
 
-    /// Ready when every cluster has synced, failed for good, or is past the sync timeout.
-    /// Ready once the remote secrets were listed and no cluster holds readiness back (each
-    /// synced, failed, or past the sync timeout), as istiod waits for its secret controller.
+    /// Ready once the remote secrets were listed, the local cluster has synced, and every
+    /// remote cluster has synced, failed for good, or passed the sync timeout (as istiod waits
+    /// for its secret controller). The xDS server answers nothing before: a controller that
+    /// restarts while its API server is down must not withdraw what clients hold.
     pub fn ready(&self) -> bool {
+        matches!(self.readiness(), Readiness::Ready)
+    }
+
+    /// [`Registry::ready`], or when it may next become so without a registry change.
+    pub fn readiness(&self) -> Readiness {
         let inner = self.lock();
         let timeout = self.config.sync_timeout;
+        let entries = || {
+            inner
+                .active
+                .iter()
+                .filter_map(|(id, g)| inner.entries.get(&(id.clone(), *g)))
+        };
+        if inner.secrets_listed && entries().all(|e| !e.blocks_readiness(timeout)) {
+            return Readiness::Ready;
+        }
+        Readiness::Waiting {
+            timeout_at: entries().filter_map(|e| e.gives_up_at(timeout)).min(),
+        }
+    }
+
+    /// Every cluster has synced: what the registry lacks is gone, not merely unseen.
+    pub fn complete(&self) -> bool {
+        let inner = self.lock();
         inner.secrets_listed
             && inner
                 .active
                 .iter()
                 .filter_map(|(id, g)| inner.entries.get(&(id.clone(), *g)))
-                .all(|e| !e.blocks_readiness(timeout))
+                .all(|e| e.ever_synced && e.status == Status::Synced)
     }
 
     /// Called by the secret controller after its first list.

@@ -31,34 +31,48 @@ struct Mesh {
 }
 
 impl Mesh {
+    /// A served registry: the local cluster synced with services a and b, no remote secrets.
     async fn start() -> Mesh {
+        let mesh = Mesh::unsynced(Duration::from_secs(30)).await;
+        mesh.registry.mark_secrets_listed();
+        mesh.service("a", &["10.0.0.1"]);
+        mesh.service("b", &["10.0.0.2"]);
+        mesh.synced();
+        mesh
+    }
+
+    /// The xDS server over a registry whose local cluster has not listed yet (as after a
+    /// restart while the API server is down); remote clusters time out after `sync_timeout`.
+    async fn unsynced(sync_timeout: Duration) -> Mesh {
         let registry = Arc::new(Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
             stale_endpoint_ttl: None,
-            sync_timeout: Duration::from_secs(30),
+            sync_timeout,
         }));
         let generation = registry.add_generation("cluster1", "", Some("network1".into()), 1);
-        registry.listed(
-            "cluster1",
-            generation,
-            meshfed_federation::registry::Kind::Service,
-        );
         registry.update("cluster1", generation, |d| {
             d.nodes
                 .insert("node1".into(), Locality::new("region1", "zone1", ""));
         });
-        let mesh = Mesh {
-            registry: registry.clone(),
-            generation,
-            url: String::new(),
-        };
-        mesh.service("a", &["10.0.0.1"]);
-        mesh.service("b", &["10.0.0.2"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(xds::serve(listener, registry, xds::Debounce::default()));
-        Mesh { url, ..mesh }
+        tokio::spawn(xds::serve(
+            listener,
+            registry.clone(),
+            xds::Debounce::default(),
+        ));
+        Mesh {
+            registry,
+            generation,
+            url,
+        }
+    }
+
+    /// The local cluster has listed everything.
+    fn synced(&self) {
+        let kind = meshfed_federation::registry::Kind::Service;
+        self.registry.listed("cluster1", self.generation, kind);
     }
 
     /// Service `name` in namespace `ns` with ready endpoints at `ips` (replacing any before).
@@ -431,4 +445,92 @@ async fn nds_state_of_the_world_is_one_table_and_delta_one_entry_per_host() {
     let mut names: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["a.ns.svc.cluster.local", "b.ns.svc.cluster.local"]);
+}
+
+/// A federation restarted while its API server is down must not withdraw what clients hold:
+/// nothing is answered until the local cluster has synced, so the first answer is the whole
+/// state (on an earlier main the first answer was an empty table and the gateway dropped every
+/// route). `/healthz/ready` follows the same rule.
+#[tokio::test]
+async fn nothing_is_served_until_the_local_cluster_has_synced() {
+    let mesh = Mesh::unsynced(Duration::from_millis(50)).await;
+    mesh.registry.mark_secrets_listed();
+    let mut c = Delta::open(&mesh).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: CLUSTER_TYPE.into(),
+        ..Default::default()
+    })
+    .await;
+    // Past the sync timeout: only remote clusters may time out, never the local one.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!mesh.registry.ready(), "ready without the local cluster");
+    mesh.service("a", &["10.0.0.1"]);
+    mesh.service("b", &["10.0.0.2"]);
+    mesh.synced();
+    let first = c.next().await;
+    let mut names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [CLUSTER_A, CLUSTER_B],
+        "the first answer is the synced state"
+    );
+    assert!(first.removed_resources.is_empty());
+    assert!(mesh.registry.ready());
+}
+
+/// A delta client resuming with `initial_resource_versions` is not told that a remote
+/// cluster's resources were removed while that cluster has not synced again (it timed out);
+/// once it has synced, what is really gone is removed.
+#[tokio::test]
+async fn a_resuming_client_keeps_what_an_unsynced_cluster_had() {
+    let mesh = Mesh::unsynced(Duration::from_millis(50)).await;
+    mesh.service("a", &["10.0.0.1"]);
+    mesh.synced();
+    let remote = mesh.registry.add_generation("cluster2", "secret2", None, 1);
+    mesh.registry.mark_secrets_listed();
+    let remote_only = "outbound|80||r.ns.svc.cluster.local";
+    let gone = "outbound|80||gone.ns.svc.cluster.local";
+    let held = [CLUSTER_A, remote_only, gone]
+        .map(|n| (n.to_string(), "0".to_string()))
+        .into_iter()
+        .collect();
+    let mut c = Delta::open(&mesh).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: CLUSTER_TYPE.into(),
+        initial_resource_versions: held,
+        ..Default::default()
+    })
+    .await;
+    let first = c.next().await; // served once cluster2 passed its sync timeout
+    assert_eq!(first.resources.len(), 1, "a, in its current version");
+    assert!(
+        first.removed_resources.is_empty(),
+        "{:?}",
+        first.removed_resources
+    );
+    c.ack(&first).await;
+
+    // cluster2 syncs with r: the push is complete, so `gone` is removed and r is sent.
+    mesh.registry.update("cluster2", remote, |d| {
+        let svc = meshfed_federation::registry::ServiceInfo {
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 80,
+            }],
+            labels: Default::default(),
+            cluster_ip: Some("10.97.0.1".into()),
+            external_addresses: vec![],
+        };
+        d.services.insert(("ns".into(), "r".into()), svc);
+    });
+    mesh.registry.listed(
+        "cluster2",
+        remote,
+        meshfed_federation::registry::Kind::Service,
+    );
+    let settled = c.next().await;
+    assert_eq!(settled.removed_resources, [gone]);
+    let sent: Vec<&str> = settled.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(sent, [remote_only]);
 }

@@ -15,12 +15,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+/// The pushes streams follow: None until the registry is ready to be served.
+pub type Pushes = watch::Receiver<Option<Arc<Push>>>;
+
 pub struct Ads {
-    pushes: watch::Receiver<Arc<Push>>,
+    pushes: Pushes,
 }
 
 impl Ads {
-    pub fn new(pushes: watch::Receiver<Arc<Push>>) -> Ads {
+    pub fn new(pushes: Pushes) -> Ads {
         Ads { pushes }
     }
 }
@@ -134,12 +137,10 @@ impl Stream for Delta {
     }
 }
 
-/// Serves one stream: the first request names the client; then requests and pushes, in turn.
-async fn serve<S: Stream>(
-    mut inbound: Streaming<S::Req>,
-    tx: Out<S::Resp>,
-    mut pushes: watch::Receiver<Arc<Push>>,
-) where
+/// Serves one stream: the first request names the client; nothing is answered until the
+/// first push exists (the registry is ready); then requests and pushes, in turn.
+async fn serve<S: Stream>(mut inbound: Streaming<S::Req>, tx: Out<S::Resp>, mut pushes: Pushes)
+where
     Streaming<S::Req>: Send,
 {
     let Ok(Some(first)) = inbound.message().await else {
@@ -155,8 +156,15 @@ async fn serve<S: Stream>(
     };
     let _connected = Connected::new(S::MODE);
     tracing::debug!(node = %conn.proxy_id(), mode = S::MODE, "stream");
-    let push = pushes.borrow_and_update().clone();
-    let mut out: Vec<S::Resp> = conn.request(&first, &push).into_iter().collect();
+    let mut early = vec![first];
+    let Some(push) = first_push(&mut inbound, &mut pushes, &mut early).await else {
+        return;
+    };
+    let mut out: Vec<S::Resp> = early
+        .iter()
+        .filter_map(|r| conn.request(r, &push))
+        .collect();
+    drop(early);
     loop {
         for r in out.drain(..) {
             if tx.send(Ok(r)).await.is_err() {
@@ -166,16 +174,43 @@ async fn serve<S: Stream>(
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
-                    let push = pushes.borrow().clone();
-                    out.extend(conn.request(&req, &push));
+                    if let Some(push) = pushes.borrow().clone() {
+                        out.extend(conn.request(&req, &push));
+                    }
                 }
                 _ => return,
             },
             changed = pushes.changed() => {
                 if changed.is_err() { return; }
-                let push = pushes.borrow_and_update().clone();
-                out = conn.push(&push);
+                if let Some(push) = pushes.borrow_and_update().clone() {
+                    out = conn.push(&push);
+                }
             }
+        }
+    }
+}
+
+/// Requests kept while waiting for the first push: one per type is what a client sends.
+const MAX_EARLY_REQUESTS: usize = 32;
+
+/// Waits for the first push, keeping the requests that arrive meanwhile (each type's first
+/// subscription) to answer once it exists. None when the client leaves first, or sends more
+/// than any client needs to before an answer.
+async fn first_push<R>(
+    inbound: &mut Streaming<R>,
+    pushes: &mut Pushes,
+    early: &mut Vec<R>,
+) -> Option<Arc<Push>> {
+    loop {
+        if let Some(push) = pushes.borrow_and_update().clone() {
+            return Some(push);
+        }
+        tokio::select! {
+            changed = pushes.changed() => changed.ok()?,
+            msg = inbound.message() => early.push(msg.ok()??),
+        }
+        if early.len() > MAX_EARLY_REQUESTS {
+            return None;
         }
     }
 }

@@ -8,13 +8,17 @@ use crate::metrics;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Default)]
 struct TypeState {
     sub: Subscription,
     /// What the client holds: name -> version.
     held: BTreeMap<String, String>,
+    /// Names the client said it held when it (re)connected and this stream has not sent:
+    /// while a push is not complete (a cluster has not synced), their absence may only mean
+    /// the controller restarted and has not seen them yet, so they are not removed.
+    resumed: BTreeSet<String>,
     /// The push whose resources `held` matches exactly (0: none), so the next push's
     /// precomputed changes can be sent without comparing every resource.
     base: u64,
@@ -53,6 +57,7 @@ impl Delta {
         }
         if first {
             state.held = req.initial_resource_versions.clone().into_iter().collect();
+            state.resumed = state.held.keys().cloned().collect();
             state.sub.wildcard =
                 req.resource_names_subscribe.is_empty() && kind.wildcard_when_empty();
         }
@@ -72,6 +77,7 @@ impl Delta {
             } else {
                 state.sub.names.remove(name);
                 state.held.remove(name);
+                state.resumed.remove(name);
             }
         }
         if !first && !changed {
@@ -98,7 +104,9 @@ impl Delta {
     /// What the client lacks or holds in an older version, and what it holds that is gone.
     fn diff(&mut self, kind: Kind, push: &Push) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(&kind)?;
-        let follows = state.base != 0 && state.base + 1 == push.version;
+        // A complete push settles resumed names the client still holds: compare everything.
+        let settles = push.complete && !state.resumed.is_empty();
+        let follows = state.base != 0 && state.base + 1 == push.version && !settles;
         let changes = if follows {
             push.changes(&self.proxy, kind)
         } else {
@@ -106,7 +114,10 @@ impl Delta {
         };
         let (resources, removed) = match changes {
             Some(c) => changes_for(state, &c),
-            None => full_diff(state, &push.resources(&self.proxy, kind, &state.sub)),
+            None => {
+                let now = push.resources(&self.proxy, kind, &state.sub);
+                full_diff(state, &now, push.complete)
+            }
         };
         state.base = push.version;
         if resources.is_empty() && removed.is_empty() {
@@ -160,19 +171,28 @@ fn changes_for(state: &mut TypeState, c: &Changes) -> (Vec<DeltaResource>, Vec<S
     (resources, removed)
 }
 
-/// Compares every subscribed resource with what the client holds.
-fn full_diff(state: &mut TypeState, now: &Resources) -> (Vec<DeltaResource>, Vec<String>) {
+/// Compares every subscribed resource with what the client holds. A resumed name that is
+/// missing is removed only from a `complete` push.
+fn full_diff(
+    state: &mut TypeState,
+    now: &Resources,
+    complete: bool,
+) -> (Vec<DeltaResource>, Vec<String>) {
     let mut resources = Vec::new();
     for (name, r) in now {
+        state.resumed.remove(name);
         if state.held.get(name) != Some(&r.version) {
             resources.push(resource(r));
             state.held.insert(name.clone(), r.version.clone());
         }
     }
+    if complete {
+        state.resumed.clear();
+    }
     let removed: Vec<String> = state
         .held
         .keys()
-        .filter(|n| !now.contains_key(*n))
+        .filter(|n| !now.contains_key(*n) && !state.resumed.contains(*n))
         .cloned()
         .collect();
     for n in &removed {

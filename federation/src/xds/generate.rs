@@ -116,6 +116,9 @@ pub struct Push {
     pub snapshot: Snapshot,
     pub rules: Vec<Rule>,
     pub domain: String,
+    /// Built while every cluster was synced: a name missing here is gone (see
+    /// [`crate::registry::Registry::complete`]).
+    pub complete: bool,
     vips: BTreeMap<String, (Ipv4Addr, Ipv6Addr)>,
     cache: Mutex<HashMap<(ProxyKey, Kind), Arc<Resources>>>,
     /// The previous push's resources (not the push itself: no chain of pushes is kept), so
@@ -146,11 +149,18 @@ impl Push {
             snapshot,
             rules,
             domain: domain.to_string(),
+            complete: true,
             vips,
             cache: Mutex::new(HashMap::new()),
             previous: HashMap::new(),
             changes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether every cluster had synced when this push was built.
+    pub fn complete(mut self, complete: bool) -> Push {
+        self.complete = complete;
+        self
     }
 
     /// Remembers `previous`'s resources so that [`Push::changes`] can answer.

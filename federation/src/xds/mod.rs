@@ -17,7 +17,6 @@ pub mod sotw;
 use crate::registry::Registry;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -30,8 +29,7 @@ pub async fn serve(
     debounce: Debounce,
 ) -> Result<(), tonic::transport::Error> {
     crate::metrics::describe();
-    let first = pusher::build(&registry, 1, Instant::now());
-    let (tx, rx) = watch::channel(Arc::new(first));
+    let (tx, rx) = watch::channel(None);
     let pusher = tokio::spawn(pusher::run(registry, tx, debounce));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()

@@ -3,7 +3,7 @@
 
 use super::generate::Push;
 use super::rules::Rule;
-use crate::registry::Registry;
+use crate::registry::{Readiness, Registry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,12 +42,43 @@ pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
         .iter()
         .filter_map(|(ns, name, obj)| Rule::from_object(ns, name, obj, &domain))
         .collect();
-    Push::new(version, changed_at, registry.snapshot(), rules, &domain)
+    let complete = registry.complete();
+    Push::new(version, changed_at, registry.snapshot(), rules, &domain).complete(complete)
 }
 
-pub async fn run(registry: Arc<Registry>, tx: watch::Sender<Arc<Push>>, debounce: Debounce) {
+/// Waits until the registry may be served ([`Registry::readiness`]): on every change, and
+/// when the next remote cluster's sync timeout passes.
+async fn until_ready(registry: &Registry) {
     let mut changes = registry.subscribe();
-    let mut version = tx.borrow().version;
+    loop {
+        let timeout_at = match registry.readiness() {
+            Readiness::Ready => return,
+            Readiness::Waiting { timeout_at } => timeout_at,
+        };
+        let timed_out = async {
+            match timeout_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            () = timed_out => {}
+        }
+    }
+}
+
+/// Publishes the first push once the registry is ready, then one per (debounced) change.
+pub async fn run(
+    registry: Arc<Registry>,
+    tx: watch::Sender<Option<Arc<Push>>>,
+    debounce: Debounce,
+) {
+    until_ready(&registry).await;
+    let mut changes = registry.subscribe();
+    changes.borrow_and_update();
+    let mut last = Arc::new(build(&registry, 1, Instant::now()));
+    tx.send_replace(Some(last.clone()));
     loop {
         if changes.changed().await.is_err() {
             return;
@@ -65,20 +96,28 @@ pub async fn run(registry: Arc<Registry>, tx: watch::Sender<Arc<Push>>, debounce
         }
         changes.borrow_and_update();
         let started = Instant::now();
-        let last = tx.borrow().clone();
-        let push = build(&registry, version + 1, first);
-        if last.snapshot == push.snapshot && last.rules == push.rules {
-            tracing::debug!(version, "registry changed but the pushed state did not");
+        let push = build(&registry, last.version + 1, first);
+        if last.snapshot == push.snapshot
+            && last.rules == push.rules
+            && last.complete == push.complete
+        {
+            tracing::debug!(
+                version = last.version,
+                "registry changed but the pushed state did not"
+            );
             continue;
         }
-        let push = push.follow(&last);
-        drop(last);
-        version += 1;
+        let push = Arc::new(push.follow(&last));
         crate::metrics::push_built(
             started.elapsed().as_secs_f64(),
             first.elapsed().as_secs_f64(),
         );
-        tracing::debug!(version, services = push.snapshot.services.len(), "push");
-        tx.send_replace(Arc::new(push));
+        tracing::debug!(
+            version = push.version,
+            services = push.snapshot.services.len(),
+            "push"
+        );
+        tx.send_replace(Some(push.clone()));
+        last = push;
     }
 }
