@@ -2,9 +2,10 @@
 //! (a registry snapshot and the DestinationRules) and shared by every proxy that would get
 //! the same ones.
 
+use super::cache_key::{self, CacheKey};
 use super::eds;
 use super::locality::{LocalityPolicy, Place};
-use super::node::{Generator, Proxy, ProxyKey, ProxyKind};
+use super::node::{Generator, Proxy, ProxyKind};
 use super::rules::Rule;
 use super::{cds, lds, nds};
 use crate::registry::Snapshot;
@@ -108,6 +109,9 @@ impl Subscription {
     }
 }
 
+/// Distinct builds kept per push and kind of key (see [`cache_key`]).
+pub const MAX_CACHED: usize = 1024;
+
 /// One state of the mesh, as pushed to every client.
 pub struct Push {
     pub version: u64,
@@ -120,11 +124,15 @@ pub struct Push {
     /// [`crate::registry::Registry::complete`]).
     pub complete: bool,
     vips: BTreeMap<String, (Ipv4Addr, Ipv6Addr)>,
-    cache: Mutex<HashMap<(ProxyKey, Kind), Arc<Resources>>>,
+    /// Proxy labels some `failoverPriority` reads: part of the EDS cache key.
+    label_keys: BTreeSet<String>,
+    /// At most [`MAX_CACHED`] builds; past it, resources are built per client (the cost is
+    /// CPU, not memory that grows with the number of distinct clients).
+    cache: Mutex<HashMap<CacheKey, Arc<Resources>>>,
     /// The previous push's resources (not the push itself: no chain of pushes is kept), so
     /// that what changed is worked out once per kind of proxy rather than once per client.
-    previous: HashMap<(ProxyKey, Kind), Arc<Resources>>,
-    changes: Mutex<HashMap<(ProxyKey, Kind), Arc<Changes>>>,
+    previous: HashMap<CacheKey, Arc<Resources>>,
+    changes: Mutex<HashMap<CacheKey, Arc<Changes>>>,
 }
 
 /// What changed for one kind of proxy between the previous push and this one.
@@ -143,6 +151,7 @@ impl Push {
         domain: &str,
     ) -> Push {
         let vips = nds::vips(snapshot.services.iter().map(|s| s.hostname.as_str()));
+        let label_keys = cache_key::failover_labels(&rules);
         Push {
             version,
             changed_at,
@@ -151,6 +160,7 @@ impl Push {
             domain: domain.to_string(),
             complete: true,
             vips,
+            label_keys,
             cache: Mutex::new(HashMap::new()),
             previous: HashMap::new(),
             changes: Mutex::new(HashMap::new()),
@@ -175,7 +185,7 @@ impl Push {
         if matches!(kind, Kind::Listener | Kind::Route) {
             return None; // built per subscription, not cached
         }
-        let key = (proxy.key(), kind);
+        let key = cache_key::key(proxy, kind, &self.label_keys);
         let before = self.previous.get(&key)?.clone();
         if let Some(c) = lock(&self.changes).get(&key) {
             return Some(c.clone());
@@ -213,21 +223,29 @@ impl Push {
 
     /// Every resource of `kind` for proxies like `proxy`, built once per push.
     pub fn all(&self, proxy: &Proxy, kind: Kind) -> Arc<Resources> {
-        let key = (proxy.key(), kind);
+        let key = cache_key::key(proxy, kind, &self.label_keys);
         let mut cache = lock(&self.cache);
         if let Some(r) = cache.get(&key) {
             return r.clone();
         }
+        if cache.len() >= MAX_CACHED {
+            drop(cache);
+            return Arc::new(self.build(proxy, kind));
+        }
         // Built under the lock: a thousand clients woken by one push wait for one build
         // rather than each doing it.
-        let built = Arc::new(match kind {
+        let built = Arc::new(self.build(proxy, kind));
+        cache.insert(key, built.clone());
+        built
+    }
+
+    fn build(&self, proxy: &Proxy, kind: Kind) -> Resources {
+        match kind {
             Kind::Cluster => self.clusters(proxy),
             Kind::Endpoint => self.endpoints(proxy),
             Kind::NameTable => self.names(proxy),
             Kind::Listener | Kind::Route => Resources::new(),
-        });
-        cache.insert(key, built.clone());
-        built
+        }
     }
 
     fn clusters(&self, proxy: &Proxy) -> Resources {

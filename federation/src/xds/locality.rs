@@ -78,6 +78,15 @@ pub struct Place {
     pub weight: u32,
 }
 
+/// The `failoverPriority` keys a place answers from its own topology, not its labels.
+pub const TOPOLOGY_KEYS: [&str; 5] = [
+    label::REGION,
+    label::ZONE,
+    label::SUBZONE,
+    label::NETWORK,
+    label::CLUSTER,
+];
+
 impl Place {
     /// A `failoverPriority` label: topology keys come from the place itself, others from labels.
     fn label(&self, key: &str) -> Option<&str> {

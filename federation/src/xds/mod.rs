@@ -2,6 +2,7 @@
 //! (for gRPC's proxyless clients) and NDS, built per client from the merged registry.
 
 pub mod ads;
+pub mod cache_key;
 pub mod cds;
 pub mod delta;
 pub mod eds;

@@ -33,18 +33,6 @@ pub struct Proxy {
     pub labels: BTreeMap<String, String>,
 }
 
-/// What makes two proxies get the same resources: generation is shared between them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProxyKey {
-    pub kind: ProxyKind,
-    pub generator: Generator,
-    pub namespace: String,
-    pub cluster_id: String,
-    pub network: String,
-    pub locality: Locality,
-    pub labels: BTreeMap<String, String>,
-}
-
 impl Proxy {
     /// Reads the node of a client's first request. The id must be Istio's
     /// `TYPE~IP~POD.NS~NS.svc.DOMAIN`; metadata `NAMESPACE` wins over the id's namespace.
@@ -90,18 +78,6 @@ impl Proxy {
             generator,
             labels: metadata_labels(node),
         })
-    }
-
-    pub fn key(&self) -> ProxyKey {
-        ProxyKey {
-            kind: self.kind,
-            generator: self.generator,
-            namespace: self.namespace.clone(),
-            cluster_id: self.cluster_id.clone(),
-            network: self.network.clone(),
-            locality: self.locality.clone(),
-            labels: self.labels.clone(),
-        }
     }
 }
 

@@ -1,0 +1,150 @@
+//! What each kind of resource depends on of a proxy. Proxies with equal keys share one build
+//! per push, so the builds (and the memory they take) follow the number of distinct places
+//! in the mesh, not the number of clients: 2,000 clients with 2,000 label sets share one EDS
+//! build unless a `failoverPriority` rule names one of those labels.
+
+use super::generate::Kind;
+use super::locality::{LocalityPolicy, TOPOLOGY_KEYS};
+use super::node::{Generator, Proxy, ProxyKind};
+use super::rules::Rule;
+use meshfed_model::Locality;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    kind: Kind,
+    proxy_kind: Option<ProxyKind>,
+    generator: Option<Generator>,
+    namespace: Option<String>,
+    cluster_id: Option<String>,
+    network: Option<String>,
+    locality: Option<Locality>,
+    /// Only the labels some `failoverPriority` names.
+    labels: Vec<(String, String)>,
+}
+
+/// The key of `proxy`'s resources of `kind`; `label_keys` from [`failover_labels`].
+pub fn key(proxy: &Proxy, kind: Kind, label_keys: &BTreeSet<String>) -> CacheKey {
+    let mut k = CacheKey {
+        kind,
+        proxy_kind: None,
+        generator: None,
+        namespace: None,
+        cluster_id: None,
+        network: None,
+        locality: None,
+        labels: Vec::new(),
+    };
+    match kind {
+        // Which rule applies (by namespace), the dialect, and the proxy kind's cluster names.
+        Kind::Cluster => {
+            k.proxy_kind = Some(proxy.kind);
+            k.generator = Some(proxy.generator);
+            k.namespace = Some(proxy.namespace.clone());
+        }
+        // The rules, plus where the proxy is: locality priorities, its network's gateways.
+        Kind::Endpoint => {
+            k.proxy_kind = Some(proxy.kind);
+            k.namespace = Some(proxy.namespace.clone());
+            k.cluster_id = Some(proxy.cluster_id.clone());
+            k.network = Some(proxy.network.clone());
+            k.locality = Some(proxy.locality.clone());
+            k.labels = label_keys
+                .iter()
+                .filter_map(|l| Some((l.clone(), proxy.labels.get(l)?.clone())))
+                .collect();
+        }
+        // Local services answer their ClusterIP: only the proxy's cluster matters.
+        Kind::NameTable => k.cluster_id = Some(proxy.cluster_id.clone()),
+        // Built per subscription, never cached; the key is not used.
+        Kind::Listener | Kind::Route => {
+            k.generator = Some(proxy.generator);
+            k.namespace = Some(proxy.namespace.clone());
+        }
+    }
+    k
+}
+
+/// The proxy labels any rule's `failoverPriority` reads (topology keys come from the
+/// proxy's locality, network and cluster, which the key holds anyway).
+pub fn failover_labels(rules: &[Rule]) -> BTreeSet<String> {
+    rules
+        .iter()
+        .flat_map(|r| {
+            std::iter::once(&r.traffic_policy).chain(r.subsets.iter().map(|s| &s.traffic_policy))
+        })
+        .flat_map(|tp| LocalityPolicy::from_traffic_policy(tp).failover_priority)
+        .map(|entry| entry.split('=').next().unwrap_or_default().to_string())
+        .filter(|k| !TOPOLOGY_KEYS.contains(&k.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn proxy(labels: &[(&str, &str)]) -> Proxy {
+        Proxy {
+            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
+            kind: ProxyKind::Sidecar,
+            ip: "10.0.0.1".into(),
+            namespace: "ns".into(),
+            cluster_id: "cluster1".into(),
+            network: "network1".into(),
+            locality: Locality::new("r", "z", ""),
+            generator: Generator::Envoy,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn labels_split_eds_builds_only_when_failover_priority_names_them() {
+        let (a, b) = (
+            proxy(&[("app", "a"), ("team", "x")]),
+            proxy(&[("app", "b"), ("team", "x")]),
+        );
+        let none = BTreeSet::new();
+        for kind in [Kind::Cluster, Kind::Endpoint, Kind::NameTable] {
+            assert_eq!(key(&a, kind, &none), key(&b, kind, &none), "{kind:?}");
+        }
+        let rule = Rule::from_object(
+            "ns",
+            "r",
+            &json!({"spec": {"host": "h", "trafficPolicy": {"loadBalancer": {"localityLbSetting":
+                {"failoverPriority": ["topology.istio.io/network", "app=a"]}}}}}),
+            "cluster.local",
+        )
+        .unwrap();
+        let keys = failover_labels(&[rule]);
+        assert_eq!(keys.iter().collect::<Vec<_>>(), ["app"]);
+        assert_ne!(
+            key(&a, Kind::Endpoint, &keys),
+            key(&b, Kind::Endpoint, &keys)
+        );
+        assert_eq!(key(&a, Kind::Cluster, &keys), key(&b, Kind::Cluster, &keys));
+    }
+
+    #[test]
+    fn what_each_kind_depends_on_splits_its_builds() {
+        let a = proxy(&[]);
+        let mut b = proxy(&[]);
+        b.locality = Locality::new("r2", "z", "");
+        let none = BTreeSet::new();
+        assert_eq!(key(&a, Kind::Cluster, &none), key(&b, Kind::Cluster, &none));
+        assert_ne!(
+            key(&a, Kind::Endpoint, &none),
+            key(&b, Kind::Endpoint, &none)
+        );
+        b.cluster_id = "cluster2".into();
+        assert_ne!(
+            key(&a, Kind::NameTable, &none),
+            key(&b, Kind::NameTable, &none)
+        );
+        b.namespace = "other".into();
+        assert_ne!(key(&a, Kind::Cluster, &none), key(&b, Kind::Cluster, &none));
+    }
+}
