@@ -120,16 +120,30 @@ impl AdminClient {
         self.page("/metrics").await
     }
 
-    /// [`AdminClient::get`] for callers without a runtime (the CLI, plain tests).
+    /// [`AdminClient::get`] for callers that do not await (the CLI, plain tests). It runs on
+    /// a thread of its own, so it also works from inside a runtime (which a nested
+    /// `block_on` would not).
     pub fn get_blocking(&self, path: &str) -> Result<Answer, ClientError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| ClientError::Io {
-                addr: self.addr,
-                source,
-            })?;
-        runtime.block_on(self.get(path))
+        let client = *self;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| ClientError::Io {
+                        addr: client.addr,
+                        source,
+                    })?;
+                runtime.block_on(client.get(path))
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(ClientError::Malformed {
+                    addr: client.addr,
+                    what: "the client thread panicked",
+                })
+            })
+        })
     }
 }
 
@@ -205,6 +219,16 @@ mod tests {
         assert_eq!(parse(chunked).map(|a| a.body), Ok("abcde".into()));
         assert!(parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab").is_err());
+    }
+
+    /// The CLI tests and the gateway tests call it from plain and from async code alike.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_blocking_get_works_inside_a_runtime() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = AdminClient::new(listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, |_: &str| Reply::text(200, "ok")));
+        let answer = client.get_blocking("/");
+        assert_eq!(answer.unwrap().body, "ok");
     }
 
     #[tokio::test]
