@@ -24,7 +24,8 @@ Examples:
   meshfed federation --cluster-id cluster2 --network network2 --system-namespace istio-system --admin 0.0.0.0:15014
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --stale-endpoint-ttl 10m --sync-timeout 30s
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms
-  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --status 0.0.0.0:15021 --allow-insecure-kubeconfig-options"
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --status 0.0.0.0:15021 --allow-insecure-kubeconfig-options
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-max-connections 5000 --xds-max-streams-per-connection 4 --xds-max-subscriptions 20000 --xds-send-timeout 15s"
 )]
 pub struct FederationArgs {
     /// Kubeconfig of the local cluster (default: in-cluster config, else $KUBECONFIG).
@@ -52,6 +53,18 @@ pub struct FederationArgs {
     /// Public status address for probes: /healthz/ready and nothing else (off unless given).
     #[arg(long, value_name = "ADDR")]
     status: Option<SocketAddr>,
+    /// xDS connections at once (past it, new ones wait in the backlog).
+    #[arg(long, value_name = "N", default_value_t = xds::DEFAULT_MAX_CONNECTIONS)]
+    xds_max_connections: usize,
+    /// HTTP/2 streams per xDS connection (Envoy and gRPC open one ADS stream each).
+    #[arg(long, value_name = "N", default_value_t = xds::DEFAULT_MAX_STREAMS_PER_CONNECTION)]
+    xds_max_streams_per_connection: u32,
+    /// Names one xDS stream may subscribe to, per type; past it the stream ends.
+    #[arg(long, value_name = "N", default_value_t = xds::DEFAULT_MAX_SUBSCRIPTIONS)]
+    xds_max_subscriptions: usize,
+    /// Disconnect an xDS client that takes no response for this long.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(xds::DEFAULT_SEND_TIMEOUT))]
+    xds_send_timeout: Dur,
     /// Accept remote secrets whose kubeconfig runs a command (exec, auth-provider), reads a
     /// local file (tokenFile, certificate or key paths) or skips TLS verification. Refused by
     /// default, as Istio refuses them.
@@ -77,6 +90,12 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         cfg.admin = args.admin;
         cfg.status = args.status;
         cfg.allow_insecure_kubeconfig_options = args.allow_insecure_kubeconfig_options;
+        cfg.xds_limits = xds::Limits {
+            max_connections: args.xds_max_connections.max(1),
+            max_streams_per_connection: args.xds_max_streams_per_connection.max(1),
+            max_subscriptions: args.xds_max_subscriptions,
+            send_timeout: args.xds_send_timeout.0,
+        };
         cfg.debounce = xds::Debounce::after(args.push_debounce.0);
         let (id, network) = (cfg.cluster_id.clone(), cfg.network.clone());
         let fed = Federation::bind(cfg, client).await?;

@@ -2,8 +2,8 @@
 //! [`FederationConfig::new`] and the CLI's flags both take their defaults from here.
 
 use crate::registry::RegistryConfig;
-use crate::xds::Debounce;
 pub use crate::xds::pusher::DEFAULT_PUSH_DEBOUNCE;
+use crate::xds::{Debounce, Limits};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub struct FederationConfig {
     /// A public port serving `/healthz/ready` only (off unless given).
     pub status: Option<SocketAddr>,
     pub debounce: Debounce,
+    pub xds_limits: Limits,
     /// Accept remote kubeconfigs that run commands, read local files or skip TLS checks.
     pub allow_insecure_kubeconfig_options: bool,
 }
@@ -50,6 +51,7 @@ impl FederationConfig {
             admin: DEFAULT_ADMIN,
             status: None,
             debounce: Debounce::after(DEFAULT_PUSH_DEBOUNCE),
+            xds_limits: Limits::default(),
             allow_insecure_kubeconfig_options: false,
         }
     }

@@ -121,7 +121,8 @@ impl Federation {
         let status = self
             .status
             .map(|s| tokio::spawn(admin::serve_status(s, self.registry.clone())));
-        let mut xds = tokio::spawn(xds::serve(self.xds, self.registry, self.config.debounce));
+        let (debounce, limits) = (self.config.debounce, self.config.xds_limits);
+        let mut xds = tokio::spawn(xds::serve_with(self.xds, self.registry, debounce, limits));
         let result = tokio::select! {
             () = shutdown => Ok(()),
             (task, end) = controllers.stopped() => Err(ended(task, end.map(Ok))),

@@ -46,6 +46,14 @@ pub fn describe() {
             "meshfed_xds_pushes_total",
             "Registry changes turned into a push."
         );
+        describe_counter!(
+            "meshfed_xds_send_timeouts_total",
+            "Clients disconnected because they took no response within the send timeout."
+        );
+        describe_counter!(
+            "meshfed_xds_oversized_responses_total",
+            "Responses over the message size limit: split (delta) or refused (state of the world)."
+        );
         describe_histogram!(
             "meshfed_xds_push_build_seconds",
             Unit::Seconds,
@@ -95,6 +103,14 @@ pub fn connected(mode: &'static str, delta: f64) {
 
 pub fn rejected() {
     counter!("meshfed_xds_rejected_streams_total").increment(1);
+}
+
+pub fn send_timeout() {
+    counter!("meshfed_xds_send_timeouts_total").increment(1);
+}
+
+pub fn oversized(kind: &'static str) {
+    counter!("meshfed_xds_oversized_responses_total", "type" => kind).increment(1);
 }
 
 pub fn push_built(seconds: f64, delay: f64) {

@@ -44,6 +44,20 @@ impl Mesh {
     /// The xDS server over a registry whose local cluster has not listed yet (as after a
     /// restart while the API server is down); remote clusters time out after `sync_timeout`.
     async fn unsynced(sync_timeout: Duration) -> Mesh {
+        Mesh::with(sync_timeout, xds::Limits::default()).await
+    }
+
+    /// A synced mesh with services a and b, served with `limits`.
+    async fn limited(limits: xds::Limits) -> Mesh {
+        let mesh = Mesh::with(Duration::from_secs(30), limits).await;
+        mesh.registry.mark_secrets_listed();
+        mesh.service("a", &["10.0.0.1"]);
+        mesh.service("b", &["10.0.0.2"]);
+        mesh.synced();
+        mesh
+    }
+
+    async fn with(sync_timeout: Duration, limits: xds::Limits) -> Mesh {
         let registry = Arc::new(Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
@@ -57,10 +71,12 @@ impl Mesh {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(xds::serve(
+        let debounce = xds::Debounce::default();
+        tokio::spawn(xds::serve_with(
             listener,
             registry.clone(),
-            xds::Debounce::default(),
+            debounce,
+            limits,
         ));
         Mesh {
             registry,
@@ -336,10 +352,12 @@ struct Delta {
 
 impl Delta {
     async fn open(mesh: &Mesh) -> Delta {
+        Delta::on(mesh.client().await).await
+    }
+
+    async fn on(mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>) -> Delta {
         let (tx, rx) = mpsc::channel(8);
-        let rx = mesh
-            .client()
-            .await
+        let rx = client
             .delta_aggregated_resources(ReceiverStream::new(rx))
             .await
             .unwrap()
@@ -533,4 +551,79 @@ async fn a_resuming_client_keeps_what_an_unsynced_cluster_had() {
     assert_eq!(settled.removed_resources, [gone]);
     let sent: Vec<&str> = settled.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(sent, [remote_only]);
+}
+
+/// A client that takes no response for the send timeout is disconnected, instead of pinning
+/// responses in the server's buffers for good.
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected() {
+    let limits = xds::Limits {
+        send_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mesh = Mesh::limited(limits).await;
+    // Far more than the client's 64 KiB window and the server's send buffer: the first
+    // response alone fills them.
+    for i in 0..3000 {
+        mesh.service(&format!("service-with-a-long-name-{i}"), &["10.0.0.3"]);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(mesh.url.clone())
+        .unwrap()
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .unwrap();
+    let mut c = Delta::on(AggregatedDiscoveryServiceClient::new(channel)).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: CLUSTER_TYPE.into(),
+        ..Default::default()
+    })
+    .await;
+    // Pushes keep coming while the client does not read (the first response is in flight
+    // in HTTP/2's buffers, the next ones queue), for longer than the send timeout.
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        mesh.remove_service(&format!("service-with-a-long-name-{i}"));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let read = tokio::time::timeout(T, c.rx.message())
+        .await
+        .expect("an end");
+    assert!(
+        read.is_err(),
+        "the stream carried on: {:?}",
+        read.map(|r| r.map(|r| r.resources.len()))
+    );
+}
+
+/// Subscriptions are bounded per stream: past the limit the stream ends with
+/// RESOURCE_EXHAUSTED and nothing is kept for it.
+#[tokio::test]
+async fn subscriptions_past_the_limit_end_the_stream() {
+    let limits = xds::Limits {
+        max_subscriptions: 3,
+        ..Default::default()
+    };
+    let mesh = Mesh::limited(limits).await;
+    let mut c = Delta::open(&mesh).await;
+    c.send(DeltaDiscoveryRequest {
+        type_url: ENDPOINT_TYPE.into(),
+        resource_names_subscribe: (0..4)
+            .map(|i| format!("outbound|80||s{i}.ns.svc.cluster.local"))
+            .collect(),
+        ..Default::default()
+    })
+    .await;
+    let end = loop {
+        match tokio::time::timeout(T, c.rx.message())
+            .await
+            .expect("an answer")
+        {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    let status = end.expect_err("a status");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
 }

@@ -26,6 +26,10 @@ pub const SECRET_TYPE: &str =
 /// Istio's SDS contract, which meshfed's CDS asks for and meshfed's agent serves: the
 /// bootstrap cluster, the workload's certificate and key, and the root peers are checked against.
 pub const SDS_CLUSTER: &str = "sds-grpc";
+/// The largest xDS message meshfed's server sends and its clients accept (gRPC's default of
+/// 4 MiB is too small for a large mesh's EDS or NDS). A delta response past it is split; a
+/// state-of-the-world one is refused with an error, never cut.
+pub const MAX_XDS_MESSAGE: usize = 64 << 20;
 pub const SDS_WORKLOAD_SECRET: &str = "default";
 pub const SDS_ROOT_SECRET: &str = "ROOTCA";
 
@@ -151,7 +155,8 @@ async fn session(
 ) -> Result<(), String> {
     let mut client = AggregatedDiscoveryServiceClient::connect(server.to_string())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .max_decoding_message_size(MAX_XDS_MESSAGE);
     let (tx, rx) = mpsc::channel(16);
     let node = identity.node();
     for s in state.subscriptions() {

@@ -1,7 +1,9 @@
 //! The ADS gRPC service: one task per stream, woken by client requests and by pushes.
 
+use super::Limits;
 use super::delta::Delta;
 use super::generate::Push;
+use super::listen::{ConnInfo, KillSwitch};
 use super::node::Proxy;
 use super::sotw::Sotw;
 use crate::metrics;
@@ -10,6 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use meshfed_proto::ads::MAX_XDS_MESSAGE;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,11 +23,33 @@ pub type Pushes = watch::Receiver<Option<Arc<Push>>>;
 
 pub struct Ads {
     pushes: Pushes,
+    limits: Limits,
 }
 
 impl Ads {
-    pub fn new(pushes: Pushes) -> Ads {
-        Ads { pushes }
+    pub fn new(pushes: Pushes, limits: Limits) -> Ads {
+        Ads { pushes, limits }
+    }
+}
+
+/// What one stream needs besides its messages: the pushes, the limits, and its connection's
+/// kill switch (tests that serve without [`super::listen`] have none).
+struct StreamCx {
+    pushes: Pushes,
+    limits: Limits,
+    kill: Option<Arc<KillSwitch>>,
+}
+
+impl Ads {
+    fn cx<T>(&self, request: &Request<T>) -> StreamCx {
+        StreamCx {
+            pushes: self.pushes.clone(),
+            limits: self.limits,
+            kill: request
+                .extensions()
+                .get::<ConnInfo>()
+                .map(|c| c.kill.clone()),
+        }
     }
 }
 
@@ -60,8 +85,10 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(serve::<Sotw>(request.into_inner(), tx, self.pushes.clone()));
+        // Two responses in flight at most: a client that does not read pins no more.
+        let (tx, rx) = mpsc::channel(2);
+        let cx = self.cx(&request);
+        tokio::spawn(serve::<Sotw>(request.into_inner(), tx, cx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -69,12 +96,9 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(serve::<Delta>(
-            request.into_inner(),
-            tx,
-            self.pushes.clone(),
-        ));
+        let (tx, rx) = mpsc::channel(2);
+        let cx = self.cx(&request);
+        tokio::spawn(serve::<Delta>(request.into_inner(), tx, cx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -89,6 +113,10 @@ trait Stream: Sized {
     fn proxy_id(&self) -> &str;
     fn request(&mut self, req: &Self::Req, push: &Push) -> Option<Self::Resp>;
     fn push(&mut self, push: &Push) -> Vec<Self::Resp>;
+    /// The most names subscribed to for one type.
+    fn subscriptions(&self) -> usize;
+    /// `resp` as messages of at most `max` bytes (split, or refused: empty).
+    fn fit(&mut self, resp: Self::Resp, max: usize) -> Vec<Self::Resp>;
 }
 
 impl Stream for Sotw {
@@ -109,6 +137,12 @@ impl Stream for Sotw {
     }
     fn push(&mut self, push: &Push) -> Vec<DiscoveryResponse> {
         Sotw::push(self, push)
+    }
+    fn subscriptions(&self) -> usize {
+        Sotw::subscriptions(self)
+    }
+    fn fit(&mut self, resp: DiscoveryResponse, max: usize) -> Vec<DiscoveryResponse> {
+        Sotw::fit(self, resp, max)
     }
 }
 
@@ -135,11 +169,17 @@ impl Stream for Delta {
     fn push(&mut self, push: &Push) -> Vec<DeltaDiscoveryResponse> {
         Delta::push(self, push)
     }
+    fn subscriptions(&self) -> usize {
+        Delta::subscriptions(self)
+    }
+    fn fit(&mut self, resp: DeltaDiscoveryResponse, max: usize) -> Vec<DeltaDiscoveryResponse> {
+        Delta::fit(self, resp, max)
+    }
 }
 
 /// Serves one stream: the first request names the client; nothing is answered until the
 /// first push exists (the registry is ready); then requests and pushes, in turn.
-async fn serve<S: Stream>(mut inbound: Streaming<S::Req>, tx: Out<S::Resp>, mut pushes: Pushes)
+async fn serve<S: Stream>(mut inbound: Streaming<S::Req>, tx: Out<S::Resp>, mut cx: StreamCx)
 where
     Streaming<S::Req>: Send,
 {
@@ -157,7 +197,7 @@ where
     let _connected = Connected::new(S::MODE);
     tracing::debug!(node = %conn.proxy_id(), mode = S::MODE, "stream");
     let mut early = vec![first];
-    let Some(push) = first_push(&mut inbound, &mut pushes, &mut early).await else {
+    let Some(push) = first_push(&mut inbound, &mut cx.pushes, &mut early).await else {
         return;
     };
     let mut out: Vec<S::Resp> = early
@@ -166,28 +206,62 @@ where
         .collect();
     drop(early);
     loop {
-        for r in out.drain(..) {
-            if tx.send(Ok(r)).await.is_err() {
-                return;
-            }
+        if conn.subscriptions() > cx.limits.max_subscriptions {
+            metrics::rejected();
+            let msg = format!("more than {} names subscribed", cx.limits.max_subscriptions);
+            let _ = tx.try_send(Err(Status::resource_exhausted(msg)));
+            return;
+        }
+        if !send(&mut conn, &tx, std::mem::take(&mut out), &cx).await {
+            return;
         }
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
-                    if let Some(push) = pushes.borrow().clone() {
+                    if let Some(push) = cx.pushes.borrow().clone() {
                         out.extend(conn.request(&req, &push));
                     }
                 }
                 _ => return,
             },
-            changed = pushes.changed() => {
+            changed = cx.pushes.changed() => {
                 if changed.is_err() { return; }
-                if let Some(push) = pushes.borrow_and_update().clone() {
+                if let Some(push) = cx.pushes.borrow_and_update().clone() {
                     out = conn.push(&push);
                 }
             }
         }
     }
+}
+
+/// Sends `responses`, each within the size limit; false when the stream is over. A client
+/// that takes nothing for the send timeout is disconnected (its whole connection: HTTP/2
+/// would otherwise keep the unsent responses).
+async fn send<S: Stream>(
+    conn: &mut S,
+    tx: &Out<S::Resp>,
+    responses: Vec<S::Resp>,
+    cx: &StreamCx,
+) -> bool {
+    for r in responses
+        .into_iter()
+        .flat_map(|r| conn.fit(r, MAX_XDS_MESSAGE))
+    {
+        match tokio::time::timeout(cx.limits.send_timeout, tx.send(Ok(r))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return false,
+            Err(_) => {
+                metrics::send_timeout();
+                tracing::warn!(node = %conn.proxy_id(), timeout = ?cx.limits.send_timeout,
+                    "xDS client took no response within the send timeout: disconnecting it");
+                if let Some(kill) = &cx.kill {
+                    kill.pull();
+                }
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Requests kept while waiting for the first push: one per type is what a client sends.

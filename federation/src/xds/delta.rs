@@ -53,7 +53,7 @@ impl Delta {
         if let Some(err) = &req.error_detail {
             metrics::nack(kind.label());
             tracing::warn!(node = %self.proxy.id, r#type = kind.label(), nonce = %req.response_nonce,
-                error = %err.message, "NACK: the client keeps its last good version");
+                error = %super::generate::short(&err.message), "NACK: the client keeps its last good version");
         }
         if first {
             state.held = req.initial_resource_versions.clone().into_iter().collect();
@@ -90,6 +90,48 @@ impl Delta {
         } else {
             resp
         }
+    }
+
+    pub fn subscriptions(&self) -> usize {
+        self.types
+            .values()
+            .map(|s| s.sub.names.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `resp` in parts of at most `max` bytes: resources spread over several responses, the
+    /// removals in the last (a delta response may carry any part of the changes).
+    pub fn fit(&mut self, resp: DeltaDiscoveryResponse, max: usize) -> Vec<DeltaDiscoveryResponse> {
+        if prost::Message::encoded_len(&resp) <= max {
+            return vec![resp];
+        }
+        metrics::oversized(Kind::from_url(&resp.type_url).map_or("unknown", |k| k.label()));
+        let empty = DeltaDiscoveryResponse {
+            type_url: resp.type_url.clone(),
+            system_version_info: resp.system_version_info.clone(),
+            ..Default::default()
+        };
+        let mut parts = vec![empty.clone()];
+        let mut size = 0;
+        for r in resp.resources {
+            // A field's tag and length prefix: at most 11 bytes over the resource itself.
+            let n = prost::Message::encoded_len(&r) + 11;
+            if size + n > max && size > 0 {
+                parts.push(empty.clone());
+                size = 0;
+            }
+            size += n;
+            parts.last_mut().map(|p| p.resources.push(r));
+        }
+        if let Some(last) = parts.last_mut() {
+            last.removed_resources = resp.removed_resources;
+        }
+        for p in &mut parts {
+            self.nonces += 1;
+            p.nonce = format!("{}-{}", p.system_version_info, self.nonces);
+        }
+        parts
     }
 
     pub fn push(&mut self, push: &Push) -> Vec<DeltaDiscoveryResponse> {
@@ -199,4 +241,68 @@ fn full_diff(
         state.held.remove(n);
     }
     (resources, removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::node::{Generator, ProxyKind};
+    use envoy_types::pb::google::protobuf::Any;
+
+    fn delta() -> Delta {
+        Delta::new(Proxy {
+            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
+            kind: ProxyKind::Sidecar,
+            ip: "10.0.0.1".into(),
+            namespace: "ns".into(),
+            cluster_id: "c1".into(),
+            network: "n1".into(),
+            locality: Default::default(),
+            generator: Generator::Envoy,
+            labels: Default::default(),
+        })
+    }
+
+    /// A response over the message limit goes out in parts under it, every resource once,
+    /// the removals in the last part, each part with a nonce of its own.
+    #[test]
+    fn an_oversized_delta_response_is_split_not_cut() {
+        let resources: Vec<DeltaResource> = (0..10)
+            .map(|i| DeltaResource {
+                name: format!("r{i}"),
+                resource: Some(Any {
+                    type_url: "t".into(),
+                    value: vec![7; 1000],
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let resp = DeltaDiscoveryResponse {
+            type_url: Kind::Endpoint.url().into(),
+            system_version_info: "3".into(),
+            resources,
+            removed_resources: vec!["gone".into()],
+            ..Default::default()
+        };
+        let mut d = delta();
+        let parts = d.fit(resp.clone(), 3500);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for p in &parts {
+            assert!(prost::Message::encoded_len(p) <= 3500);
+        }
+        let names: Vec<&str> = parts
+            .iter()
+            .flat_map(|p| &p.resources)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, (0..10).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        assert_eq!(parts.last().unwrap().removed_resources, ["gone"]);
+        let nonces: BTreeSet<&str> = parts.iter().map(|p| p.nonce.as_str()).collect();
+        assert_eq!(nonces.len(), parts.len());
+        assert_eq!(
+            d.fit(resp, 1 << 20).len(),
+            1,
+            "one that fits is sent as it is"
+        );
+    }
 }

@@ -381,6 +381,14 @@ fn router_view(snapshot: &Snapshot, network: &str) -> Snapshot {
     s
 }
 
+/// At most 256 characters of a client's text (a NACK's error detail) for the log.
+pub fn short(text: &str) -> &str {
+    match text.char_indices().nth(256) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

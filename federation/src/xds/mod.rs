@@ -8,6 +8,7 @@ pub mod delta;
 pub mod eds;
 pub mod generate;
 pub mod lds;
+pub mod listen;
 pub mod locality;
 pub mod nds;
 pub mod node;
@@ -17,11 +18,42 @@ pub mod sotw;
 
 use crate::registry::Registry;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use meshfed_proto::ads::MAX_XDS_MESSAGE;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use pusher::Debounce;
+
+/// What one xDS server allows, whoever the clients are.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections at once; past it, new ones wait in the backlog.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection (an Envoy or gRPC client opens one ADS stream).
+    pub max_streams_per_connection: u32,
+    /// Names one stream may subscribe to, per type.
+    pub max_subscriptions: usize,
+    /// A client that takes no response for this long is disconnected.
+    pub send_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 16;
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100_000;
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+        }
+    }
+}
 
 /// Serves ADS on `listener` until the task is dropped; pushes follow `registry`.
 pub async fn serve(
@@ -29,20 +61,33 @@ pub async fn serve(
     registry: Arc<Registry>,
     debounce: Debounce,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, registry, debounce, Limits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    debounce: Debounce,
+    limits: Limits,
+) -> Result<(), tonic::transport::Error> {
     crate::metrics::describe();
     let (tx, rx) = watch::channel(None);
     let pusher = tokio::spawn(pusher::run(registry, tx, debounce));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = listen::incoming(listener, limits.max_connections);
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
         .add_service(
-            AggregatedDiscoveryServiceServer::new(ads::Ads::new(rx))
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(64 << 20),
+            AggregatedDiscoveryServiceServer::new(ads::Ads::new(rx, limits))
+                .max_decoding_message_size(MAX_REQUEST)
+                .max_encoding_message_size(MAX_XDS_MESSAGE + (1 << 20)),
         )
         .serve_with_incoming(incoming)
         .await;
     pusher.abort();
     result
 }
+
+/// Requests are names and versions: 16 MiB holds the largest subscription allowed.
+const MAX_REQUEST: usize = 16 << 20;

@@ -49,7 +49,7 @@ impl Sotw {
         if let Some(err) = &req.error_detail {
             metrics::nack(kind.label());
             tracing::warn!(node = %self.proxy.id, r#type = kind.label(), version = %req.version_info,
-                error = %err.message, "NACK: the client keeps its last good version");
+                error = %super::generate::short(&err.message), "NACK: the client keeps its last good version");
             return None;
         }
         let sub = subscription(kind, &req.resource_names);
@@ -60,6 +60,28 @@ impl Sotw {
         }
         state.sub = sub;
         Some(self.respond(kind, push))
+    }
+
+    pub fn subscriptions(&self) -> usize {
+        self.types
+            .values()
+            .map(|s| s.sub.names.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// State of the world cannot be split: a response past `max` is refused (the client keeps
+    /// what it has) and said so, never cut.
+    pub fn fit(&mut self, resp: DiscoveryResponse, max: usize) -> Vec<DiscoveryResponse> {
+        let size = prost::Message::encoded_len(&resp);
+        if size <= max {
+            return vec![resp];
+        }
+        let kind = Kind::from_url(&resp.type_url).map_or("unknown", |k| k.label());
+        metrics::oversized(kind);
+        tracing::error!(node = %self.proxy.id, r#type = kind, bytes = size, limit = max,
+            "response over the xDS message limit not sent; use delta xDS (it is split)");
+        Vec::new()
     }
 
     /// Responses for every subscribed type whose resources changed in `push`.
@@ -141,4 +163,38 @@ fn versions(r: &Resources) -> BTreeMap<String, String> {
     r.iter()
         .map(|(k, v)| (k.clone(), v.version.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::node::{Generator, ProxyKind};
+    use envoy_types::pb::google::protobuf::Any;
+
+    /// State of the world cannot be split: past the limit the response is refused (the
+    /// client keeps what it has), never cut short.
+    #[test]
+    fn an_oversized_response_is_refused() {
+        let mut s = Sotw::new(Proxy {
+            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
+            kind: ProxyKind::Sidecar,
+            ip: "10.0.0.1".into(),
+            namespace: "ns".into(),
+            cluster_id: "c1".into(),
+            network: "n1".into(),
+            locality: Default::default(),
+            generator: Generator::Envoy,
+            labels: Default::default(),
+        });
+        let resp = DiscoveryResponse {
+            type_url: Kind::Cluster.url().into(),
+            resources: vec![Any {
+                type_url: "t".into(),
+                value: vec![1; 4000],
+            }],
+            ..Default::default()
+        };
+        assert!(s.fit(resp.clone(), 1000).is_empty());
+        assert_eq!(s.fit(resp, 1 << 20).len(), 1);
+    }
 }
