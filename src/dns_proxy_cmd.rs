@@ -1,10 +1,11 @@
 //! `meshfed dns-proxy`: mesh names from the federation's NameTable, everything else upstream.
 
 use crate::Dur;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use meshfed_dns_proxy::access::{Access, Cidr};
 use meshfed_dns_proxy::names::Scope;
+use meshfed_dns_proxy::selfloop::without_self;
 use meshfed_dns_proxy::upstream::{ResolvConf, Upstreams};
 use meshfed_dns_proxy::{
     Config, DEFAULT_LISTEN, DEFAULT_RESOLV_CONF, DEFAULT_UPSTREAM_TIMEOUT, DnsProxy,
@@ -21,7 +22,8 @@ use std::process::ExitCode;
 and each of those with a search domain appended (a CNAME to the fqdn). A service of this cluster
 answers its ClusterIP; one that exists only in other clusters answers a VIP from 240.240.0.0/16
 (AAAA: 2001:2::/48) that every cluster derives alike from the hostname. Until the first NameTable
-arrives, every query is forwarded.
+arrives, every query is forwarded. An upstream that is this proxy itself (its --listen address,
+or on a wildcard --listen any address of this host on the same port) is dropped at start.
 
 Examples:
   meshfed dns-proxy --xds meshfed-federation.istio-system:15010 --cluster-id cluster1
@@ -103,14 +105,11 @@ fn upstreams_and_search(args: &DnsProxyArgs) -> Result<(Vec<SocketAddr>, Vec<Str
 }
 
 pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
-    let (mut servers, search) = upstreams_and_search(&args)?;
+    let (servers, search) = upstreams_and_search(&args)?;
     // Installed as the node's resolver, resolv.conf may name us: forwarding there would loop.
-    servers.retain(|s| *s != args.listen);
-    if servers.is_empty() {
-        bail!(
-            "no upstream resolver: give --upstream, or a --resolv-conf with a nameserver other than --listen"
-        );
-    }
+    let servers = without_self(&servers, args.listen).map_err(|e| {
+        anyhow!("{e}: give --upstream, or a --resolv-conf with a nameserver other than this proxy")
+    })?;
     let env = crate::pod_env;
     let identity = Identity {
         kind: "sidecar".into(),
@@ -126,10 +125,7 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
         admin: args.admin,
         xds: Some(xds),
         identity,
-        upstreams: Upstreams {
-            servers,
-            timeout: args.upstream_timeout.0,
-        },
+        upstreams: Upstreams::new(servers, args.upstream_timeout.0),
         scope: Scope::kubernetes(&args.namespace, &args.domain, &search),
         access: Access {
             allow: args.allow_from.clone(),

@@ -8,6 +8,7 @@ pub mod mmsg;
 pub mod names;
 pub mod nds;
 pub mod respond;
+pub mod selfloop;
 pub mod serve;
 pub mod table;
 pub mod upstream;
@@ -138,3 +139,6 @@ fn respond_admin(path: &str, table: &Table) -> Reply {
         _ => Reply::not_found(),
     }
 }
+
+#[cfg(test)]
+mod tests;

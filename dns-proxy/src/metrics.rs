@@ -54,6 +54,7 @@ pub struct Metrics {
     pub upstream_seconds: Histogram,
     pub names: Gauge,
     pub table_updates: Counter,
+    pub forwarding_loops: Counter,
 }
 
 impl Metrics {
@@ -86,6 +87,7 @@ pub fn global() -> &'static Metrics {
             upstream_seconds: histogram!("meshfed_dns_upstream_duration_seconds"),
             names: gauge!("meshfed_dns_names"),
             table_updates: counter!("meshfed_dns_name_table_updates_total"),
+            forwarding_loops: counter!("meshfed_dns_forwarding_loops_total"),
         }
     })
 }
@@ -113,6 +115,10 @@ fn describe() {
     describe_counter!(
         "meshfed_dns_name_table_updates_total",
         "NameTables taken from NDS."
+    );
+    describe_counter!(
+        "meshfed_dns_forwarding_loops_total",
+        "Queries dropped because they came from one of this proxy's own upstream sockets (a forwarding loop)."
     );
 }
 

@@ -79,6 +79,31 @@ impl Context {
         bytes
     }
 
+    /// Whether `src` is one of our own upstream sockets (then the query is dropped, counted):
+    /// forwarding it would loop.
+    fn looped(&self, tcp: bool, src: SocketAddr) -> bool {
+        if !self.upstreams.own().contains(tcp, src) {
+            return false;
+        }
+        tracing::warn!(%src, "a query from this proxy's own upstream socket: forwarding loop, dropped");
+        self.metrics.forwarding_loops.increment(1);
+        self.metrics.request(tcp, Outcome::Dropped);
+        true
+    }
+
+    /// Relays a UDP query from `src` in a task of its own.
+    fn forward_udp(&self, raw: &[u8], src: SocketAddr, socket: &Arc<UdpSocket>) {
+        if self.looped(false, src) {
+            return;
+        }
+        let (raw, socket, cx) = (raw.to_vec(), socket.clone(), self.clone());
+        tokio::spawn(async move {
+            if let Some(answer) = cx.forward(&raw, false).await {
+                let _ = socket.send_to(&answer, src).await;
+            }
+        });
+    }
+
     /// The upstream's answer to `raw`, or SERVFAIL; counted.
     async fn forward(&self, raw: &[u8], tcp: bool) -> Option<Vec<u8>> {
         self.metrics.upstream_request(tcp);
@@ -126,14 +151,7 @@ pub async fn udp(socket: Arc<UdpSocket>, cx: Context) {
                 cx.decide_cached(raw, src, names.as_ref(), &mut cache)
             };
             match decision {
-                Decision::Forward => {
-                    let (raw, socket, cx) = (raw.to_vec(), socket.clone(), cx.clone());
-                    tokio::spawn(async move {
-                        if let Some(answer) = cx.forward(&raw, false).await {
-                            let _ = socket.send_to(&answer, src).await;
-                        }
-                    });
-                }
+                Decision::Forward => cx.forward_udp(raw, src, &socket),
                 decision => {
                     if let Some(answer) = cx.settle(decision, false) {
                         answers.push((answer, src));
@@ -178,6 +196,7 @@ async fn connection(mut stream: TcpStream, src: SocketAddr, cx: &Context) -> std
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         let names = cx.table.get();
         let answer = match cx.decide(&raw, src, Protocol::Tcp, names.as_deref()) {
+            Decision::Forward if cx.looped(true, src) => return Ok(()),
             Decision::Forward => cx.forward(&raw, true).await,
             Decision::Drop => {
                 // Framing is intact but the message is not: nothing sensible follows.
