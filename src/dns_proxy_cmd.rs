@@ -8,7 +8,9 @@ use meshfed_dns_proxy::names::Scope;
 use meshfed_dns_proxy::selfloop::without_self;
 use meshfed_dns_proxy::upstream::{ResolvConf, Upstreams};
 use meshfed_dns_proxy::{
-    Config, DEFAULT_LISTEN, DEFAULT_RESOLV_CONF, DEFAULT_UPSTREAM_TIMEOUT, DnsProxy,
+    Config, DEFAULT_LISTEN, DEFAULT_MAX_FORWARDS_IN_FLIGHT, DEFAULT_MAX_TCP_CONNECTIONS,
+    DEFAULT_RESOLV_CONF, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_WRITE_TIMEOUT,
+    DEFAULT_UPSTREAM_TIMEOUT, DnsProxy, Limits,
 };
 use meshfed_proto::ads::Identity;
 use std::net::{IpAddr, SocketAddr};
@@ -29,7 +31,9 @@ Examples:
   meshfed dns-proxy --xds meshfed-federation.istio-system:15010 --cluster-id cluster1
   meshfed dns-proxy --listen 127.0.0.1:15053 --xds 127.0.0.1:15010 --upstream 10.96.0.10 --namespace sample
   meshfed dns-proxy --xds 127.0.0.1:15010 --resolv-conf /etc/resolv.conf --admin 127.0.0.1:15054 --upstream-timeout 2s
-  meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1"
+  meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1
+  meshfed dns-proxy --xds 127.0.0.1:15010 --max-forwards-in-flight 1024 --max-tcp-connections 256 \\
+      --tcp-idle-timeout 10s --tcp-write-timeout 5s"
 )]
 pub struct DnsProxyArgs {
     /// Address to answer on, UDP and TCP.
@@ -69,6 +73,18 @@ pub struct DnsProxyArgs {
     /// Admin address: /healthz/ready (after the first NameTable), /metrics, /debug/names.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Queries relayed upstream at once (UDP and TCP together); past this, SERVFAIL at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FORWARDS_IN_FLIGHT, value_parser = at_least_one)]
+    max_forwards_in_flight: usize,
+    /// Open TCP connections at once; past this, new ones wait in the kernel's backlog.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS, value_parser = at_least_one)]
+    max_tcp_connections: usize,
+    /// Close a TCP connection whose client sends nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_TCP_IDLE_TIMEOUT))]
+    tcp_idle_timeout: Dur,
+    /// Drop a TCP client that does not take its answer within this.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_TCP_WRITE_TIMEOUT))]
+    tcp_write_timeout: Dur,
     /// Worker threads (default: one per core this process may run on).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -76,6 +92,13 @@ pub struct DnsProxyArgs {
 
 fn cidr(s: &str) -> Result<Cidr, String> {
     s.parse()
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: must be a whole number, at least 1")),
+    }
 }
 
 /// `1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353`; port 53 when none is given.
@@ -129,6 +152,12 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
         scope: Scope::kubernetes(&args.namespace, &args.domain, &search),
         access: Access {
             allow: args.allow_from.clone(),
+        },
+        limits: Limits {
+            max_forwards_in_flight: args.max_forwards_in_flight,
+            max_tcp_connections: args.max_tcp_connections,
+            tcp_idle_timeout: args.tcp_idle_timeout.0,
+            tcp_write_timeout: args.tcp_write_timeout.0,
         },
     };
     crate::runtime(args.threads)?.block_on(async move {

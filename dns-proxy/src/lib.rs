@@ -16,19 +16,49 @@ pub mod upstream;
 use access::Access;
 use meshfed_model::admin::Reply;
 use meshfed_proto::ads::Identity;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::time::Duration;
 use table::Table;
 use tokio::net::{TcpListener, UdpSocket};
 use upstream::Upstreams;
 
 /// Off the standard port, so the proxy can run beside the node's resolver.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::LOCALHOST,
-    15053,
-));
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15053));
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 pub use upstream::DEFAULT_UPSTREAM_TIMEOUT;
+/// Forwarded queries waiting on upstreams at once, UDP and TCP together: what a resolver
+/// busy for a few seconds would hold (dnsmasq allows 150, unbound 1024 per thread).
+pub const DEFAULT_MAX_FORWARDS_IN_FLIGHT: usize = 1024;
+/// Open TCP connections at once (TCP is for the few answers too big for UDP).
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 256;
+/// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TCP client that does not take its answer within this is disconnected.
+pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one proxy lets its clients hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Past this many forwarded queries in flight, a query to forward is answered SERVFAIL.
+    pub max_forwards_in_flight: usize,
+    /// Past this many open TCP connections, new ones wait in the kernel's backlog.
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_forwards_in_flight: DEFAULT_MAX_FORWARDS_IN_FLIGHT,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
+            tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+            tcp_write_timeout: DEFAULT_TCP_WRITE_TIMEOUT,
+        }
+    }
+}
 
 /// Everything the proxy needs to start.
 #[derive(Debug, Clone)]
@@ -43,6 +73,7 @@ pub struct Config {
     pub upstreams: Upstreams,
     pub scope: names::Scope,
     pub access: Access,
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +131,12 @@ impl DnsProxy {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let cx = serve::Context {
-            table: self.table.clone(),
-            upstreams: Arc::new(self.config.upstreams.clone()),
-            access: Arc::new(self.config.access.clone()),
-            metrics: metrics::global(),
-        };
+        let cx = serve::Context::new(
+            self.table.clone(),
+            self.config.upstreams.clone(),
+            self.config.access.clone(),
+            self.config.limits,
+        );
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(serve::udp(self.udp, cx.clone()));
         tasks.spawn(serve::tcp(self.tcp, cx));
