@@ -8,9 +8,9 @@ use meshfed_dns_proxy::names::Scope;
 use meshfed_dns_proxy::selfloop::without_self;
 use meshfed_dns_proxy::upstream::{ResolvConf, Upstreams};
 use meshfed_dns_proxy::{
-    Config, DEFAULT_LISTEN, DEFAULT_MAX_FORWARDS_IN_FLIGHT, DEFAULT_MAX_TCP_CONNECTIONS,
-    DEFAULT_RESOLV_CONF, DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_TCP_WRITE_TIMEOUT,
-    DEFAULT_UPSTREAM_TIMEOUT, DnsProxy, Limits,
+    Config, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_FORWARDS_IN_FLIGHT,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_RESOLV_CONF, DEFAULT_TCP_IDLE_TIMEOUT,
+    DEFAULT_TCP_WRITE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, DnsProxy, Limits,
 };
 use meshfed_proto::ads::Identity;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +32,7 @@ Examples:
   meshfed dns-proxy --listen 127.0.0.1:15053 --xds 127.0.0.1:15010 --upstream 10.96.0.10 --namespace sample
   meshfed dns-proxy --xds 127.0.0.1:15010 --resolv-conf /etc/resolv.conf --admin 127.0.0.1:15054 --upstream-timeout 2s
   meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1
+  meshfed dns-proxy --xds 127.0.0.1:15010 --status 0.0.0.0:15021 --admin 127.0.0.1:15054
   meshfed dns-proxy --xds 127.0.0.1:15010 --max-forwards-in-flight 1024 --max-tcp-connections 256 \\
       --tcp-idle-timeout 10s --tcp-write-timeout 5s"
 )]
@@ -71,8 +72,11 @@ pub struct DnsProxyArgs {
     #[arg(long, value_name = "CIDR", value_parser = cidr)]
     allow_from: Vec<Cidr>,
     /// Admin address: /healthz/ready (after the first NameTable), /metrics, /debug/names.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// Status address (off unless given): /healthz/ready only, for probes on a public port.
     #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    status: Option<SocketAddr>,
     /// Queries relayed upstream at once (UDP and TCP together); past this, SERVFAIL at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FORWARDS_IN_FLIGHT, value_parser = at_least_one)]
     max_forwards_in_flight: usize,
@@ -145,7 +149,8 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
     let xds = crate::xds_url(&args.xds);
     let config = Config {
         listen: args.listen,
-        admin: args.admin,
+        admin: Some(args.admin),
+        status: args.status,
         xds: Some(xds),
         identity,
         upstreams: Upstreams::new(servers, args.upstream_timeout.0),
@@ -164,9 +169,10 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
         let proxy = DnsProxy::bind(config).await?;
         let shutdown = crate::shutdown_signal();
         println!(
-            "dns-proxy listening on {} udp+tcp (admin {}, upstream {})",
+            "dns-proxy listening on {} udp+tcp (admin {}, status {}, upstream {})",
             show(proxy.local_addr()),
             show(proxy.admin_addr()),
+            show(proxy.status_addr()),
             args_upstreams(&args.upstream, &args.resolv_conf),
         );
         proxy.run(shutdown).await;

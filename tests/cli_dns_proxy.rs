@@ -338,7 +338,7 @@ fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
     // A bound socket that never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let upstream = silent.local_addr().unwrap().to_string();
-    let (port, unused) = (free_port(), free_port());
+    let (port, unused, admin, status_port) = (free_port(), free_port(), free_port(), free_port());
     let (_proxy, line) = start(&[
         "dns-proxy",
         "--listen",
@@ -349,8 +349,18 @@ fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
         &upstream,
         "--upstream-timeout",
         "200ms",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--status",
+        &format!("127.0.0.1:{status_port}"),
     ]);
     assert!(line.starts_with("dns-proxy listening"), "{line}");
+    // The status port: readiness (no NameTable without a federation), nothing else.
+    let public = format!("127.0.0.1:{status_port}");
+    assert_eq!(admin_get(&public, "/healthz/ready").0, 503);
+    assert_eq!(admin_get(&public, "/metrics").0, 404);
+    assert_eq!(admin_get(&public, "/debug/names").0, 404);
+    assert_eq!(admin_get(&format!("127.0.0.1:{admin}"), "/metrics").0, 200);
     let out = dig(port, &["www.example.test"]);
     assert_eq!(status(&out), "SERVFAIL", "{out}");
     let out = dig(port, &["+tcp", "www.example.test"]);
@@ -380,6 +390,14 @@ fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // The admin port is on unless moved, on loopback; the status port only when asked for.
+    let help = common::meshfed_ok(&["dns-proxy", "--help"]);
+    let flag = |name: &str| help.lines().find(|l| l.contains(name)).unwrap_or_default();
+    assert!(
+        flag("--admin <ADDR>").contains("[default: 127.0.0.1:15054]"),
+        "{help}"
+    );
+    assert!(!flag("--status <ADDR>").contains("[default"), "{help}");
     drop(silent);
 }
 

@@ -26,6 +26,8 @@ use upstream::Upstreams;
 /// Off the standard port, so the proxy can run beside the node's resolver.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15053));
+/// Metrics and `/debug/names` tell what the mesh has: loopback only, unless asked otherwise.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15054));
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 pub use upstream::DEFAULT_UPSTREAM_TIMEOUT;
 /// Forwarded queries waiting on upstreams at once, UDP and TCP together: what a resolver
@@ -65,7 +67,10 @@ impl Default for Limits {
 pub struct Config {
     /// UDP and TCP, same address.
     pub listen: SocketAddr,
+    /// `/healthz/ready`, `/metrics`, `/debug/names`.
     pub admin: Option<SocketAddr>,
+    /// `/healthz/ready` only: a port that may be public (probes) without showing the rest.
+    pub status: Option<SocketAddr>,
     /// The federation's xDS server (`http://host:port`); None serves only what [`Table::set`]
     /// is given (tests, benchmarks).
     pub xds: Option<String>,
@@ -86,6 +91,7 @@ pub struct DnsProxy {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
     admin: Option<TcpListener>,
+    status: Option<TcpListener>,
     config: Config,
     table: Table,
 }
@@ -103,14 +109,11 @@ impl DnsProxy {
         let tcp = TcpListener::bind(at)
             .await
             .map_err(|e| Error::Bind(at, e))?;
-        let admin = match config.admin {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| Error::Bind(a, e))?),
-            None => None,
-        };
         Ok(DnsProxy {
             udp: Arc::new(udp),
             tcp,
-            admin,
+            admin: bind_http(config.admin).await?,
+            status: bind_http(config.status).await?,
             table: Table::new(config.scope.clone()),
             config,
         })
@@ -122,6 +125,10 @@ impl DnsProxy {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The names served; set by the NDS client when `xds` is configured.
@@ -147,14 +154,26 @@ impl DnsProxy {
                 self.table.clone(),
             ));
         }
+        let table = self.table.clone();
+        let route = move |path: &str| respond_admin(path, &table);
+        if let Some(status) = self.status {
+            let health = meshfed_model::admin::health_only(route.clone());
+            tasks.spawn(meshfed_model::admin::serve(status, health));
+        }
         if let Some(admin) = self.admin {
-            let table = self.table.clone();
-            tasks.spawn(meshfed_model::admin::serve(admin, move |path: &str| {
-                respond_admin(path, &table)
-            }));
+            tasks.spawn(meshfed_model::admin::serve(admin, route));
         }
         shutdown.await;
         tasks.abort_all();
+    }
+}
+
+async fn bind_http(at: Option<SocketAddr>) -> Result<Option<TcpListener>, Error> {
+    match at {
+        Some(a) => Ok(Some(
+            TcpListener::bind(a).await.map_err(|e| Error::Bind(a, e))?,
+        )),
+        None => Ok(None),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The proxy on real loopback sockets: its limits and its loop guard. Tests
+//! The proxy on real loopback sockets: its limits, its loop guard and its status port. Tests
 //! with timeouts run on paused time: a timeout passes as soon as nothing else can happen, so
 //! they wait for no real clock, and a limit that failed to act hangs into the test's own
 //! deadline instead of passing.
@@ -6,6 +6,7 @@
 use super::*;
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RecordType};
+use meshfed_model::admin::AdminClient;
 use meshfed_proto::nds::name_table::NameInfo;
 use std::collections::BTreeMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +21,7 @@ fn config(upstreams: Vec<SocketAddr>, limits: Limits) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         admin: Some("127.0.0.1:0".parse().expect("addr")),
+        status: Some("127.0.0.1:0".parse().expect("addr")),
         xds: None,
         identity: Identity::default(),
         upstreams: Upstreams::new(upstreams, Duration::from_secs(1)),
@@ -31,6 +33,8 @@ fn config(upstreams: Vec<SocketAddr>, limits: Limits) -> Config {
 
 struct Running {
     dns: SocketAddr,
+    admin: SocketAddr,
+    status: SocketAddr,
     table: Table,
 }
 
@@ -39,6 +43,8 @@ async fn start(config: Config) -> Running {
     let proxy = DnsProxy::bind(config).await.expect("bind");
     let running = Running {
         dns: proxy.local_addr().expect("dns"),
+        admin: proxy.admin_addr().expect("admin"),
+        status: proxy.status_addr().expect("status"),
         table: proxy.table(),
     };
     tokio::spawn(proxy.run(std::future::pending()));
@@ -341,4 +347,22 @@ async fn a_query_from_our_own_upstream_socket_is_not_forwarded() {
         "one each"
     );
     assert!(metric("meshfed_dns_forwarding_loops_total") - loops >= 2.0);
+}
+
+/// The status port answers readiness and nothing else; the admin port has the rest.
+#[tokio::test]
+async fn the_status_port_serves_readiness_only() {
+    let p = start(config(vec![], Limits::default())).await;
+    let status = AdminClient::new(p.status);
+    assert_eq!(status.get("/healthz/ready").await.expect("get").status, 503);
+    set_local(&p.table);
+    assert!(status.ready().await.expect("get"));
+    for path in ["/metrics", "/debug/names"] {
+        assert_eq!(status.get(path).await.expect("get").status, 404, "{path}");
+    }
+    let admin = AdminClient::new(p.admin);
+    assert!(admin.ready().await.expect("get"));
+    assert!(admin.metrics().await.expect("get").contains("meshfed_dns_"));
+    let names = admin.page("/debug/names").await.expect("get");
+    assert!(names.contains("local.sample.svc.cluster.local"), "{names}");
 }
