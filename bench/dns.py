@@ -152,7 +152,7 @@ def run(bed, a, tmp):
     names = [f"svc{i}.bench.svc.cluster.local" for i in range(a.services)]
     meshfed = bed.start([a.meshfed, "dns-proxy", "--listen", f"127.0.0.1:{ours}", "--xds",
                          f"127.0.0.1:{xds}", "--upstream", f"127.0.0.1:{up}", "--namespace", "bench",
-                         "--cluster-id", "cluster1", "--threads", "1"], core=1)
+                         "--cluster-id", "cluster1", "--admin", "127.0.0.1:0", "--threads", "1"], core=1)
     bed.wait("meshfed to answer every local name", lambda: all(dig(ours, n) for n in (names[0], names[-1])))
     ips = {n: dig(ours, n) for n in names}
     local = os.path.join(tmp, "local.txt")

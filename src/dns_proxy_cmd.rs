@@ -1,13 +1,16 @@
 //! `meshfed dns-proxy`: mesh names from the federation's NameTable, everything else upstream.
 
 use crate::Dur;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use meshfed_dns_proxy::access::{Access, Cidr};
 use meshfed_dns_proxy::names::Scope;
+use meshfed_dns_proxy::selfloop::without_self;
 use meshfed_dns_proxy::upstream::{ResolvConf, Upstreams};
 use meshfed_dns_proxy::{
-    Config, DEFAULT_LISTEN, DEFAULT_RESOLV_CONF, DEFAULT_UPSTREAM_TIMEOUT, DnsProxy,
+    Config, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_MAX_FORWARDS_IN_FLIGHT,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_RESOLV_CONF, DEFAULT_TCP_IDLE_TIMEOUT,
+    DEFAULT_TCP_WRITE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, DnsProxy, Limits,
 };
 use meshfed_proto::ads::Identity;
 use std::net::{IpAddr, SocketAddr};
@@ -21,13 +24,17 @@ use std::process::ExitCode;
 and each of those with a search domain appended (a CNAME to the fqdn). A service of this cluster
 answers its ClusterIP; one that exists only in other clusters answers a VIP from 240.240.0.0/16
 (AAAA: 2001:2::/48) that every cluster derives alike from the hostname. Until the first NameTable
-arrives, every query is forwarded.
+arrives, every query is forwarded. An upstream that is this proxy itself (its --listen address,
+or on a wildcard --listen any address of this host on the same port) is dropped at start.
 
 Examples:
   meshfed dns-proxy --xds meshfed-federation.istio-system:15010 --cluster-id cluster1
   meshfed dns-proxy --listen 127.0.0.1:15053 --xds 127.0.0.1:15010 --upstream 10.96.0.10 --namespace sample
   meshfed dns-proxy --xds 127.0.0.1:15010 --resolv-conf /etc/resolv.conf --admin 127.0.0.1:15054 --upstream-timeout 2s
-  meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1"
+  meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1
+  meshfed dns-proxy --xds 127.0.0.1:15010 --status 0.0.0.0:15021 --admin 127.0.0.1:15054
+  meshfed dns-proxy --xds 127.0.0.1:15010 --max-forwards-in-flight 1024 --max-tcp-connections 256 \\
+      --tcp-idle-timeout 10s --tcp-write-timeout 5s"
 )]
 pub struct DnsProxyArgs {
     /// Address to answer on, UDP and TCP.
@@ -65,8 +72,23 @@ pub struct DnsProxyArgs {
     #[arg(long, value_name = "CIDR", value_parser = cidr)]
     allow_from: Vec<Cidr>,
     /// Admin address: /healthz/ready (after the first NameTable), /metrics, /debug/names.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    /// Status address (off unless given): /healthz/ready only, for probes on a public port.
     #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    status: Option<SocketAddr>,
+    /// Queries relayed upstream at once (UDP and TCP together); past this, SERVFAIL at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FORWARDS_IN_FLIGHT, value_parser = at_least_one)]
+    max_forwards_in_flight: usize,
+    /// Open TCP connections at once; past this, new ones wait in the kernel's backlog.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TCP_CONNECTIONS, value_parser = at_least_one)]
+    max_tcp_connections: usize,
+    /// Close a TCP connection whose client sends nothing for this long.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_TCP_IDLE_TIMEOUT))]
+    tcp_idle_timeout: Dur,
+    /// Drop a TCP client that does not take its answer within this.
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_TCP_WRITE_TIMEOUT))]
+    tcp_write_timeout: Dur,
     /// Worker threads (default: one per core this process may run on).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -74,6 +96,13 @@ pub struct DnsProxyArgs {
 
 fn cidr(s: &str) -> Result<Cidr, String> {
     s.parse()
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: must be a whole number, at least 1")),
+    }
 }
 
 /// `1.2.3.4`, `1.2.3.4:5353`, `::1` or `[::1]:5353`; port 53 when none is given.
@@ -103,14 +132,11 @@ fn upstreams_and_search(args: &DnsProxyArgs) -> Result<(Vec<SocketAddr>, Vec<Str
 }
 
 pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
-    let (mut servers, search) = upstreams_and_search(&args)?;
+    let (servers, search) = upstreams_and_search(&args)?;
     // Installed as the node's resolver, resolv.conf may name us: forwarding there would loop.
-    servers.retain(|s| *s != args.listen);
-    if servers.is_empty() {
-        bail!(
-            "no upstream resolver: give --upstream, or a --resolv-conf with a nameserver other than --listen"
-        );
-    }
+    let servers = without_self(&servers, args.listen).map_err(|e| {
+        anyhow!("{e}: give --upstream, or a --resolv-conf with a nameserver other than this proxy")
+    })?;
     let env = crate::pod_env;
     let identity = Identity {
         kind: "sidecar".into(),
@@ -123,25 +149,30 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
     let xds = crate::xds_url(&args.xds);
     let config = Config {
         listen: args.listen,
-        admin: args.admin,
+        admin: Some(args.admin),
+        status: args.status,
         xds: Some(xds),
         identity,
-        upstreams: Upstreams {
-            servers,
-            timeout: args.upstream_timeout.0,
-        },
+        upstreams: Upstreams::new(servers, args.upstream_timeout.0),
         scope: Scope::kubernetes(&args.namespace, &args.domain, &search),
         access: Access {
             allow: args.allow_from.clone(),
+        },
+        limits: Limits {
+            max_forwards_in_flight: args.max_forwards_in_flight,
+            max_tcp_connections: args.max_tcp_connections,
+            tcp_idle_timeout: args.tcp_idle_timeout.0,
+            tcp_write_timeout: args.tcp_write_timeout.0,
         },
     };
     crate::runtime(args.threads)?.block_on(async move {
         let proxy = DnsProxy::bind(config).await?;
         let shutdown = crate::shutdown_signal();
         println!(
-            "dns-proxy listening on {} udp+tcp (admin {}, upstream {})",
+            "dns-proxy listening on {} udp+tcp (admin {}, status {}, upstream {})",
             show(proxy.local_addr()),
             show(proxy.admin_addr()),
+            show(proxy.status_addr()),
             args_upstreams(&args.upstream, &args.resolv_conf),
         );
         proxy.run(shutdown).await;

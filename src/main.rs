@@ -173,11 +173,11 @@ mod tests {
             .iter()
             .map(|name| cli.find_subcommand(name).expect("subcommand"))
             .collect();
-        let leaf = cli.find_subcommand("gateway").expect("gateway");
+        let leaves = ["gateway", "dns-proxy"].map(|name| cli.find_subcommand(name).expect(name));
         for sub in groups
             .iter()
             .flat_map(|c| c.get_subcommands())
-            .chain([leaf])
+            .chain(leaves)
         {
             let examples = sub
                 .get_after_help()

@@ -8,6 +8,7 @@ mod common;
 use common::{
     Killed, MESHFED, admin_get, apiserver, create_remote_secret, free_port, kubectl, start,
 };
+use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -337,7 +338,7 @@ fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
     // A bound socket that never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let upstream = silent.local_addr().unwrap().to_string();
-    let (port, unused) = (free_port(), free_port());
+    let (port, unused, admin, status_port) = (free_port(), free_port(), free_port(), free_port());
     let (_proxy, line) = start(&[
         "dns-proxy",
         "--listen",
@@ -348,8 +349,18 @@ fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
         &upstream,
         "--upstream-timeout",
         "200ms",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--status",
+        &format!("127.0.0.1:{status_port}"),
     ]);
     assert!(line.starts_with("dns-proxy listening"), "{line}");
+    // The status port: readiness (no NameTable without a federation), nothing else.
+    let public = format!("127.0.0.1:{status_port}");
+    assert_eq!(admin_get(&public, "/healthz/ready").0, 503);
+    assert_eq!(admin_get(&public, "/metrics").0, 404);
+    assert_eq!(admin_get(&public, "/debug/names").0, 404);
+    assert_eq!(admin_get(&format!("127.0.0.1:{admin}"), "/metrics").0, 200);
     let out = dig(port, &["www.example.test"]);
     assert_eq!(status(&out), "SERVFAIL", "{out}");
     let out = dig(port, &["+tcp", "www.example.test"]);
@@ -379,5 +390,112 @@ fn a_silent_upstream_gives_servfail_and_a_bad_flag_a_clear_error() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // The admin port is on unless moved, on loopback; the status port only when asked for.
+    let help = common::meshfed_ok(&["dns-proxy", "--help"]);
+    let flag = |name: &str| help.lines().find(|l| l.contains(name)).unwrap_or_default();
+    assert!(
+        flag("--admin <ADDR>").contains("[default: 127.0.0.1:15054]"),
+        "{help}"
+    );
+    assert!(!flag("--status <ADDR>").contains("[default"), "{help}");
     drop(silent);
+}
+
+/// The observed attack: a wildcard listener whose upstream is its own port on loopback. The
+/// proxy drops that upstream at start, so one query makes one forward, to the real resolver.
+#[test]
+fn a_proxy_named_as_its_own_upstream_forwards_a_query_once() {
+    let (port, upstream, admin, unused) = (free_port(), free_port(), free_port(), free_port());
+    let _dnsmasq = dnsmasq(upstream);
+    let (_proxy, line) = start(&[
+        "dns-proxy",
+        "--listen",
+        &format!("0.0.0.0:{port}"),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--upstream",
+        &format!("127.0.0.1:{upstream}"),
+        "--xds",
+        &format!("127.0.0.1:{unused}"),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        line.contains(&format!("dns-proxy listening on 0.0.0.0:{port}")),
+        "{line}"
+    );
+    let out = dig(port, &["www.example.test"]);
+    assert_eq!(status(&out), "NOERROR", "{out}");
+    assert!(out.contains("192.0.2.1"), "{out}");
+    let forwarded = metric(
+        admin,
+        "meshfed_dns_upstream_requests_total{protocol=\"udp\"}",
+    );
+    assert_eq!(forwarded, 1.0, "upstream forwards for one query");
+    assert_eq!(metric(admin, "meshfed_dns_forwarding_loops_total"), 0.0);
+}
+
+/// With no upstream but itself, the proxy does not start, and says why on one line: given
+/// with --upstream, or as resolv.conf's loopback nameserver for a proxy on 0.0.0.0:53.
+#[test]
+fn a_proxy_whose_only_upstream_is_itself_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\nsearch cluster.local\n").unwrap();
+    let port = free_port();
+    let own = format!("127.0.0.1:{port}");
+    let listen = format!("0.0.0.0:{port}");
+    let cases: [(&[&str], String, String); 2] = [
+        (
+            &["--listen", &listen, "--upstream", &own],
+            own.clone(),
+            listen.clone(),
+        ),
+        (
+            &[
+                "--listen",
+                "0.0.0.0:53",
+                "--resolv-conf",
+                resolv.to_str().unwrap(),
+            ],
+            "127.0.0.1:53".into(),
+            "0.0.0.0:53".into(),
+        ),
+    ];
+    for (args, upstream, listen) in cases {
+        let err = fails_to_start(&[&["dns-proxy", "--xds", "127.0.0.1:1"], args].concat());
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: no upstream resolver but this proxy itself")
+                && last.contains(&upstream)
+                && last.contains(&format!("listens on {listen}")),
+            "{err}"
+        );
+    }
+}
+
+/// Runs `meshfed ARGS`, which must fail before it serves: its stderr. One that serves instead
+/// (its first line on stdout) is killed, and the test fails.
+fn fails_to_start(args: &[&str]) -> String {
+    let mut child = Command::new(MESHFED)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if !line.is_empty() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        line.is_empty() && !out.status.success(),
+        "{args:?} started: {line}"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

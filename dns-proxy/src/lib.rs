@@ -8,6 +8,7 @@ pub mod mmsg;
 pub mod names;
 pub mod nds;
 pub mod respond;
+pub mod selfloop;
 pub mod serve;
 pub mod table;
 pub mod upstream;
@@ -15,26 +16,61 @@ pub mod upstream;
 use access::Access;
 use meshfed_model::admin::Reply;
 use meshfed_proto::ads::Identity;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::time::Duration;
 use table::Table;
 use tokio::net::{TcpListener, UdpSocket};
 use upstream::Upstreams;
 
 /// Off the standard port, so the proxy can run beside the node's resolver.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::LOCALHOST,
-    15053,
-));
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15053));
+/// Metrics and `/debug/names` tell what the mesh has: loopback only, unless asked otherwise.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 15054));
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 pub use upstream::DEFAULT_UPSTREAM_TIMEOUT;
+/// Forwarded queries waiting on upstreams at once, UDP and TCP together: what a resolver
+/// busy for a few seconds would hold (dnsmasq allows 150, unbound 1024 per thread).
+pub const DEFAULT_MAX_FORWARDS_IN_FLIGHT: usize = 1024;
+/// Open TCP connections at once (TCP is for the few answers too big for UDP).
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 256;
+/// A TCP client that sends nothing for this long is disconnected (RFC 7766 suggests seconds).
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TCP client that does not take its answer within this is disconnected.
+pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one proxy lets its clients hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Past this many forwarded queries in flight, a query to forward is answered SERVFAIL.
+    pub max_forwards_in_flight: usize,
+    /// Past this many open TCP connections, new ones wait in the kernel's backlog.
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_forwards_in_flight: DEFAULT_MAX_FORWARDS_IN_FLIGHT,
+            max_tcp_connections: DEFAULT_MAX_TCP_CONNECTIONS,
+            tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
+            tcp_write_timeout: DEFAULT_TCP_WRITE_TIMEOUT,
+        }
+    }
+}
 
 /// Everything the proxy needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// UDP and TCP, same address.
     pub listen: SocketAddr,
+    /// `/healthz/ready`, `/metrics`, `/debug/names`.
     pub admin: Option<SocketAddr>,
+    /// `/healthz/ready` only: a port that may be public (probes) without showing the rest.
+    pub status: Option<SocketAddr>,
     /// The federation's xDS server (`http://host:port`); None serves only what [`Table::set`]
     /// is given (tests, benchmarks).
     pub xds: Option<String>,
@@ -42,6 +78,7 @@ pub struct Config {
     pub upstreams: Upstreams,
     pub scope: names::Scope,
     pub access: Access,
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +91,7 @@ pub struct DnsProxy {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
     admin: Option<TcpListener>,
+    status: Option<TcpListener>,
     config: Config,
     table: Table,
 }
@@ -71,14 +109,11 @@ impl DnsProxy {
         let tcp = TcpListener::bind(at)
             .await
             .map_err(|e| Error::Bind(at, e))?;
-        let admin = match config.admin {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| Error::Bind(a, e))?),
-            None => None,
-        };
         Ok(DnsProxy {
             udp: Arc::new(udp),
             tcp,
-            admin,
+            admin: bind_http(config.admin).await?,
+            status: bind_http(config.status).await?,
             table: Table::new(config.scope.clone()),
             config,
         })
@@ -92,6 +127,10 @@ impl DnsProxy {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
     /// The names served; set by the NDS client when `xds` is configured.
     pub fn table(&self) -> Table {
         self.table.clone()
@@ -99,12 +138,12 @@ impl DnsProxy {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let cx = serve::Context {
-            table: self.table.clone(),
-            upstreams: Arc::new(self.config.upstreams.clone()),
-            access: Arc::new(self.config.access.clone()),
-            metrics: metrics::global(),
-        };
+        let cx = serve::Context::new(
+            self.table.clone(),
+            self.config.upstreams.clone(),
+            self.config.access.clone(),
+            self.config.limits,
+        );
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(serve::udp(self.udp, cx.clone()));
         tasks.spawn(serve::tcp(self.tcp, cx));
@@ -115,14 +154,26 @@ impl DnsProxy {
                 self.table.clone(),
             ));
         }
+        let table = self.table.clone();
+        let route = move |path: &str| respond_admin(path, &table);
+        if let Some(status) = self.status {
+            let health = meshfed_model::admin::health_only(route.clone());
+            tasks.spawn(meshfed_model::admin::serve(status, health));
+        }
         if let Some(admin) = self.admin {
-            let table = self.table.clone();
-            tasks.spawn(meshfed_model::admin::serve(admin, move |path: &str| {
-                respond_admin(path, &table)
-            }));
+            tasks.spawn(meshfed_model::admin::serve(admin, route));
         }
         shutdown.await;
         tasks.abort_all();
+    }
+}
+
+async fn bind_http(at: Option<SocketAddr>) -> Result<Option<TcpListener>, Error> {
+    match at {
+        Some(a) => Ok(Some(
+            TcpListener::bind(a).await.map_err(|e| Error::Bind(a, e))?,
+        )),
+        None => Ok(None),
     }
 }
 
@@ -138,3 +189,6 @@ fn respond_admin(path: &str, table: &Table) -> Reply {
         _ => Reply::not_found(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,16 +22,19 @@ pub enum Outcome {
     Formerr,
     /// Malformed before the end of the header, or a response: dropped.
     Dropped,
+    /// To be relayed while the most forwarded queries allowed were in flight: SERVFAIL.
+    Overloaded,
 }
 
 const PROTOCOLS: [&str; 2] = ["udp", "tcp"];
-const OUTCOMES: [Outcome; 6] = [
+const OUTCOMES: [Outcome; 7] = [
     Outcome::Local,
     Outcome::Forwarded,
     Outcome::Failed,
     Outcome::Refused,
     Outcome::Formerr,
     Outcome::Dropped,
+    Outcome::Overloaded,
 ];
 
 impl Outcome {
@@ -43,17 +46,21 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Formerr => "formerr",
             Outcome::Dropped => "dropped",
+            Outcome::Overloaded => "overloaded",
         }
     }
 }
 
 pub struct Metrics {
-    requests: [[Counter; 6]; 2],
+    requests: [[Counter; 7]; 2],
     upstream: [Counter; 2],
     pub upstream_failures: Counter,
     pub upstream_seconds: Histogram,
     pub names: Gauge,
     pub table_updates: Counter,
+    pub forwards_in_flight: Gauge,
+    pub forwarding_loops: Counter,
+    pub tcp_connections: Gauge,
 }
 
 impl Metrics {
@@ -86,6 +93,9 @@ pub fn global() -> &'static Metrics {
             upstream_seconds: histogram!("meshfed_dns_upstream_duration_seconds"),
             names: gauge!("meshfed_dns_names"),
             table_updates: counter!("meshfed_dns_name_table_updates_total"),
+            forwards_in_flight: gauge!("meshfed_dns_forwards_in_flight"),
+            forwarding_loops: counter!("meshfed_dns_forwarding_loops_total"),
+            tcp_connections: gauge!("meshfed_dns_tcp_connections"),
         }
     })
 }
@@ -94,7 +104,8 @@ pub fn global() -> &'static Metrics {
 fn describe() {
     describe_counter!(
         "meshfed_dns_requests_total",
-        "DNS requests, by protocol and outcome (local, forwarded, servfail, refused, formerr, dropped)."
+        "DNS requests, by protocol and outcome (local, forwarded, servfail, refused, formerr, dropped, \
+         overloaded: SERVFAIL at once because the most forwarded queries allowed were in flight)."
     );
     describe_counter!(
         "meshfed_dns_upstream_requests_total",
@@ -113,6 +124,18 @@ fn describe() {
     describe_counter!(
         "meshfed_dns_name_table_updates_total",
         "NameTables taken from NDS."
+    );
+    describe_gauge!(
+        "meshfed_dns_forwards_in_flight",
+        "Queries relayed upstream and not yet answered (capped by --max-forwards-in-flight)."
+    );
+    describe_counter!(
+        "meshfed_dns_forwarding_loops_total",
+        "Queries dropped because they came from one of this proxy's own upstream sockets (a forwarding loop)."
+    );
+    describe_gauge!(
+        "meshfed_dns_tcp_connections",
+        "Open TCP client connections (capped by --max-tcp-connections)."
     );
 }
 

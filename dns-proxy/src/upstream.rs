@@ -2,6 +2,7 @@
 //! and DNSSEC bits untouched) over the protocol the client used, so a truncated UDP answer
 //! reaches the client truncated and its retry over TCP goes upstream over TCP.
 
+use crate::selfloop::OwnSockets;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -57,17 +58,35 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Upstreams {
     pub servers: Vec<SocketAddr>,
     pub timeout: Duration,
+    /// The sockets these exchanges have open (shared by clones).
+    own: OwnSockets,
 }
 
 impl Upstreams {
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Upstreams {
+        Upstreams {
+            servers,
+            timeout,
+            own: OwnSockets::default(),
+        }
+    }
+
+    /// The local addresses of the upstream sockets open now: a query from one of them is
+    /// the proxy's own forward come back.
+    pub fn own(&self) -> &OwnSockets {
+        &self.own
+    }
+
     /// Relays `query` over UDP; the first server that answers wins.
     pub async fn udp(&self, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-        self.each(|server| udp_exchange(server, query)).await
+        self.each(|server| udp_exchange(server, query, &self.own))
+            .await
     }
 
     /// Relays `query` over TCP; the first server that answers wins.
     pub async fn tcp(&self, query: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-        self.each(|server| tcp_exchange(server, query)).await
+        self.each(|server| tcp_exchange(server, query, &self.own))
+            .await
     }
 
     async fn each<F, Fut>(&self, exchange: F) -> Result<Vec<u8>, UpstreamError>
@@ -89,8 +108,9 @@ impl Upstreams {
 
 /// One query on its own socket (a fresh port per query is what keeps off-path spoofing hard),
 /// waiting for the answer with the query's id: anything else arriving is ignored.
-async fn udp_exchange(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+async fn udp_exchange(server: SocketAddr, query: &[u8], own: &OwnSockets) -> io::Result<Vec<u8>> {
     let socket = connected_udp(server)?;
+    let _held = own.hold(false, socket.local_addr()?);
     socket.send(query).await?;
     loop {
         // Capacity without zeroing: most answers are a few hundred bytes of a possible 64 KiB.
@@ -117,10 +137,11 @@ fn connected_udp(server: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// One query on its own connection, framed with the two-byte length of RFC 1035 4.2.2.
-async fn tcp_exchange(server: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+async fn tcp_exchange(server: SocketAddr, query: &[u8], own: &OwnSockets) -> io::Result<Vec<u8>> {
     let len = u16::try_from(query.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query over 64 KiB"))?;
     let mut stream = TcpStream::connect(server).await?;
+    let _held = own.hold(true, stream.local_addr()?);
     stream.set_nodelay(true)?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
@@ -189,10 +210,7 @@ mod tests {
             server.send_to(&stale, from).await.expect("send");
             server.send_to(&buf[..n], from).await.expect("send");
         });
-        let up = Upstreams {
-            servers: vec![addr],
-            timeout: Duration::from_secs(5),
-        };
+        let up = Upstreams::new(vec![addr], Duration::from_secs(5));
         let query = [0xab, 0xcd, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(up.udp(&query).await.expect("answer"), query);
 
@@ -208,10 +226,7 @@ mod tests {
             s.write_all(&[0, 12]).await.expect("len");
             s.write_all(&q).await.expect("answer");
         });
-        let up = Upstreams {
-            servers: vec![addr],
-            timeout: Duration::from_secs(5),
-        };
+        let up = Upstreams::new(vec![addr], Duration::from_secs(5));
         assert_eq!(up.tcp(&query).await.expect("answer"), query);
     }
 
@@ -230,18 +245,12 @@ mod tests {
         });
         let timeout = Duration::from_millis(200);
         let query = [1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let only_silent = Upstreams {
-            servers: vec![silent_addr],
-            timeout,
-        };
+        let only_silent = Upstreams::new(vec![silent_addr], timeout);
         assert!(matches!(
             only_silent.udp(&query).await,
             Err(UpstreamError::Timeout(a, _)) if a == silent_addr
         ));
-        let both = Upstreams {
-            servers: vec![silent_addr, echo_addr],
-            timeout,
-        };
+        let both = Upstreams::new(vec![silent_addr, echo_addr], timeout);
         assert_eq!(both.udp(&query).await.expect("the second answers"), query);
         drop(silent);
     }
