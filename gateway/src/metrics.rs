@@ -53,6 +53,8 @@ pub struct Metrics {
     pub route_reloads_ok: Counter,
     pub route_reloads_failed: Counter,
     pub routes: Gauge,
+    /// EDS endpoints dropped for not being marked as mesh workloads.
+    pub xds_not_mesh: Counter,
 }
 
 impl Metrics {
@@ -68,6 +70,7 @@ impl Metrics {
             route_reloads_ok: counter!("meshfed_gateway_route_reloads_total", "result" => "ok"),
             route_reloads_failed: counter!("meshfed_gateway_route_reloads_total", "result" => "error"),
             routes: gauge!("meshfed_gateway_routes"),
+            xds_not_mesh: counter!("meshfed_gateway_xds_endpoints_not_mesh_total"),
         }
     }
 
@@ -114,6 +117,10 @@ fn describe() {
     describe_counter!(
         "meshfed_gateway_upstream_connect_failures_total",
         "Endpoint connects that failed (the endpoint is set aside)."
+    );
+    describe_counter!(
+        "meshfed_gateway_xds_endpoints_not_mesh_total",
+        "EDS endpoints dropped because they were not marked as mesh workloads (tlsMode: istio)."
     );
     describe_counter!(
         "meshfed_gateway_route_reloads_total",

@@ -6,6 +6,7 @@
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use meshfed_model::labels::{TLS_MODE, TLS_MODE_ISTIO};
 use serde_json::{Value, json};
 
 /// One cluster of the seed scenario: its name, where it sits in the mesh (network, region,
@@ -75,7 +76,8 @@ where
 }
 
 /// Namespaces `istio-system` (labelled with the network) and `sample`, the node, and
-/// helloworld (Service port 5000 named grpc, Pod, ready EndpointSlice).
+/// helloworld (Service port 5000 named grpc, Pod with a sidecar's `tlsMode: istio` label, ready
+/// EndpointSlice). The label makes it a mesh workload: the only kind a gateway routes to.
 pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Error> {
     let cluster = &w.cluster;
     let ns: Api<Namespace> = Api::all(c.clone());
@@ -94,7 +96,7 @@ pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Erro
         "spec": {"ports": [{"name": "grpc", "port": 5000}], "selector": {"app": "helloworld"}}}),
     )
     .await?;
-    create(Api::<Pod>::namespaced(sample(c), "sample"), json!({"metadata": {"name": cluster.helloworld(), "labels": {"app": "helloworld", "version": cluster.version}},
+    create(Api::<Pod>::namespaced(sample(c), "sample"), json!({"metadata": {"name": cluster.helloworld(), "labels": {"app": "helloworld", "version": cluster.version, TLS_MODE: TLS_MODE_ISTIO}},
         "spec": {"serviceAccountName": "helloworld", "nodeName": cluster.node(), "containers": [{"name": "helloworld", "image": "helloworld"}]},
         "status": {"podIP": w.ip}})).await?;
     create(
