@@ -354,15 +354,15 @@ fn route_file_changes_are_picked_up_and_bad_edits_ignored() {
 
     let failed = bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}");
     std::fs::write(&bed.file, "services: [{host: x, port: 0, typo: 1}]\n").unwrap();
-    bed.rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}") <= failed {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap()
-    });
+    // Polled from this thread: the admin client's blocking GET may not run inside the runtime.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}") <= failed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bad edit was never counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         bed.peer_identity(&sni("all-v2"))
             .contains("sa/helloworld-v2"),
