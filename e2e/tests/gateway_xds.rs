@@ -148,15 +148,10 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
         routes.clone(),
         metrics,
     ));
-    let gw = Gateway::bind(
-        GatewayConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        ),
-        routes.clone(),
-    )
-    .await
-    .unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let gw = Gateway::bind(GatewayConfig::new(any, any, any), routes.clone())
+        .await
+        .unwrap();
     let gw_addr = gw.local_addr().unwrap();
     tokio::spawn(gw.run(std::future::pending()));
 

@@ -23,8 +23,11 @@ use tokio::sync::Semaphore;
 
 /// Istio's east-west gateway port.
 pub const DEFAULT_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15443);
-/// Istio's gateway status port.
-pub const DEFAULT_ADMIN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15021);
+/// Istio's gateway status port: health only, safe to expose on the LoadBalancer.
+pub const DEFAULT_STATUS: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15021);
+/// Metrics and debug pages (every endpoint address): loopback unless the operator says
+/// otherwise (Envoy's admin port).
+pub const DEFAULT_ADMIN: SocketAddr = addr(Ipv4Addr::LOCALHOST, 15000);
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +42,9 @@ const fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// `/healthz/ready` only: what load balancers and probes may see.
+    pub status: SocketAddr,
+    /// `/healthz/ready`, `/metrics` and `/debug/routes`.
     pub admin: SocketAddr,
     /// A ClientHello must arrive within this (slowloris guard).
     pub hello_timeout: Duration,
@@ -56,9 +62,12 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    pub fn new(listen: SocketAddr, admin: SocketAddr) -> Self {
+    /// Every address is the caller's choice: two gateways in one place (tests, the test bed)
+    /// must not both take [`DEFAULT_STATUS`].
+    pub fn new(listen: SocketAddr, status: SocketAddr, admin: SocketAddr) -> Self {
         GatewayConfig {
             listen,
+            status,
             admin,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -84,6 +93,7 @@ pub enum Error {
 /// A gateway whose sockets are bound; [`Gateway::run`] serves until `shutdown` completes.
 pub struct Gateway {
     listener: TcpListener,
+    status_listener: TcpListener,
     admin_listener: TcpListener,
     config: GatewayConfig,
     routes: RouteHandle,
@@ -92,15 +102,11 @@ pub struct Gateway {
 impl Gateway {
     pub async fn bind(config: GatewayConfig, routes: RouteHandle) -> Result<Self, Error> {
         let listener = listen(config.listen)?;
-        let admin_listener =
-            TcpListener::bind(config.admin)
-                .await
-                .map_err(|source| Error::Bind {
-                    addr: config.admin,
-                    source,
-                })?;
+        let status_listener = bind_http(config.status).await?;
+        let admin_listener = bind_http(config.admin).await?;
         Ok(Gateway {
             listener,
+            status_listener,
             admin_listener,
             config,
             routes,
@@ -109,6 +115,10 @@ impl Gateway {
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
+    }
+
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status_listener.local_addr().ok()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -124,6 +134,7 @@ impl Gateway {
             routes: self.routes.clone(),
             ready: ready.clone(),
         };
+        let status_task = tokio::spawn(admin::serve_status(self.status_listener, admin.clone()));
         let admin_task = tokio::spawn(admin::serve(self.admin_listener, admin));
         let on_bytes: copy::OnBytes = Arc::new(move |to_up, n| {
             if to_up {
@@ -151,8 +162,15 @@ impl Gateway {
             self.config.drain_timeout,
         )
         .await;
+        status_task.abort();
         admin_task.abort();
     }
+}
+
+async fn bind_http(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
