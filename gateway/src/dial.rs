@@ -12,6 +12,38 @@ use std::io;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
+/// Whether a failed connect (or ClientHello write) says the endpoint is bad, so it should be
+/// set aside: it refused, reset or cannot be reached. Errors of this host (out of
+/// descriptors, buffers, memory or local ports, a local firewall) say nothing about the
+/// endpoint; ejecting on them would empty a healthy cluster while the gateway is under load.
+/// Anything not known to be the endpoint's fault is taken as not its fault.
+pub fn blames_endpoint(e: &io::Error) -> bool {
+    if let Some(code) = e.raw_os_error() {
+        return matches!(
+            code,
+            libc::ECONNREFUSED
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::EPIPE
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ETIMEDOUT
+        );
+    }
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | BrokenPipe
+            | HostUnreachable
+            | NetworkUnreachable
+            | TimedOut
+    )
+}
+
 /// Connects to `addr` with TCP_NODELAY and writes all of `first`; an error from either step
 /// (refused, unreachable, reset) is returned as is.
 pub async fn connect_with(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
@@ -42,6 +74,39 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    /// Refused, reset and unreachable endpoints are to blame; running out of descriptors,
+    /// buffers, memory or local ports (or a local firewall) is not.
+    #[test]
+    fn only_endpoint_errors_blame_the_endpoint() {
+        let os = io::Error::from_raw_os_error;
+        for code in [
+            libc::ECONNREFUSED,
+            libc::ECONNRESET,
+            libc::EPIPE,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ETIMEDOUT,
+        ] {
+            assert!(blames_endpoint(&os(code)), "{}", os(code));
+        }
+        for code in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EADDRNOTAVAIL,
+            libc::EADDRINUSE,
+            libc::EPERM,
+            libc::EACCES,
+            libc::EINVAL,
+        ] {
+            assert!(!blames_endpoint(&os(code)), "{}", os(code));
+        }
+        assert!(blames_endpoint(&io::ErrorKind::ConnectionRefused.into()));
+        assert!(!blames_endpoint(&io::ErrorKind::OutOfMemory.into()));
+        assert!(!blames_endpoint(&io::Error::other("something else")));
+    }
 
     #[tokio::test]
     async fn first_bytes_arrive_and_nodelay_is_set() {

@@ -13,6 +13,7 @@ pub mod routes;
 pub mod source;
 pub mod xds;
 
+pub use dial::blames_endpoint;
 use routes::RouteHandle;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub route_reloads_ok: Counter,
     pub route_reloads_failed: Counter,
     pub routes: Gauge,
+    /// Upstream connects that failed on this side (EMFILE, ENOBUFS, ...): nobody ejected.
+    pub connect_local_errors: Counter,
     /// EDS endpoints dropped for not being marked as mesh workloads.
     pub xds_not_mesh: Counter,
 }
@@ -70,6 +72,7 @@ impl Metrics {
             route_reloads_ok: counter!("meshfed_gateway_route_reloads_total", "result" => "ok"),
             route_reloads_failed: counter!("meshfed_gateway_route_reloads_total", "result" => "error"),
             routes: gauge!("meshfed_gateway_routes"),
+            connect_local_errors: counter!("meshfed_gateway_upstream_local_errors_total"),
             xds_not_mesh: counter!("meshfed_gateway_xds_endpoints_not_mesh_total"),
         }
     }
@@ -116,7 +119,11 @@ fn describe() {
     );
     describe_counter!(
         "meshfed_gateway_upstream_connect_failures_total",
-        "Endpoint connects that failed (the endpoint is set aside)."
+        "Endpoint connects that failed: refused, unreachable or timed out (the endpoint is set aside)."
+    );
+    describe_counter!(
+        "meshfed_gateway_upstream_local_errors_total",
+        "Upstream connects that failed on the gateway's side (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ...); no endpoint is set aside."
     );
     describe_counter!(
         "meshfed_gateway_xds_endpoints_not_mesh_total",

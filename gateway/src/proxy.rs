@@ -118,7 +118,8 @@ async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
     }
 }
 
-/// Tries endpoints in order; one that fails to connect is set aside and the next is tried.
+/// Tries endpoints in order; one that fails to connect is set aside (if the failure was its
+/// fault) and the next is tried.
 async fn connect_first(
     candidates: &[Arc<RouteEndpoint>],
     hello: &[u8],
@@ -137,11 +138,80 @@ async fn connect_first(
                 endpoint.health.restore();
                 return Some((up, endpoint.clone()));
             }
-            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "upstream connect failed"),
-            Err(_) => tracing::debug!(%addr, "upstream connect timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "upstream connect failed");
+                failed(endpoint, Some(&e), ctx);
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "upstream connect timed out");
+                failed(endpoint, None, ctx);
+            }
         }
-        ctx.metrics.connect_failures.increment(1);
-        endpoint.health.eject(ctx.config.eject_for);
     }
     None
+}
+
+/// A connect to `endpoint` failed with `error` (None: it timed out). Only a failure that is
+/// the endpoint's fault sets it aside; a local one (EMFILE, ENOBUFS, EADDRNOTAVAIL, ...) is
+/// counted apart and leaves it in rotation, since the next connection may well succeed.
+fn failed(endpoint: &RouteEndpoint, error: Option<&std::io::Error>, ctx: &Context) {
+    if error.is_some_and(|e| !dial::blames_endpoint(e)) {
+        ctx.metrics.connect_local_errors.increment(1);
+        return;
+    }
+    ctx.metrics.connect_failures.increment(1);
+    endpoint.health.eject(ctx.config.eject_for);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn context() -> Context {
+        let any = "127.0.0.1:0".parse().unwrap();
+        Context {
+            config: GatewayConfig::new(any, any, any),
+            routes: RouteHandle::default(),
+            metrics: crate::metrics::global(),
+            on_bytes: Arc::new(|_, _| {}),
+        }
+    }
+
+    fn endpoint() -> RouteEndpoint {
+        RouteEndpoint {
+            endpoint: meshfed_model::Endpoint {
+                address: "10.0.0.1:5000".parse().unwrap(),
+                labels: Default::default(),
+                locality: Default::default(),
+            },
+            health: Default::default(),
+        }
+    }
+
+    /// A local error leaves a healthy endpoint in rotation; refused, unreachable and timed
+    /// out set it aside.
+    #[test]
+    fn only_failures_of_the_endpoint_set_it_aside() {
+        let ctx = context();
+        for code in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            let e = endpoint();
+            failed(&e, Some(&io::Error::from_raw_os_error(code)), &ctx);
+            assert!(!e.health.is_ejected(), "ejected on {code}");
+        }
+        for error in [
+            Some(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+            Some(io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+            None,
+        ] {
+            let e = endpoint();
+            failed(&e, error.as_ref(), &ctx);
+            assert!(e.health.is_ejected(), "not ejected on {error:?}");
+        }
+    }
 }
