@@ -10,7 +10,21 @@
 use crate::copy;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// TCP keepalive on both sides of every connection: a peer that vanished without a FIN or RST
+/// (a node gone, a NAT that forgot the flow) is found after `idle` plus the kernel's probe
+/// count (9 on Linux) times `interval`, about 2.5 minutes, instead of at `--idle-timeout`; and
+/// middleboxes see traffic on idle connections.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+pub(crate) fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+}
 
 /// Whether a failed connect (or ClientHello write) says the endpoint is bad, so it should be
 /// set aside: it refused, reset or cannot be reached. Errors of this host (out of
@@ -44,8 +58,8 @@ pub fn blames_endpoint(e: &io::Error) -> bool {
     )
 }
 
-/// Connects to `addr` with TCP_NODELAY and writes all of `first`; an error from either step
-/// (refused, unreachable, reset) is returned as is.
+/// Connects to `addr` with TCP_NODELAY and keepalive and writes all of `first`; an error from
+/// either step (refused, unreachable, reset, or local) is returned as is.
 pub async fn connect_with(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
     let stream = start_connect(addr)?;
     copy::send_all(&stream, first).await?;
@@ -61,6 +75,7 @@ fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(&keepalive())?;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -109,13 +124,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn first_bytes_arrive_and_nodelay_is_set() {
+    async fn first_bytes_arrive_and_nodelay_and_keepalive_are_set() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let hello: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         let (up, accepted) = tokio::join!(connect_with(addr, &hello), l.accept());
         let up = up.unwrap();
         assert!(up.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&up);
+        assert!(sock.keepalive().unwrap(), "upstream keepalive");
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+            assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        }
         let mut got = vec![0; hello.len()];
         accepted.unwrap().0.read_exact(&mut got).await.unwrap();
         assert_eq!(got, hello);

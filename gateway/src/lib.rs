@@ -13,7 +13,7 @@ pub mod routes;
 pub mod source;
 pub mod xds;
 
-pub use dial::blames_endpoint;
+pub use dial::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, blames_endpoint};
 use routes::RouteHandle;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -183,8 +183,11 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
     }
     .map_err(bind_err)?;
     socket.set_reuseaddr(true).map_err(bind_err)?;
-    // Accepted sockets inherit it on Linux: one setsockopt per connection fewer.
+    // Accepted sockets inherit both on Linux: four setsockopts per connection fewer.
     socket.set_nodelay(true).map_err(bind_err)?;
+    socket2::SockRef::from(&socket)
+        .set_tcp_keepalive(&dial::keepalive())
+        .map_err(bind_err)?;
     socket.bind(addr).map_err(bind_err)?;
     socket.listen(4096).map_err(bind_err)
 }
@@ -224,14 +227,20 @@ mod tests {
     use super::*;
     use tokio::net::TcpStream;
 
-    /// The proxy leaves TCP_NODELAY unset on accepted sockets because the listener passes it on.
+    /// The proxy sets neither TCP_NODELAY nor keepalive on accepted sockets because the
+    /// listener passes them on.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn accepted_sockets_inherit_nodelay() {
+    async fn accepted_sockets_inherit_nodelay_and_keepalive() {
         let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let _client = client.unwrap();
-        assert!(accepted.unwrap().0.nodelay().unwrap());
+        let down = accepted.unwrap().0;
+        assert!(down.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&down);
+        assert!(sock.keepalive().unwrap(), "downstream keepalive");
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
     }
 }

@@ -21,6 +21,12 @@ pub struct Context {
 }
 
 pub async fn handle(down: TcpStream, ctx: Arc<Context>) {
+    // On Linux accepted sockets inherit TCP_NODELAY and keepalive from the listener.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = down.set_nodelay(true);
+        let _ = socket2::SockRef::from(&down).set_tcp_keepalive(&crate::dial::keepalive());
+    }
     let outcome = serve(down, &ctx).await;
     ctx.metrics.outcome(outcome);
 }
@@ -49,9 +55,6 @@ async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
         return Outcome::UpstreamFailed;
     };
     drop(hello.bytes);
-    // On Linux accepted sockets inherit TCP_NODELAY from the listener.
-    #[cfg(not(target_os = "linux"))]
-    let _ = down.set_nodelay(true);
     endpoint.health.active.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.active.increment(1.0);
     let result = copy::bidirectional(
