@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod balance;
+mod budget;
 pub mod clienthello;
 pub mod copy;
 mod dial;
@@ -34,6 +35,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_EJECT_FOR: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Connections holding a ClientHello at once: about 19 KiB each at worst, so ~80 MiB in all.
+pub const DEFAULT_MAX_PENDING_HELLOS: usize = 4096;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 const fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
@@ -56,6 +59,9 @@ pub struct GatewayConfig {
     pub eject_for: Duration,
     /// Beyond this many open connections the gateway stops accepting until one closes.
     pub max_connections: usize,
+    /// Beyond this many connections holding a ClientHello buffer (not yet replayed upstream)
+    /// the gateway stops accepting until one is done with it.
+    pub max_pending_hellos: usize,
     /// On shutdown, open connections get this long to finish.
     pub drain_timeout: Duration,
     pub balance: balance::Policy,
@@ -75,6 +81,7 @@ impl GatewayConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             eject_for: DEFAULT_EJECT_FOR,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_hellos: DEFAULT_MAX_PENDING_HELLOS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             balance: balance::Policy::default(),
             copy: copy::CopyMode::default(),
@@ -98,6 +105,7 @@ pub struct Gateway {
     admin_listener: TcpListener,
     config: GatewayConfig,
     routes: RouteHandle,
+    hellos: budget::HelloBudget,
 }
 
 impl Gateway {
@@ -105,12 +113,14 @@ impl Gateway {
         let listener = listen(config.listen)?;
         let status_listener = bind_http(config.status).await?;
         let admin_listener = bind_http(config.admin).await?;
+        let hellos = budget::HelloBudget::new(config.max_pending_hellos, metrics::global());
         Ok(Gateway {
             listener,
             status_listener,
             admin_listener,
             config,
             routes,
+            hellos,
         })
     }
 
@@ -151,7 +161,7 @@ impl Gateway {
             on_bytes,
         });
         let slots = Arc::new(Semaphore::new(self.config.max_connections));
-        let accept = accept_loop(self.listener, ctx, slots.clone());
+        let accept = accept_loop(self.listener, ctx, slots.clone(), self.hellos);
         tokio::select! {
             () = accept => {}
             () = shutdown => {}
@@ -192,18 +202,27 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
     socket.listen(4096).map_err(bind_err)
 }
 
-/// Backpressure: a connection slot is taken before accepting, so at the cap new
-/// connections wait in the kernel's backlog instead of being accepted and dropped.
-async fn accept_loop(listener: TcpListener, ctx: Arc<proxy::Context>, slots: Arc<Semaphore>) {
+/// Backpressure: a connection slot and a ClientHello slot are taken before accepting, so at
+/// either cap new connections wait in the kernel's backlog instead of being accepted and
+/// dropped.
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<proxy::Context>,
+    slots: Arc<Semaphore>,
+    hellos: budget::HelloBudget,
+) {
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(hello) = hellos.take().await else {
             return;
         };
         match listener.accept().await {
             Ok((tcp, _)) => {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    proxy::handle(tcp, ctx).await;
+                    proxy::handle(tcp, ctx, hello.hold()).await;
                     drop(permit);
                 });
             }
@@ -242,5 +261,80 @@ mod tests {
         assert!(sock.keepalive().unwrap(), "downstream keepalive");
         assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "never: {what}");
+    }
+
+    /// A gateway with a budget of 2 ClientHellos, routing `echo` to `backend`.
+    async fn gateway_with_budget(backend: SocketAddr) -> (SocketAddr, budget::HelloBudget) {
+        let routes = RouteHandle::default();
+        routes.update(&[routes::ServiceRoutes {
+            host: "echo.sample.svc.cluster.local".into(),
+            port: 7,
+            endpoints: vec![routes::StaticEndpoint {
+                address: backend,
+                labels: Default::default(),
+                locality: Default::default(),
+            }],
+            subsets: vec![],
+        }]);
+        let any = "127.0.0.1:0".parse().unwrap();
+        let mut cfg = GatewayConfig::new(any, any, any);
+        cfg.max_pending_hellos = 2;
+        cfg.hello_timeout = Duration::from_secs(600);
+        let gw = Gateway::bind(cfg, routes).await.unwrap();
+        let (addr, hellos) = (gw.local_addr().unwrap(), gw.hellos.clone());
+        tokio::spawn(gw.run(std::future::pending()));
+        (addr, hellos)
+    }
+
+    /// Budget + 1 connections that hold a ClientHello slot: the extra one is not accepted
+    /// (it waits in the backlog, nothing is read or sent upstream) until a silent one closes;
+    /// then it is routed, and every slot comes back once the connections are gone (but the
+    /// one the accept loop takes for the next connection).
+    #[tokio::test]
+    async fn past_the_hello_budget_connections_wait_and_slots_come_back() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, hellos) = gateway_with_budget(backend.local_addr().unwrap()).await;
+        let in_use = || 2 - hellos.available();
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&[22, 3, 1]).await.unwrap(); // a record header that never completes
+            silent.push(s);
+        }
+        until("two silent clients hold the budget", || in_use() == 2).await;
+
+        let hello = clienthello::build::records(
+            &clienthello::build::client_hello(
+                Some("outbound_.7_._.echo.sample.svc.cluster.local"),
+                &[],
+            ),
+            16_384,
+        );
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        extra.write_all(&hello).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), backend.accept()).await;
+        assert!(early.is_err(), "routed past the ClientHello budget");
+        assert_eq!(in_use(), 2);
+
+        drop(silent.pop());
+        let accepted = tokio::time::timeout(Duration::from_secs(10), backend.accept()).await;
+        let (mut up, _) = accepted.expect("routed once a slot came back").unwrap();
+        let mut got = vec![0; hello.len()];
+        up.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, hello);
+        drop(silent);
+        // The routed connection's slot (its hello was replayed) and the silent ones' (they
+        // closed) are back; only the accept loop's, taken for the next connection, is not.
+        until("every connection's slot is back", || in_use() == 1).await;
     }
 }

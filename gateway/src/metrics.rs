@@ -57,6 +57,10 @@ pub struct Metrics {
     pub connect_local_errors: Counter,
     /// EDS endpoints dropped for not being marked as mesh workloads.
     pub xds_not_mesh: Counter,
+    /// Connections holding a ClientHello buffer now (read or waiting to be replayed).
+    pub pending_hellos: Gauge,
+    /// Accepts that waited because the ClientHello budget was spent.
+    pub hello_budget_waits: Counter,
 }
 
 impl Metrics {
@@ -74,6 +78,8 @@ impl Metrics {
             routes: gauge!("meshfed_gateway_routes"),
             connect_local_errors: counter!("meshfed_gateway_upstream_local_errors_total"),
             xds_not_mesh: counter!("meshfed_gateway_xds_endpoints_not_mesh_total"),
+            pending_hellos: gauge!("meshfed_gateway_pending_hellos"),
+            hello_budget_waits: counter!("meshfed_gateway_hello_budget_waits_total"),
         }
     }
 
@@ -128,6 +134,14 @@ fn describe() {
     describe_counter!(
         "meshfed_gateway_xds_endpoints_not_mesh_total",
         "EDS endpoints dropped because they were not marked as mesh workloads (tlsMode: istio)."
+    );
+    describe_gauge!(
+        "meshfed_gateway_pending_hellos",
+        "Connections holding a buffered ClientHello now (being read or waiting to be replayed)."
+    );
+    describe_counter!(
+        "meshfed_gateway_hello_budget_waits_total",
+        "Times accepting waited because --max-pending-hellos connections were holding a ClientHello."
     );
     describe_counter!(
         "meshfed_gateway_route_reloads_total",

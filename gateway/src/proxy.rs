@@ -3,6 +3,7 @@
 
 use crate::GatewayConfig;
 use crate::balance;
+use crate::budget::PendingHello;
 use crate::clienthello::{self, HelloError, Parsed};
 use crate::copy::{self, OnBytes};
 use crate::dial;
@@ -20,18 +21,20 @@ pub struct Context {
     pub on_bytes: OnBytes,
 }
 
-pub async fn handle(down: TcpStream, ctx: Arc<Context>) {
+/// Serves one accepted connection; `pending` is its share of the ClientHello budget, given
+/// back as soon as the buffered hello is no longer held.
+pub(crate) async fn handle(down: TcpStream, ctx: Arc<Context>, pending: PendingHello) {
     // On Linux accepted sockets inherit TCP_NODELAY and keepalive from the listener.
     #[cfg(not(target_os = "linux"))]
     {
         let _ = down.set_nodelay(true);
         let _ = socket2::SockRef::from(&down).set_tcp_keepalive(&crate::dial::keepalive());
     }
-    let outcome = serve(down, &ctx).await;
+    let outcome = serve(down, &ctx, pending).await;
     ctx.metrics.outcome(outcome);
 }
 
-async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
+async fn serve(mut down: TcpStream, ctx: &Context, pending: PendingHello) -> Outcome {
     let hello = match tokio::time::timeout(ctx.config.hello_timeout, read_hello(&mut down)).await {
         Err(_) => return Outcome::HelloTimeout,
         Ok(Err(e)) => {
@@ -55,6 +58,7 @@ async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
         return Outcome::UpstreamFailed;
     };
     drop(hello.bytes);
+    drop(pending);
     endpoint.health.active.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.active.increment(1.0);
     let result = copy::bidirectional(
@@ -103,6 +107,8 @@ async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
         }
         down.readable().await.map_err(|_| ReadError::Closed)?;
         let start = bytes.len();
+        // Exact growth: the buffer never exceeds the cap plus a step (the budget counts on it).
+        bytes.reserve_exact(STEP);
         bytes.resize(start + STEP, 0);
         let n = match copy::read_draining(down, &mut bytes[start..]) {
             Ok(0) => return Err(ReadError::Closed),
