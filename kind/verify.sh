@@ -73,8 +73,13 @@ delete_rules() {
   done
 }
 
+# clusterz I: the federation's /debug/clusterz, through the API server's pod proxy (the admin
+# port, 15014, is in no Service: debug pages are not for the cluster at large).
 clusterz() {
-  k "$1" get --raw "/api/v1/namespaces/istio-system/services/meshfed-federation:http-admin/proxy/debug/clusterz"
+  local pod
+  pod=$(k "$1" -n istio-system get pods -l app=meshfed-federation \
+    -o jsonpath='{.items[0].metadata.name}') && [ -n "$pod" ] || return 1
+  k "$1" get --raw "/api/v1/namespaces/istio-system/pods/$pod:15014/proxy/debug/clusterz"
 }
 
 # cluster_status I ID: the status of cluster ID in cluster I's federation ("" if it is not

@@ -8,8 +8,8 @@ use meshfed_gateway::copy::CopyMode;
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{
     DEFAULT_ADMIN, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_EJECT_FOR,
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, Gateway,
-    GatewayConfig, source,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PENDING_HELLOS, DEFAULT_STATUS, Gateway, GatewayConfig, source,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,9 +30,9 @@ use std::time::Duration;
 
 Examples:
   meshfed gateway --endpoints routes.yaml
-  meshfed gateway --listen 0.0.0.0:15443 --admin 0.0.0.0:15021 --endpoints routes.yaml --balance least-connections
+  meshfed gateway --listen 0.0.0.0:15443 --status 0.0.0.0:15021 --admin 127.0.0.1:15000 --endpoints routes.yaml --balance least-connections
   meshfed gateway --endpoints routes.yaml --hello-timeout 5s --idle-timeout 1h --connect-timeout 2s --eject-for 30s
-  meshfed gateway --endpoints routes.yaml --max-connections 50000 --drain-timeout 20s --copy buffered --threads 2
+  meshfed gateway --endpoints routes.yaml --max-connections 50000 --max-pending-hellos 2048 --drain-timeout 20s --copy buffered --threads 2
   meshfed gateway --xds meshfed-federation.istio-system:15010 --cluster-id cluster2 --network network2
 
 With --xds the node id is router~$INSTANCE_IP~$POD_NAME.$POD_NAMESPACE~$POD_NAMESPACE.svc.cluster.local,
@@ -42,7 +42,11 @@ pub struct GatewayArgs {
     /// Address to accept TLS connections on (routed by SNI, never terminated).
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Admin address: /healthz/ready, /metrics, /debug/routes.
+    /// Public status port: /healthz/ready only (what the LoadBalancer and probes may see).
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_STATUS)]
+    status: SocketAddr,
+    /// Admin address: /healthz/ready, /metrics, /debug/routes (lists every endpoint: keep it
+    /// off public addresses).
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
     admin: SocketAddr,
     /// Static route file (YAML, format above).
@@ -84,6 +88,10 @@ pub struct GatewayArgs {
     /// Stop accepting beyond this many open connections (they wait in the backlog).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Stop accepting while this many connections hold a ClientHello not yet replayed
+    /// upstream (up to ~19 KiB each; new ones wait in the backlog).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING_HELLOS)]
+    max_pending_hellos: usize,
     /// Worker threads (default: one per core this process may run on; one means a
     /// single-threaded runtime, the cheapest per connection).
     #[arg(long, value_name = "N")]
@@ -94,7 +102,7 @@ pub struct GatewayArgs {
 }
 
 pub fn run(args: GatewayArgs) -> Result<ExitCode> {
-    let mut config = GatewayConfig::new(args.listen, args.admin);
+    let mut config = GatewayConfig::new(args.listen, args.status, args.admin);
     config.balance = args.balance;
     config.copy = args.copy.unwrap_or_default();
     config.hello_timeout = args.hello_timeout.0;
@@ -102,6 +110,7 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
     config.connect_timeout = args.connect_timeout.0;
     config.eject_for = args.eject_for.0;
     config.max_connections = args.max_connections.max(1);
+    config.max_pending_hellos = args.max_pending_hellos.max(1);
     config.drain_timeout = args.drain_timeout.0;
     crate::runtime(args.threads)?.block_on(async move {
         let routes = RouteHandle::default();
@@ -117,12 +126,12 @@ pub fn run(args: GatewayArgs) -> Result<ExitCode> {
             (None, None) => anyhow::bail!("--endpoints or --xds is required"),
         };
         let gateway = Gateway::bind(config, routes).await?;
-        let (listen, admin) = (gateway.local_addr(), gateway.admin_addr());
         let shutdown = crate::shutdown_signal();
         println!(
-            "gateway listening on {} (admin {})",
-            show(listen),
-            show(admin)
+            "gateway listening on {} (status {}, admin {})",
+            show(gateway.local_addr()),
+            show(gateway.status_addr()),
+            show(gateway.admin_addr())
         );
         gateway.run(shutdown).await;
         Ok(ExitCode::SUCCESS)

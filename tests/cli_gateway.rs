@@ -23,6 +23,8 @@ fn a_bad_route_file_is_a_one_line_error() {
             "gateway",
             "--listen",
             "127.0.0.1:0",
+            "--status",
+            "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
             "--endpoints",
@@ -59,6 +61,8 @@ fn sigterm_drains_open_connections_then_exits() {
             "gateway",
             "--listen",
             "127.0.0.1:0",
+            "--status",
+            "127.0.0.1:0",
             "--admin",
             "127.0.0.1:0",
             "--drain-timeout",
@@ -74,12 +78,17 @@ fn sigterm_drains_open_connections_then_exits() {
     BufReader::new(gw.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    // "gateway listening on ADDR (admin ADDR)"
+    // "gateway listening on ADDR (status ADDR, admin ADDR)"
     let words: Vec<&str> = line.split_whitespace().collect();
-    let (listen, admin) = (
+    let (listen, status, admin) = (
         words[3].to_string(),
-        words[5].trim_end_matches(')').to_string(),
+        words[5].trim_end_matches(',').to_string(),
+        words[7].trim_end_matches(')').to_string(),
     );
+    assert_eq!(admin_get(&status, "/healthz/ready").0, 200, "{line}");
+    assert_eq!(admin_get(&status, "/debug/routes").0, 404, "{line}");
+    assert_eq!(admin_get(&status, "/metrics").0, 404, "{line}");
+    assert_eq!(admin_get(&admin, "/debug/routes").0, 200, "{line}");
 
     let mut client = TcpStream::connect(&listen).unwrap();
     let hello = meshfed_gateway::clienthello::build::records(
@@ -104,7 +113,7 @@ fn sigterm_drains_open_connections_then_exits() {
     );
     // Draining: no longer ready, but the open connection still carries bytes both ways.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while admin_get(&admin, "/healthz/ready").0 != 503 {
+    while admin_get(&status, "/healthz/ready").0 != 503 {
         assert!(
             std::time::Instant::now() < deadline,
             "still ready while draining"

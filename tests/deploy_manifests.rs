@@ -1,15 +1,17 @@
 //! `deploy/meshfed.yaml` is what users apply: every document must parse as its Kubernetes type,
 //! RBAC must grant exactly what the federation reads (and nothing to the gateway or the DNS
-//! proxy), and every container's arguments must be ones `meshfed` accepts.
+//! proxy), every container's arguments must be ones `meshfed` accepts, and admin ports (metrics,
+//! debug pages) are scraped through pod annotations, never listed in a Service.
 
 mod common;
 
 use common::MESHFED;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 #[derive(Default)]
@@ -170,4 +172,128 @@ fn every_container_runs_as_non_root_with_arguments_meshfed_accepts() {
             );
         }
     }
+}
+
+/// The value after `flag` in `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).map(String::as_str)
+}
+
+/// The port of the address given to `flag` (every component takes `ADDR` as ip:port).
+fn port_of(c: &Container, name: &str, f: &str) -> i32 {
+    let args = c.args.clone().unwrap_or_default();
+    let addr: std::net::SocketAddr = flag(&args, f)
+        .unwrap_or_else(|| panic!("{name}: no {f} in {args:?}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {f}: {e}"));
+    i32::from(addr.port())
+}
+
+/// A Service or probe port as a number: named ports are looked up in the container.
+fn resolve(port: &IntOrString, c: &Container) -> i32 {
+    match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .unwrap_or_else(|| panic!("{}: no port named {name}", c.name)),
+    }
+}
+
+/// (deployment name, its pod labels, its one container).
+fn components(m: &Manifests) -> Vec<(String, BTreeMap<String, String>, &Container)> {
+    m.deployments
+        .iter()
+        .map(|d| {
+            let name = d.metadata.name.clone().unwrap_or_default();
+            let template = &d.spec.as_ref().unwrap().template;
+            let labels = template.metadata.as_ref().unwrap().labels.clone();
+            let [c] = &template.spec.as_ref().unwrap().containers[..] else {
+                panic!("{name}: one container");
+            };
+            (name, labels.unwrap_or_default(), c)
+        })
+        .collect()
+}
+
+/// Every Service port that reaches pods with `labels`, as the container port it lands on.
+fn exposed(m: &Manifests, labels: &BTreeMap<String, String>, c: &Container) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    for svc in &m.services {
+        let spec = svc.spec.as_ref().unwrap();
+        let selector = spec.selector.clone().unwrap_or_default();
+        if selector.is_empty() || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            continue;
+        }
+        for p in spec.ports.iter().flatten() {
+            let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+            out.insert(resolve(&target, c));
+            out.insert(p.port);
+        }
+    }
+    out
+}
+
+#[test]
+fn metrics_are_scraped_by_annotation_and_no_service_exposes_an_admin_port() {
+    let m = load();
+    let annotations: Vec<_> = m
+        .deployments
+        .iter()
+        .map(|d| {
+            let t = d.spec.as_ref().unwrap().template.metadata.as_ref();
+            t.and_then(|t| t.annotations.clone()).unwrap_or_default()
+        })
+        .collect();
+    for ((name, labels, c), notes) in components(&m).into_iter().zip(annotations) {
+        let (admin, status) = (port_of(c, &name, "--admin"), port_of(c, &name, "--status"));
+        assert_ne!(
+            admin, status,
+            "{name}: the status port must not be the admin port"
+        );
+        let note = |k: &str| notes.get(k).map(String::as_str);
+        assert_eq!(note("prometheus.io/scrape"), Some("true"), "{name}");
+        assert_eq!(
+            note("prometheus.io/port"),
+            Some(admin.to_string().as_str()),
+            "{name}"
+        );
+        assert_eq!(note("prometheus.io/path"), Some("/metrics"), "{name}");
+        let probe = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+        let probed = probe.map(|h| resolve(&h.port, c));
+        assert_eq!(probed, Some(status), "{name}: readiness on the status port");
+        let services = exposed(&m, &labels, c);
+        assert!(
+            !services.contains(&admin),
+            "{name}: admin port {admin} in a Service: {services:?}"
+        );
+    }
+}
+
+fn service_ports(m: &Manifests, name: &str) -> BTreeSet<i32> {
+    let svc = m
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("Service {name}"));
+    let spec = svc.spec.as_ref().unwrap();
+    spec.ports.iter().flatten().map(|p| p.port).collect()
+}
+
+#[test]
+fn the_load_balancer_has_status_and_tls_and_the_federation_service_xds_only() {
+    let m = load();
+    assert_eq!(
+        service_ports(&m, "istio-eastwestgateway"),
+        BTreeSet::from([15021, 15443])
+    );
+    assert_eq!(
+        service_ports(&m, "meshfed-federation"),
+        BTreeSet::from([15010])
+    );
+    assert_eq!(service_ports(&m, "meshfed-dns"), BTreeSet::from([53]));
 }

@@ -103,6 +103,7 @@ pub fn meshfed(
     copy: &str,
 ) -> Result<Proxy, String> {
     let addr = free_port().map_err(|e| e.to_string())?;
+    let status = free_port().map_err(|e| e.to_string())?;
     let admin = free_port().map_err(|e| e.to_string())?;
     let file = dir.join(format!("meshfed-{copy}.yaml"));
     let routes = format!(
@@ -113,6 +114,8 @@ pub fn meshfed(
         "gateway".to_string(),
         "--listen".into(),
         addr.to_string(),
+        "--status".into(),
+        status.to_string(),
         "--admin".into(),
         admin.to_string(),
         "--copy".into(),

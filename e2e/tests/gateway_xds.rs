@@ -1,6 +1,7 @@
 //! The gateway in `--xds` mode: routes by SNI from endpoints pushed by the federation's xDS
-//! server, only to its own network's endpoints, and follows readiness at once. Judged by
-//! openssl s_client, which must see each backend's own certificate through the gateway.
+//! server, only to its own network's endpoints and only to mesh workloads (not to an API server
+//! a selector-less Service points at), and follows readiness at once. Judged by openssl
+//! s_client, which must see each backend's own certificate through the gateway.
 
 use meshfed_certs::{CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions};
 use meshfed_e2e::judges::{self, openssl_peer};
@@ -43,6 +44,74 @@ spec:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
 ";
+
+/// A Service without a selector whose one endpoint is `target`: not a mesh workload.
+fn apiserver_alias(target: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: apiserver-alias, namespace: sample}}
+spec:
+  ports: [{{name: https, port: 443}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: apiserver-alias, namespace: sample, labels: {{kubernetes.io/service-name: apiserver-alias}}}}
+addressType: IPv4
+ports: [{{name: https, port: {port}}}]
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+",
+        ip = target.ip(),
+        port = target.port()
+    )
+}
+
+fn kubectl_apply(kubeconfig: &std::path::Path, yaml: &str) {
+    let file = kubeconfig.with_extension("apply.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--validate=false", "-f"])
+        .arg(&file)
+        .output()
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The API server behind `apiserver-alias` is not reachable through the gateway: openssl,
+/// trusting the API server's own CA (so it would verify if the bytes got there, as it does
+/// directly), sees no certificate through the gateway.
+async fn the_api_server_is_not_relayed(
+    gw: SocketAddr,
+    routes: &RouteHandle,
+    api: SocketAddr,
+    ca: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("apiserver-ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let alias = "outbound_.443_._.apiserver-alias.sample.svc.cluster.local".to_string();
+    let direct = peer(api, alias.clone(), ca_file.clone()).await;
+    assert!(direct.is_ok(), "the probe itself: {direct:?}");
+    // The federation knows the Service by now (it was there before it started); if it sends
+    // the cluster, the gateway holds it without endpoints.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while routes.get().lookup(&alias).is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(c) = routes.get().lookup(&alias) {
+        assert!(c.endpoints.is_empty(), "{}", routes.get().debug_json());
+    }
+    match peer(gw, alias, ca_file).await {
+        Ok(seen) => panic!("the gateway relayed to the API server: {seen}"),
+        Err(text) => assert!(!text.contains("BEGIN CERTIFICATE"), "{text}"),
+    }
+}
 
 /// Waits until the gateway's table gives `sni` exactly `n` endpoints.
 async fn until_routes(routes: &RouteHandle, sni: &str, n: usize) {
@@ -107,20 +176,9 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
         .unwrap();
     let kubeconfig = dir.path().join("cluster2.kubeconfig");
     s2.write_kubeconfig(&kubeconfig).unwrap();
-    let dr = dir.path().join("dr.yaml");
-    std::fs::write(&dr, SUBSETS).unwrap();
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "--validate=false", "-f"])
-        .arg(&dr)
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kubectl_apply(&kubeconfig, SUBSETS);
+    // The observed attack: a selector-less Service whose EndpointSlice names the API server.
+    kubectl_apply(&kubeconfig, &apiserver_alias(s2.addr()));
 
     let fed = Controllers::start(c2.clone(), &FederationConfig::new("cluster2", "network2"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,15 +206,10 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
         routes.clone(),
         metrics,
     ));
-    let gw = Gateway::bind(
-        GatewayConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        ),
-        routes.clone(),
-    )
-    .await
-    .unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let gw = Gateway::bind(GatewayConfig::new(any, any, any), routes.clone())
+        .await
+        .unwrap();
     let gw_addr = gw.local_addr().unwrap();
     tokio::spawn(gw.run(std::future::pending()));
 
@@ -182,6 +235,7 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
             .is_err(),
         "no open relay"
     );
+    the_api_server_is_not_relayed(gw_addr, &routes, s2.addr(), s2.ca_pem()).await;
 
     // Readiness: v2 turns not-ready and the gateway stops routing to it at once; and back.
     seed::set_ready(&c2, &w2, false).await.unwrap();

@@ -1,7 +1,9 @@
-//! The admin port: `/healthz/ready`, `/metrics` (Prometheus) and `/debug/routes`.
+//! The gateway's two HTTP ports. The admin address serves `/healthz/ready`, `/metrics`
+//! (Prometheus) and `/debug/routes` (every endpoint address: never for the public); the status
+//! port, which the LoadBalancer exposes for health checks, serves `/healthz/ready` only.
 
 use crate::routes::RouteHandle;
-use meshfed_model::admin::Reply;
+use meshfed_model::admin::{Reply, health_only};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
@@ -13,8 +15,15 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
 }
 
+/// The admin address: health, metrics and debug pages.
 pub async fn serve(listener: TcpListener, admin: Admin) {
     meshfed_model::admin::serve(listener, move |path: &str| respond(path, &admin)).await
+}
+
+/// The public status port: `/healthz/ready` and nothing else.
+pub async fn serve_status(listener: TcpListener, admin: Admin) {
+    let route = move |path: &str| respond(path, &admin);
+    meshfed_model::admin::serve(listener, health_only(route)).await
 }
 
 fn respond(path: &str, admin: &Admin) -> Reply {

@@ -10,10 +10,56 @@
 use crate::copy;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// Connects to `addr` with TCP_NODELAY and writes all of `first`; an error from either step
-/// (refused, unreachable, reset) is returned as is.
+/// TCP keepalive on both sides of every connection: a peer that vanished without a FIN or RST
+/// (a node gone, a NAT that forgot the flow) is found after `idle` plus the kernel's probe
+/// count (9 on Linux) times `interval`, about 2.5 minutes, instead of at `--idle-timeout`; and
+/// middleboxes see traffic on idle connections.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+pub(crate) fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+}
+
+/// Whether a failed connect (or ClientHello write) says the endpoint is bad, so it should be
+/// set aside: it refused, reset or cannot be reached. Errors of this host (out of
+/// descriptors, buffers, memory or local ports, a local firewall) say nothing about the
+/// endpoint; ejecting on them would empty a healthy cluster while the gateway is under load.
+/// Anything not known to be the endpoint's fault is taken as not its fault.
+pub fn blames_endpoint(e: &io::Error) -> bool {
+    if let Some(code) = e.raw_os_error() {
+        return matches!(
+            code,
+            libc::ECONNREFUSED
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::EPIPE
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ETIMEDOUT
+        );
+    }
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | BrokenPipe
+            | HostUnreachable
+            | NetworkUnreachable
+            | TimedOut
+    )
+}
+
+/// Connects to `addr` with TCP_NODELAY and keepalive and writes all of `first`; an error from
+/// either step (refused, unreachable, reset, or local) is returned as is.
 pub async fn connect_with(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
     let stream = start_connect(addr)?;
     copy::send_all(&stream, first).await?;
@@ -29,6 +75,7 @@ fn start_connect(addr: SocketAddr) -> io::Result<TcpStream> {
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(&keepalive())?;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -43,14 +90,54 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
+    /// Refused, reset and unreachable endpoints are to blame; running out of descriptors,
+    /// buffers, memory or local ports (or a local firewall) is not.
+    #[test]
+    fn only_endpoint_errors_blame_the_endpoint() {
+        let os = io::Error::from_raw_os_error;
+        for code in [
+            libc::ECONNREFUSED,
+            libc::ECONNRESET,
+            libc::EPIPE,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ETIMEDOUT,
+        ] {
+            assert!(blames_endpoint(&os(code)), "{}", os(code));
+        }
+        for code in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EADDRNOTAVAIL,
+            libc::EADDRINUSE,
+            libc::EPERM,
+            libc::EACCES,
+            libc::EINVAL,
+        ] {
+            assert!(!blames_endpoint(&os(code)), "{}", os(code));
+        }
+        assert!(blames_endpoint(&io::ErrorKind::ConnectionRefused.into()));
+        assert!(!blames_endpoint(&io::ErrorKind::OutOfMemory.into()));
+        assert!(!blames_endpoint(&io::Error::other("something else")));
+    }
+
     #[tokio::test]
-    async fn first_bytes_arrive_and_nodelay_is_set() {
+    async fn first_bytes_arrive_and_nodelay_and_keepalive_are_set() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let hello: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         let (up, accepted) = tokio::join!(connect_with(addr, &hello), l.accept());
         let up = up.unwrap();
         assert!(up.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&up);
+        assert!(sock.keepalive().unwrap(), "upstream keepalive");
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+            assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        }
         let mut got = vec![0; hello.len()];
         accepted.unwrap().0.read_exact(&mut got).await.unwrap();
         assert_eq!(got, hello);

@@ -53,6 +53,14 @@ pub struct Metrics {
     pub route_reloads_ok: Counter,
     pub route_reloads_failed: Counter,
     pub routes: Gauge,
+    /// Upstream connects that failed on this side (EMFILE, ENOBUFS, ...): nobody ejected.
+    pub connect_local_errors: Counter,
+    /// EDS endpoints dropped for not being marked as mesh workloads.
+    pub xds_not_mesh: Counter,
+    /// Connections holding a ClientHello buffer now (read or waiting to be replayed).
+    pub pending_hellos: Gauge,
+    /// Accepts that waited because the ClientHello budget was spent.
+    pub hello_budget_waits: Counter,
 }
 
 impl Metrics {
@@ -68,6 +76,10 @@ impl Metrics {
             route_reloads_ok: counter!("meshfed_gateway_route_reloads_total", "result" => "ok"),
             route_reloads_failed: counter!("meshfed_gateway_route_reloads_total", "result" => "error"),
             routes: gauge!("meshfed_gateway_routes"),
+            connect_local_errors: counter!("meshfed_gateway_upstream_local_errors_total"),
+            xds_not_mesh: counter!("meshfed_gateway_xds_endpoints_not_mesh_total"),
+            pending_hellos: gauge!("meshfed_gateway_pending_hellos"),
+            hello_budget_waits: counter!("meshfed_gateway_hello_budget_waits_total"),
         }
     }
 
@@ -113,7 +125,23 @@ fn describe() {
     );
     describe_counter!(
         "meshfed_gateway_upstream_connect_failures_total",
-        "Endpoint connects that failed (the endpoint is set aside)."
+        "Endpoint connects that failed: refused, unreachable or timed out (the endpoint is set aside)."
+    );
+    describe_counter!(
+        "meshfed_gateway_upstream_local_errors_total",
+        "Upstream connects that failed on the gateway's side (EMFILE, ENFILE, ENOBUFS, EADDRNOTAVAIL, ...); no endpoint is set aside."
+    );
+    describe_counter!(
+        "meshfed_gateway_xds_endpoints_not_mesh_total",
+        "EDS endpoints dropped because they were not marked as mesh workloads (tlsMode: istio)."
+    );
+    describe_gauge!(
+        "meshfed_gateway_pending_hellos",
+        "Connections holding a buffered ClientHello now (being read or waiting to be replayed)."
+    );
+    describe_counter!(
+        "meshfed_gateway_hello_budget_waits_total",
+        "Times accepting waited because --max-pending-hellos connections were holding a ClientHello."
     );
     describe_counter!(
         "meshfed_gateway_route_reloads_total",

@@ -3,6 +3,7 @@
 
 use crate::GatewayConfig;
 use crate::balance;
+use crate::budget::PendingHello;
 use crate::clienthello::{self, HelloError, Parsed};
 use crate::copy::{self, OnBytes};
 use crate::dial;
@@ -20,12 +21,20 @@ pub struct Context {
     pub on_bytes: OnBytes,
 }
 
-pub async fn handle(down: TcpStream, ctx: Arc<Context>) {
-    let outcome = serve(down, &ctx).await;
+/// Serves one accepted connection; `pending` is its share of the ClientHello budget, given
+/// back as soon as the buffered hello is no longer held.
+pub(crate) async fn handle(down: TcpStream, ctx: Arc<Context>, pending: PendingHello) {
+    // On Linux accepted sockets inherit TCP_NODELAY and keepalive from the listener.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = down.set_nodelay(true);
+        let _ = socket2::SockRef::from(&down).set_tcp_keepalive(&crate::dial::keepalive());
+    }
+    let outcome = serve(down, &ctx, pending).await;
     ctx.metrics.outcome(outcome);
 }
 
-async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
+async fn serve(mut down: TcpStream, ctx: &Context, pending: PendingHello) -> Outcome {
     let hello = match tokio::time::timeout(ctx.config.hello_timeout, read_hello(&mut down)).await {
         Err(_) => return Outcome::HelloTimeout,
         Ok(Err(e)) => {
@@ -49,9 +58,7 @@ async fn serve(mut down: TcpStream, ctx: &Context) -> Outcome {
         return Outcome::UpstreamFailed;
     };
     drop(hello.bytes);
-    // On Linux accepted sockets inherit TCP_NODELAY from the listener.
-    #[cfg(not(target_os = "linux"))]
-    let _ = down.set_nodelay(true);
+    drop(pending);
     endpoint.health.active.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.active.increment(1.0);
     let result = copy::bidirectional(
@@ -100,6 +107,8 @@ async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
         }
         down.readable().await.map_err(|_| ReadError::Closed)?;
         let start = bytes.len();
+        // Exact growth: the buffer never exceeds the cap plus a step (the budget counts on it).
+        bytes.reserve_exact(STEP);
         bytes.resize(start + STEP, 0);
         let n = match copy::read_draining(down, &mut bytes[start..]) {
             Ok(0) => return Err(ReadError::Closed),
@@ -118,7 +127,8 @@ async fn read_hello(down: &mut TcpStream) -> Result<Hello, ReadError> {
     }
 }
 
-/// Tries endpoints in order; one that fails to connect is set aside and the next is tried.
+/// Tries endpoints in order; one that fails to connect is set aside (if the failure was its
+/// fault) and the next is tried.
 async fn connect_first(
     candidates: &[Arc<RouteEndpoint>],
     hello: &[u8],
@@ -137,11 +147,80 @@ async fn connect_first(
                 endpoint.health.restore();
                 return Some((up, endpoint.clone()));
             }
-            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "upstream connect failed"),
-            Err(_) => tracing::debug!(%addr, "upstream connect timed out"),
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = %e, "upstream connect failed");
+                failed(endpoint, Some(&e), ctx);
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "upstream connect timed out");
+                failed(endpoint, None, ctx);
+            }
         }
-        ctx.metrics.connect_failures.increment(1);
-        endpoint.health.eject(ctx.config.eject_for);
     }
     None
+}
+
+/// A connect to `endpoint` failed with `error` (None: it timed out). Only a failure that is
+/// the endpoint's fault sets it aside; a local one (EMFILE, ENOBUFS, EADDRNOTAVAIL, ...) is
+/// counted apart and leaves it in rotation, since the next connection may well succeed.
+fn failed(endpoint: &RouteEndpoint, error: Option<&std::io::Error>, ctx: &Context) {
+    if error.is_some_and(|e| !dial::blames_endpoint(e)) {
+        ctx.metrics.connect_local_errors.increment(1);
+        return;
+    }
+    ctx.metrics.connect_failures.increment(1);
+    endpoint.health.eject(ctx.config.eject_for);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn context() -> Context {
+        let any = "127.0.0.1:0".parse().unwrap();
+        Context {
+            config: GatewayConfig::new(any, any, any),
+            routes: RouteHandle::default(),
+            metrics: crate::metrics::global(),
+            on_bytes: Arc::new(|_, _| {}),
+        }
+    }
+
+    fn endpoint() -> RouteEndpoint {
+        RouteEndpoint {
+            endpoint: meshfed_model::Endpoint {
+                address: "10.0.0.1:5000".parse().unwrap(),
+                labels: Default::default(),
+                locality: Default::default(),
+            },
+            health: Default::default(),
+        }
+    }
+
+    /// A local error leaves a healthy endpoint in rotation; refused, unreachable and timed
+    /// out set it aside.
+    #[test]
+    fn only_failures_of_the_endpoint_set_it_aside() {
+        let ctx = context();
+        for code in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            let e = endpoint();
+            failed(&e, Some(&io::Error::from_raw_os_error(code)), &ctx);
+            assert!(!e.health.is_ejected(), "ejected on {code}");
+        }
+        for error in [
+            Some(io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+            Some(io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+            None,
+        ] {
+            let e = endpoint();
+            failed(&e, error.as_ref(), &ctx);
+            assert!(e.health.is_ejected(), "not ejected on {error:?}");
+        }
+    }
 }

@@ -2,13 +2,21 @@
 //! cluster per SNI name (`outbound_.port_.subset_.fqdn`) with its network's endpoints. The
 //! table follows every push; when the server goes away the last table stays and the client
 //! reconnects with what it holds, so a control-plane restart routes on without a gap.
+//!
+//! Only endpoints the federation marks as mesh workloads (`tlsMode: istio` in the
+//! `envoy.transport_socket_match` metadata, as Istio's EDS has it) enter the table: a
+//! selector-less Service whose EndpointSlice names the API server, a node or anything else
+//! on this network is never reachable through the gateway, even if a server sent it.
 
 use crate::metrics::Metrics;
 use crate::routes::{RouteHandle, StaticEndpoint};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
+use envoy_types::pb::google::protobuf::value;
+use meshfed_model::labels::TLS_MODE_ISTIO;
 use meshfed_model::{ClusterName, Locality};
 use meshfed_proto::ads::{
     self, Applied, CLUSTER_TYPE, DeltaState, ENDPOINT_TYPE, Identity, Subscription,
@@ -75,8 +83,13 @@ impl State {
                 .map(|a| ClusterLoadAssignment::decode(a.value.as_slice()))
             {
                 Some(Ok(cla)) => {
+                    let (eps, not_mesh) = endpoints(&cla);
+                    if not_mesh > 0 {
+                        tracing::warn!(cluster = %r.name, dropped = not_mesh, "EDS endpoints not marked tlsMode: istio; not routing to them");
+                        self.metrics.xds_not_mesh.increment(not_mesh);
+                    }
                     self.endpoints
-                        .insert(r.name.clone(), (r.version.clone(), endpoints(&cla)));
+                        .insert(r.name.clone(), (r.version.clone(), eps));
                 }
                 Some(Err(e)) => error = Some(format!("{}: {e}", r.name)),
                 None => error = Some(format!("{}: no resource", r.name)),
@@ -141,9 +154,16 @@ pub async fn run(
     ads::run(server, identity, &mut state).await
 }
 
-/// The healthy endpoints of a load assignment (unhealthy ones are what not-ready looks like).
-fn endpoints(cla: &ClusterLoadAssignment) -> Vec<StaticEndpoint> {
+/// Where Istio's EDS (and the federation's) says how an endpoint is reached; the gateway
+/// reads it as "this is a mesh workload".
+const TLS_MODE_METADATA: &str = "envoy.transport_socket_match";
+const TLS_MODE_FIELD: &str = "tlsMode";
+
+/// The healthy mesh endpoints of a load assignment (unhealthy ones are what not-ready looks
+/// like), and how many endpoints were dropped for not being marked as mesh workloads.
+fn endpoints(cla: &ClusterLoadAssignment) -> (Vec<StaticEndpoint>, u64) {
     let mut out = Vec::new();
+    let mut not_mesh = 0;
     for group in &cla.endpoints {
         let locality = group
             .locality
@@ -151,9 +171,11 @@ fn endpoints(cla: &ClusterLoadAssignment) -> Vec<StaticEndpoint> {
             .map(|l| Locality::new(&l.region, &l.zone, &l.sub_zone))
             .unwrap_or_default();
         for e in &group.lb_endpoints {
-            if e.health_status
-                == envoy_types::pb::envoy::config::core::v3::HealthStatus::Unhealthy as i32
-            {
+            if !is_mesh_workload(e) {
+                not_mesh += 1;
+                continue;
+            }
+            if e.health_status == HealthStatus::Unhealthy as i32 {
                 continue;
             }
             let Some(address) = ads::endpoint_addr(e) else {
@@ -166,5 +188,19 @@ fn endpoints(cla: &ClusterLoadAssignment) -> Vec<StaticEndpoint> {
             });
         }
     }
-    out
+    (out, not_mesh)
 }
+
+/// `tlsMode: istio` in the endpoint's transport-socket-match metadata: the federation puts
+/// it on pods with a sidecar and on remote gateways, never on arbitrary addresses.
+fn is_mesh_workload(e: &LbEndpoint) -> bool {
+    e.metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get(TLS_MODE_METADATA))
+        .and_then(|s| s.fields.get(TLS_MODE_FIELD))
+        .and_then(|v| v.kind.as_ref())
+        .is_some_and(|k| matches!(k, value::Kind::StringValue(m) if m == TLS_MODE_ISTIO))
+}
+
+#[cfg(test)]
+mod tests;

@@ -69,6 +69,7 @@ struct Bed {
     _dir: tempfile::TempDir,
     root: PathBuf,
     gateway: SocketAddr,
+    status: SocketAddr,
     admin: SocketAddr,
     routes: RouteHandle,
     file: PathBuf,
@@ -126,12 +127,10 @@ impl Bed {
         std::fs::write(&file, routes_yaml(&v1, b2.addr, "")).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let routes = RouteHandle::default();
-        let mut cfg = GatewayConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap(),
-        );
+        let any = "127.0.0.1:0".parse().unwrap();
+        let mut cfg = GatewayConfig::new(any, any, any);
         tune(&mut cfg);
-        let (gateway, admin) = rt.block_on(async {
+        let (gateway, status, admin) = rt.block_on(async {
             let metrics = meshfed_gateway::metrics::global();
             source::start(
                 file.clone(),
@@ -141,7 +140,11 @@ impl Bed {
             )
             .unwrap();
             let gw = Gateway::bind(cfg, routes.clone()).await.unwrap();
-            let addrs = (gw.local_addr().unwrap(), gw.admin_addr().unwrap());
+            let addrs = (
+                gw.local_addr().unwrap(),
+                gw.status_addr().unwrap(),
+                gw.admin_addr().unwrap(),
+            );
             tokio::spawn(gw.run(std::future::pending()));
             addrs
         });
@@ -150,6 +153,7 @@ impl Bed {
             _dir: dir,
             root: root_file,
             gateway,
+            status,
             admin,
             routes,
             file,
@@ -199,10 +203,7 @@ impl Bed {
     }
 
     fn admin_get(&self, path: &str) -> (u16, String) {
-        let a = AdminClient::new(self.admin)
-            .get_blocking(path)
-            .expect("admin answer");
-        (a.status, a.body)
+        get(self.admin, path)
     }
 
     fn metric(&self, series: &str) -> f64 {
@@ -211,6 +212,13 @@ impl Bed {
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
     }
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let a = AdminClient::new(addr)
+        .get_blocking(path)
+        .expect("an HTTP answer");
+    (a.status, a.body)
 }
 
 #[test]
@@ -329,6 +337,23 @@ fn admin_endpoints_answer() {
     assert_eq!(bed.admin_get("/nope").0, 404);
 }
 
+/// The public status port (what the LoadBalancer exposes) serves health and no debug data:
+/// no endpoint addresses, no metrics. The admin address serves them.
+#[test]
+fn the_status_port_serves_health_only_and_the_admin_address_the_rest() {
+    let bed = Bed::start(false, |_| {});
+    assert_ne!(bed.status, bed.admin);
+    assert_eq!(get(bed.status, "/healthz/ready"), (200, "ready\n".into()));
+    for path in ["/debug/routes", "/metrics", "/", "/debug/routes?x=1"] {
+        let (code, body) = get(bed.status, path);
+        assert_eq!(code, 404, "{path} on the status port: {body}");
+        assert!(!body.contains("127.0.0.1"), "{path} leaked: {body}");
+    }
+    assert_eq!(bed.admin_get("/debug/routes").0, 200);
+    assert_eq!(bed.admin_get("/metrics").0, 200);
+    assert_eq!(bed.admin_get("/healthz/ready").0, 200);
+}
+
 #[test]
 fn route_file_changes_are_picked_up_and_bad_edits_ignored() {
     let bed = Bed::start(false, |_| {});
@@ -354,15 +379,15 @@ fn route_file_changes_are_picked_up_and_bad_edits_ignored() {
 
     let failed = bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}");
     std::fs::write(&bed.file, "services: [{host: x, port: 0, typo: 1}]\n").unwrap();
-    bed.rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}") <= failed {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap()
-    });
+    // Polled from this thread: the admin client's blocking GET may not run inside the runtime.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}") <= failed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bad edit was never counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         bed.peer_identity(&sni("all-v2"))
             .contains("sa/helloworld-v2"),

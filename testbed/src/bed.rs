@@ -78,6 +78,9 @@ pub struct Addresses {
     pub xds: SocketAddr,
     pub federation_admin: SocketAddr,
     pub gateway: SocketAddr,
+    /// The gateway's status port: `/healthz/ready` only.
+    pub gateway_status: SocketAddr,
+    /// The gateway's admin address: metrics and `/debug/routes`.
     pub gateway_admin: SocketAddr,
     pub dns: SocketAddr,
     pub dns_admin: SocketAddr,
@@ -214,7 +217,7 @@ impl Bed {
             .await
             .with_context(|| format!("{}'s sidecar", c.spec.name))?;
             for (what, addr) in [
-                ("gateway", c.addrs.gateway_admin),
+                ("gateway", c.addrs.gateway_status),
                 ("DNS proxy", c.addrs.dns_admin),
             ] {
                 c.until_ready(addr)
@@ -383,7 +386,8 @@ fn addresses(c: &ClusterNet) -> anyhow::Result<Addresses> {
         xds: pod(POD_FEDERATION, 15010)?,
         federation_admin: pod(POD_FEDERATION, 15014)?,
         gateway: SocketAddr::new(gw, 15443),
-        gateway_admin: pod(POD_GATEWAY, 15021)?,
+        gateway_status: pod(POD_GATEWAY, 15021)?,
+        gateway_admin: pod(POD_GATEWAY, 15000)?,
         dns: pod(POD_DNS, 15053)?,
         dns_admin: pod(POD_DNS, 15020)?,
         helloworld: pod(POD_HELLOWORLD, 5000)?,
@@ -718,6 +722,8 @@ fn gateway_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
         "gateway",
         "--listen",
         &a.gateway.to_string(),
+        "--status",
+        &a.gateway_status.to_string(),
         "--admin",
         &a.gateway_admin.to_string(),
         "--xds",

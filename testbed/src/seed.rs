@@ -76,8 +76,8 @@ where
 }
 
 /// Namespaces `istio-system` (labelled with the network) and `sample`, the node, and
-/// helloworld (Service port 5000 named grpc, Pod with a sidecar's `tlsMode: istio`, ready
-/// EndpointSlice).
+/// helloworld (Service port 5000 named grpc, Pod with a sidecar's `tlsMode: istio` label, ready
+/// EndpointSlice). The label makes it a mesh workload: the only kind a gateway routes to.
 pub async fn helloworld(c: &kube::Client, w: &Workload) -> Result<(), kube::Error> {
     let cluster = &w.cluster;
     let ns: Api<Namespace> = Api::all(c.clone());

@@ -649,7 +649,7 @@ async fn fault_step(bed: &Bed, fault: Fault) -> Outcome {
     };
     let healed = bed.fault(fault, &target.spec.name, true).await?;
     if fault == Fault::GatewayDown {
-        c2.until_ready(c2.addrs.gateway_admin).await?;
+        c2.until_ready(c2.addrs.gateway_status).await?;
     }
     until_readmitted(c1, gw).await?;
     let tries = until_answers(c1, &c2.spec.version).await?;
