@@ -122,7 +122,9 @@ impl Delta {
                 size = 0;
             }
             size += n;
-            parts.last_mut().map(|p| p.resources.push(r));
+            if let Some(p) = parts.last_mut() {
+                p.resources.push(r);
+            }
         }
         if let Some(last) = parts.last_mut() {
             last.removed_resources = resp.removed_resources;

@@ -137,12 +137,10 @@ impl AdminClient {
                 runtime.block_on(client.get(path))
             })
             .join()
-            .unwrap_or_else(|_| {
-                Err(ClientError::Malformed {
-                    addr: client.addr,
-                    what: "the client thread panicked",
-                })
-            })
+            .unwrap_or(Err(ClientError::Malformed {
+                addr: client.addr,
+                what: "the client thread panicked",
+            }))
         })
     }
 }
