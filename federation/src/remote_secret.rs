@@ -32,18 +32,6 @@ const SA_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshfed");
 const READ: &[&str] = &["get", "list", "watch"];
-/// What Istio's service registry and secret controller read in a remote cluster.
-const CORE_RESOURCES: &[&str] = &[
-    "namespaces",
-    "nodes",
-    "pods",
-    "services",
-    "endpoints",
-    "secrets",
-    "configmaps",
-    "serviceaccounts",
-];
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSecretOptions {
     /// Cluster id of the cluster being exported (Istio's `clusterName` there).
@@ -310,19 +298,25 @@ fn named<K: kube::Resource + Default>(name: &str, namespace: Option<&str>) -> K 
     obj
 }
 
+/// Read-only access to exactly what the federation watches in a remote cluster. Istio's
+/// reader role also reads every Secret, ConfigMap and ServiceAccount cluster-wide; meshfed's
+/// federation reads none of them remotely, so a leaked remote secret cannot either.
 fn reader_role(opts: &RemoteSecretOptions) -> ClusterRole {
-    let rule = |group: &str, resources: &[&str]| PolicyRule {
-        api_groups: Some(vec![group.to_string()]),
-        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
-        verbs: READ.iter().map(|v| v.to_string()).collect(),
-        ..Default::default()
-    };
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (group, resource) in crate::watch::REMOTE_RESOURCES {
+        groups.entry(group).or_default().push(resource.to_string());
+    }
+    let rules = groups
+        .into_iter()
+        .map(|(group, resources)| PolicyRule {
+            api_groups: Some(vec![group.to_string()]),
+            resources: Some(resources),
+            verbs: READ.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        })
+        .collect();
     ClusterRole {
-        rules: Some(vec![
-            rule("", CORE_RESOURCES),
-            rule("discovery.k8s.io", &["endpointslices"]),
-            rule("networking.istio.io", &["*"]),
-        ]),
+        rules: Some(rules),
         ..named(&opts.cluster_role_name(), None)
     }
 }

@@ -275,6 +275,16 @@ fn destination_rules(client: Client) -> Api<DynamicObject> {
     Api::all_with(client, &ApiResource::from_gvk(&gvk))
 }
 
+/// What [`run_cluster`] reads of a remote cluster, as (API group, resource): all that a
+/// remote secret's reader needs to be granted (`create-remote-secret` grants exactly this).
+pub const REMOTE_RESOURCES: [(&str, &str); 5] = [
+    ("", "namespaces"),
+    ("", "services"),
+    ("discovery.k8s.io", "endpointslices"),
+    ("", "pods"),
+    ("", "nodes"),
+];
+
 /// How many kinds a cluster lists before it counts as synced.
 pub fn kinds(local: bool) -> usize {
     if local { 6 } else { 5 }
