@@ -23,7 +23,7 @@ Examples:
   meshfed federation --kubeconfig cluster1.kubeconfig --cluster-id cluster1 --network network1
   meshfed federation --cluster-id cluster2 --network network2 --system-namespace istio-system --admin 0.0.0.0:15014
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --stale-endpoint-ttl 10m --sync-timeout 30s
-  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms --push-debounce-max 2s
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --status 0.0.0.0:15021 --allow-insecure-kubeconfig-options
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-max-connections 5000 --xds-max-streams-per-connection 4 --xds-max-subscriptions 20000 --xds-send-timeout 15s"
 )]
@@ -46,6 +46,10 @@ pub struct FederationArgs {
     /// Wait this long without further registry changes before pushing (at most 10x this).
     #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_PUSH_DEBOUNCE))]
     push_debounce: Dur,
+    /// Push at the latest this long after the first change of a burst (default: ten times
+    /// --push-debounce; Istio's are 100ms and 10s).
+    #[arg(long, value_name = "DURATION")]
+    push_debounce_max: Option<Dur>,
     /// Admin address: /healthz/ready, /metrics, /debug/clusterz, /debug/registryz (keep it
     /// local, or reachable by Prometheus only: debug pages list every endpoint).
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_ADMIN)]
@@ -97,6 +101,9 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
             send_timeout: args.xds_send_timeout.0,
         };
         cfg.debounce = xds::Debounce::after(args.push_debounce.0);
+        if let Some(max) = args.push_debounce_max {
+            cfg.debounce.max = max.0.max(cfg.debounce.quiet);
+        }
         let (id, network) = (cfg.cluster_id.clone(), cfg.network.clone());
         let fed = Federation::bind(cfg, client).await?;
         let shutdown = crate::shutdown_signal();

@@ -165,7 +165,7 @@ pub async fn client(yaml: &str, allow_insecure: bool) -> Result<kube::Client, Ku
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| unusable(&e))?;
-    kube::Client::try_from(config).map_err(|e| unusable(&e))
+    crate::bounded::client(config).map_err(|e| unusable(&e))
 }
 
 /// Every credential in `kc`, so that an error quoting one can be cleaned.

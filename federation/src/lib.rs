@@ -3,6 +3,7 @@
 //! every endpoint; serves that registry over xDS and its state on an admin port.
 
 pub mod admin;
+pub mod bounded;
 pub mod config;
 pub mod controllers;
 pub mod kubeconfig;

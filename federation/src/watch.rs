@@ -205,9 +205,12 @@ impl Watched for Pod {
 
 /// Watches one kind until aborted, feeding `target`.
 async fn run_kind<K: Watched>(api: Api<K>, target: Target) {
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = watcher(
+        api,
+        watcher::Config::default().page_size(crate::bounded::PAGE_SIZE),
+    )
+    .default_backoff()
+    .boxed();
     let mut staging: Option<HashMap<K::Key, K::Value>> = None;
     while let Some(event) = events.next().await {
         let Target {

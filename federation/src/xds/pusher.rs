@@ -84,13 +84,15 @@ pub async fn run(
             return;
         }
         let first = Instant::now();
+        // The runtime's clock for the waits (it is the wall clock, but tests can pause it).
+        let burst = tokio::time::Instant::now();
         loop {
-            let left = debounce.max.saturating_sub(first.elapsed());
+            let left = debounce.max.saturating_sub(burst.elapsed());
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(debounce.quiet.min(left)) => break,
             }
-            if first.elapsed() >= debounce.max {
+            if burst.elapsed() >= debounce.max {
                 break;
             }
         }
@@ -119,5 +121,59 @@ pub async fn run(
         );
         tx.send_replace(Some(push.clone()));
         last = push;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Kind, RegistryConfig};
+
+    /// A burst of watch events becomes few pushes: one per debounce maximum at most, the last
+    /// with the final state (time is paused: the waits pass as soon as nothing else can run).
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_coalesced_up_to_the_maximum_delay() {
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            system_namespace: "istio-system".into(),
+            domain: "cluster.local".into(),
+            stale_endpoint_ttl: None,
+            sync_timeout: Duration::from_secs(30),
+        }));
+        let generation = registry.add_generation("c1", "", None, 1);
+        registry.listed("c1", generation, Kind::Namespace);
+        registry.mark_secrets_listed();
+        let (tx, mut rx) = watch::channel(None);
+        let debounce = Debounce {
+            quiet: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        };
+        tokio::spawn(run(registry.clone(), tx, debounce));
+        rx.wait_for(Option::is_some).await.unwrap();
+        // 200 changes 1 ms apart: 200 ms of events, never quiet for 5 ms.
+        for i in 0..200 {
+            registry.update("c1", generation, |d| {
+                let svc = crate::registry::ServiceInfo {
+                    ports: vec![],
+                    labels: Default::default(),
+                    cluster_ip: None,
+                    external_addresses: vec![],
+                };
+                d.services.insert((format!("ns{i}"), "s".into()), svc);
+            });
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let last = rx.borrow().clone().expect("pushed");
+        assert_eq!(
+            last.snapshot.services.len(),
+            200,
+            "the last push has the final state"
+        );
+        // The first push is version 1; one push per 50 ms of the burst, then the rest.
+        let pushes = last.version - 1;
+        assert!(
+            (3..=6).contains(&pushes),
+            "{pushes} pushes for a 200 ms burst"
+        );
     }
 }
