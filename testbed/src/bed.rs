@@ -141,9 +141,9 @@ impl Bed {
             let why = net.fallback_reason().unwrap_or("unknown");
             bail!("the netns backend is not available here: {why}");
         }
+        crate::state::private_dir(&cfg.state_dir)?;
         for dir in ["logs", "certs"] {
-            std::fs::create_dir_all(cfg.state_dir.join(dir))
-                .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+            crate::state::private_dir(&cfg.state_dir.join(dir))?;
         }
         let root = CertificateAuthority::new_root(&RootOptions {
             org: "meshfed testbed".into(),
@@ -498,7 +498,7 @@ async fn start_api(
         .one_line()
         .with_context(|| format!("{name}'s API server"))?;
     let kubeconfig = cfg.state_dir.join(name).join("kubeconfig");
-    std::fs::create_dir_all(cfg.state_dir.join(name))?;
+    crate::state::private_dir(&cfg.state_dir.join(name))?;
     api.write_kubeconfig(&kubeconfig).one_line()?;
     let kc = api.kubeconfig();
     let client = rt

@@ -5,7 +5,6 @@ use crate::Error;
 use base64::Engine;
 use serde_json::json;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub fn render(cluster: &str, server: &str, ca_pem: &str, user: &str, token: &str) -> String {
@@ -39,12 +38,7 @@ pub fn write(path: &Path, contents: &str) -> Result<(), Error> {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
     let tmp = path.with_extension("tmp");
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
+    let result = crate::state::fresh_file(&tmp, 0o600)
         .and_then(|mut f| f.write_all(contents.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path));
     result.map_err(|e| Error::io(format!("writing {}", path.display()), e))

@@ -9,6 +9,7 @@ pub mod mesh_tls;
 pub mod netns;
 pub mod seed;
 pub mod sidecar;
+pub mod state;
 
 pub use apiserver::{ApiServer, ApiServerConfig};
 

@@ -35,7 +35,7 @@ impl Proc {
         let exe = exe.to_str().context("the meshfed path is not UTF-8")?;
         let mut std_cmd = cluster.command(exe);
         std_cmd.args(&spec.args);
-        let log = std::fs::File::create(&spec.log)
+        let log = crate::state::fresh_file(&spec.log, 0o600)
             .with_context(|| format!("creating {}", spec.log.display()))?;
         std_cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
         std_cmd.env(
