@@ -234,6 +234,12 @@ where
     }
 }
 
+/// The size delta responses are cut to. gRPC's encoder keeps, for each stream, a buffer as
+/// large as the largest message it sent, for as long as the stream lives: with whole-state
+/// responses of a few hundred KiB that was most of what an idle client cost (2,000 clients
+/// of a 300-service mesh: 880 MiB; cut to 16 KiB: 283 MiB). State of the world cannot be cut.
+const RESPONSE_TARGET: usize = 16 << 10;
+
 /// Sends `responses`, each within the size limit; false when the stream is over. A client
 /// that takes nothing for the send timeout is disconnected (its whole connection: HTTP/2
 /// would otherwise keep the unsent responses).
@@ -243,10 +249,8 @@ async fn send<S: Stream>(
     responses: Vec<S::Resp>,
     cx: &StreamCx,
 ) -> bool {
-    for r in responses
-        .into_iter()
-        .flat_map(|r| conn.fit(r, MAX_XDS_MESSAGE))
-    {
+    let target = RESPONSE_TARGET.min(MAX_XDS_MESSAGE);
+    for r in responses.into_iter().flat_map(|r| conn.fit(r, target)) {
         match tokio::time::timeout(cx.limits.send_timeout, tx.send(Ok(r))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return false,

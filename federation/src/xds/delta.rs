@@ -2,23 +2,24 @@
 //! reconnect which versions it holds, and each response carries only what changed plus the
 //! names that went away.
 
-use super::generate::{Changes, Kind, Push, Resource, Resources, Subscription};
+use super::generate::{Changes, Kind, Push, Resource, Resources, Subscription, parse_version};
 use super::node::Proxy;
 use crate::metrics;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 #[derive(Default)]
 struct TypeState {
     sub: Subscription,
-    /// What the client holds: name -> version.
-    held: BTreeMap<String, String>,
+    /// What the client holds: name -> version hash (names shared with the resources).
+    held: BTreeMap<Arc<str>, u64>,
     /// Names the client said it held when it (re)connected and this stream has not sent:
     /// while a push is not complete (a cluster has not synced), their absence may only mean
     /// the controller restarted and has not seen them yet, so they are not removed.
-    resumed: BTreeSet<String>,
+    resumed: BTreeSet<Arc<str>>,
     /// The push whose resources `held` matches exactly (0: none), so the next push's
     /// precomputed changes can be sent without comparing every resource.
     base: u64,
@@ -56,7 +57,11 @@ impl Delta {
                 error = %super::generate::short(&err.message), "NACK: the client keeps its last good version");
         }
         if first {
-            state.held = req.initial_resource_versions.clone().into_iter().collect();
+            state.held = req
+                .initial_resource_versions
+                .iter()
+                .map(|(n, v)| (Arc::from(n.as_str()), parse_version(v)))
+                .collect();
             state.resumed = state.held.keys().cloned().collect();
             state.sub.wildcard =
                 req.resource_names_subscribe.is_empty() && kind.wildcard_when_empty();
@@ -76,8 +81,8 @@ impl Delta {
                 state.sub.wildcard = false;
             } else {
                 state.sub.names.remove(name);
-                state.held.remove(name);
-                state.resumed.remove(name);
+                state.held.remove(name.as_str());
+                state.resumed.remove(name.as_str());
             }
         }
         if !first && !changed {
@@ -192,8 +197,8 @@ impl Delta {
 
 fn resource(r: &Resource) -> DeltaResource {
     DeltaResource {
-        name: r.name.clone(),
-        version: r.version.clone(),
+        name: r.name.to_string(),
+        version: r.version(),
         resource: Some(r.body.clone()),
         ..Default::default()
     }
@@ -203,13 +208,13 @@ fn resource(r: &Resource) -> DeltaResource {
 fn changes_for(state: &mut TypeState, c: &Changes) -> (Vec<DeltaResource>, Vec<String>) {
     let mut resources = Vec::new();
     for r in c.updated.iter().filter(|r| state.sub.wants(&r.name)) {
-        state.held.insert(r.name.clone(), r.version.clone());
+        state.held.insert(r.name.clone(), r.hash);
         resources.push(resource(r));
     }
     let removed = c
         .removed
         .iter()
-        .filter(|n| state.held.remove(*n).is_some())
+        .filter(|n| state.held.remove(n.as_str()).is_some())
         .cloned()
         .collect();
     (resources, removed)
@@ -223,11 +228,11 @@ fn full_diff(
     complete: bool,
 ) -> (Vec<DeltaResource>, Vec<String>) {
     let mut resources = Vec::new();
-    for (name, r) in now {
-        state.resumed.remove(name);
-        if state.held.get(name) != Some(&r.version) {
+    for r in now.values() {
+        state.resumed.remove(&r.name);
+        if state.held.get(&r.name) != Some(&r.hash) {
             resources.push(resource(r));
-            state.held.insert(name.clone(), r.version.clone());
+            state.held.insert(r.name.clone(), r.hash);
         }
     }
     if complete {
@@ -236,11 +241,11 @@ fn full_diff(
     let removed: Vec<String> = state
         .held
         .keys()
-        .filter(|n| !now.contains_key(*n) && !state.resumed.contains(*n))
-        .cloned()
+        .filter(|n| !now.contains_key(&***n) && !state.resumed.contains(&**n))
+        .map(|n| n.to_string())
         .collect();
     for n in &removed {
-        state.held.remove(n);
+        state.held.remove(n.as_str());
     }
     (resources, removed)
 }

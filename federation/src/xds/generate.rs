@@ -76,22 +76,38 @@ impl Kind {
 }
 
 /// One named resource and its version (a hash of its bytes: equal bytes, equal version).
+/// Streams keep what each client holds as (`name`, `hash`): the name shared, not copied.
 #[derive(Debug, PartialEq)]
 pub struct Resource {
-    pub name: String,
-    pub version: String,
+    pub name: Arc<str>,
+    pub hash: u64,
     pub body: Any,
 }
 
 impl Resource {
     fn new(name: String, body: Any) -> Arc<Resource> {
-        let version = format!("{:016x}", hash(&body.value));
+        let hash = hash(&body.value);
         Arc::new(Resource {
-            name,
-            version,
+            name: name.into(),
+            hash,
             body,
         })
     }
+
+    /// The version on the wire: the hash in hex.
+    pub fn version(&self) -> String {
+        format_version(self.hash)
+    }
+}
+
+pub fn format_version(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+/// A version a client says it holds, as a hash ([`Resource::version`] in reverse); one that is
+/// not ours matches nothing, so the resource is sent again.
+pub fn parse_version(version: &str) -> u64 {
+    u64::from_str_radix(version, 16).unwrap_or(0)
 }
 
 pub type Resources = BTreeMap<String, Arc<Resource>>;
@@ -193,7 +209,7 @@ impl Push {
         let now = self.all(proxy, kind);
         let updated = now
             .iter()
-            .filter(|(n, r)| before.get(*n).is_none_or(|b| b.version != r.version))
+            .filter(|(n, r)| before.get(*n).is_none_or(|b| b.hash != r.hash))
             .map(|(_, r)| r.clone())
             .collect();
         let removed = before

@@ -7,6 +7,7 @@ use super::node::Proxy;
 use crate::metrics;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 #[derive(Default)]
 struct TypeState {
@@ -14,7 +15,7 @@ struct TypeState {
     /// Nonce of the last response; requests naming another one are stale.
     nonce: String,
     /// Versions of what the last response held, to tell whether a push changes anything.
-    sent: BTreeMap<String, String>,
+    sent: BTreeMap<Arc<str>, u64>,
     acked: String,
     /// The push the last response was built from (0: none).
     base: u64,
@@ -110,7 +111,9 @@ impl Sotw {
         let follows = state.base != 0 && state.base + 1 == push.version;
         if let Some(c) = follows.then(|| push.changes(&self.proxy, kind)).flatten() {
             let changed = c.updated.iter().any(|r| state.sub.wants(&r.name))
-                || c.removed.iter().any(|n| state.sent.contains_key(n));
+                || c.removed
+                    .iter()
+                    .any(|n| state.sent.contains_key(n.as_str()));
             state.base = push.version;
             return changed;
         }
@@ -159,10 +162,8 @@ fn subscription(kind: Kind, names: &[String]) -> Subscription {
     }
 }
 
-fn versions(r: &Resources) -> BTreeMap<String, String> {
-    r.iter()
-        .map(|(k, v)| (k.clone(), v.version.clone()))
-        .collect()
+fn versions(r: &Resources) -> BTreeMap<Arc<str>, u64> {
+    r.values().map(|v| (v.name.clone(), v.hash)).collect()
 }
 
 #[cfg(test)]
