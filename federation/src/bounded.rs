@@ -84,11 +84,9 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    fn body(
-        chunks: &[&'static [u8]],
-    ) -> LineBounded<
-        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>,
-    > {
+    type Frames = futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>;
+
+    fn body(chunks: &[&'static [u8]]) -> LineBounded<StreamBody<Frames>> {
         let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
             .iter()
             .map(|c| Ok(Frame::data(Bytes::from_static(c))))

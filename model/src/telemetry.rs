@@ -50,6 +50,28 @@ fn spawn_upkeep(handle: PrometheusHandle) -> Option<std::thread::JoinHandle<()>>
         .ok()
 }
 
+/// The series of `page` (a `/metrics` render) named `prefix*` that carry no `# HELP` line,
+/// and how many such series there are: what each component's test checks its `describe()`
+/// against.
+pub fn series_without_help(page: &str, prefix: &str) -> (usize, Vec<String>) {
+    let names: std::collections::BTreeSet<&str> = page
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            n.trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+        })
+        .collect();
+    let missing = names
+        .iter()
+        .filter(|n| !page.contains(&format!("# HELP {n} ")))
+        .map(|n| n.to_string())
+        .collect();
+    (names.len(), missing)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

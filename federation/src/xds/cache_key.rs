@@ -85,20 +85,15 @@ mod tests {
     use serde_json::json;
 
     fn proxy(labels: &[(&str, &str)]) -> Proxy {
-        Proxy {
-            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
-            kind: ProxyKind::Sidecar,
-            ip: "10.0.0.1".into(),
-            namespace: "ns".into(),
-            cluster_id: "cluster1".into(),
-            network: "network1".into(),
-            locality: Locality::new("r", "z", ""),
-            generator: Generator::Envoy,
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        let mut p = crate::xds::node::test_sidecar();
+        p.cluster_id = "cluster1".into();
+        p.network = "network1".into();
+        p.locality = Locality::new("r", "z", "");
+        p.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        p
     }
 
     #[test]

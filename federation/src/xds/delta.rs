@@ -253,21 +253,10 @@ fn full_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::node::{Generator, ProxyKind};
     use envoy_types::pb::google::protobuf::Any;
 
     fn delta() -> Delta {
-        Delta::new(Proxy {
-            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
-            kind: ProxyKind::Sidecar,
-            ip: "10.0.0.1".into(),
-            namespace: "ns".into(),
-            cluster_id: "c1".into(),
-            network: "n1".into(),
-            locality: Default::default(),
-            generator: Generator::Envoy,
-            labels: Default::default(),
-        })
+        Delta::new(crate::xds::node::test_sidecar())
     }
 
     /// A response over the message limit goes out in parts under it, every resource once,

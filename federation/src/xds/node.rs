@@ -81,6 +81,22 @@ impl Proxy {
     }
 }
 
+/// A sidecar of namespace `ns` in cluster c1 on network n1, for the xDS modules' tests.
+#[cfg(test)]
+pub(crate) fn test_sidecar() -> Proxy {
+    Proxy {
+        id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
+        kind: ProxyKind::Sidecar,
+        ip: "10.0.0.1".into(),
+        namespace: "ns".into(),
+        cluster_id: "c1".into(),
+        network: "n1".into(),
+        locality: Default::default(),
+        generator: Generator::Envoy,
+        labels: Default::default(),
+    }
+}
+
 fn metadata_string(node: &Node, key: &str) -> Option<String> {
     match node.metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
         value::Kind::StringValue(s) if !s.is_empty() => Some(s.clone()),

@@ -169,24 +169,13 @@ fn versions(r: &Resources) -> BTreeMap<Arc<str>, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::node::{Generator, ProxyKind};
     use envoy_types::pb::google::protobuf::Any;
 
     /// State of the world cannot be split: past the limit the response is refused (the
     /// client keeps what it has), never cut short.
     #[test]
     fn an_oversized_response_is_refused() {
-        let mut s = Sotw::new(Proxy {
-            id: "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local".into(),
-            kind: ProxyKind::Sidecar,
-            ip: "10.0.0.1".into(),
-            namespace: "ns".into(),
-            cluster_id: "c1".into(),
-            network: "n1".into(),
-            locality: Default::default(),
-            generator: Generator::Envoy,
-            labels: Default::default(),
-        });
+        let mut s = Sotw::new(crate::xds::node::test_sidecar());
         let resp = DiscoveryResponse {
             type_url: Kind::Cluster.url().into(),
             resources: vec![Any {
