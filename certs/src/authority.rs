@@ -169,6 +169,26 @@ impl CertificateAuthority {
         Ok(chain)
     }
 
+    /// The names a PKCS#10 request asks for (its subjectAltName entries, as `URI:…`, `DNS:…`,
+    /// `IP:…`, `email:…`), after checking its signature: what a CA compares with the caller's
+    /// identity before signing. A request that does not parse or verify is an error.
+    pub fn csr_names(csr_pem: &str) -> Result<Vec<String>> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| Error::Invalid(format!("bad certificate signing request: {e}")))?;
+        Ok(csr
+            .params
+            .subject_alt_names
+            .iter()
+            .map(|san| match san {
+                rcgen::SanType::URI(u) => format!("URI:{}", u.as_str()),
+                rcgen::SanType::DnsName(d) => format!("DNS:{}", d.as_str()),
+                rcgen::SanType::IpAddress(ip) => format!("IP:{ip}"),
+                rcgen::SanType::Rfc822Name(e) => format!("email:{}", e.as_str()),
+                other => format!("other:{other:?}"),
+            })
+            .collect())
+    }
+
     /// Loads a root from `root-cert.pem` and `root-key.pem` in `dir`.
     pub fn load_root(dir: &Path) -> Result<Self> {
         let cert = single_cert(&dir.join(ROOT_CERT))?;
@@ -178,25 +198,45 @@ impl CertificateAuthority {
 
     /// Loads an intermediate from Istio's `cacerts` layout in `dir`.
     pub fn load_intermediate(dir: &Path) -> Result<Self> {
-        let cert = single_cert(&dir.join(CA_CERT))?;
-        let key = read_key(&dir.join(CA_KEY))?;
-        let chain_path = dir.join(CERT_CHAIN);
-        let chain = read_certs(&chain_path)?;
+        Self::intermediate_from(dir, |name| crate::pem::read_file(&dir.join(name)))
+    }
+
+    /// An intermediate from the `cacerts` files as `read` gives them by name (`ca-cert.pem`,
+    /// `ca-key.pem`, `cert-chain.pem`, `root-cert.pem`): a directory's, or a Secret's data
+    /// keys (so that the CA key never has to be written to disk). `origin` names them in errors.
+    pub fn intermediate_from(
+        origin: &Path,
+        read: impl Fn(&str) -> Result<Vec<u8>>,
+    ) -> Result<Self> {
+        let path = |name: &str| origin.join(name);
+        let one = |name: &str| -> Result<Vec<u8>> {
+            let mut certs = crate::pem::certs_of(&path(name), &read(name)?)?;
+            match certs.len() {
+                1 => Ok(certs.remove(0)),
+                n => Err(Error::bad_file(
+                    &path(name),
+                    format!("expected one certificate, found {n}"),
+                )),
+            }
+        };
+        let cert = one(CA_CERT)?;
+        let key = crate::pem::key_of(&path(CA_KEY), &read(CA_KEY)?)?;
+        let chain = crate::pem::certs_of(&path(CERT_CHAIN), &read(CERT_CHAIN)?)?;
         if chain.first() != Some(&cert) {
             return Err(Error::bad_file(
-                &chain_path,
+                &path(CERT_CHAIN),
                 "does not start with ca-cert.pem",
             ));
         }
-        let root = single_cert(&dir.join(ROOT_CERT))?;
+        let root = one(ROOT_CERT)?;
         if chain.last() != Some(&root) {
             return Err(Error::bad_file(
-                &chain_path,
+                &path(CERT_CHAIN),
                 "does not end with root-cert.pem",
             ));
         }
         let above = chain[1..].iter().map(|der| to_pem(der)).collect();
-        Self::checked(&dir.join(CA_KEY), &cert, key, above)
+        Self::checked(&path(CA_KEY), &cert, key, above)
     }
 
     fn checked(key_path: &Path, cert_der: &[u8], key: KeyPair, above: Vec<String>) -> Result<Self> {

@@ -10,10 +10,9 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// All PEM blocks of a file; a file without any is an error.
-pub(crate) fn read_blocks(path: &Path) -> Result<Vec<Pem>> {
-    let data = read_file(path)?;
-    parse_blocks(&data).map_err(|reason| Error::bad_file(path, reason))
+/// The PEM blocks of `data`, read from `path` (named in errors); none is an error.
+fn blocks_of(path: &Path, data: &[u8]) -> Result<Vec<Pem>> {
+    parse_blocks(data).map_err(|reason| Error::bad_file(path, reason))
 }
 
 pub(crate) fn parse_blocks(data: &[u8]) -> std::result::Result<Vec<Pem>, String> {
@@ -28,8 +27,13 @@ pub(crate) fn parse_blocks(data: &[u8]) -> std::result::Result<Vec<Pem>, String>
 
 /// The DER certificates of a PEM file, in file order.
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
+    certs_of(path, &read_file(path)?)
+}
+
+/// [`read_certs`] of bytes already read (a Secret's data key).
+pub(crate) fn certs_of(path: &Path, data: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut certs = Vec::new();
-    for block in read_blocks(path)? {
+    for block in blocks_of(path, data)? {
         if block.label != "CERTIFICATE" {
             return Err(Error::bad_file(
                 path,
@@ -45,7 +49,12 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>> {
 
 /// The single private key in a PEM file.
 pub(crate) fn read_key(path: &Path) -> Result<KeyPair> {
-    let blocks = read_blocks(path)?;
+    key_of(path, &read_file(path)?)
+}
+
+/// [`read_key`] of bytes already read.
+pub(crate) fn key_of(path: &Path, data: &[u8]) -> Result<KeyPair> {
+    let blocks = blocks_of(path, data)?;
     let [block] = &blocks[..] else {
         return Err(Error::bad_file(path, "expected exactly one private key"));
     };

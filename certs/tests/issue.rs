@@ -186,4 +186,13 @@ fn csr_is_signed_for_the_callers_identity_not_the_requested_one() {
         ca.sign_csr(&tampered, &spiffe("a", "b"), Duration::from_secs(60))
             .is_err()
     );
+    // What the CA service compares with the caller's identity before signing.
+    assert_eq!(
+        CertificateAuthority::csr_names(&csr).unwrap(),
+        [
+            "DNS:evil.example.com",
+            "URI:spiffe://cluster.local/ns/kube-system/sa/admin"
+        ]
+    );
+    assert!(CertificateAuthority::csr_names(&tampered).is_err());
 }
