@@ -214,7 +214,7 @@ impl CertificateAuthority {
             match certs.len() {
                 1 => Ok(certs.remove(0)),
                 n => Err(Error::bad_file(
-                    &path(name),
+                    path(name),
                     format!("expected one certificate, found {n}"),
                 )),
             }
@@ -224,14 +224,14 @@ impl CertificateAuthority {
         let chain = crate::pem::certs_of(&path(CERT_CHAIN), &read(CERT_CHAIN)?)?;
         if chain.first() != Some(&cert) {
             return Err(Error::bad_file(
-                &path(CERT_CHAIN),
+                path(CERT_CHAIN),
                 "does not start with ca-cert.pem",
             ));
         }
         let root = one(ROOT_CERT)?;
         if chain.last() != Some(&root) {
             return Err(Error::bad_file(
-                &path(CERT_CHAIN),
+                path(CERT_CHAIN),
                 "does not end with root-cert.pem",
             ));
         }
