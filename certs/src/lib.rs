@@ -6,6 +6,7 @@
 //! (CLI, test bed, CA service) never handle DER or key types themselves.
 
 mod authority;
+mod csr;
 mod duration;
 mod error;
 mod key;
@@ -18,6 +19,7 @@ mod verify;
 pub use authority::{
     CertificateAuthority, IntermediateOptions, RootOptions, WorkloadCert, WorkloadOptions,
 };
+pub use csr::{WorkloadCsr, workload_csr};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Error, Result};
 pub use key::KeyAlgorithm;
