@@ -6,7 +6,8 @@ use clap::Args;
 use meshfed_federation::registry::{ClusterStatus, Status};
 use meshfed_federation::remote_secret::{self, RemoteSecretOptions};
 use meshfed_federation::{
-    DEFAULT_ADMIN, DEFAULT_PUSH_DEBOUNCE, DEFAULT_SYNC_TIMEOUT, DEFAULT_SYSTEM_NAMESPACE,
+    DEFAULT_ADMIN, DEFAULT_DOMAIN, DEFAULT_MAX_WORKLOAD_CERT_TTL, DEFAULT_PUSH_DEBOUNCE,
+    DEFAULT_SECURE_LISTEN, DEFAULT_SYNC_TIMEOUT, DEFAULT_SYSTEM_NAMESPACE, DEFAULT_TOKEN_AUDIENCE,
     DEFAULT_XDS_LISTEN, Federation, FederationConfig, xds,
 };
 use meshfed_model::admin::AdminClient;
@@ -19,12 +20,19 @@ use std::process::ExitCode;
     after_help = "Remote clusters come from Secrets labelled istio/multiCluster=true in the system namespace
 (made by `meshfed create-remote-secret` or `istioctl create-remote-secret`).
 
+The CA signs workload certificates with the cluster's intermediate from --cacerts DIR, else from
+the `cacerts` Secret of the system namespace (as istiod reads it); with neither, the CA and the
+secure port are off. Callers authenticate with a ServiceAccount token (TokenReview, audience
+--token-audience) or, to renew, with their workload certificate over mTLS; the CSR must ask for
+exactly spiffe://<trust-domain>/ns/<ns>/sa/<sa> of the caller.
+
 Examples:
   meshfed federation --kubeconfig cluster1.kubeconfig --cluster-id cluster1 --network network1
   meshfed federation --cluster-id cluster2 --network network2 --system-namespace istio-system --admin 0.0.0.0:15014
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --stale-endpoint-ttl 10m --sync-timeout 30s
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-listen 0.0.0.0:15010 --push-debounce 20ms --push-debounce-max 2s
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --status 0.0.0.0:15021 --allow-insecure-kubeconfig-options
+  meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --cacerts certs/cluster1 --secure-listen 0.0.0.0:15012 --max-workload-cert-ttl 12h
   meshfed federation --kubeconfig kc --cluster-id c1 --network n1 --xds-max-connections 5000 --xds-max-streams-per-connection 4 --xds-max-subscriptions 20000 --xds-send-timeout 15s"
 )]
 pub struct FederationArgs {
@@ -43,6 +51,22 @@ pub struct FederationArgs {
     /// ADS (xDS) address for sidecars, proxyless gRPC clients, gateways and DNS proxies.
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_XDS_LISTEN)]
     xds_listen: SocketAddr,
+    /// TLS address of the CA (Istio's IstioCertificateService), as istiod's 15012.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_SECURE_LISTEN)]
+    secure_listen: SocketAddr,
+    /// The cluster's CA material in Istio's cacerts layout (ca-cert.pem, ca-key.pem,
+    /// cert-chain.pem, root-cert.pem); default: the cacerts Secret of --system-namespace.
+    #[arg(long, value_name = "DIR")]
+    cacerts: Option<PathBuf>,
+    /// SPIFFE trust domain of workload identities (the CA's and CDS's SANs).
+    #[arg(long, value_name = "TD", default_value = DEFAULT_DOMAIN)]
+    trust_domain: String,
+    /// Audience a caller's ServiceAccount token must carry.
+    #[arg(long, value_name = "AUD", default_value = DEFAULT_TOKEN_AUDIENCE)]
+    token_audience: String,
+    /// Longest workload certificate the CA signs (requests for longer are shortened).
+    #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_MAX_WORKLOAD_CERT_TTL))]
+    max_workload_cert_ttl: Dur,
     /// Wait this long without further registry changes before pushing (at most 10x this).
     #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_PUSH_DEBOUNCE))]
     push_debounce: Dur,
@@ -91,6 +115,11 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         cfg.stale_endpoint_ttl = args.stale_endpoint_ttl.map(|d| d.0);
         cfg.sync_timeout = args.sync_timeout.0;
         cfg.xds_listen = args.xds_listen;
+        cfg.secure_listen = args.secure_listen;
+        cfg.ca.cacerts = args.cacerts;
+        cfg.ca.trust_domain = args.trust_domain;
+        cfg.ca.token_audience = args.token_audience;
+        cfg.ca.max_workload_cert_ttl = args.max_workload_cert_ttl.0;
         cfg.admin = args.admin;
         cfg.status = args.status;
         cfg.allow_insecure_kubeconfig_options = args.allow_insecure_kubeconfig_options;
@@ -107,8 +136,12 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         let (id, network) = (cfg.cluster_id.clone(), cfg.network.clone());
         let fed = Federation::bind(cfg, client).await?;
         let shutdown = crate::shutdown_signal();
+        let ca = match (fed.secure_addr(), fed.ca_origin()) {
+            (Some(addr), Some(origin)) => format!("CA on {addr} signing with {origin}"),
+            _ => "CA off: no --cacerts and no cacerts Secret".into(),
+        };
         println!(
-            "federation for {id} on {network} (xds {}, admin {}{})",
+            "federation for {id} on {network} (xds {}, admin {}{}; {ca})",
             show(fed.xds_addr()),
             show(fed.admin_addr()),
             fed.status_addr()

@@ -45,6 +45,7 @@ mod tests {
         let registry = Arc::new(Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
             stale_endpoint_ttl: None,
             sync_timeout: std::time::Duration::from_secs(30),
         }));

@@ -1,6 +1,7 @@
 //! The federation's settings and their defaults, in one place: the library's
 //! [`FederationConfig::new`] and the CLI's flags both take their defaults from here.
 
+pub use crate::ca::{CaConfig, DEFAULT_MAX_WORKLOAD_CERT_TTL, DEFAULT_TOKEN_AUDIENCE};
 use crate::registry::RegistryConfig;
 pub use crate::xds::pusher::DEFAULT_PUSH_DEBOUNCE;
 use crate::xds::{Debounce, Limits};
@@ -10,6 +11,8 @@ use std::time::Duration;
 pub use meshfed_model::{DEFAULT_DOMAIN, DEFAULT_SYSTEM_NAMESPACE};
 /// Plaintext ADS, as istiod's 15010.
 pub const DEFAULT_XDS_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15010);
+/// The CA (and authenticated xDS) over TLS, as istiod's 15012.
+pub const DEFAULT_SECURE_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15012);
 /// `/healthz/ready`, `/metrics` and `/debug/*`: local only, as istiod's 15014 should be.
 pub const DEFAULT_ADMIN: SocketAddr = addr(Ipv4Addr::LOCALHOST, 15014);
 /// A cluster still syncing after this stops holding readiness back.
@@ -29,6 +32,9 @@ pub struct FederationConfig {
     pub stale_endpoint_ttl: Option<Duration>,
     pub sync_timeout: Duration,
     pub xds_listen: SocketAddr,
+    /// TLS: the CA's `CreateCertificate` (served only when the CA has material).
+    pub secure_listen: SocketAddr,
+    pub ca: CaConfig,
     pub admin: SocketAddr,
     /// A public port serving `/healthz/ready` only (off unless given).
     pub status: Option<SocketAddr>,
@@ -48,6 +54,8 @@ impl FederationConfig {
             stale_endpoint_ttl: None,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
             xds_listen: DEFAULT_XDS_LISTEN,
+            secure_listen: DEFAULT_SECURE_LISTEN,
+            ca: CaConfig::default(),
             admin: DEFAULT_ADMIN,
             status: None,
             debounce: Debounce::after(DEFAULT_PUSH_DEBOUNCE),
@@ -60,6 +68,7 @@ impl FederationConfig {
         RegistryConfig {
             system_namespace: self.system_namespace.clone(),
             domain: self.domain.clone(),
+            trust_domain: self.ca.trust_domain.clone(),
             stale_endpoint_ttl: self.stale_endpoint_ttl,
             sync_timeout: self.sync_timeout,
         }

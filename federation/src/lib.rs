@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bounded;
+pub mod ca;
 pub mod config;
 pub mod controllers;
 pub mod kubeconfig;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod registry;
 pub mod remote_secret;
 pub mod secrets;
+pub mod secure;
 pub mod watch;
 pub mod xds;
 
@@ -33,6 +35,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Kubeconfig(String),
+    #[error("the CA: {0}")]
+    Ca(#[from] ca::Error),
     #[error("xDS server: {0}")]
     Xds(#[from] tonic::transport::Error),
     #[error("{task} panicked: {message}")]
@@ -73,6 +77,8 @@ pub struct Federation {
     xds: TcpListener,
     admin: TcpListener,
     status: Option<TcpListener>,
+    /// The secure port and its CA, when there is CA material.
+    secure: Option<(TcpListener, ca::Ca)>,
 }
 
 impl Federation {
@@ -83,6 +89,10 @@ impl Federation {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
+        let secure = match ca::Ca::load(&config.ca, &local, &config.system_namespace).await? {
+            Some(ca) => Some((bind(config.secure_listen).await?, ca)),
+            None => None,
+        };
         let registry = Arc::new(Registry::new(config.registry()));
         Ok(Federation {
             config,
@@ -91,7 +101,18 @@ impl Federation {
             xds,
             admin,
             status,
+            secure,
         })
+    }
+
+    /// The secure port's address; `None` when the CA is off (no material).
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.secure.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Where the CA's signing material came from; `None` when the CA is off.
+    pub fn ca_origin(&self) -> Option<&ca::cacerts::Origin> {
+        self.secure.as_ref().map(|(_, ca)| &ca.origin)
     }
 
     pub fn xds_addr(&self) -> Option<SocketAddr> {
@@ -124,11 +145,25 @@ impl Federation {
             .map(|s| tokio::spawn(admin::serve_status(s, self.registry.clone())));
         let (debounce, limits) = (self.config.debounce, self.config.xds_limits);
         let mut xds = tokio::spawn(xds::serve_with(self.xds, self.registry, debounce, limits));
+        let mut secure = match self.secure {
+            Some((listener, ca)) => Some(tokio::spawn(secure::serve(listener, ca, limits)?)),
+            None => None,
+        };
+        let secure_ended = async {
+            match secure.as_mut() {
+                Some(task) => task.await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             () = shutdown => Ok(()),
             (task, end) = controllers.stopped() => Err(ended(task, end.map(Ok))),
             end = &mut xds => Err(ended("the xDS server", end)),
+            end = secure_ended => Err(ended("the secure port", end)),
         };
+        if let Some(s) = &secure {
+            s.abort();
+        }
         admin.abort();
         if let Some(s) = &status {
             s.abort();

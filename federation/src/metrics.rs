@@ -1,5 +1,6 @@
 //! Every series the federation exports, with its help text, in one place: `meshfed_xds_*`
-//! (the xDS server), `meshfed_remote_secret_*`, `meshfed_registry_*` and the per-cluster
+//! (the xDS server), `meshfed_ca_*` (the CA), `meshfed_remote_secret_*`, `meshfed_registry_*`
+//! and the per-cluster
 //! `meshfed_remote_cluster_*`. The per-cluster series are rendered from the registry at scrape
 //! time rather than kept in the recorder, so a removed cluster's series go with it.
 
@@ -65,6 +66,22 @@ pub fn describe() {
             "Time from the first registry change of a push to the push being ready."
         );
         describe_counter!(
+            "meshfed_ca_requests_total",
+            "CreateCertificate requests by outcome (issued, unauthenticated, unavailable, permission_denied, invalid_argument, internal)."
+        );
+        describe_counter!(
+            "meshfed_ca_auth_failures_total",
+            "Callers of the secure port not authenticated, by reason (missing, bad_header, bad_certificate, token_refused, review_unavailable)."
+        );
+        describe_counter!(
+            "meshfed_ca_authentications_total",
+            "Callers of the secure port authenticated, by method (certificate, token, cached_token)."
+        );
+        describe_gauge!(
+            "meshfed_ca_serving_cert_expiry_timestamp_seconds",
+            "When the secure port's own certificate expires (Unix seconds); it is renewed at half its life."
+        );
+        describe_counter!(
             "meshfed_remote_secret_events_total",
             "Remote secret changes handled, by event (add, update, delete, conflict, error)."
         );
@@ -117,6 +134,28 @@ pub fn push_built(seconds: f64, delay: f64) {
     counter!("meshfed_xds_pushes_total").increment(1);
     histogram!("meshfed_xds_push_build_seconds").record(seconds);
     histogram!("meshfed_xds_change_to_push_seconds").record(delay);
+}
+
+pub fn ca_request(outcome: &'static str) {
+    counter!("meshfed_ca_requests_total", "outcome" => outcome).increment(1);
+}
+
+pub fn ca_auth_failure(reason: &'static str) {
+    counter!("meshfed_ca_auth_failures_total", "reason" => reason).increment(1);
+}
+
+pub fn ca_authenticated(method: crate::ca::authn::Method) {
+    use crate::ca::authn::Method;
+    let method = match method {
+        Method::Certificate => "certificate",
+        Method::Token => "token",
+        Method::CachedToken => "cached_token",
+    };
+    counter!("meshfed_ca_authentications_total", "method" => method).increment(1);
+}
+
+pub fn ca_serving_expiry(unix_s: i64) {
+    gauge!("meshfed_ca_serving_cert_expiry_timestamp_seconds").set(unix_s as f64);
 }
 
 pub fn secret_event(event: &'static str) {
@@ -191,6 +230,7 @@ mod tests {
         let registry = Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
             stale_endpoint_ttl: None,
             sync_timeout: Duration::from_secs(30),
         });

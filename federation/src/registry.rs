@@ -87,6 +87,8 @@ struct Inner {
 pub struct RegistryConfig {
     pub system_namespace: String,
     pub domain: String,
+    /// The SPIFFE trust domain of workload identities (`--trust-domain`).
+    pub trust_domain: String,
     /// Endpoints of a cluster unreachable for longer than this are dropped (None: kept).
     pub stale_endpoint_ttl: Option<Duration>,
     /// A cluster still syncing after this no longer holds readiness back.

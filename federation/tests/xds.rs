@@ -61,6 +61,7 @@ impl Mesh {
         let registry = Arc::new(Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
             stale_endpoint_ttl: None,
             sync_timeout,
         }));

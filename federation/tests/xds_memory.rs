@@ -38,6 +38,7 @@ fn registry() -> Arc<Registry> {
     let registry = Arc::new(Registry::new(RegistryConfig {
         system_namespace: "istio-system".into(),
         domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
         stale_endpoint_ttl: None,
         sync_timeout: Duration::from_secs(30),
     }));

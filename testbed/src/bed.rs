@@ -76,6 +76,8 @@ pub struct BedConfig {
 pub struct Addresses {
     pub apiserver: SocketAddr,
     pub xds: SocketAddr,
+    /// The federation's secure port: the CA (TLS).
+    pub secure: SocketAddr,
     pub federation_admin: SocketAddr,
     pub gateway: SocketAddr,
     /// The gateway's status port: `/healthz/ready` only.
@@ -384,6 +386,7 @@ fn addresses(c: &ClusterNet) -> anyhow::Result<Addresses> {
     Ok(Addresses {
         apiserver: SocketAddr::new(gw, 6443),
         xds: pod(POD_FEDERATION, 15010)?,
+        secure: pod(POD_FEDERATION, 15012)?,
         federation_admin: pod(POD_FEDERATION, 15014)?,
         gateway: SocketAddr::new(gw, 15443),
         gateway_status: pod(POD_GATEWAY, 15021)?,
@@ -712,6 +715,8 @@ fn federation_args(spec: &ClusterSpec, a: &Addresses, kubeconfig: &Path) -> Vec<
         &spec.network,
         "--xds-listen",
         &a.xds.to_string(),
+        "--secure-listen",
+        &a.secure.to_string(),
         "--admin",
         &a.federation_admin.to_string(),
     ])

@@ -184,6 +184,7 @@ mod tests {
         RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
             stale_endpoint_ttl: None,
             sync_timeout: Duration::from_secs(30),
         }

@@ -67,7 +67,8 @@ pub fn resource_name(proxy: &Proxy, name: &ClusterName) -> String {
     }
 }
 
-pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>) -> Cluster {
+/// The cluster `proxy` gets for `spec`; peers' SPIFFE ids are in `trust_domain`.
+pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>, trust_domain: &str) -> Cluster {
     let name = resource_name(proxy, &spec.name);
     let tp = &spec.policy;
     let mut c = Cluster {
@@ -102,7 +103,7 @@ pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>) -> Cluster {
         c.common_lb_config = Some(common);
     }
     if proxy.generator == Generator::Envoy && proxy.kind == ProxyKind::Sidecar {
-        c.transport_socket_matches = transport_socket_matches(spec);
+        c.transport_socket_matches = transport_socket_matches(spec, trust_domain);
     }
     c
 }
@@ -177,9 +178,12 @@ pub fn duration(v: &Json) -> Option<Duration> {
 
 /// Endpoints behind a remote gateway carry `tlsMode: istio`: those get Istio mTLS with the
 /// `outbound_` SNI the gateway routes by; the rest plain TCP (Istio's two matches).
-fn transport_socket_matches(spec: &ClusterSpec<'_>) -> Vec<cluster::TransportSocketMatch> {
+fn transport_socket_matches(
+    spec: &ClusterSpec<'_>,
+    trust_domain: &str,
+) -> Vec<cluster::TransportSocketMatch> {
     let tls = UpstreamTlsContext {
-        common_tls_context: Some(istio_tls_context(spec)),
+        common_tls_context: Some(istio_tls_context(spec, trust_domain)),
         sni: spec.name.sni(),
         ..Default::default()
     };
@@ -218,7 +222,7 @@ fn transport_socket_matches(spec: &ClusterSpec<'_>) -> Vec<cluster::TransportSoc
 
 /// Certificates from the Istio agent's SDS (`default`, `ROOTCA` on the bootstrap's
 /// `sds-grpc` cluster), peers checked against the service's SPIFFE identities.
-fn istio_tls_context(spec: &ClusterSpec<'_>) -> CommonTlsContext {
+fn istio_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> CommonTlsContext {
     let sds = |name: &str| SdsSecretConfig {
         name: name.to_string(),
         sds_config: Some(sds_grpc()),
@@ -230,7 +234,7 @@ fn istio_tls_context(spec: &ClusterSpec<'_>) -> CommonTlsContext {
         .filter(|e| !e.service_account.is_empty())
         .map(|e| {
             format!(
-                "spiffe://cluster.local/ns/{}/sa/{}",
+                "spiffe://{trust_domain}/ns/{}/sa/{}",
                 spec.service.namespace, e.service_account
             )
         })

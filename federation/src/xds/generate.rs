@@ -136,6 +136,8 @@ pub struct Push {
     pub snapshot: Snapshot,
     pub rules: Vec<Rule>,
     pub domain: String,
+    /// The SPIFFE trust domain of the SANs peers are checked against.
+    pub trust_domain: String,
     /// Built while every cluster was synced: a name missing here is gone (see
     /// [`crate::registry::Registry::complete`]).
     pub complete: bool,
@@ -174,6 +176,7 @@ impl Push {
             snapshot,
             rules,
             domain: domain.to_string(),
+            trust_domain: domain.to_string(),
             complete: true,
             vips,
             label_keys,
@@ -181,6 +184,13 @@ impl Push {
             previous: HashMap::new(),
             changes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Peers' SPIFFE ids in CDS name `trust_domain` (by default the DNS domain, as Istio's
+    /// `cluster.local` is both).
+    pub fn trust_domain(mut self, trust_domain: &str) -> Push {
+        self.trust_domain = trust_domain.to_string();
+        self
     }
 
     /// Whether every cluster had synced when this push was built.
@@ -268,7 +278,7 @@ impl Push {
         cds::specs(&self.snapshot, &self.rules, proxy)
             .iter()
             .map(|spec| {
-                let c = cds::cluster(proxy, spec);
+                let c = cds::cluster(proxy, spec, &self.trust_domain);
                 (c.name.clone(), Resource::new(c.name.clone(), pack_any(c)))
             })
             .collect()

@@ -1,10 +1,13 @@
-//! The xDS server's connections: at most `max_connections` at once (past it, new ones wait
-//! in the kernel's backlog), and each with a kill switch a stream can pull. A client that
-//! stops reading leaves its responses in HTTP/2's buffers, which only closing the whole
-//! connection frees; the stream that notices (its send timed out) pulls the switch.
+//! The federation's gRPC connections (xDS, and the CA on the secure port): at most
+//! `max_connections` at once (past it, new ones wait in the kernel's backlog), TLS when
+//! given an acceptor (handshakes run beside the accept loop, each within a deadline), and
+//! each connection with a kill switch a stream can pull. A client that stops reading leaves
+//! its responses in HTTP/2's buffers, which only closing the whole connection frees; the
+//! stream that notices (its send timed out) pulls the switch.
 
 use futures::Stream;
 use futures::task::AtomicWaker;
+use rustls::pki_types::CertificateDer;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,7 +17,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A TLS handshake must finish within this, or the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pulled once, the connection fails its next read or write (and a pending read wakes).
 #[derive(Debug, Default)]
@@ -34,44 +42,107 @@ impl KillSwitch {
     }
 }
 
-/// What a stream learns of its connection (tonic puts it in the request's extensions).
+/// What a request learns of its connection (tonic puts it in the request's extensions).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     pub kill: Arc<KillSwitch>,
+    /// The client's certificate chain, when it presented one that verified (mTLS).
+    pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// An accepted connection holding its slot until it closes.
 pub struct Limited {
-    io: TcpStream,
-    kill: Arc<KillSwitch>,
+    io: Io,
+    info: ConnInfo,
     _slot: OwnedSemaphorePermit,
 }
 
-/// Accepts from `listener`, at most `max` connections at a time.
-pub fn incoming(listener: TcpListener, max: usize) -> impl Stream<Item = io::Result<Limited>> {
-    let slots = Arc::new(Semaphore::new(max.max(1)));
-    futures::stream::unfold((listener, slots), |(listener, slots)| async move {
-        let slot = slots.clone().acquire_owned().await.ok()?;
-        loop {
-            match listener.accept().await {
-                Ok((io, _)) => {
-                    let _ = io.set_nodelay(true);
-                    let kill = Arc::default();
-                    let conn = Limited {
-                        io,
-                        kill,
-                        _slot: slot,
-                    };
-                    return Some((Ok(conn), (listener, slots)));
-                }
-                // EMFILE and friends: a pause, not an error that would end the server.
-                Err(e) => {
-                    tracing::warn!(error = %e, "xDS accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+/// Accepts from `listener`, at most `max` connections at a time, over TLS with `tls`.
+pub fn incoming(
+    listener: TcpListener,
+    max: usize,
+    tls: Option<TlsAcceptor>,
+) -> impl Stream<Item = io::Result<Limited>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(
+        listener,
+        Arc::new(Semaphore::new(max.max(1))),
+        tls,
+        tx,
+    ));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+    tx: mpsc::Sender<io::Result<Limited>>,
+) {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // EMFILE and friends: a pause, not an error that would end the server.
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (out, tls) = (tx.clone(), tls.clone());
+        // A handshake waits on the client: never in the accept loop.
+        tokio::spawn(async move {
+            if let Some(conn) = establish(tcp, remote, tls, slot).await {
+                let _ = out.send(Ok(conn)).await;
+            }
+        });
+        if tx.is_closed() {
+            return;
         }
+    }
+}
+
+async fn establish(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    slot: OwnedSemaphorePermit,
+) -> Option<Limited> {
+    let (io, peer_certs) = match tls {
+        None => (Io::Plain(tcp), None),
+        Some(acceptor) => {
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                .await
+                .ok()?
+                .inspect_err(|e| tracing::debug!(%remote, error = %e, "TLS handshake failed"))
+                .ok()?;
+            let certs = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()));
+            (Io::Tls(Box::new(stream)), certs)
+        }
+    };
+    let info = ConnInfo {
+        remote: Some(remote),
+        kill: Arc::default(),
+        peer_certs,
+    };
+    Some(Limited {
+        io,
+        info,
+        _slot: slot,
     })
 }
 
@@ -88,11 +159,14 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.kill.reader.register(cx.waker());
-        if self.kill.pulled() {
+        self.info.kill.reader.register(cx.waker());
+        if self.info.kill.pulled() {
             return Poll::Ready(Err(killed()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
@@ -102,18 +176,27 @@ impl AsyncWrite for Limited {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.kill.pulled() {
+        if self.info.kill.pulled() {
             return Poll::Ready(Err(killed()));
         }
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -121,10 +204,7 @@ impl tonic::transport::server::Connected for Limited {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        ConnInfo {
-            remote: self.io.peer_addr().ok(),
-            kill: self.kill.clone(),
-        }
+        self.info.clone()
     }
 }
 
@@ -138,7 +218,7 @@ mod tests {
     async fn connections_past_the_cap_wait_and_a_pulled_switch_fails_a_pending_read() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(incoming(listener, 1));
+        let mut accepted = Box::pin(incoming(listener, 1, None));
         let _c1 = TcpStream::connect(addr).await.unwrap();
         let _c2 = TcpStream::connect(addr).await.unwrap();
         let mut first = accepted.next().await.unwrap().unwrap();

@@ -74,7 +74,7 @@ pub async fn serve_with(
     crate::metrics::describe();
     let (tx, rx) = watch::channel(None);
     let pusher = tokio::spawn(pusher::run(registry, tx, debounce));
-    let incoming = listen::incoming(listener, limits.max_connections);
+    let incoming = listen::incoming(listener, limits.max_connections, None);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(limits.max_streams_per_connection))

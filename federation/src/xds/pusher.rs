@@ -43,7 +43,10 @@ pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
         .filter_map(|(ns, name, obj)| Rule::from_object(ns, name, obj, &domain))
         .collect();
     let complete = registry.complete();
-    Push::new(version, changed_at, registry.snapshot(), rules, &domain).complete(complete)
+    let trust_domain = &registry.config().trust_domain;
+    Push::new(version, changed_at, registry.snapshot(), rules, &domain)
+        .trust_domain(trust_domain)
+        .complete(complete)
 }
 
 /// Waits until the registry may be served ([`Registry::readiness`]): on every change, and
@@ -136,6 +139,7 @@ mod tests {
         let registry = Arc::new(Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
             stale_endpoint_ttl: None,
             sync_timeout: Duration::from_secs(30),
         }));

@@ -73,7 +73,7 @@ fn a_cluster_per_port_and_subset_with_the_rule_applied() {
             "outbound|5000|v2|helloworld.sample.svc.cluster.local"
         ]
     );
-    let c = cluster(&p, &specs[1]);
+    let c = cluster(&p, &specs[1], "cluster.local");
     assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
     let od = c.outlier_detection.unwrap();
     assert_eq!(od.consecutive_5xx.unwrap().value, 1);
@@ -94,7 +94,7 @@ fn envoy_sidecars_get_istio_mtls_with_the_sni_for_gateway_endpoints() {
     let rules = vec![seed_rule()];
     let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
     let spec = &specs(&snap, &rules, &p)[2];
-    let c = cluster(&p, spec);
+    let c = cluster(&p, spec, "cluster.local");
     assert_eq!(c.transport_socket_matches.len(), 2);
     let m = &c.transport_socket_matches[0];
     assert_eq!(
@@ -143,15 +143,58 @@ fn envoy_sidecars_get_istio_mtls_with_the_sni_for_gateway_endpoints() {
     );
 }
 
+/// `--trust-domain`: the SANs peers are checked against name the mesh's trust domain, as
+/// Istio's `spiffe://<trust domain>/ns/<ns>/sa/<sa>` (not a hard-coded cluster.local).
+#[test]
+fn peer_sans_are_in_the_configured_trust_domain() {
+    let snap = snapshot();
+    let rules = vec![seed_rule()];
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let c = cluster(&p, &specs(&snap, &rules, &p)[2], "mesh.example");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = c.transport_socket_matches[0]
+        .transport_socket
+        .as_ref()
+        .unwrap()
+        .config_type
+        .clone()
+    else {
+        panic!()
+    };
+    let tls: UpstreamTlsContext = prost::Message::decode(any.value.as_slice()).unwrap();
+    let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+        tls.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!()
+    };
+    let sans: Vec<_> = v
+        .default_validation_context
+        .unwrap()
+        .match_typed_subject_alt_names
+        .into_iter()
+        .map(|m| format!("{:?}", m.matcher.unwrap().match_pattern.unwrap()))
+        .collect();
+    assert_eq!(
+        sans,
+        [
+            "Exact(\"spiffe://mesh.example/ns/sample/sa/helloworld\")",
+            "Exact(\"spiffe://mesh.example/ns/sample/sa/other\")"
+        ]
+    );
+}
+
 #[test]
 fn grpc_clients_and_routers_get_no_transport_socket_and_routers_sni_names() {
     let snap = snapshot();
     let rules = vec![seed_rule()];
     let grpc = proxy(ProxyKind::Sidecar, Generator::Grpc);
     let spec = &specs(&snap, &rules, &grpc)[1];
-    assert!(cluster(&grpc, spec).transport_socket_matches.is_empty());
+    assert!(
+        cluster(&grpc, spec, "cluster.local")
+            .transport_socket_matches
+            .is_empty()
+    );
     let router = proxy(ProxyKind::Router, Generator::Envoy);
-    let c = cluster(&router, spec);
+    let c = cluster(&router, spec, "cluster.local");
     assert!(c.transport_socket_matches.is_empty());
     assert_eq!(
         c.name,
@@ -167,7 +210,7 @@ fn load_balancer_and_locality_settings() {
         "outlierDetection": {"consecutiveErrors": 3, "minHealthPercent": 50}}}});
     let rules = vec![Rule::from_object("sample", "d", &dr, "cluster.local").unwrap()];
     let p = proxy(ProxyKind::Sidecar, Generator::Grpc);
-    let c = cluster(&p, &specs(&snap, &rules, &p)[0]);
+    let c = cluster(&p, &specs(&snap, &rules, &p)[0], "cluster.local");
     assert_eq!(c.lb_policy, cluster::LbPolicy::LeastRequest as i32);
     let common = c.common_lb_config.unwrap();
     assert!(matches!(
@@ -186,7 +229,7 @@ fn no_rule_means_round_robin_and_no_outlier_detection() {
     let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
     let specs = specs(&snap, &[], &p);
     assert_eq!(specs.len(), 1);
-    let c = cluster(&p, &specs[0]);
+    let c = cluster(&p, &specs[0], "cluster.local");
     assert_eq!(c.lb_policy, cluster::LbPolicy::RoundRobin as i32);
     assert!(c.outlier_detection.is_none() && c.common_lb_config.is_none());
 }
