@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -262,10 +264,11 @@ fn assert_unauthorized<T: std::fmt::Debug>(r: Result<T, kube::Error>) {
 async fn token_request_tokens_expire() {
     let server = server().await;
     let sas: Api<ServiceAccount> = Api::namespaced(client(&server).await, "default");
+    // No audience: the API server's own, the one a token must name to call it.
     let req = TokenRequest {
         spec: TokenRequestSpec {
             expiration_seconds: Some(600),
-            audiences: vec!["istio-ca".into()],
+            audiences: Vec::new(),
             ..Default::default()
         },
         ..Default::default()
@@ -290,6 +293,109 @@ async fn token_request_tokens_expire() {
             .await
             .is_err()
     );
+}
+
+fn istio_ca_token_request() -> TokenRequest {
+    TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(600),
+            audiences: vec!["istio-ca".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Creates a TokenReview as the federation's CA does (kube-rs, k8s-openapi's type).
+async fn review(client: &kube::Client, token: &str, audience: &str) -> TokenReview {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_string()),
+            audiences: Some(vec![audience.to_string()]),
+        },
+        ..Default::default()
+    };
+    Api::<TokenReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+}
+
+/// kube-apiserver's TokenReview through kube-rs, as Istio's CA authenticates a workload: a
+/// bound token for `istio-ca` reviews as its service account (uid, groups, the audience),
+/// for another audience or after the account is deleted it does not, and it cannot call
+/// the API server itself (not its audience).
+#[tokio::test]
+async fn token_review_through_kube_rs() {
+    let server = server().await;
+    let admin = client(&server).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let sleep: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "sleep"}})).unwrap();
+    let created = sas.create(&PostParams::default(), &sleep).await.unwrap();
+    let token = sas
+        .create_token_request("sleep", &PostParams::default(), &istio_ca_token_request())
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+
+    let status = review(&admin, &token, "istio-ca").await.status.unwrap();
+    assert_eq!(status.authenticated, Some(true), "{status:?}");
+    assert_eq!(status.audiences, Some(vec!["istio-ca".to_string()]));
+    let user = status.user.unwrap();
+    assert_eq!(
+        user.username.as_deref(),
+        Some("system:serviceaccount:default:sleep")
+    );
+    assert_eq!(user.uid, created.metadata.uid);
+    let groups = user.groups.unwrap_or_default();
+    assert!(groups.contains(&"system:serviceaccounts:default".to_string()));
+
+    let other = review(&admin, &token, "other").await.status.unwrap();
+    assert_ne!(other.authenticated, Some(true));
+    assert!(other.error.is_some_and(|e| e.contains("audiences")));
+    let as_sleep: Api<ConfigMap> =
+        Api::namespaced(client_with_token(&server, &token).await, "default");
+    assert_unauthorized(as_sleep.list(&ListParams::default()).await);
+
+    sas.delete("sleep", &DeleteParams::default()).await.unwrap();
+    let gone = review(&admin, &token, "istio-ca").await.status.unwrap();
+    assert_ne!(gone.authenticated, Some(true));
+    assert!(gone.error.is_some_and(|e| e.contains("has been deleted")));
+}
+
+/// Another cluster's API server signs with another key: its tokens do not review here.
+#[tokio::test]
+async fn token_review_refuses_another_servers_tokens() {
+    let (ours, theirs) = (server().await, server().await);
+    let token = theirs
+        .token(
+            "default",
+            "default",
+            &["istio-ca"],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let status = review(&client(&ours).await, &token, "istio-ca")
+        .await
+        .status
+        .unwrap();
+    assert_ne!(status.authenticated, Some(true));
+    let mine = ours
+        .token(
+            "default",
+            "default",
+            &["istio-ca"],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let status = review(&client(&ours).await, &mine, "istio-ca")
+        .await
+        .status
+        .unwrap();
+    assert_eq!(status.authenticated, Some(true));
 }
 
 #[tokio::test]

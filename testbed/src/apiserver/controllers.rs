@@ -5,12 +5,15 @@
 //! They are the store's [`Hooks`]: the store runs them inside each write and hands them a
 //! [`Txn`], so the objects and tokens they change go through the store's own bookkeeping.
 
+use super::authn::Authenticator;
 use super::error::{ApiError, ApiResult};
+use super::jwt::{LEGACY_ISSUER, LegacyClaims};
 use super::resources::{ResourceId, by_kind};
 use super::store::{Hooks, Identity, Key, Txn};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub const SA_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
@@ -21,33 +24,57 @@ pub struct Controllers {
     ca_pem: String,
     /// ClusterIPs come from here: base address and prefix length.
     service_cidr: (u32, u8),
+    /// Signs the legacy tokens put into token Secrets.
+    auth: Arc<Authenticator>,
 }
 
 impl Controllers {
-    pub fn new(ca_pem: String, service_cidr: (u32, u8)) -> Self {
+    pub fn new(ca_pem: String, service_cidr: (u32, u8), auth: Arc<Authenticator>) -> Self {
         Controllers {
             ca_pem,
             service_cidr,
+            auth,
         }
     }
 
-    /// Fills `token`, `ca.crt` and `namespace` if the named service account exists, and
-    /// makes the token valid.
+    /// Fills `token` (a legacy service-account JWT, as kube-controller-manager's token
+    /// controller signs one), `ca.crt` and `namespace` if the named service account exists,
+    /// and records the token so it dies with its Secret or account.
     fn fill_token_secret(&self, txn: &mut Txn<'_>, ns: &str, secret: &mut Value) {
         let Some(sa) = sa_of_secret(secret).map(str::to_string) else {
             return;
         };
-        if txn.get(by_kind("ServiceAccount"), ns, &sa).is_none() {
+        let Some(account) = txn.get(by_kind("ServiceAccount"), ns, &sa) else {
             return;
-        }
-        let token = new_token();
+        };
+        let claims = LegacyClaims {
+            iss: LEGACY_ISSUER.into(),
+            sub: format!("system:serviceaccount:{ns}:{sa}"),
+            namespace: ns.to_string(),
+            secret_name: secret["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+            service_account: sa.clone(),
+            service_account_uid: account["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+        };
+        let token = match self.auth.signer().sign(&claims) {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::warn!(error = %e.message, secret = ?secret["metadata"]["name"], "token secret left unfilled");
+                return;
+            }
+        };
         let b64 = base64::engine::general_purpose::STANDARD;
         secret["data"]["token"] = b64.encode(&token).into();
         secret["data"]["ca.crt"] = b64.encode(&self.ca_pem).into();
         secret["data"]["namespace"] = b64.encode(ns).into();
         let identity = Identity {
             user: format!("system:serviceaccount:{ns}:{sa}"),
-            expires: None,
+            groups: Vec::new(),
             service_account: Some((ns.to_string(), sa)),
         };
         txn.add_token(token, identity);
@@ -106,6 +133,14 @@ impl Hooks for Controllers {
             let ns = current["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or_default();
+            // A token the Secret no longer holds is invalid, as kube's legacy validator
+            // compares the presented token with the Secret's.
+            if is_sa_token_secret(current)
+                && next["data"]["token"] != current["data"]["token"]
+                && let Some(old) = decoded(&current["data"]["token"])
+            {
+                txn.revoke_token(&old);
+            }
             if is_sa_token_secret(next) && next["data"]["token"].is_null() {
                 self.fill_token_secret(txn, ns, next);
             }
@@ -191,7 +226,7 @@ fn decoded(v: &Value) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// An opaque bearer token: 32 random bytes, URL-safe base64.
+/// An opaque bearer token (the admin's static one): 32 random bytes, URL-safe base64.
 pub fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -258,11 +293,10 @@ fn free_cluster_ip(txn: &Txn<'_>, (base, prefix): (u32, u8)) -> ApiResult<Ipv4Ad
 mod tests {
     use super::*;
     use crate::apiserver::store::Store;
-    use std::sync::Arc;
 
+    /// Controllers with CA "CA" and service CIDR 10.96.0.0/16.
     fn store() -> Arc<Store> {
-        let cidr = (u32::from(Ipv4Addr::new(10, 96, 0, 0)), 16);
-        Store::new(Box::new(Controllers::new("CA".into(), cidr)), 100)
+        crate::apiserver::authn::fixture().1
     }
 
     #[test]

@@ -1,17 +1,17 @@
-//! The verbs: get, list, create, update, patch, delete, status and TokenRequest.
+//! The verbs: get, list, create, update, patch, delete and the status subresource (the token
+//! endpoints are `token_api`'s).
 
-use super::controllers::new_token;
 use super::error::{ApiError, ApiResult};
 use super::patch::{self, PatchKind};
 use super::present;
-use super::resources::{RESOURCES, by_kind};
+use super::resources::RESOURCES;
 use super::route::ResourcePath;
 use super::selector::Selector;
-use super::store::{Identity, Store};
+use super::store::Store;
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub struct Request<'a> {
     pub path: &'a ResourcePath,
@@ -23,10 +23,10 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    fn ns(&self) -> &str {
+    pub fn ns(&self) -> &str {
         self.path.namespace.as_deref().unwrap_or("")
     }
-    fn name(&self) -> ApiResult<&str> {
+    pub fn name(&self) -> ApiResult<&str> {
         self.path
             .name
             .as_deref()
@@ -38,7 +38,7 @@ impl Request<'_> {
     fn out(&self, obj: Value) -> Value {
         present::object(obj, self.rt(), &self.path.version)
     }
-    fn json_body(&self) -> ApiResult<Value> {
+    pub fn json_body(&self) -> ApiResult<Value> {
         let v: Value = serde_json::from_slice(self.body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
         if !v.is_object() {
@@ -119,10 +119,6 @@ fn decode_continue(token: &str) -> ApiResult<(String, String)> {
 
 pub fn create(store: &Store, req: &Request) -> ApiResult<Value> {
     req.check_scope(true)?;
-    if req.path.subresource.as_deref() == Some("token") && req.path.res == by_kind("ServiceAccount")
-    {
-        return token_request(store, req);
-    }
     if req.path.name.is_some() {
         return Err(ApiError::new(
             405,
@@ -273,43 +269,4 @@ pub fn delete(store: &Store, req: &Request) -> ApiResult<Value> {
     store
         .delete(req.path.res, req.ns(), req.name()?)
         .map(|o| req.out(o))
-}
-
-/// `POST .../serviceaccounts/NAME/token`: a bound token with an enforced expiry. Unlike
-/// Kubernetes (10 minutes at least) any lifetime from 1 s is accepted, so tests can watch
-/// a token expire.
-fn token_request(store: &Store, req: &Request) -> ApiResult<Value> {
-    let sa = req.name()?;
-    store.get(by_kind("ServiceAccount"), req.ns(), sa)?;
-    let body: Value = if req.body.is_empty() {
-        json!({})
-    } else {
-        req.json_body()?
-    };
-    let seconds = body["spec"]["expirationSeconds"].as_u64().unwrap_or(3600);
-    if seconds == 0 {
-        return Err(ApiError::new(
-            422,
-            "Invalid",
-            "spec.expirationSeconds must be positive",
-        ));
-    }
-    let expires = req.now + Duration::from_secs(seconds);
-    let token = new_token();
-    let identity = Identity {
-        user: format!("system:serviceaccount:{}:{sa}", req.ns()),
-        expires: Some(expires),
-        service_account: Some((req.ns().to_string(), sa.to_string())),
-    };
-    store.add_token(token.clone(), identity);
-    let mut out = json!({
-        "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-        "metadata": {"name": sa, "namespace": req.ns(), "creationTimestamp": Value::Null},
-        "spec": {"audiences": body["spec"]["audiences"].as_array().cloned().unwrap_or_default(), "expirationSeconds": seconds},
-        "status": {"token": token, "expirationTimestamp": super::store::rfc3339(expires)},
-    });
-    if let Some(binding) = body["spec"].get("boundObjectRef") {
-        out["spec"]["boundObjectRef"] = binding.clone();
-    }
-    Ok(out)
 }

@@ -1,11 +1,14 @@
 //! A small Kubernetes API server that real clients (kubectl, kube-rs) accept: HTTPS with its
-//! own CA, bearer tokens, discovery, CRUD, patch, watch and the service-account token
-//! controller, all in memory. RBAC objects are stored, never enforced; there is no admission
-//! and no controller but the token one (see README).
+//! own CA, bearer tokens (a static admin token and signed service-account JWTs), discovery,
+//! CRUD, patch, watch, TokenRequest, TokenReview and the service-account token controller,
+//! all in memory. RBAC objects are stored, never enforced; there is no admission and no
+//! controller but the token and namespace ones (see README).
 
+mod authn;
 mod controllers;
 mod error;
 mod handlers;
+mod jwt;
 mod patch;
 mod present;
 mod protobuf;
@@ -13,12 +16,15 @@ mod resources;
 mod route;
 mod selector;
 mod store;
+mod token_api;
 mod watch;
 
 pub use error::ApiError;
+pub use jwt::DEFAULT_ISSUER;
 pub use store::Store;
 
 use crate::Error;
+use authn::{Authenticator, UserInfo};
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
@@ -51,6 +57,9 @@ pub struct ApiServerConfig {
     pub bookmark_interval: Duration,
     /// Events kept for watches to resume from; older resourceVersions get 410 Gone.
     pub event_history: usize,
+    /// `iss` of bound service-account tokens, and the API server's own audience
+    /// (kube-apiserver's `--service-account-issuer` and default `--api-audiences`).
+    pub service_account_issuer: String,
 }
 
 impl ApiServerConfig {
@@ -62,14 +71,17 @@ impl ApiServerConfig {
             extra_sans: Vec::new(),
             bookmark_interval: Duration::from_secs(15),
             event_history: 10_000,
+            service_account_issuer: DEFAULT_ISSUER.to_string(),
         }
     }
 }
 
 struct Shared {
     store: Arc<Store>,
+    /// Signs service-account tokens and says who a token is.
+    auth: Arc<Authenticator>,
     bookmark_interval: Duration,
-    /// Seconds added to the wall clock when checking token expiry (tests move time forward).
+    /// Seconds added to the wall clock for token times (tests move time forward).
     clock_offset: AtomicU64,
 }
 
@@ -104,22 +116,27 @@ impl ApiServer {
             .local_addr()
             .map_err(|e| Error::io("local address", e))?;
         let tls = tls_config(&ca, &cfg, addr.ip())?;
+        let auth = Authenticator::new(jwt::Signer::generate(&cfg.service_account_issuer)?);
         let controllers = controllers::Controllers::new(
             ca.cert_pem().to_string(),
             (u32::from(cfg.service_cidr.0), cfg.service_cidr.1),
+            auth.clone(),
         );
         let store = Store::new(Box::new(controllers), cfg.event_history);
+        // The admin's token stays opaque, a static token as kube-apiserver's
+        // `--token-auth-file` gives: it is no service account's and never expires.
         let admin_token = controllers::new_token();
         store.add_token(
             admin_token.clone(),
             Identity {
                 user: "admin".into(),
-                expires: None,
+                groups: vec!["system:masters".into()],
                 service_account: None,
             },
         );
         let shared = Arc::new(Shared {
             store,
+            auth,
             bookmark_interval: cfg.bookmark_interval,
             clock_offset: AtomicU64::new(0),
         });
@@ -187,7 +204,7 @@ impl ApiServer {
         object: serde_json::Value,
     ) -> Result<Value, ApiError> {
         let res = resources::by_kind(kind);
-        if res >= resources::RESOURCES.len() {
+        if resources::RESOURCES.get(res).is_none_or(|r| r.create_only) {
             return Err(ApiError::bad_request(format!("unknown kind {kind}")));
         }
         self.shared.store.create(res, namespace, object)
@@ -214,7 +231,77 @@ impl ApiServer {
             .update(res, namespace, &name, move |_| Ok(object))
     }
 
-    /// Moves the clock used for token expiry forward.
+    /// The `iss` of this server's bound service-account tokens, also its own audience.
+    pub fn issuer(&self) -> &str {
+        self.shared.auth.signer().issuer()
+    }
+
+    /// A bound token of service account `namespace/service_account` for `audiences` (none:
+    /// the API server's own), living `ttl` (whole seconds, rounded up), issued exactly as
+    /// TokenRequest issues one and on the server's clock: a JWT signed with this server's
+    /// key, which TokenReview accepts until it expires or the account is deleted. For tokens
+    /// the test bed hands out without a client, e.g. `istio-ca` tokens in token files.
+    pub fn token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audiences: &[&str],
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
+        self.issue(namespace, service_account, audiences, ttl, None)
+    }
+
+    /// A token bound to pod `namespace/pod`, for the account the pod runs as (its
+    /// `spec.serviceAccountName`, "default" if none), as kubelet requests one for a projected
+    /// `serviceAccountToken` volume: it also dies with the pod, and TokenReview names the pod
+    /// in `extra`. Otherwise as [`ApiServer::token`].
+    pub fn pod_token(
+        &self,
+        namespace: &str,
+        pod: &str,
+        audiences: &[&str],
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
+        let obj = self
+            .shared
+            .store
+            .get(resources::by_kind("Pod"), namespace, pod)?;
+        let sa = obj["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        let bound = token_api::BoundObject {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            name: pod.to_string(),
+            uid: obj["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        self.issue(namespace, sa, audiences, ttl, Some(bound))
+    }
+
+    fn issue(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audiences: &[&str],
+        ttl: Duration,
+        bound_object: Option<token_api::BoundObject>,
+    ) -> Result<String, ApiError> {
+        let spec = token_api::TokenSpec {
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            expiration_seconds: ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0),
+            bound_object,
+        };
+        let shared = &self.shared;
+        token_api::issue(&shared.auth, &shared.store, &spec, shared.now()).map(|i| i.token)
+    }
+
+    /// Moves the clock used for token times forward: tokens issued before expire, and tokens
+    /// issued after carry the moved time.
     pub fn advance_clock(&self, by: Duration) {
         self.shared
             .clock_offset
@@ -333,19 +420,23 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn authenticate(req: &Request<Incoming>, shared: &Shared) -> Result<Identity, ApiError> {
+/// The caller, for the API server's own audience: a token for another one (`istio-ca`) does
+/// not call the API server, as in Kubernetes.
+fn authenticate(req: &Request<Incoming>, shared: &Shared) -> Result<UserInfo, ApiError> {
     let token = header(req, "authorization")
         .strip_prefix("Bearer ")
         .map(str::trim)
         .unwrap_or("");
-    let identity = shared
-        .store
-        .identity(token)
-        .ok_or_else(ApiError::unauthorized)?;
-    if identity.expires.is_some_and(|exp| exp <= shared.now()) {
-        return Err(ApiError::unauthorized());
+    match shared
+        .auth
+        .authenticate(&shared.store, token, &[], shared.now())
+    {
+        Ok(who) => Ok(who.user),
+        Err(e) => {
+            tracing::debug!(error = %e, "bearer token refused");
+            Err(ApiError::unauthorized())
+        }
     }
-    Ok(identity)
 }
 
 async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
@@ -354,7 +445,7 @@ async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>
         return Ok(text_response(StatusCode::OK, "ok"));
     }
     let who = authenticate(&req, shared)?;
-    tracing::trace!(user = %who.user, "authenticated");
+    tracing::trace!(user = %who.username, "authenticated");
     let doc = match target {
         Target::Version => resources::version_doc(),
         Target::CoreVersions => resources::core_versions_doc(),
@@ -404,6 +495,9 @@ async fn resource(
         now: shared.now(),
     };
     let store = &shared.store;
+    if let Some(doc) = token_api::serve(&shared.auth, store, &method, &hreq)? {
+        return Ok(json_response(StatusCode::CREATED, &doc));
+    }
     let (status, doc) = match method {
         Method::GET if watching && path.name.is_none() => return watch_response(&hreq, shared),
         Method::GET if path.name.is_none() => (StatusCode::OK, handlers::list(store, &hreq)?),
@@ -476,4 +570,114 @@ fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
         .header("content-type", "text/plain")
         .body(Full::new(Bytes::from_static(text.as_bytes())).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn server() -> ApiServer {
+        let cfg = ApiServerConfig::new("127.0.0.1:0".parse().unwrap(), "cluster1");
+        ApiServer::start(cfg).await.unwrap()
+    }
+
+    fn review(server: &ApiServer, token: &str, audiences: &[&str]) -> Result<UserInfo, String> {
+        let shared = &server.shared;
+        let audiences: Vec<String> = audiences.iter().map(|a| a.to_string()).collect();
+        shared
+            .auth
+            .authenticate(&shared.store, token, &audiences, shared.now())
+            .map(|a| a.user)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `ApiServer::token` issues what TokenRequest does, and its expiry follows the server's
+    /// clock as tests move it (kube-apiserver refuses a token past its `exp`).
+    #[tokio::test]
+    async fn library_tokens_expire_on_the_moved_clock() {
+        let server = server().await;
+        let token = server
+            .token(
+                "default",
+                "default",
+                &["istio-ca"],
+                Duration::from_secs(600),
+            )
+            .unwrap();
+        let who = review(&server, &token, &["istio-ca"]).unwrap();
+        assert_eq!(who.username, "system:serviceaccount:default:default");
+        server.advance_clock(Duration::from_secs(599));
+        assert!(
+            review(&server, &token, &["istio-ca"]).is_ok(),
+            "expired early"
+        );
+        server.advance_clock(Duration::from_secs(2));
+        assert_eq!(
+            review(&server, &token, &["istio-ca"]),
+            Err("service account token has expired".into())
+        );
+        // Issued after the move, on the moved clock: good for its whole life again.
+        let fresh = server
+            .token("default", "default", &[], Duration::from_millis(1500))
+            .unwrap();
+        assert!(review(&server, &fresh, &[]).is_ok());
+        server.advance_clock(Duration::from_secs(3));
+        assert!(review(&server, &fresh, &[]).is_err());
+    }
+
+    /// `ApiServer::pod_token` binds to the pod as kubelet's projected tokens are, for the
+    /// account the pod runs as; another server's key does not verify it.
+    #[tokio::test]
+    async fn pod_tokens_name_their_pod_and_account() {
+        let (server, other) = (server().await, server().await);
+        let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {}});
+        server.insert("Pod", "default", pod).unwrap();
+        let token = server
+            .pod_token("default", "p", &["istio-ca"], Duration::from_secs(60))
+            .unwrap();
+        let who = review(&server, &token, &["istio-ca"]).unwrap();
+        assert_eq!(who.username, "system:serviceaccount:default:default");
+        assert_eq!(who.extra[authn::EXTRA_POD_NAME], ["p"]);
+        assert!(
+            review(&other, &token, &["istio-ca"])
+                .is_err_and(|e| e.starts_with("invalid bearer token"))
+        );
+        assert!(
+            server
+                .pod_token("default", "gone", &[], Duration::from_secs(60))
+                .is_err()
+        );
+        assert!(
+            server
+                .token("default", "nobody", &[], Duration::from_secs(60))
+                .is_err()
+        );
+    }
+
+    /// Every namespace has a `default` ServiceAccount with a uid, the built-in ones too, as
+    /// kube-controller-manager's service-account controller makes them.
+    #[tokio::test]
+    async fn every_namespace_has_a_default_service_account() {
+        let server = server().await;
+        let ns = serde_json::json!({"metadata": {"name": "sample"}});
+        server.insert("Namespace", "", ns).unwrap();
+        for ns in [
+            "default",
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            "sample",
+        ] {
+            let sa = server
+                .store()
+                .get(resources::by_kind("ServiceAccount"), ns, "default")
+                .unwrap();
+            assert!(
+                sa["metadata"]["uid"]
+                    .as_str()
+                    .is_some_and(|u| u.len() == 36),
+                "{ns}"
+            );
+        }
+    }
 }

@@ -171,6 +171,20 @@ static TOKEN_REQUEST: &[Field] = &[
         One,
     ),
 ];
+/// client-go's typed clients (istiod's among them) send TokenReviews as protobuf; only the
+/// spec is read from a request.
+static TOKEN_REVIEW: &[Field] = &[
+    Field(1, "metadata", Msg(OBJECT_META), One),
+    Field(
+        2,
+        "spec",
+        Msg(&[
+            Field(1, "token", Str, One),
+            Field(2, "audiences", Str, Many),
+        ]),
+        One,
+    ),
+];
 static POLICY_RULE: &[Field] = &[
     Field(1, "verbs", Str, Many),
     Field(2, "apiGroups", Str, Many),
@@ -222,6 +236,7 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "ServiceAccount" => SERVICE_ACCOUNT,
         "Service" => SERVICE,
         "TokenRequest" => TOKEN_REQUEST,
+        "TokenReview" => TOKEN_REVIEW,
         "Role" | "ClusterRole" => ROLE,
         "RoleBinding" | "ClusterRoleBinding" => BINDING,
         "DeleteOptions" => DELETE_OPTIONS,
@@ -506,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn token_request_and_service_ports() {
+    fn token_request_token_review_and_service_ports() {
         let mut spec = Vec::new();
         ld(1, b"istio-ca", &mut spec);
         varint(4 << 3, &mut spec);
@@ -517,6 +532,17 @@ mod tests {
         assert_eq!(
             v["spec"],
             json!({"audiences": ["istio-ca"], "expirationSeconds": 600})
+        );
+
+        let mut spec = Vec::new();
+        ld(1, b"a.b.c", &mut spec);
+        ld(2, b"istio-ca", &mut spec);
+        let mut raw = Vec::new();
+        ld(2, &spec, &mut raw);
+        let v = to_json(&envelope("authentication.k8s.io/v1", "TokenReview", &raw)).unwrap();
+        assert_eq!(
+            v["spec"],
+            json!({"token": "a.b.c", "audiences": ["istio-ca"]})
         );
 
         let mut target = Vec::new();

@@ -13,6 +13,8 @@ pub struct ResourceType {
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
     pub status_subresource: bool,
+    /// Only `create` is served and nothing is stored (TokenReview).
+    pub create_only: bool,
 }
 
 impl ResourceType {
@@ -53,6 +55,7 @@ macro_rules! rt {
             namespaced: $namespaced,
             short_names: &[$($short),*],
             status_subresource: $status,
+            create_only: false,
         }
     };
 }
@@ -122,6 +125,16 @@ pub static RESOURCES: &[ResourceType] = &[
         ["gw"],
         false
     ),
+    ResourceType {
+        group: "authentication.k8s.io",
+        versions: CORE,
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        namespaced: false,
+        short_names: &[],
+        status_subresource: false,
+        create_only: true,
+    },
 ];
 
 /// Index into [`RESOURCES`]: cheap to copy, used as part of storage keys.
@@ -203,17 +216,20 @@ pub fn resource_list_doc(group: &str, version: &str) -> Value {
         .iter()
         .filter(|r| r.group == group && r.versions.contains(&version))
     {
-        let mut verbs = vec![
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ];
-        verbs.sort();
+        let verbs = if r.create_only {
+            vec!["create"]
+        } else {
+            vec![
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        };
         resources.push(json!({
             "name": r.plural, "singularName": r.singular(), "namespaced": r.namespaced,
             "kind": r.kind, "verbs": verbs, "shortNames": r.short_names,
@@ -285,8 +301,30 @@ mod tests {
             [
                 "discovery.k8s.io",
                 "rbac.authorization.k8s.io",
-                "networking.istio.io"
+                "networking.istio.io",
+                "authentication.k8s.io"
             ]
+        );
+    }
+
+    /// kube-apiserver lists `tokenreviews` in authentication.k8s.io/v1 with the one verb it
+    /// serves, so kubectl and kube-rs can find it.
+    #[test]
+    fn discovery_lists_tokenreviews_as_create_only() {
+        assert!(has_group_version("authentication.k8s.io", "v1"));
+        let doc = resource_list_doc("authentication.k8s.io", "v1");
+        assert_eq!(doc["groupVersion"], "authentication.k8s.io/v1");
+        let resources = doc["resources"].as_array().unwrap();
+        assert_eq!(resources.len(), 1);
+        let r = &resources[0];
+        assert_eq!(
+            (&r["name"], &r["kind"], &r["namespaced"], &r["verbs"]),
+            (
+                &json!("tokenreviews"),
+                &json!("TokenReview"),
+                &json!(false),
+                &json!(["create"])
+            )
         );
     }
 }

@@ -46,11 +46,14 @@ pub struct Event {
     pub prev: Option<Value>,
 }
 
-/// Who a bearer token belongs to.
+/// Who a recorded bearer token belongs to: a static token (the admin's), or a legacy
+/// Secret token of a service account, recorded so it dies with its Secret and account.
+/// Bound tokens are never recorded: their claims say who they are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub user: String,
-    pub expires: Option<SystemTime>,
+    /// Groups of a static token's user (`system:authenticated` is added to every user).
+    pub groups: Vec<String>,
     /// The service account a token belongs to, so deleting it revokes the token.
     pub service_account: Option<(String, String)>,
 }
@@ -356,8 +359,17 @@ impl Txn<'_> {
         self.inner.tokens.insert(token, identity);
     }
 
+    /// Revokes a service account's recorded token; static tokens (the admin's) stay, whatever
+    /// a Secret claims to hold.
     pub fn revoke_token(&mut self, token: &str) {
-        self.inner.tokens.remove(token);
+        if self
+            .inner
+            .tokens
+            .get(token)
+            .is_some_and(|id| id.service_account.is_some())
+        {
+            self.inner.tokens.remove(token);
+        }
     }
 
     /// Revokes every token of service account `ns/name`.
@@ -574,7 +586,8 @@ pub fn not_found(res: ResourceId, name: &str) -> ApiError {
     ApiError::not_found(&RESOURCES[res].qualified_plural(), name)
 }
 
-fn uid() -> String {
+/// A random RFC 4122 version 4 UUID, as Kubernetes gives objects.
+pub fn uid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
