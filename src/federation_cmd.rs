@@ -8,7 +8,7 @@ use meshfed_federation::remote_secret::{self, RemoteSecretOptions};
 use meshfed_federation::{
     DEFAULT_ADMIN, DEFAULT_DOMAIN, DEFAULT_MAX_WORKLOAD_CERT_TTL, DEFAULT_PUSH_DEBOUNCE,
     DEFAULT_SECURE_LISTEN, DEFAULT_SYNC_TIMEOUT, DEFAULT_SYSTEM_NAMESPACE, DEFAULT_TOKEN_AUDIENCE,
-    DEFAULT_XDS_LISTEN, Federation, FederationConfig, xds,
+    Federation, FederationConfig, xds,
 };
 use meshfed_model::admin::AdminClient;
 use std::net::SocketAddr;
@@ -48,10 +48,12 @@ pub struct FederationArgs {
     /// Namespace of the remote secrets and of the network label.
     #[arg(long, value_name = "NS", default_value = DEFAULT_SYSTEM_NAMESPACE)]
     system_namespace: String,
-    /// ADS (xDS) address for sidecars, proxyless gRPC clients, gateways and DNS proxies.
-    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_XDS_LISTEN)]
-    xds_listen: SocketAddr,
-    /// TLS address of the CA (Istio's IstioCertificateService), as istiod's 15012.
+    /// Plaintext ADS (xDS) for anyone who can connect, as istiod's 15010: off unless given
+    /// (tests, trusted flat networks). Clients otherwise use the secure port.
+    #[arg(long, value_name = "ADDR")]
+    xds_listen: Option<SocketAddr>,
+    /// TLS address of the CA (Istio's IstioCertificateService) and of authenticated ADS,
+    /// as istiod's 15012.
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_SECURE_LISTEN)]
     secure_listen: SocketAddr,
     /// The cluster's CA material in Istio's cacerts layout (ca-cert.pem, ca-key.pem,
@@ -67,6 +69,10 @@ pub struct FederationArgs {
     /// Longest workload certificate the CA signs (requests for longer are shortened).
     #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_MAX_WORKLOAD_CERT_TTL))]
     max_workload_cert_ttl: Dur,
+    /// ServiceAccounts (NS/SA or a SPIFFE id) that may subscribe to xDS as routers on the
+    /// secure port (default: <system namespace>/meshfed-gateway). Repeat for several.
+    #[arg(long = "gateway-identities", value_name = "ID", value_delimiter = ',')]
+    gateway_identities: Vec<xds::auth::Account>,
     /// Wait this long without further registry changes before pushing (at most 10x this).
     #[arg(long, value_name = "DURATION", default_value_t = Dur(DEFAULT_PUSH_DEBOUNCE))]
     push_debounce: Dur,
@@ -120,6 +126,7 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         cfg.ca.trust_domain = args.trust_domain;
         cfg.ca.token_audience = args.token_audience;
         cfg.ca.max_workload_cert_ttl = args.max_workload_cert_ttl.0;
+        cfg.gateway_identities = args.gateway_identities;
         cfg.admin = args.admin;
         cfg.status = args.status;
         cfg.allow_insecure_kubeconfig_options = args.allow_insecure_kubeconfig_options;
@@ -137,12 +144,16 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         let fed = Federation::bind(cfg, client).await?;
         let shutdown = crate::shutdown_signal();
         let ca = match (fed.secure_addr(), fed.ca_origin()) {
-            (Some(addr), Some(origin)) => format!("CA on {addr} signing with {origin}"),
-            _ => "CA off: no --cacerts and no cacerts Secret".into(),
+            (Some(addr), Some(origin)) => {
+                format!("secure port {addr}: CA signing with {origin}, authenticated xDS")
+            }
+            _ => "CA and secure port off: no --cacerts and no cacerts Secret".into(),
         };
         println!(
-            "federation for {id} on {network} (xds {}, admin {}{}; {ca})",
-            show(fed.xds_addr()),
+            "federation for {id} on {network} (plaintext xds {}, admin {}{}; {ca})",
+            fed.xds_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "off".into()),
             show(fed.admin_addr()),
             fed.status_addr()
                 .map(|s| format!(", status {s}"))

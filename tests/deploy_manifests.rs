@@ -285,7 +285,7 @@ fn service_ports(m: &Manifests, name: &str) -> BTreeSet<i32> {
 }
 
 #[test]
-fn the_load_balancer_has_status_and_tls_and_the_federation_service_xds_only() {
+fn the_load_balancer_has_status_and_tls_and_the_federation_service_the_secure_port_only() {
     let m = load();
     assert_eq!(
         service_ports(&m, "istio-eastwestgateway"),
@@ -293,7 +293,61 @@ fn the_load_balancer_has_status_and_tls_and_the_federation_service_xds_only() {
     );
     assert_eq!(
         service_ports(&m, "meshfed-federation"),
-        BTreeSet::from([15010])
+        BTreeSet::from([15012])
     );
     assert_eq!(service_ports(&m, "meshfed-dns"), BTreeSet::from([53]));
+}
+
+/// Issue 18: no plaintext xDS; the gateway and the DNS proxy reach the federation's secure
+/// port as Istio's proxies reach istiod's 15012: TLS checked against the root (only
+/// `root-cert.pem` of `cacerts` mounted, never the CA key) and a projected ServiceAccount
+/// token for audience `istio-ca`; the federation may create TokenReviews (auth-delegator).
+#[test]
+fn clients_use_the_secure_port_with_projected_tokens_and_no_plaintext_xds() {
+    let m = load();
+    for d in &m.deployments {
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        for c in &pod.containers {
+            let args = c.args.clone().unwrap_or_default();
+            assert!(
+                !args
+                    .iter()
+                    .any(|a| a.contains("15010") || a == "--xds-listen"),
+                "{args:?}"
+            );
+            let Some(xds) = flag(&args, "--xds") else {
+                continue;
+            };
+            assert!(xds.ends_with(".svc:15012"), "{xds}");
+            let mount_of = |path: &str| {
+                let m = c
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .find(|m| path.starts_with(&m.mount_path))
+                    .unwrap_or_else(|| panic!("{path} is not mounted"));
+                pod.volumes
+                    .iter()
+                    .flatten()
+                    .find(|v| v.name == m.name)
+                    .unwrap()
+                    .clone()
+            };
+            let token = mount_of(flag(&args, "--xds-token-file").unwrap());
+            let source = &token.projected.unwrap().sources.unwrap()[0];
+            let sat = source.service_account_token.as_ref().unwrap();
+            assert_eq!(sat.audience.as_deref(), Some("istio-ca"));
+            let root = mount_of(flag(&args, "--xds-ca-root").unwrap())
+                .secret
+                .unwrap();
+            assert_eq!(root.secret_name.as_deref(), Some("cacerts"));
+            let keys: Vec<_> = root.items.unwrap().into_iter().map(|i| i.key).collect();
+            assert_eq!(keys, ["root-cert.pem"], "only the root, never ca-key.pem");
+        }
+    }
+    let delegator = m
+        .cluster_bindings
+        .iter()
+        .find(|b| b.role_ref.name == "system:auth-delegator");
+    assert!(delegator.is_some(), "the CA needs to create TokenReviews");
 }

@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 pub use meshfed_model::{DEFAULT_DOMAIN, DEFAULT_SYSTEM_NAMESPACE};
-/// Plaintext ADS, as istiod's 15010.
-pub const DEFAULT_XDS_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15010);
+/// Where plaintext ADS usually listens (istiod's 15010); off unless asked for.
+pub const PLAINTEXT_XDS_PORT: u16 = 15010;
 /// The CA (and authenticated xDS) over TLS, as istiod's 15012.
 pub const DEFAULT_SECURE_LISTEN: SocketAddr = addr(Ipv4Addr::UNSPECIFIED, 15012);
 /// `/healthz/ready`, `/metrics` and `/debug/*`: local only, as istiod's 15014 should be.
@@ -31,10 +31,15 @@ pub struct FederationConfig {
     pub domain: String,
     pub stale_endpoint_ttl: Option<Duration>,
     pub sync_timeout: Duration,
-    pub xds_listen: SocketAddr,
-    /// TLS: the CA's `CreateCertificate` (served only when the CA has material).
+    /// Plaintext ADS for anyone who can connect: opt-in (tests, flat trusted networks).
+    pub xds_listen: Option<SocketAddr>,
+    /// TLS: the CA's `CreateCertificate` and authenticated ADS (served only when the CA
+    /// has material).
     pub secure_listen: SocketAddr,
     pub ca: CaConfig,
+    /// ServiceAccounts that may subscribe as routers; empty means the east-west gateway's
+    /// (`<system namespace>/meshfed-gateway`).
+    pub gateway_identities: Vec<crate::xds::auth::Account>,
     pub admin: SocketAddr,
     /// A public port serving `/healthz/ready` only (off unless given).
     pub status: Option<SocketAddr>,
@@ -53,15 +58,27 @@ impl FederationConfig {
             domain: DEFAULT_DOMAIN.into(),
             stale_endpoint_ttl: None,
             sync_timeout: DEFAULT_SYNC_TIMEOUT,
-            xds_listen: DEFAULT_XDS_LISTEN,
+            xds_listen: None,
             secure_listen: DEFAULT_SECURE_LISTEN,
             ca: CaConfig::default(),
+            gateway_identities: Vec::new(),
             admin: DEFAULT_ADMIN,
             status: None,
             debounce: Debounce::after(DEFAULT_PUSH_DEBOUNCE),
             xds_limits: Limits::default(),
             allow_insecure_kubeconfig_options: false,
         }
+    }
+
+    /// The router identities in force (the default when none were given).
+    pub fn gateways(&self) -> Vec<crate::xds::auth::Account> {
+        if !self.gateway_identities.is_empty() {
+            return self.gateway_identities.clone();
+        }
+        vec![crate::xds::auth::Account {
+            namespace: self.system_namespace.clone(),
+            name: crate::xds::auth::DEFAULT_GATEWAY_ACCOUNT.into(),
+        }]
     }
 
     pub fn registry(&self) -> RegistryConfig {

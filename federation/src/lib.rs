@@ -74,7 +74,8 @@ pub struct Federation {
     config: FederationConfig,
     local: Client,
     registry: Arc<Registry>,
-    xds: TcpListener,
+    /// Plaintext ADS, when asked for.
+    xds: Option<TcpListener>,
     admin: TcpListener,
     status: Option<TcpListener>,
     /// The secure port and its CA, when there is CA material.
@@ -83,7 +84,10 @@ pub struct Federation {
 
 impl Federation {
     pub async fn bind(config: FederationConfig, local: Client) -> Result<Federation, Error> {
-        let xds = bind(config.xds_listen).await?;
+        let xds = match config.xds_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let admin = bind(config.admin).await?;
         let status = match config.status {
             Some(addr) => Some(bind(addr).await?),
@@ -115,8 +119,9 @@ impl Federation {
         self.secure.as_ref().map(|(_, ca)| &ca.origin)
     }
 
+    /// The plaintext ADS address; `None` unless `xds_listen` was given.
     pub fn xds_addr(&self) -> Option<SocketAddr> {
-        self.xds.local_addr().ok()
+        self.xds.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -144,32 +149,44 @@ impl Federation {
             .status
             .map(|s| tokio::spawn(admin::serve_status(s, self.registry.clone())));
         let (debounce, limits) = (self.config.debounce, self.config.xds_limits);
-        let mut xds = tokio::spawn(xds::serve_with(self.xds, self.registry, debounce, limits));
+        let gateways = self.config.gateways();
+        let (mut pusher, pushes) = xds::start_pusher(self.registry, debounce);
+        let mut xds = self
+            .xds
+            .map(|l| tokio::spawn(xds::serve_plain(l, pushes.clone(), limits)));
         let mut secure = match self.secure {
-            Some((listener, ca)) => Some(tokio::spawn(secure::serve(listener, ca, limits)?)),
-            None => None,
-        };
-        let secure_ended = async {
-            match secure.as_mut() {
-                Some(task) => task.await,
-                None => std::future::pending().await,
+            Some((listener, ca)) => {
+                let port = secure::serve(listener, ca, pushes, limits, gateways)?;
+                Some(tokio::spawn(port))
             }
+            None => None,
         };
         let result = tokio::select! {
             () = shutdown => Ok(()),
             (task, end) = controllers.stopped() => Err(ended(task, end.map(Ok))),
-            end = &mut xds => Err(ended("the xDS server", end)),
-            end = secure_ended => Err(ended("the secure port", end)),
+            end = &mut pusher => Err(ended("the xDS pusher", end.map(Ok))),
+            end = until_ended(xds.as_mut()) => Err(ended("the xDS server", end)),
+            end = until_ended(secure.as_mut()) => Err(ended("the secure port", end)),
         };
-        if let Some(s) = &secure {
-            s.abort();
+        for task in [&xds, &secure].into_iter().flatten() {
+            task.abort();
         }
+        pusher.abort();
         admin.abort();
         if let Some(s) = &status {
             s.abort();
         }
-        xds.abort();
         result
+    }
+}
+
+/// The end of an optional task; never, when there is none.
+async fn until_ended<T>(
+    task: Option<&mut tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,11 +1,13 @@
 //! The ADS gRPC service: one task per stream, woken by client requests and by pushes.
 
 use super::Limits;
+use super::auth::XdsAuth;
 use super::delta::Delta;
 use super::generate::Push;
 use super::listen::{ConnInfo, KillSwitch};
 use super::node::Proxy;
 use super::sotw::Sotw;
+use crate::ca::authn::Caller;
 use crate::metrics;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
@@ -24,11 +26,27 @@ pub type Pushes = watch::Receiver<Option<Arc<Push>>>;
 pub struct Ads {
     pushes: Pushes,
     limits: Limits,
+    /// On the secure port: every stream is authenticated and its node authorized.
+    auth: Option<Arc<XdsAuth>>,
 }
 
 impl Ads {
+    /// ADS for anyone who connects (the plaintext port).
     pub fn new(pushes: Pushes, limits: Limits) -> Ads {
-        Ads { pushes, limits }
+        Ads {
+            pushes,
+            limits,
+            auth: None,
+        }
+    }
+
+    /// ADS for authenticated callers whose nodes they may claim (the secure port).
+    pub fn authenticated(pushes: Pushes, limits: Limits, auth: Arc<XdsAuth>) -> Ads {
+        Ads {
+            pushes,
+            limits,
+            auth: Some(auth),
+        }
     }
 }
 
@@ -38,18 +56,37 @@ struct StreamCx {
     pushes: Pushes,
     limits: Limits,
     kill: Option<Arc<KillSwitch>>,
+    /// The authenticated caller and the rules its node must pass.
+    caller: Option<(Arc<XdsAuth>, Caller)>,
 }
 
 impl Ads {
-    fn cx<T>(&self, request: &Request<T>) -> StreamCx {
-        StreamCx {
+    /// The stream's context; on the secure port, an unauthenticated caller ends here.
+    async fn cx<T>(&self, request: &Request<T>) -> Result<StreamCx, Status> {
+        let caller = match &self.auth {
+            Some(auth) => Some((auth.clone(), auth.caller(request).await?)),
+            None => None,
+        };
+        Ok(StreamCx {
             pushes: self.pushes.clone(),
             limits: self.limits,
             kill: request
                 .extensions()
                 .get::<ConnInfo>()
                 .map(|c| c.kill.clone()),
+            caller,
+        })
+    }
+}
+
+impl StreamCx {
+    /// The client's node, if it parses and the caller may claim it.
+    fn proxy(&self, node: Option<&Node>) -> Result<Proxy, Status> {
+        let proxy = proxy(node)?;
+        if let Some((auth, caller)) = &self.caller {
+            auth.authorize(caller, &proxy)?;
         }
+        Ok(proxy)
     }
 }
 
@@ -87,7 +124,7 @@ impl AggregatedDiscoveryService for Ads {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         // Two responses in flight at most: a client that does not read pins no more.
         let (tx, rx) = mpsc::channel(2);
-        let cx = self.cx(&request);
+        let cx = self.cx(&request).await?;
         tokio::spawn(serve::<Sotw>(request.into_inner(), tx, cx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -97,7 +134,7 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(2);
-        let cx = self.cx(&request);
+        let cx = self.cx(&request).await?;
         tokio::spawn(serve::<Delta>(request.into_inner(), tx, cx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -186,10 +223,11 @@ where
     let Ok(Some(first)) = inbound.message().await else {
         return;
     };
-    let mut conn = match proxy(S::node(&first)) {
+    let mut conn = match cx.proxy(S::node(&first)) {
         Ok(p) => S::new(p),
         Err(status) => {
             metrics::rejected();
+            tracing::info!(error = %status.message(), "xDS stream refused");
             let _ = tx.send(Err(status)).await;
             return;
         }

@@ -2,6 +2,7 @@
 //! (for gRPC's proxyless clients) and NDS, built per client from the merged registry.
 
 pub mod ads;
+pub mod auth;
 pub mod cache_key;
 pub mod cds;
 pub mod delta;
@@ -71,22 +72,48 @@ pub async fn serve_with(
     debounce: Debounce,
     limits: Limits,
 ) -> Result<(), tonic::transport::Error> {
-    crate::metrics::describe();
-    let (tx, rx) = watch::channel(None);
-    let pusher = tokio::spawn(pusher::run(registry, tx, debounce));
-    let incoming = listen::incoming(listener, limits.max_connections, None);
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(Some(limits.max_streams_per_connection))
-        .add_service(
-            AggregatedDiscoveryServiceServer::new(ads::Ads::new(rx, limits))
-                .max_decoding_message_size(MAX_REQUEST)
-                .max_encoding_message_size(MAX_XDS_MESSAGE + (1 << 20)),
-        )
-        .serve_with_incoming(incoming)
-        .await;
+    let (pusher, pushes) = start_pusher(registry, debounce);
+    let result = serve_plain(listener, pushes, limits).await;
     pusher.abort();
     result
+}
+
+/// Turns registry changes into pushes, which every ADS service (plaintext and secure
+/// port alike) follows.
+pub fn start_pusher(
+    registry: Arc<Registry>,
+    debounce: Debounce,
+) -> (tokio::task::JoinHandle<()>, ads::Pushes) {
+    crate::metrics::describe();
+    let (tx, rx) = watch::channel(None);
+    (tokio::spawn(pusher::run(registry, tx, debounce)), rx)
+}
+
+/// Plaintext ADS for any client (opt-in: `--xds-listen`).
+pub async fn serve_plain(
+    listener: TcpListener,
+    pushes: ads::Pushes,
+    limits: Limits,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = listen::incoming(listener, limits.max_connections, None);
+    server(limits)
+        .add_service(ads_server(ads::Ads::new(pushes, limits)))
+        .serve_with_incoming(incoming)
+        .await
+}
+
+/// A gRPC server with the limits every port of the federation shares.
+pub fn server(limits: Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
+}
+
+/// The ADS service with its message size limits.
+pub fn ads_server(ads: ads::Ads) -> AggregatedDiscoveryServiceServer<ads::Ads> {
+    AggregatedDiscoveryServiceServer::new(ads)
+        .max_decoding_message_size(MAX_REQUEST)
+        .max_encoding_message_size(MAX_XDS_MESSAGE + (1 << 20))
 }
 
 /// Requests are names and versions: 16 MiB holds the largest subscription allowed.
