@@ -438,3 +438,85 @@ fn status_subresource_through_kubectl() {
     ]);
     assert_eq!(ip, "172.31.0.10", "main endpoint changed status");
 }
+
+/// `kubectl create -f` of a TokenReview for `token` and `audience`, printed as JSON.
+fn token_review(bed: &Bed, token: &str, audience: &str) -> serde_json::Value {
+    let file = bed._dir.path().join(format!("review-{audience}.yaml"));
+    let yaml = format!(
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n  audiences: [{audience}]\n"
+    );
+    std::fs::write(&file, yaml).unwrap();
+    // The test bed serves no OpenAPI for kubectl's client-side validation (see README).
+    let path = file.to_str().unwrap();
+    let out = bed.ok(&["create", "--validate=false", "-f", path, "-o", "json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Istio's CA flow with kubectl as the client: `kubectl create token` issues a bound token
+/// for audience `istio-ca` (also bound to a pod), and a TokenReview created with
+/// `kubectl create -f` authenticates it as the namespace's `default` ServiceAccount (made
+/// with the namespace, as kube-controller-manager does) for `istio-ca` only.
+#[test]
+fn create_token_and_token_review_with_kubectl() {
+    let bed = Bed::start();
+    bed.apply(APP);
+    let token = bed.ok(&[
+        "create",
+        "token",
+        "default",
+        "-n",
+        "sample",
+        "--audience",
+        "istio-ca",
+        "--duration",
+        "10m",
+    ]);
+    let review = token_review(&bed, token.trim(), "istio-ca");
+    assert_eq!(review["kind"], "TokenReview");
+    let status = &review["status"];
+    assert_eq!(status["authenticated"], true, "{review}");
+    assert_eq!(
+        status["user"]["username"],
+        "system:serviceaccount:sample:default"
+    );
+    assert_eq!(status["audiences"], serde_json::json!(["istio-ca"]));
+    let uid = bed.ok(&[
+        "get",
+        "sa",
+        "default",
+        "-n",
+        "sample",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    assert_eq!(status["user"]["uid"], uid.as_str());
+
+    let review = token_review(&bed, token.trim(), "other");
+    assert_ne!(review["status"]["authenticated"], true, "{review}");
+    assert!(
+        review["status"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+
+    let bound = bed.ok(&[
+        "create",
+        "token",
+        "default",
+        "-n",
+        "sample",
+        "--audience",
+        "istio-ca",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "helloworld-v1",
+    ]);
+    let review = token_review(&bed, bound.trim(), "istio-ca");
+    let extra = &review["status"]["user"]["extra"];
+    assert_eq!(
+        extra["authentication.kubernetes.io/pod-name"],
+        serde_json::json!(["helloworld-v1"]),
+        "{review}"
+    );
+}
