@@ -60,6 +60,10 @@ pub struct FederationArgs {
     /// cert-chain.pem, root-cert.pem); default: the cacerts Secret of --system-namespace.
     #[arg(long, value_name = "DIR")]
     cacerts: Option<PathBuf>,
+    /// More names or IP addresses for the secure port's certificate, besides
+    /// meshfed-federation.<ns>.svc and istiod.<ns>.svc (as istiod's ISTIOD_CUSTOM_HOST).
+    #[arg(long = "secure-hosts", value_name = "NAME", value_delimiter = ',')]
+    secure_hosts: Vec<String>,
     /// SPIFFE trust domain of workload identities (the CA's and CDS's SANs).
     #[arg(long, value_name = "TD", default_value = DEFAULT_DOMAIN)]
     trust_domain: String,
@@ -124,6 +128,7 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
         cfg.secure_listen = args.secure_listen;
         cfg.ca.cacerts = args.cacerts;
         cfg.ca.trust_domain = args.trust_domain;
+        cfg.ca.extra_hosts = args.secure_hosts;
         cfg.ca.token_audience = args.token_audience;
         cfg.ca.max_workload_cert_ttl = args.max_workload_cert_ttl.0;
         cfg.gateway_identities = args.gateway_identities;

@@ -30,6 +30,9 @@ pub struct CaConfig {
     pub trust_domain: String,
     pub token_audience: String,
     pub max_workload_cert_ttl: Duration,
+    /// More names (or IP addresses) for the secure port's certificate, as istiod's
+    /// `ISTIOD_CUSTOM_HOST`: for clients that reach it by another name or by address.
+    pub extra_hosts: Vec<String>,
 }
 
 impl Default for CaConfig {
@@ -39,6 +42,7 @@ impl Default for CaConfig {
             trust_domain: meshfed_model::DEFAULT_DOMAIN.into(),
             token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
             max_workload_cert_ttl: DEFAULT_MAX_WORKLOAD_CERT_TTL,
+            extra_hosts: Vec::new(),
         }
     }
 }
@@ -83,7 +87,9 @@ impl Ca {
         config: &CaConfig,
         system_namespace: &str,
     ) -> Result<Ca, Error> {
-        let serving = Serving::issue(&authority, serving::names(system_namespace))?;
+        let mut names = serving::names(system_namespace);
+        names.extend(config.extra_hosts.iter().cloned());
+        let serving = Serving::issue(&authority, names)?;
         Ok(Ca {
             authority: Arc::new(authority),
             origin,
