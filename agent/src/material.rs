@@ -1,5 +1,6 @@
-//! The workload's credentials as mounted in the pod (`cert-chain.pem`, `key.pem`,
-//! `root-cert.pem`, the layout Istio's agent reads and writes), checked before they are served.
+//! The workload's credentials in the layout Istio's agent reads and writes (`cert-chain.pem`,
+//! `key.pem`, `root-cert.pem`): mounted in the pod and checked before they are served, or
+//! built from bytes the CA client has checked itself.
 
 use meshfed_certs::files::{CERT_CHAIN, KEY, ROOT_CERT};
 use meshfed_certs::{Outcome, verify_path};
@@ -18,6 +19,8 @@ pub enum Error {
     Invalid { dir: PathBuf, reasons: String },
     #[error("{}: the files changed while they were read; trying again", dir.display())]
     Changing { dir: PathBuf },
+    #[error("{CERT_CHAIN}: the first certificate does not parse")]
+    Leaf,
 }
 
 /// The three files' bytes, exactly as read.
@@ -43,7 +46,8 @@ impl Files {
 }
 
 /// Credentials that passed the checks a peer would make: the key matches the leaf, the chain
-/// leads to the root, and nothing has expired.
+/// leads to the root, and nothing has expired. Generation 0 is [`Material::pending`]: nothing
+/// to serve yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Material {
     pub files: Files,
@@ -69,17 +73,41 @@ impl Material {
                 dir: dir.to_path_buf(),
             });
         }
-        let (identity, not_after) =
-            leaf_facts(&files.cert_chain).ok_or_else(|| Error::Invalid {
-                dir: dir.to_path_buf(),
-                reasons: format!("{CERT_CHAIN}: the first certificate does not parse"),
-            })?;
+        Material::new(files, generation).map_err(|e| Error::Invalid {
+            dir: dir.to_path_buf(),
+            reasons: e.to_string(),
+        })
+    }
+
+    /// Material from bytes the caller has checked (the CA client checks an answer against
+    /// its own key, identity and roots); this only reads the leaf's identity and expiry.
+    pub fn new(files: Files, generation: u64) -> Result<Material, Error> {
+        let (identity, not_after) = leaf_facts(&files.cert_chain).ok_or(Error::Leaf)?;
         Ok(Material {
             files,
             identity,
             not_after,
             generation,
         })
+    }
+
+    /// Nothing yet: what a CA-mode agent holds until its first certificate arrives. SDS
+    /// answers nobody from it.
+    pub fn pending() -> Material {
+        Material {
+            files: Files {
+                cert_chain: Vec::new(),
+                key: Vec::new(),
+                root: Vec::new(),
+            },
+            identity: String::new(),
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            generation: 0,
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.generation == 0
     }
 }
 

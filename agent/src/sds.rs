@@ -1,7 +1,9 @@
 //! Envoy's Secret Discovery Service, state of the world, as Istio's agent serves it on
 //! `sds-grpc`: `default` is the workload's certificate chain and key, `ROOTCA` the root its
 //! peers are checked against. Each stream names the secrets it wants; every response holds
-//! all of them at the current version, and a change of the mounted files is pushed at once.
+//! all of them at the current version, and a change of the credentials is pushed at once.
+//! Before the first certificate (CA mode) requests are held, not answered empty: like Istio's
+//! SDS, which waits for the CA, so Envoy never gets a `default` without a certificate.
 
 use crate::material::Material;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
@@ -101,12 +103,15 @@ impl SecretStream {
             return None; // an ACK
         }
         self.names = names;
+        if m.is_pending() {
+            return None; // answered by `update` when the first certificate arrives
+        }
         Some(self.respond(m))
     }
 
     /// The response a change of the material calls for, if this stream has not seen it.
     pub fn update(&mut self, m: &Material) -> Option<DiscoveryResponse> {
-        if self.names.is_empty() || self.sent == m.generation {
+        if self.names.is_empty() || self.sent == m.generation || m.is_pending() {
             return None;
         }
         Some(self.respond(m))
@@ -160,7 +165,13 @@ impl SecretDiscoveryService for Sds {
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
-        let m = self.material.borrow().clone();
+        // Waits for the first certificate, as a stream does; the caller's deadline bounds it.
+        let mut material = self.material.clone();
+        let m = material
+            .wait_for(|m| !m.is_pending())
+            .await
+            .map_err(|_| Status::unavailable("the agent is shutting down"))?
+            .clone();
         let names = request.into_inner().resource_names.into_iter().collect();
         Ok(Response::new(response(&names, &m, String::new())))
     }

@@ -8,15 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// What the watcher has done so far, for logs and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    /// Changes loaded and served.
-    pub reloads: u64,
-    /// Changes refused because they failed the checks (the last good material stays served).
-    pub failures: u64,
-    pub last_error: Option<String>,
-}
+pub use crate::status::Status;
 
 pub struct Watcher {
     dir: PathBuf,
@@ -77,6 +69,7 @@ impl Watcher {
                     generation, "serving new workload credentials");
                 self.seen = material.files.clone();
                 self.suspect = None;
+                crate::metrics::global().served(&material, true);
                 self.material.send_replace(Arc::new(material));
                 self.status.send_modify(|s| s.reloads += 1);
             }

@@ -89,3 +89,23 @@ fn garbage_is_refused() {
     let err = Material::load(dir.path(), 1).expect_err("garbage");
     assert!(matches!(err, Error::Invalid { .. }), "{err}");
 }
+
+#[test]
+fn material_from_bytes_reads_the_leaf_and_pending_has_nothing() {
+    let w = workload(&ca("cluster1"), "sleep");
+    let files = Files {
+        cert_chain: w.chain_pem().into_bytes(),
+        key: w.key_pem.into_bytes(),
+        root: w.root_pem.into_bytes(),
+    };
+    let m = Material::new(files.clone(), 2).expect("parses");
+    assert_eq!(m.identity, "spiffe://cluster.local/ns/sample/sa/sleep");
+    assert_eq!(m.not_after.unix_timestamp(), w.not_after.unix_timestamp());
+    assert!(!m.is_pending());
+    let garbage = Files {
+        cert_chain: b"not pem".to_vec(),
+        ..files
+    };
+    assert!(matches!(Material::new(garbage, 2), Err(Error::Leaf)));
+    assert!(Material::pending().is_pending());
+}

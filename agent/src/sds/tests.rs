@@ -135,3 +135,18 @@ fn unknown_names_and_other_types_get_nothing_they_did_not_ask_for() {
     other.type_url = meshfed_proto::ads::CLUSTER_TYPE.into();
     assert!(SecretStream::default().request(&other, &m).is_none());
 }
+
+/// Istio's SDS waits for the CA's first certificate instead of answering `default` empty:
+/// a request before it is remembered and answered once the certificate arrives.
+#[test]
+fn nothing_is_answered_before_the_first_certificate() {
+    let pending = Material::pending();
+    let mut s = SecretStream::default();
+    assert!(s.request(&req(&["default"], "", ""), &pending).is_none());
+    assert!(s.update(&pending).is_none());
+    let m = material(1);
+    let resp = s.update(&m).expect("answered when it arrives");
+    assert_eq!(resp.version_info, "1");
+    let names: Vec<String> = secrets(&resp).into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["default"]);
+}
