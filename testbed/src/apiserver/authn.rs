@@ -382,6 +382,29 @@ mod tests {
         );
     }
 
+    /// A token bound to a Secret dies with the Secret, as kube-apiserver checks it.
+    #[test]
+    fn a_secret_bound_token_dies_with_its_secret() {
+        let (auth, store) = fixture();
+        let now = SystemTime::now();
+        let secret = json!({"metadata": {"name": "s"}, "type": "Opaque"});
+        store.create(by_kind("Secret"), "default", secret).unwrap();
+        let mut bound = spec("default", "default", &[], 600);
+        bound.bound_object = Some(BoundObject {
+            kind: "Secret".into(),
+            api_version: "v1".into(),
+            name: "s".into(),
+            uid: uid_of(&store, "Secret", "default", "s"),
+        });
+        let token = issue(&auth, &store, &bound, now).unwrap().token;
+        assert!(auth.authenticate(&store, &token, &[], now).is_ok());
+        store.delete(by_kind("Secret"), "default", "s").unwrap();
+        assert_eq!(
+            auth.authenticate(&store, &token, &[], now),
+            Err(TokenError::Deleted("secret default/s".into()))
+        );
+    }
+
     /// A legacy Secret token has no audience, so it is good for the API server only, and it
     /// dies when its Secret is deleted or given another token.
     #[test]

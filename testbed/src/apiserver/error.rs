@@ -1,3 +1,5 @@
+//! The errors the API server answers with, as Kubernetes `Status` objects.
+
 use serde_json::{Value, json};
 
 /// An API error, sent to clients as a `Status` object with the matching HTTP code.
