@@ -231,13 +231,16 @@ fn status_failure(status: &tonic::Status) -> Failure {
 }
 
 /// An error and its sources, one line (tonic's transport error alone says only "transport
-/// error").
+/// error"); a source whose text is already there (some errors repeat theirs) is left out.
 fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
         next = cause.source();
     }
     text
@@ -284,6 +287,19 @@ mod tests {
         assert!(matches!(err, Error::Roots { .. }), "{err}");
         config.address = "istiod".into();
         assert!(matches!(CaClient::new(&config), Err(Error::Address(_))));
+    }
+
+    #[test]
+    fn causes_are_chained_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct Terse(#[source] std::io::Error);
+        let io = || std::io::Error::other("refused");
+        assert_eq!(causes(&Repeats(io())), "outer: refused");
+        assert_eq!(causes(&Terse(io())), "transport error: refused");
     }
 
     #[test]
