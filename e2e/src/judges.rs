@@ -1,6 +1,7 @@
 //! Clients we did not write, as judges: gRPC's proxyless xDS clients (grpcio from PyPI,
-//! @grpc/grpc-js-xds from npm) and gRPC backends, driven over stdin/stdout one JSON line per
-//! command. `scripts/test.sh` installs them; a missing one is an error, never a skip.
+//! @grpc/grpc-js-xds from npm), gRPC backends and an Istio CA client (grpcio-tools stubs,
+//! `cryptography` CSRs), driven over stdin/stdout one JSON line per command. `scripts/test.sh`
+//! installs them; a missing one is an error, never a skip.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -118,6 +119,25 @@ pub async fn backend(ip: &str, name: &str) -> Result<(Judge, u16), String> {
         .and_then(|p| p.trim().parse().ok())
         .ok_or_else(|| format!("backend {name}: {line}"))?;
     Ok((j, port))
+}
+
+/// Istio's CA client as `ca_client.py` plays it (grpcio stubs from proto/ca.proto, CSRs from
+/// `cryptography`), calling the CA at `addr` over TLS checked against `root_pem` (a file) under
+/// the name `istiod.istio-system.svc`; ready once it has printed its first line.
+pub async fn ca_client(
+    addr: std::net::SocketAddr,
+    root_pem: &std::path::Path,
+) -> Result<Judge, String> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(script("ca_client.py"))
+        .arg(addr.to_string())
+        .arg(root_pem);
+    let mut j = Judge::spawn(cmd, "ca_client.py")?;
+    let ready = j.json(Duration::from_secs(30)).await?;
+    if ready["ready"] != true {
+        return Err(format!("ca_client.py: {ready}"));
+    }
+    Ok(j)
 }
 
 /// An xDS bootstrap as Istio writes it for proxyless gRPC.
