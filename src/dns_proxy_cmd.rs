@@ -1,6 +1,7 @@
 //! `meshfed dns-proxy`: mesh names from the federation's NameTable, everything else upstream.
 
 use crate::Dur;
+use crate::gateway_cmd::XdsTlsArgs;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use meshfed_dns_proxy::access::{Access, Cidr};
@@ -34,15 +35,25 @@ Examples:
   meshfed dns-proxy --listen 0.0.0.0:53 --xds 127.0.0.1:15010 --allow-from 10.244.0.0/16 --domain cluster.local --threads 1
   meshfed dns-proxy --xds 127.0.0.1:15010 --status 0.0.0.0:15021 --admin 127.0.0.1:15054
   meshfed dns-proxy --xds 127.0.0.1:15010 --max-forwards-in-flight 1024 --max-tcp-connections 256 \\
-      --tcp-idle-timeout 10s --tcp-write-timeout 5s"
+      --tcp-idle-timeout 10s --tcp-write-timeout 5s
+  meshfed dns-proxy --xds meshfed-federation.istio-system.svc:15012 --xds-ca-root /var/run/secrets/istio/root-cert.pem \\
+      --xds-token-file /var/run/secrets/tokens/istio-token
+  meshfed dns-proxy --xds https://10.96.0.20:15012 --xds-server-name istiod.istio-system.svc \\
+      --xds-token-file /var/run/secrets/tokens/istio-token
+
+Port 15010 is plaintext; the secure port 15012 takes TLS (--xds-ca-root or https://) and the
+ServiceAccount token (--xds-token-file), as istiod does."
 )]
 pub struct DnsProxyArgs {
     /// Address to answer on, UDP and TCP.
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// meshfed federation's xDS server (host:port): the NameTable comes from there (NDS).
+    /// meshfed federation's xDS server (host:port, or https://host:port): the NameTable
+    /// comes from there (NDS).
     #[arg(long, value_name = "ADDR")]
     xds: String,
+    #[command(flatten)]
+    xds_tls: XdsTlsArgs,
     /// Upstream resolver (IP or IP:port; repeat for more, tried in order). Default: the
     /// name servers of --resolv-conf.
     #[arg(long, value_name = "ADDR", conflicts_with = "resolv_conf")]
@@ -132,6 +143,7 @@ fn upstreams_and_search(args: &DnsProxyArgs) -> Result<(Vec<SocketAddr>, Vec<Str
 }
 
 pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
+    let xds = args.xds_tls.clone().resolve(args.xds.clone())?;
     let (servers, search) = upstreams_and_search(&args)?;
     // Installed as the node's resolver, resolv.conf may name us: forwarding there would loop.
     let servers = without_self(&servers, args.listen).map_err(|e| {
@@ -146,7 +158,6 @@ pub fn run(args: DnsProxyArgs) -> Result<ExitCode> {
         namespace: args.namespace.clone(),
         ..Default::default()
     };
-    let xds = crate::xds_url(&args.xds);
     let config = Config {
         listen: args.listen,
         admin: Some(args.admin),
@@ -190,4 +201,94 @@ fn args_upstreams(upstream: &[String], resolv_conf: &std::path::Path) -> String 
 
 fn show(addr: Option<SocketAddr>) -> String {
     addr.map(|a| a.to_string()).unwrap_or_else(|| "none".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: DnsProxyArgs,
+    }
+
+    fn parse(args: &[&str]) -> DnsProxyArgs {
+        let argv = std::iter::once("dns-proxy").chain(args.iter().copied());
+        Cli::try_parse_from(argv).expect("flags parse").args
+    }
+
+    /// An https:// address turns TLS on; the token file goes with it.
+    #[test]
+    fn the_tls_flags_reach_the_xds_client() {
+        // No tempfile here: it is a dependency of the test bed feature only.
+        let root = std::env::temp_dir().join(format!(
+            "meshfed-{}-{}-root.pem",
+            std::process::id(),
+            module_path!().replace("::", "-")
+        ));
+        let opts = meshfed_certs::RootOptions {
+            org: "t".into(),
+            days: 1,
+            key: meshfed_certs::KeyAlgorithm::EcdsaP256,
+        };
+        let ca = meshfed_certs::CertificateAuthority::new_root(&opts).expect("root");
+        std::fs::write(&root, ca.root_pem()).expect("write");
+        let root_s = root.display().to_string();
+        let args = parse(&[
+            "--xds",
+            "https://meshfed-federation.istio-system.svc:15012",
+            "--xds-ca-root",
+            &root_s,
+            "--xds-token-file",
+            "/t",
+        ]);
+        let server = args.xds_tls.resolve(args.xds);
+        let _ = std::fs::remove_file(&root);
+        let server = server.expect("resolves");
+        assert_eq!(
+            server.address,
+            "https://meshfed-federation.istio-system.svc:15012"
+        );
+        assert_eq!(server.tls.expect("TLS").server_name, None);
+        assert_eq!(server.token_file, Some(PathBuf::from("/t")));
+    }
+
+    /// A token over plaintext, or a root file that is not there, stops the start with one line.
+    #[test]
+    fn mistakes_are_one_line_errors_before_anything_starts() {
+        let token = [
+            "--xds",
+            "127.0.0.1:15010",
+            "--xds-token-file",
+            "/t",
+            "--upstream",
+            "10.0.0.1",
+        ];
+        let text = format!("{:#}", run(parse(&token)).expect_err("refused"));
+        assert!(
+            text.starts_with("--xds-token-file: a token is only ever sent over TLS"),
+            "{text}"
+        );
+        let root = [
+            "--xds",
+            "127.0.0.1:15012",
+            "--xds-ca-root",
+            "/nonexistent/root.pem",
+            "--upstream",
+            "10.0.0.1",
+        ];
+        let text = format!("{:#}", run(parse(&root)).expect_err("refused"));
+        assert!(
+            text.starts_with("--xds-ca-root /nonexistent/root.pem: "),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains(meshfed_dns_proxy::DEFAULT_XDS_CA_ROOT),
+            "{help}"
+        );
+    }
 }

@@ -16,6 +16,7 @@ pub mod upstream;
 use access::Access;
 use meshfed_model::admin::Reply;
 use meshfed_proto::ads::Identity;
+pub use meshfed_proto::channel::{XdsFlags, XdsServer};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,8 @@ pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 256;
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TCP client that does not take its answer within this is disconnected.
 pub const DEFAULT_TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// With an `https://` xDS address and no CA root given: where Istio mounts the mesh root.
+pub const DEFAULT_XDS_CA_ROOT: &str = meshfed_proto::channel::DEFAULT_CA_ROOT;
 
 /// What one proxy lets its clients hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +74,10 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// `/healthz/ready` only: a port that may be public (probes) without showing the rest.
     pub status: Option<SocketAddr>,
-    /// The federation's xDS server (`http://host:port`); None serves only what [`Table::set`]
+    /// The federation's xDS server (plaintext, or TLS with a token: see
+    /// [`XdsFlags`](meshfed_proto::channel::XdsFlags)); None serves only what [`Table::set`]
     /// is given (tests, benchmarks).
-    pub xds: Option<String>,
+    pub xds: Option<XdsServer>,
     pub identity: Identity,
     pub upstreams: Upstreams,
     pub scope: names::Scope,

@@ -1,10 +1,11 @@
 //! The NDS client: a delta ADS subscription to every NameTable resource. Our federation sends
 //! one resource per hostname (`name_info`); a resource carrying a whole `table` (as a state of
-//! the world server would fold it) is read too.
+//! the world server would fold it) is read too. The server is reached in plaintext or over
+//! TLS with a ServiceAccount token, as an [`XdsServer`] says.
 
 use crate::table::Table;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
-use meshfed_proto::ads::{self, Applied, DeltaState, Identity, Subscription};
+use meshfed_proto::ads::{self, Applied, DeltaState, Identity, Subscription, XdsServer};
 use meshfed_proto::nds::name_table::NameInfo;
 use meshfed_proto::nds::{NAME_TABLE_TYPE_URL, NameTable};
 use prost::Message;
@@ -73,8 +74,8 @@ fn entries(resource: &str, t: NameTable) -> BTreeMap<String, NameInfo> {
     out
 }
 
-/// Runs until aborted, keeping `table` in step with the server at `server` (`http://host:port`).
-pub async fn run(server: String, identity: Identity, table: Table) {
+/// Runs until aborted, keeping `table` in step with `server`.
+pub async fn run(server: XdsServer, identity: Identity, table: Table) {
     let mut state = State {
         resources: BTreeMap::new(),
         table,

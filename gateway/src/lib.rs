@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Connections holding a ClientHello at once: about 19 KiB each at worst, so ~80 MiB in all.
 pub const DEFAULT_MAX_PENDING_HELLOS: usize = 4096;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// With an `https://` xDS address and no CA root given: where Istio mounts the mesh root.
+pub const DEFAULT_XDS_CA_ROOT: &str = meshfed_proto::channel::DEFAULT_CA_ROOT;
 
 const fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(ip, port))

@@ -1,7 +1,9 @@
 //! The gateway's xDS source: it subscribes over delta ADS as an Istio `router` and gets one
 //! cluster per SNI name (`outbound_.port_.subset_.fqdn`) with its network's endpoints. The
 //! table follows every push; when the server goes away the last table stays and the client
-//! reconnects with what it holds, so a control-plane restart routes on without a gap.
+//! reconnects with what it holds, so a control-plane restart routes on without a gap. The
+//! server is reached in plaintext or, as Istio's gateways reach istiod's port 15012, over
+//! TLS with the gateway's ServiceAccount token ([`XdsServer`]).
 //!
 //! Only endpoints the federation marks as mesh workloads (`tlsMode: istio` in the
 //! `envoy.transport_socket_match` metadata, as Istio's EDS has it) enter the table: a
@@ -21,6 +23,7 @@ use meshfed_model::{ClusterName, Locality};
 use meshfed_proto::ads::{
     self, Applied, CLUSTER_TYPE, DeltaState, ENDPOINT_TYPE, Identity, Subscription,
 };
+pub use meshfed_proto::channel::{XdsFlags, XdsServer};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -133,9 +136,10 @@ impl DeltaState for State {
     }
 }
 
-/// Runs until aborted: connects to `server` (`http://host:port`), keeps `routes` in step.
+/// Runs until aborted: connects to `server` (an [`XdsServer`], or a plaintext
+/// `http://host:port`), keeps `routes` in step.
 pub async fn run(
-    server: String,
+    server: impl Into<XdsServer>,
     identity: Identity,
     routes: RouteHandle,
     metrics: &'static Metrics,
@@ -151,7 +155,7 @@ pub async fn run(
         routes,
         metrics,
     };
-    ads::run(server, identity, &mut state).await
+    ads::run(server.into(), identity, &mut state).await
 }
 
 /// Where Istio's EDS (and the federation's) says how an endpoint is reached; the gateway

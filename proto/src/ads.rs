@@ -2,6 +2,8 @@
 //! bed's sidecar). It owns the stream: node identity, first subscriptions with the versions
 //! already held (so a reconnect resumes instead of starting over), ACK or NACK of every
 //! response, and reconnection with backoff. What a response means is up to a [`DeltaState`].
+//! How the server is reached (plaintext, or TLS with a ServiceAccount token) is an
+//! [`XdsServer`]'s business: every reconnect connects anew and reads the token again.
 
 use envoy_types::pb::envoy::config::core::v3::{Locality, Node, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{LbEndpoint, lb_endpoint};
@@ -16,6 +18,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+pub use crate::channel::XdsServer;
 
 pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT_TYPE: &str =
@@ -132,9 +136,10 @@ pub trait DeltaState: Send {
     fn apply(&mut self, response: &DeltaDiscoveryResponse) -> Applied;
 }
 
-/// Runs until aborted: connects to `server` (`http://host:port`), keeps `state` in step, and
-/// on any failure keeps what it holds and reconnects with backoff (0.1 s doubling to 5 s).
-pub async fn run(server: String, identity: Identity, state: &mut impl DeltaState) {
+/// Runs until aborted: connects to `server`, keeps `state` in step, and on any failure
+/// (the connect, the handshake, an unreadable token, the stream) keeps what it holds and
+/// reconnects with backoff (0.1 s doubling to 5 s).
+pub async fn run(server: XdsServer, identity: Identity, state: &mut impl DeltaState) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match session(&server, &identity, state).await {
@@ -149,13 +154,12 @@ pub async fn run(server: String, identity: Identity, state: &mut impl DeltaState
 }
 
 async fn session(
-    server: &str,
+    server: &XdsServer,
     identity: &Identity,
     state: &mut impl DeltaState,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(server.to_string())
-        .await
-        .map_err(|e| e.to_string())?
+    let (channel, bearer) = server.connect().await.map_err(|e| e.to_string())?;
+    let mut client = AggregatedDiscoveryServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(MAX_XDS_MESSAGE);
     let (tx, rx) = mpsc::channel(16);
     let node = identity.node();
@@ -172,10 +176,10 @@ async fn session(
     let mut inbound = client
         .delta_aggregated_resources(ReceiverStream::new(rx))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| status_text(&e))?
         .into_inner();
-    tracing::info!(server, "xDS stream open");
-    while let Some(response) = inbound.message().await.map_err(|e| e.to_string())? {
+    tracing::info!(server = %server, "xDS stream open");
+    while let Some(response) = inbound.message().await.map_err(|e| status_text(&e))? {
         let applied = state.apply(&response);
         if let Some(e) = &applied.error {
             tracing::warn!(type_url = %response.type_url, error = %e, "rejecting an xDS response");
@@ -186,6 +190,19 @@ async fn session(
         }
     }
     Ok(())
+}
+
+/// A status with what caused it (a refused token reads UNAUTHENTICATED with the reason).
+fn status_text(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => format!(
+            "{:?}: {} ({})",
+            status.code(),
+            status.message(),
+            crate::channel::causes(source)
+        ),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
 }
 
 /// The ACK of a response, or its NACK with `error`.

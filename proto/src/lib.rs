@@ -22,5 +22,8 @@ pub mod ca {
 /// A delta ADS client for meshfed's own xDS consumers.
 pub mod ads;
 
+/// How those clients reach the server: plaintext, or TLS with a ServiceAccount token.
+pub mod channel;
+
 #[cfg(test)]
 mod tests;

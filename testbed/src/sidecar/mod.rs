@@ -12,7 +12,7 @@ pub mod xds;
 use crate::mesh_tls::Credentials;
 use anyhow::Context;
 use meshfed_model::Locality;
-use meshfed_proto::ads::Identity;
+use meshfed_proto::ads::{Identity, XdsServer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,7 +63,8 @@ pub struct Host {
 
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
-    /// meshfed federation's xDS server, `http://host:port`.
+    /// meshfed federation's xDS server, `http://host:port`, reached in plaintext by
+    /// [`Sidecar::start`]; [`Sidecar::start_with_xds`] reaches it as an [`XdsServer`] says.
     pub xds: String,
     /// Who the sidecar says it is; its namespace is where short names resolve.
     pub identity: Identity,
@@ -95,8 +96,17 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Binds the listener and starts the xDS client, on the current runtime.
+    /// Binds the listener and starts the xDS client (plaintext to `cfg.xds`), on the
+    /// current runtime.
     pub async fn start(cfg: SidecarConfig) -> anyhow::Result<Sidecar> {
+        let xds = XdsServer::plaintext(cfg.xds.clone());
+        Sidecar::start_with_xds(cfg, xds).await
+    }
+
+    /// As [`start`](Self::start), reaching the federation as `server` says (the secure
+    /// port: TLS checked against the mesh root, the workload's ServiceAccount token) instead
+    /// of `cfg.xds` in plaintext.
+    pub async fn start_with_xds(cfg: SidecarConfig, server: XdsServer) -> anyhow::Result<Sidecar> {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
@@ -115,7 +125,7 @@ impl Sidecar {
         };
         let xds = tokio::spawn(async move {
             let mut state = xds::State::new(tx);
-            meshfed_proto::ads::run(cfg.xds, identity, &mut state).await
+            meshfed_proto::ads::run(server, identity, &mut state).await
         });
         let sync = tokio::spawn(forget_gone_hosts(shared.clone()));
         let serve = tokio::spawn(proxy::serve(listener, shared.clone()));
