@@ -48,10 +48,17 @@ fi
 df -h . | tail -1 | awk '{print "disk free for the build: " $4}'
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
+# Each phase says when it starts, so a slow run shows where its time went.
+phase() { echo "== $1 ($(date -u +%T), ${SECONDS}s in)"; }
+phase fmt
 cargo fmt --all -- --check
+phase clippy
 cargo clippy --workspace --all-targets --release --locked -- -D warnings
+phase test
 cargo test --workspace --release --locked --no-fail-fast "$@"
 
+phase fuzz
 # The ClientHello parser is fuzzed for a minute on every run (stable toolchain: no sanitizer).
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 (cd gateway/fuzz && cargo fuzz run --sanitizer none --fuzz-dir . clienthello -- -max_total_time=60 2>&1 | tail -3)
+phase done
