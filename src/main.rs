@@ -32,7 +32,8 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// DNS proxy: mesh names (even services only other clusters have) from the federation's NameTable.
     DnsProxy(dns_proxy_cmd::DnsProxyArgs),
-    /// Per-pod agent: serves the workload certificate mounted in the pod to Envoy over SDS.
+    /// Per-pod agent: the workload certificate (asked of the CA with a key made in the pod, or
+    /// mounted) served to Envoy over SDS and as files for proxyless gRPC, rotated.
     Agent(agent_cmd::AgentArgs),
     /// Federation controller: remote secrets, every cluster's services and endpoints, one registry.
     Federation(federation_cmd::FederationArgs),
