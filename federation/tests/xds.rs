@@ -633,3 +633,171 @@ async fn subscriptions_past_the_limit_end_the_stream() {
     let status = end.expect_err("a status");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
 }
+
+/// The secure port (istiod's 15012) in front of `mesh`: the CA from a fresh root and
+/// intermediate, tokens reviewed by a test bed API server with ServiceAccounts ns/client,
+/// ns/other and istio-system/meshfed-gateway. Returns the port, the root and the API server.
+async fn secure_port(mesh: &Mesh) -> (std::net::SocketAddr, String, meshfed_testbed::ApiServer) {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use meshfed_certs::{CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions};
+    use meshfed_federation::ca::{self, authn::Authenticator, review};
+    let cfg = meshfed_testbed::ApiServerConfig::new("127.0.0.1:0".parse().unwrap(), "cluster1");
+    let api = meshfed_testbed::ApiServer::start(cfg).await.unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&api.kubeconfig()).unwrap();
+    let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(kcfg).unwrap();
+    let pp = kube::api::PostParams::default();
+    let ns_api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    for name in ["ns", "istio-system"] {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.into());
+        ns_api.create(&pp, &ns).await.unwrap();
+    }
+    for (ns, name) in [
+        ("ns", "client"),
+        ("ns", "other"),
+        ("istio-system", "meshfed-gateway"),
+    ] {
+        let mut sa = ServiceAccount::default();
+        sa.metadata.name = Some(name.into());
+        let sa_api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+        sa_api.create(&pp, &sa).await.unwrap();
+    }
+    let root = CertificateAuthority::new_root(&RootOptions {
+        org: "t".into(),
+        days: 30,
+        key: KeyAlgorithm::EcdsaP256,
+    })
+    .unwrap();
+    let authority = root
+        .issue_intermediate(&IntermediateOptions {
+            cluster: "cluster1".into(),
+            days: 10,
+            key: KeyAlgorithm::EcdsaP256,
+        })
+        .unwrap();
+    let reviewer = review::CachedReviewer::new(Box::new(review::KubeReviewer(client)));
+    let authn = Authenticator::new(reviewer, "istio-ca", "cluster.local");
+    let origin = ca::cacerts::Origin::Dir("test".into());
+    let ca = ca::Ca::new(
+        authority,
+        origin,
+        authn,
+        &ca::CaConfig::default(),
+        "istio-system",
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_pusher, pushes) = xds::start_pusher(mesh.registry.clone(), xds::Debounce::default());
+    let gateways = vec!["istio-system/meshfed-gateway".parse().unwrap()];
+    let port =
+        meshfed_federation::secure::serve(listener, ca, pushes, xds::Limits::default(), gateways)
+            .unwrap();
+    tokio::spawn(port);
+    (addr, root.cert_pem().to_string(), api)
+}
+
+/// The first answer (or refusal) of a delta stream on the secure port for `id`, sent with
+/// `token` (none: no authorization header) over TLS checked against `root`.
+async fn secure_first(
+    addr: std::net::SocketAddr,
+    root: &str,
+    token: Option<&str>,
+    id: &str,
+) -> Result<DeltaDiscoveryResponse, tonic::Status> {
+    use meshfed_proto::channel::{ClientTls, XdsServer};
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = token.map(|t| {
+        let path = dir.path().join("token");
+        std::fs::write(&path, t).unwrap();
+        path
+    });
+    let server = XdsServer {
+        address: addr.to_string(),
+        tls: Some(ClientTls {
+            roots_pem: root.as_bytes().to_vec(),
+            server_name: Some("istiod.istio-system.svc".into()),
+        }),
+        token_file,
+    };
+    let (channel, bearer) = server.connect().await.unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::with_interceptor(channel, bearer);
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(node(id)),
+        type_url: CLUSTER_TYPE.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(T, stream.message()).await.unwrap();
+    first.map(|m| m.unwrap())
+}
+
+/// Istio's xDS on 15012: a client authenticates (here with a ServiceAccount token reviewed by
+/// the API server for audience istio-ca) and may only be a proxy of its own namespace; a
+/// router must be the gateway's identity. Without a token, or with one for another audience,
+/// nothing is served.
+#[tokio::test]
+async fn the_secure_port_serves_xds_only_to_the_nodes_callers_may_claim() {
+    let mesh = Mesh::start().await;
+    let (addr, root, api) = secure_port(&mesh).await;
+    let hour = Duration::from_secs(3600);
+    let client = api.token("ns", "client", &["istio-ca"], hour).unwrap();
+    let ok = secure_first(addr, &root, Some(&client), SIDECAR)
+        .await
+        .unwrap();
+    let names: Vec<_> = ok.resources.iter().map(|r| r.name.as_str()).collect();
+    assert!(
+        names.contains(&CLUSTER_A) && names.contains(&CLUSTER_B),
+        "{names:?}"
+    );
+
+    let code = |r: Result<DeltaDiscoveryResponse, tonic::Status>| r.map(|_| ()).unwrap_err().code();
+    let foreign = "sidecar~10.0.0.9~client.elsewhere~elsewhere.svc.cluster.local";
+    assert_eq!(
+        code(secure_first(addr, &root, Some(&client), foreign).await),
+        tonic::Code::PermissionDenied
+    );
+    let router = "router~10.0.0.10~gw.istio-system~istio-system.svc.cluster.local";
+    assert_eq!(
+        code(secure_first(addr, &root, Some(&client), router).await),
+        tonic::Code::PermissionDenied
+    );
+    let gateway = api
+        .token("istio-system", "meshfed-gateway", &["istio-ca"], hour)
+        .unwrap();
+    assert!(
+        secure_first(addr, &root, Some(&gateway), router)
+            .await
+            .is_ok()
+    );
+    // A router claimed by another account of the gateway's namespace is refused too.
+    let ns_router = "router~10.0.0.10~gw.ns~ns.svc.cluster.local";
+    let other = api.token("ns", "other", &["istio-ca"], hour).unwrap();
+    assert_eq!(
+        code(secure_first(addr, &root, Some(&other), ns_router).await),
+        tonic::Code::PermissionDenied
+    );
+
+    assert_eq!(
+        code(secure_first(addr, &root, None, SIDECAR).await),
+        tonic::Code::Unauthenticated
+    );
+    let wrong_audience = api.token("ns", "client", &["other"], hour).unwrap();
+    assert_eq!(
+        code(secure_first(addr, &root, Some(&wrong_audience), SIDECAR).await),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        code(secure_first(addr, &root, Some("not-a-token"), SIDECAR).await),
+        tonic::Code::Unauthenticated
+    );
+}
