@@ -147,6 +147,7 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        params.is_ca = IsCa::ExplicitNoCa;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(WorkloadCert {
             chain: self.leaf_chain(cert.pem()),
@@ -312,6 +313,9 @@ impl CertificateAuthority {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        // X509-SVID (SPIFFE §4.1): a leaf MUST say CA:FALSE, and validators MUST check it
+        // (§5.2); Istio's leaves carry it too.
+        params.is_ca = IsCa::ExplicitNoCa;
         Ok(params)
     }
 

@@ -284,6 +284,20 @@ async fn istio_agent_csr_with_its_token_gets_a_chain_to_the_shared_root() {
     assert!(ok, "{out}");
     let sans: Vec<&str> = out.lines().skip(1).map(str::trim).collect();
     assert_eq!(sans, [format!("URI:{SLEEP}")], "{out}");
+    // X509-SVID §4.1: a leaf says CA:FALSE in a basicConstraints extension.
+    let (ok, out) = openssl(
+        &dir,
+        &[
+            "x509",
+            "-noout",
+            "-ext",
+            "basicConstraints",
+            "-in",
+            "leaf.pem",
+        ],
+    )
+    .await;
+    assert!(ok && out.contains("CA:FALSE"), "{out}");
     bed.finish().await;
 }
 
