@@ -77,6 +77,10 @@ pub fn describe() {
             "meshfed_ca_authentications_total",
             "Callers of the secure port authenticated, by method (certificate, token, cached_token)."
         );
+        describe_counter!(
+            "meshfed_secure_tls_handshake_failures_total",
+            "TLS handshakes on the secure port that failed (a client certificate that does not verify, not TLS, ...) or timed out, by reason (error, timeout)."
+        );
         describe_gauge!(
             "meshfed_ca_serving_cert_expiry_timestamp_seconds",
             "When the secure port's own certificate expires (Unix seconds); it is renewed at half its life."
@@ -152,6 +156,10 @@ pub fn ca_authenticated(method: crate::ca::authn::Method) {
         Method::CachedToken => "cached_token",
     };
     counter!("meshfed_ca_authentications_total", "method" => method).increment(1);
+}
+
+pub fn tls_handshake_failed(reason: &'static str) {
+    counter!("meshfed_secure_tls_handshake_failures_total", "reason" => reason).increment(1);
 }
 
 pub fn ca_serving_expiry(unix_s: i64) {

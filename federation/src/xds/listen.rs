@@ -121,11 +121,19 @@ async fn establish(
     let (io, peer_certs) = match tls {
         None => (Io::Plain(tcp), None),
         Some(acceptor) => {
-            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                .await
-                .ok()?
-                .inspect_err(|e| tracing::debug!(%remote, error = %e, "TLS handshake failed"))
-                .ok()?;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    // An untrusted or expired client certificate ends here, before any handler.
+                    crate::metrics::tls_handshake_failed("error");
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    crate::metrics::tls_handshake_failed("timeout");
+                    return None;
+                }
+            };
             let certs = stream
                 .get_ref()
                 .1
@@ -232,5 +240,86 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
         // The killed connection was dropped with its slot: the next one is accepted.
         assert!(accepted.next().await.unwrap().is_ok());
+    }
+
+    /// A client that is not TLS (or whose handshake fails) never reaches a handler, and does
+    /// not hold up the next client: handshakes run beside the accept loop.
+    #[tokio::test]
+    async fn a_failed_handshake_yields_nothing_and_a_good_one_carries_its_certificates() {
+        use meshfed_certs::{
+            CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, WorkloadOptions,
+        };
+        use tokio::io::AsyncWriteExt;
+        let root = CertificateAuthority::new_root(&RootOptions {
+            org: "t".into(),
+            days: 1,
+            key: KeyAlgorithm::EcdsaP256,
+        })
+        .unwrap();
+        let ca = root
+            .issue_intermediate(&IntermediateOptions {
+                cluster: "c".into(),
+                days: 1,
+                key: KeyAlgorithm::EcdsaP256,
+            })
+            .unwrap();
+        let serving =
+            crate::ca::serving::Serving::issue(&ca, vec!["istiod.ns.svc".into()]).unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(serving.server_config(&ca).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = Box::pin(incoming(listener, 8, Some(acceptor)));
+
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut junk = TcpStream::connect(addr).await.unwrap();
+        junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), junk.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(_)) | Ok(Err(_))),
+            "the junk client is answered or closed"
+        );
+
+        let workload = ca
+            .issue_workload(&WorkloadOptions::new(
+                "spiffe://cluster.local/ns/sample/sa/sleep".parse().unwrap(),
+            ))
+            .unwrap();
+        let pem = |p: &str| crate::ca::serving::pem_certs(p).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pem(ca.root_pem()).remove(0)).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(
+            x509_parser::pem::parse_x509_pem(workload.key_pem.as_bytes())
+                .unwrap()
+                .1
+                .contents,
+        )
+        .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(pem(&workload.chain_pem()), key)
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("istiod.ns.svc").unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let _tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        // The silent client still waits on its handshake; the good one comes out first.
+        let conn = tokio::time::timeout(Duration::from_secs(5), accepted.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let info = tonic::transport::server::Connected::connect_info(&conn);
+        assert_eq!(
+            info.peer_certs.map(|c| c.len()),
+            Some(2),
+            "leaf and intermediate"
+        );
+        silent.shutdown().await.unwrap();
     }
 }
