@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # down.sh: deletes the kind clusters up.sh made (every cluster named cluster<I>). With --purge,
-# also removes the generated state (CA keys, kubeconfigs, workload certificates) in
+# also removes the generated state (root and intermediate CA keys, kubeconfigs) in
 # $MESHFED_KIND_WORK (default ~/.cache/meshfed-kind).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What up.sh, verify.sh and down.sh share: tool checks, the per-cluster values, manifest
-# rendering, the substitution of deploy/meshfed.yaml, MetalLB address ranges and remote secrets.
+# rendering, the substitution of deploy/meshfed.yaml, the root's ConfigMap for workloads,
+# MetalLB address ranges and remote secrets.
 # Sourced, never run; tests/kind_static.rs calls these functions too.
 set -euo pipefail
 
@@ -11,8 +12,9 @@ fi
 
 KIND_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$KIND_DIR/.." && pwd)
-# Generated state (CA keys, kubeconfigs, workload certificates): outside the repository, so it
-# never lands in a docker build context.
+# Generated state (the root and intermediate CA keys, kubeconfigs): outside the repository, so
+# it never lands in a docker build context. Workload keys are never here: each pod's agent makes
+# its own and gets the certificate from its cluster's federation.
 WORK=${MESHFED_KIND_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/meshfed-kind}
 # The image up.sh builds and loads into every cluster.
 IMAGE=${MESHFED_IMAGE:-meshfed:kind}
@@ -122,6 +124,14 @@ s/cluster1/cluster$i/g
 s/network1/network$i/g
 s|ghcr\\.io/meshfed/meshfed:latest|$image|g
 }" "$REPO/deploy/meshfed.yaml"
+}
+
+# root_cert_configmap NAMESPACE ROOT_PEM: the ConfigMap istio-ca-root-cert (key root-cert.pem)
+# holding the shared root, as istiod publishes it in every namespace: workloads check the CA's
+# certificate against it (meshfed agent's --ca-root).
+root_cert_configmap() {
+  kubectl create configmap istio-ca-root-cert --namespace "$1" \
+    --from-file=root-cert.pem="$2" --dry-run=client -o yaml
 }
 
 # ip_to_int A.B.C.D / int_to_ip N

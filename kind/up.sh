@@ -3,13 +3,16 @@
 # cluster1..N on network1..N, nodes in region<I>/zone<I>, with meshfed in place of istiod:
 #   1. kind clusters with distinct pod and service subnets and labelled nodes;
 #   2. MetalLB (L2) with an address pool per cluster carved from docker's kind network;
-#   3. one shared root CA and an intermediate per cluster (the cacerts Secret), plus workload
-#      certificates for the sample apps' inbound listeners;
+#   3. one shared root CA and an intermediate per cluster (the cacerts Secret: each cluster's
+#      federation is its CA); no workload certificates, the pods' agents ask the CA;
 #   4. the meshfed image (Dockerfile at the repository root), loaded into every cluster;
 #   5. deploy/meshfed.yaml per cluster (the "# CLUSTER" lines substituted) and the
 #      DestinationRule CRD meshfed watches;
 #   6. remote secrets between every pair of clusters (meshfed create-remote-secret);
-#   7. helloworld v<I> and sleep in namespace sample, with Envoy sidecars on meshfed's xDS.
+#   7. helloworld v<I> and sleep in namespace sample, with Envoy sidecars on meshfed's xDS
+#      (the federation's secure port, 15012) and meshfed agent getting their certificates from
+#      the federation's CA with the pods' ServiceAccount tokens; the shared root published in
+#      the namespace as istiod does (ConfigMap istio-ca-root-cert).
 # Re-running is safe: existing clusters, CA material and objects are kept or updated.
 # Environment: MESHFED (a meshfed binary instead of building one), MESHFED_IMAGE (default
 # meshfed:kind), MESHFED_SKIP_BUILD=1 (use MESHFED_IMAGE as it is), KIND_NODE_IMAGE,
@@ -94,7 +97,7 @@ install_metallb() {
 }
 
 make_certs() {
-  local i app ca
+  local i ca
   if [ ! -f "$WORK/certs/root/root-cert.pem" ]; then
     log "shared root CA"
     "$MESHFED" certs root-ca --out "$WORK/certs/root"
@@ -105,12 +108,8 @@ make_certs() {
       log "cluster$i: intermediate CA"
       "$MESHFED" certs intermediate --root "$WORK/certs/root" --cluster "cluster$i" --out "$ca"
     fi
-    for app in helloworld sleep; do
-      "$MESHFED" certs workload --ca "$ca" --spiffe "spiffe://cluster.local/ns/sample/sa/$app" \
-        --out "$ca-$app" --ttl 7d --force >/dev/null
-    done
     # Everything chains to the one root (catches a root re-made under older intermediates).
-    "$MESHFED" certs verify "$WORK/certs/root" "$ca" "$ca-helloworld" "$ca-sleep" >/dev/null ||
+    "$MESHFED" certs verify "$WORK/certs/root" "$ca" >/dev/null ||
       die "the CA material in $WORK/certs does not chain to one root: remove $WORK/certs and re-run"
   done
 }
@@ -133,8 +132,11 @@ install_meshfed() {
   log "cluster$i: meshfed (cluster$i, network$i, $IMAGE)"
   k "$i" apply -f "$KIND_DIR/manifests/destinationrule-crd.yaml"
   k "$i" wait --for=condition=established --timeout=60s crd/destinationrules.networking.istio.io
-  render_meshfed "$i" "$IMAGE" | k "$i" apply -f -
+  # The federation reads its CA material (the cacerts Secret) once, when it starts: the
+  # Secret comes first, in the namespace deploy/meshfed.yaml then labels.
+  k "$i" create namespace istio-system --dry-run=client -o yaml | k "$i" apply -f -
   "$MESHFED" certs cacerts-secret --ca "$WORK/certs/cluster$i" | k "$i" apply -f -
+  render_meshfed "$i" "$IMAGE" | k "$i" apply -f -
 }
 
 remote_secrets() {
@@ -168,13 +170,11 @@ wait_meshfed() {
 }
 
 install_samples() {
-  local i=$1 app
+  local i=$1
   log "cluster$i: helloworld-v$i and sleep"
   k "$i" apply -f "$KIND_DIR/manifests/sample-namespace.yaml"
-  for app in helloworld sleep; do
-    k "$i" -n sample create secret generic "$app-certs" \
-      --from-file="$WORK/certs/cluster$i-$app" --dry-run=client -o yaml | k "$i" apply -f -
-  done
+  # The root the pods' agents check the CA's certificate against (their --ca-root).
+  root_cert_configmap sample "$WORK/certs/root/root-cert.pem" | k "$i" apply -f -
   apply_rendered "$i" envoy-bootstrap.yaml
   apply_rendered "$i" helloworld.yaml
   apply_rendered "$i" sleep.yaml
@@ -200,5 +200,5 @@ echo
 for i in $(seq "$N"); do
   echo "cluster$i: context kind-cluster$i, network$i, region$i/zone$i, east-west gateway $(gateway_address "$i"):15443"
 done
-echo "generated state (CA keys, kubeconfigs): $WORK"
+echo "generated state (root and intermediate CA keys, kubeconfigs): $WORK"
 echo "next: $KIND_DIR/verify.sh; tear down with $KIND_DIR/down.sh"

@@ -6,7 +6,9 @@
 #   cross_network          sleep in each cluster reaches helloworld v1 and v2
 #   mtls_identity          helloworld-v2's sidecar saw cluster1's sleep as
 #                          spiffe://cluster.local/ns/sample/sa/sleep, issued by cluster1's
-#                          intermediate (the certificate meshfed-agent served over SDS)
+#                          intermediate, with the serial of the certificate sleep's Envoy holds:
+#                          the one its meshfed-agent got from cluster1's federation (its CA)
+#                          and served over SDS (up.sh makes no workload certificates)
 #   dns                    helloworld-v<J>, a Service only cluster J has, resolves through
 #                          meshfed-dns in the other cluster (to a 240.240.0.0/16 VIP), and
 #                          not through kube-dns
@@ -73,14 +75,17 @@ delete_rules() {
   done
 }
 
-# clusterz I: the federation's /debug/clusterz, through the API server's pod proxy (the admin
-# port, 15014, is in no Service: debug pages are not for the cluster at large).
-clusterz() {
+# federation_admin I PATH: a page of cluster I's federation admin port (15014), through the
+# API server's pod proxy (the port is in no Service: debug pages are not for the cluster at
+# large).
+federation_admin() {
   local pod
   pod=$(k "$1" -n istio-system get pods -l app=meshfed-federation \
     -o jsonpath='{.items[0].metadata.name}') && [ -n "$pod" ] || return 1
-  k "$1" get --raw "/api/v1/namespaces/istio-system/pods/$pod:15014/proxy/debug/clusterz"
+  k "$1" get --raw "/api/v1/namespaces/istio-system/pods/$pod:15014/proxy$2"
 }
+
+clusterz() { federation_admin "$1" /debug/clusterz; }
 
 # cluster_status I ID: the status of cluster ID in cluster I's federation ("" if it is not
 # listed); fails if the federation's admin port cannot be read.
@@ -157,23 +162,58 @@ step_cross_network() {
   return "$ok"
 }
 
-# sleep_from_cluster1: helloworld-v2's sidecar (cluster2) logged an mTLS peer that is sleep
-# with a certificate from cluster1's intermediate. Envoy flushes stdout logs every 10 s.
-# shellcheck disable=SC2317 # run through retry
-sleep_from_cluster1() {
+# sleep_serials_seen: the certificate serials helloworld-v2's sidecar (cluster2) logged for
+# mTLS peers that are sleep with a certificate from cluster1's intermediate, one a line (none:
+# fails). Envoy flushes stdout logs every 10 s.
+sleep_serials_seen() {
   k 2 -n sample logs deploy/helloworld-v2 -c envoy --tail=5000 |
     grep -F 'inbound_mtls peer=spiffe://cluster.local/ns/sample/sa/sleep ' |
-    grep -qF 'Intermediate CA cluster1'
+    grep -F 'Intermediate CA cluster1' |
+    sed -n 's/.* serial=\([0-9A-Fa-f][0-9A-Fa-f]*\) .*/\1/p' | sort -u | grep .
+}
+
+# shellcheck disable=SC2317 # run through retry
+sleep_from_cluster1() { sleep_serials_seen >/dev/null; }
+
+# held_serials I: the serials of the certificates cluster I's sleep sidecar holds (Envoy's
+# /certs: what its SDS secrets, from meshfed-agent, hold).
+held_serials() {
+  k "$1" -n sample exec deploy/sleep -c sleep -- curl -s -m 5 http://127.0.0.1:15000/certs |
+    grep -o '"serial_number": *"[0-9A-Fa-f]*"' | cut -d'"' -f4 | sort -u
+}
+
+# ca_issued I: certificates cluster I's CA has issued since the federation started.
+ca_issued() {
+  local page
+  page=$(federation_admin "$1" /metrics) || return 1
+  awk '$1 == "meshfed_ca_requests_total{outcome=\"issued\"}" { n = $2 } END { print n + 0 }' <<<"$page"
 }
 
 step_mtls_identity() {
+  local seen held serial issued
   hello 1 10 >/dev/null || return 1
-  if retry 15 2 sleep_from_cluster1; then
-    note "helloworld-v2 saw spiffe://cluster.local/ns/sample/sa/sleep issued by Intermediate CA cluster1"
-  else
+  if ! retry 15 2 sleep_from_cluster1; then
     note "helloworld-v2's sidecar logged no mTLS peer sleep with a cluster1 certificate"
     return 1
   fi
+  seen=$(sleep_serials_seen) || return 1
+  held=$(held_serials 1) || {
+    note "no certificate in cluster1's sleep sidecar (its admin /certs)"
+    return 1
+  }
+  serial=$(grep -xFf <(printf '%s\n' "$held") <<<"$seen" | head -1 || true)
+  if [ -z "$serial" ]; then
+    note "helloworld-v2 saw sleep with serial(s) $(tr '\n' ' ' <<<"$seen")but cluster1's sleep sidecar holds $(tr '\n' ' ' <<<"$held")"
+    return 1
+  fi
+  note "helloworld-v2 saw spiffe://cluster.local/ns/sample/sa/sleep issued by Intermediate CA cluster1, serial $serial, the certificate cluster1's sleep sidecar holds"
+  # The agent is ready only while it holds a certificate from the CA (its only source).
+  if ! k 1 -n sample exec deploy/sleep -c sleep -- curl -sf -m 5 http://127.0.0.1:15020/healthz/ready >/dev/null; then
+    note "cluster1's sleep agent holds no certificate from the CA"
+    return 1
+  fi
+  issued=$(ca_issued 1) || issued='?'
+  note "cluster1's CA issued $issued certificates since it started"
 }
 
 step_dns() {

@@ -2,14 +2,21 @@
 //! statically: every script passes shellcheck; every manifest parses as its Kubernetes type (and
 //! loses no field doing so), or, for kind's and MetalLB's own types, has the fields they
 //! require; the Envoy sidecars' bootstrap, rendered exactly as up.sh and the sidecar's own start
-//! command render it, is a node meshfed's xDS server takes for a sidecar and routes helloworld
-//! to meshfed's CDS cluster; and up.sh's substitution of deploy/meshfed.yaml changes every line
-//! marked `# CLUSTER` and nothing else. The functions checked are the ones the scripts run
-//! (kind/lib.sh, sourced by bash).
+//! command render it, is a node meshfed's xDS server takes for a sidecar of its own
+//! namespace, reaches the federation's secure port over TLS with the agent's SDS credentials,
+//! and routes helloworld to meshfed's CDS cluster; the agent beside it gets its certificate
+//! from the federation's CA with the pod's own istio-ca token (issue 18); and up.sh's
+//! substitution of deploy/meshfed.yaml changes every line marked `# CLUSTER` and nothing else.
+//! The functions checked are the ones the scripts run (kind/lib.sh, sourced by bash).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount, Volume,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use meshfed_federation::ca::DEFAULT_TOKEN_AUDIENCE;
+use meshfed_federation::ca::serving;
 use meshfed_federation::xds::node::{Generator, Proxy, ProxyKind};
 use meshfed_model::{ClusterName, Locality};
 use meshfed_proto::ads::{SDS_CLUSTER, SDS_ROOT_SECRET, SDS_WORKLOAD_SECRET};
@@ -246,29 +253,107 @@ fn bootstrap_of(o: &Objects) -> String {
     cm.data.as_ref().unwrap()["envoy.yaml"].clone()
 }
 
-/// The name and namespace of the Service in deploy/meshfed.yaml that serves xDS (15010).
-fn xds_service() -> String {
+/// The federation's secure port (CA and xDS, TLS) as deploy/meshfed.yaml exposes it: the one
+/// Service port that leads to the federation container's `--secure-listen` port.
+struct SecurePort {
+    service: String,
+    namespace: String,
+    port: i32,
+}
+
+impl SecurePort {
+    /// The name the federation's certificate carries for it (and the agent's CA address uses).
+    fn svc(&self) -> String {
+        format!("{}.{}.svc", self.service, self.namespace)
+    }
+}
+
+fn secure_port() -> SecurePort {
     let text = read(&Path::new(ROOT).join("deploy/meshfed.yaml"));
-    let mut found = Vec::new();
+    let (mut deployments, mut services) = (Vec::<Deployment>::new(), Vec::<Service>::new());
     for v in documents(&text) {
-        if v["kind"] == "Service" {
-            let s: Service = serde_yaml::from_value(v).unwrap();
-            let ports = s
-                .spec
-                .as_ref()
-                .and_then(|s| s.ports.clone())
-                .unwrap_or_default();
-            if ports.iter().any(|p| p.port == 15010) {
-                found.push(format!(
-                    "{}.{}.svc.cluster.local",
-                    s.metadata.name.unwrap(),
-                    s.metadata.namespace.unwrap()
-                ));
+        match v["kind"].as_str() {
+            Some("Deployment") => deployments.push(serde_yaml::from_value(v).unwrap()),
+            Some("Service") => services.push(serde_yaml::from_value(v).unwrap()),
+            _ => {}
+        }
+    }
+    let federation = deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("meshfed-federation"))
+        .expect("the federation's Deployment");
+    let c = container(federation, "federation");
+    let args = c.args.clone().unwrap_or_default();
+    let listen = args
+        .iter()
+        .position(|a| a == "--secure-listen")
+        .map(|i| args[i + 1].clone())
+        .expect("the federation's --secure-listen");
+    let target: i32 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
+    let labels = pod_labels(federation);
+    let mut found = Vec::new();
+    for s in &services {
+        let spec = s.spec.as_ref().unwrap();
+        let selected = spec
+            .selector
+            .as_ref()
+            .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        for p in spec.ports.iter().flatten().filter(|_| selected) {
+            let to = match &p.target_port {
+                None => p.port,
+                Some(IntOrString::Int(n)) => *n,
+                Some(IntOrString::String(name)) => c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|cp| cp.name.as_deref() == Some(name))
+                    .map_or(-1, |cp| cp.container_port),
+            };
+            if to == target {
+                found.push(SecurePort {
+                    service: s.metadata.name.clone().unwrap(),
+                    namespace: s.metadata.namespace.clone().unwrap(),
+                    port: p.port,
+                });
             }
         }
     }
-    assert_eq!(found.len(), 1, "one xDS Service in deploy/meshfed.yaml");
+    assert_eq!(
+        found.len(),
+        1,
+        "one Service port for the secure port {target}"
+    );
     found.remove(0)
+}
+
+/// The pod's volume `name`.
+fn volume<'a>(pod: &'a PodSpec, name: &str) -> &'a Volume {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+/// The volume mounted at `dir` in `c`.
+fn mounted_at(c: &Container, dir: &str) -> String {
+    let m = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == dir);
+    m.map(|m| m.name.clone())
+        .unwrap_or_else(|| panic!("{}: nothing at {dir}", c.name))
+}
+
+/// The static cluster `name` of a bootstrap.
+fn static_cluster<'a>(b: &'a Value, name: &str) -> &'a Value {
+    b["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no static cluster {name}"))
 }
 
 #[test]
@@ -475,17 +560,16 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
     // meshfed serves Envoy sidecars no listeners: they are static.
     assert!(b["dynamic_resources"]["lds_config"].is_null());
 
-    let clusters = b["static_resources"]["clusters"].as_sequence().unwrap();
-    let cluster = |name: &str| {
-        clusters
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("no static cluster {name}"))
-    };
+    let cluster = |name: &str| static_cluster(&b, name);
+    // The federation's secure port, by the cluster-local name Envoy resolves (STRICT_DNS).
+    let secure = secure_port();
     let xds = &cluster("xds-grpc")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         ["address"]["socket_address"];
-    assert_eq!(xds["address"].as_str().unwrap(), xds_service());
-    assert_eq!(xds["port_value"], 15010);
+    assert_eq!(
+        xds["address"].as_str().unwrap(),
+        format!("{}.cluster.local", secure.svc())
+    );
+    assert_eq!(xds["port_value"], secure.port);
     for name in ["xds-grpc", SDS_CLUSTER] {
         let opts = &cluster(name)["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
         assert!(
@@ -495,6 +579,7 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
     }
     // meshfed's CDS points Istio mTLS at this cluster; without it Envoy refuses those clusters.
     cluster(SDS_CLUSTER);
+    xds_grpc_is_tls_with_the_agents_credentials(&b, &secure);
 
     // The outbound listener routes helloworld:5000 to meshfed's cluster for it.
     let expected = ClusterName::new(5000, None, HELLOWORLD).cluster();
@@ -612,10 +697,69 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
         assert_eq!(p.generator, Generator::Envoy);
         assert_eq!(p.ip, "10.11.0.7");
         assert_eq!(p.namespace, "sample");
+        // The federation serves a node only the namespace of whoever called: Envoy calls with
+        // the pod's certificate, whose identity is the pod's own namespace.
+        assert_eq!(d.metadata.namespace.as_deref(), Some(p.namespace.as_str()));
         assert_eq!(p.cluster_id, "cluster1");
         assert_eq!(p.network, "network1");
         assert_eq!(p.locality, Locality::new("region1", "zone1", ""));
     }
+}
+
+/// xds-grpc reaches the federation's secure port as Envoy reaches a peer: TLS (Envoy's
+/// UpstreamTlsContext) with SNI and a DNS SAN match that are names the federation's serving
+/// certificate carries (it has no SPIFFE id), ALPN h2 for gRPC, the root (ROOTCA) to check it
+/// and the workload certificate (default) to authenticate with, both from sds-grpc, which comes
+/// first among the static clusters.
+fn xds_grpc_is_tls_with_the_agents_credentials(b: &Value, secure: &SecurePort) {
+    let xds = static_cluster(b, "xds-grpc");
+    let socket = &xds["transport_socket"];
+    assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+    let tls = &socket["typed_config"];
+    assert_eq!(
+        tls["@type"],
+        "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+    );
+    let names = serving::names(&secure.namespace);
+    let sni = str_at(tls, &["sni"], "xds-grpc");
+    assert_eq!(sni, secure.svc());
+    assert!(names.iter().any(|n| n == sni), "{sni} not in {names:?}");
+    let common = &tls["common_tls_context"];
+    assert_eq!(common["alpn_protocols"], Value::from(vec!["h2"]));
+    let certs = common["tls_certificate_sds_secret_configs"]
+        .as_sequence()
+        .unwrap();
+    let certs: Vec<&str> = certs.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(certs, [SDS_WORKLOAD_SECRET], "Envoy's workload certificate");
+    let validation = &common["combined_validation_context"];
+    assert_eq!(
+        validation["validation_context_sds_secret_config"]["name"],
+        SDS_ROOT_SECRET
+    );
+    let sans = validation["default_validation_context"]["match_typed_subject_alt_names"]
+        .as_sequence()
+        .expect("the federation's name is checked");
+    for san in sans {
+        assert_eq!(
+            san["san_type"], "DNS",
+            "the serving certificate has DNS SANs only"
+        );
+        let exact = str_at(san, &["matcher", "exact"], "SAN matcher");
+        assert!(names.iter().any(|n| n == exact), "{exact} not in {names:?}");
+    }
+    assert!(!sans.is_empty());
+    // Where they come from: the agent's SDS (secret_configs checks the source).
+    let mut asked = BTreeSet::new();
+    secret_configs(tls, &mut asked);
+    assert_eq!(asked.len(), 2);
+    let order: Vec<&str> = b["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let at = |n: &str| order.iter().position(|x| *x == n).unwrap();
+    assert!(at(SDS_CLUSTER) < at("xds-grpc"), "sds-grpc before xds-grpc");
 }
 
 #[test]
@@ -629,14 +773,9 @@ fn every_sidecar_gets_its_workload_certificate_from_meshfed_agent_over_sds() {
     assert_eq!(
         asked,
         BTreeSet::from([SDS_WORKLOAD_SECRET.to_string(), SDS_ROOT_SECRET.to_string()]),
-        "the inbound listener takes both secrets over SDS"
+        "the inbound listener and xds-grpc take both secrets over SDS"
     );
-    let sds = b["static_resources"]["clusters"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == SDS_CLUSTER)
-        .expect("sds-grpc");
+    let sds = static_cluster(&b, SDS_CLUSTER);
     let socket = str_at(
         &sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
         &["pipe", "path"],
@@ -661,12 +800,8 @@ fn every_sidecar_gets_its_workload_certificate_from_meshfed_agent_over_sds() {
         let (envoy, agent) = (container(d, "envoy"), container(d, "meshfed-agent"));
         assert_eq!(agent.image.as_deref(), Some(image.as_str()), "{name}");
         let args = agent.args.clone().unwrap_or_default();
-        let flag = |f: &str| {
-            let at = args.iter().position(|a| a == f);
-            at.and_then(|i| args.get(i + 1)).cloned()
-        };
         assert_eq!(args.first().map(String::as_str), Some("agent"));
-        assert_eq!(flag("--socket").as_deref(), Some(socket), "{name}");
+        assert_eq!(flag(&args, "--socket").as_deref(), Some(socket), "{name}");
         // The args are ones meshfed takes (clap stops at --help only once they all parsed).
         let help = Command::new(env!("CARGO_BIN_EXE_meshfed"))
             .args(&args)
@@ -680,54 +815,212 @@ fn every_sidecar_gets_its_workload_certificate_from_meshfed_agent_over_sds() {
         );
 
         // The socket's directory is one emptyDir both containers mount.
-        let mounted_at = |c: &Container, path: &str| {
-            let m = c
-                .volume_mounts
-                .iter()
-                .flatten()
-                .find(|m| m.mount_path == path);
-            m.map(|m| m.name.clone())
-                .unwrap_or_else(|| panic!("{name}/{}: nothing at {path}", c.name))
-        };
         let shared = mounted_at(envoy, socket_dir);
         assert_eq!(mounted_at(agent, socket_dir), shared);
-        let volume = |v: &str| {
-            pod.volumes
-                .iter()
-                .flatten()
-                .find(|x| x.name == v)
-                .unwrap_or_else(|| panic!("{name}: no volume {v}"))
-        };
         assert!(
-            volume(&shared).empty_dir.is_some(),
+            volume(pod, &shared).empty_dir.is_some(),
             "{name}: {shared} is an emptyDir"
         );
         // The socket is owner-only: the agent runs as Envoy's user.
         let user = |c: &Container| c.security_context.as_ref().and_then(|s| s.run_as_user);
         assert!(user(envoy).is_some());
         assert_eq!(user(agent), user(envoy), "{name}");
-        // The credentials are the pod's own account's, and only the agent mounts them.
-        let cert_dir = flag("--cert-dir").expect("--cert-dir");
-        let certs = mounted_at(agent, &cert_dir);
-        let secret = volume(&certs)
-            .secret
-            .as_ref()
-            .and_then(|s| s.secret_name.clone());
-        let account = pod.service_account_name.clone().unwrap_or_default();
-        assert_eq!(secret, Some(format!("{account}-certs")), "{name}");
+        agent_asks_the_federations_ca(d);
+    }
+}
+
+/// The value after `name` in `args`.
+fn flag(args: &[String], name: &str) -> Option<String> {
+    let at = args.iter().position(|a| a == name);
+    at.and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// Istio's CA flow in pod `d` (issue 18): its meshfed agent runs in CA mode against the
+/// federation's secure Service port, under a name the federation's certificate carries, with
+/// the root of the ConfigMap istio-ca-root-cert (as istiod publishes it) and a projected
+/// ServiceAccount token with the audience the CA's TokenReview asks for. Kubernetes projects
+/// only the pod's own account's token, and the agent asks for the pod's own namespace and
+/// account (downward API), the identity the CA checks the CSR against. The token is mounted in
+/// the agent alone, the pod mounts no API token, and no Secret holds a workload key.
+fn agent_asks_the_federations_ca(d: &Deployment) {
+    let name = d.metadata.name.clone().unwrap();
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let agent = container(d, "meshfed-agent");
+    let args = agent.args.clone().unwrap_or_default();
+    let secure = secure_port();
+    assert_eq!(
+        flag(&args, "--ca-address"),
+        Some(format!("{}:{}", secure.svc(), secure.port)),
+        "{name}: the federation's secure Service port"
+    );
+    let server_name = flag(&args, "--ca-server-name").unwrap_or_else(|| secure.svc());
+    assert!(
+        serving::names(&secure.namespace).contains(&server_name),
+        "{name}: the CA's certificate does not carry {server_name}"
+    );
+    assert!(
+        flag(&args, "--cert-dir").is_none(),
+        "{name}: not mounted files"
+    );
+    for absent in ["--namespace", "--service-account"] {
         assert!(
-            envoy
-                .volume_mounts
-                .iter()
-                .flatten()
-                .all(|m| m.name != certs),
-            "{name}: Envoy gets the key over SDS, not from the Secret"
+            flag(&args, absent).is_none(),
+            "{name}: {absent} overrides the pod's own"
         );
     }
+    assert_eq!(
+        flag(&args, "--trust-domain").as_deref(),
+        None,
+        "{name}: the CA's trust domain is the default"
+    );
+    // The identity is the pod's own namespace and account, from the downward API.
+    let env = agent.env.as_deref().unwrap_or_default();
+    for (var, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ] {
+        let from = env
+            .iter()
+            .find(|e| e.name == var)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(from, Some(field), "{name}: {var}");
+    }
+
+    // The token: a projected istio-ca token, alone in its volume, mounted in the agent only.
+    let token = flag(&args, "--token-file").expect("--token-file");
+    let token = Path::new(&token);
+    let token_volume = mounted_at(agent, token.parent().unwrap().to_str().unwrap());
+    let sources = volume(pod, &token_volume)
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.clone())
+        .unwrap_or_default();
+    let [source] = &sources[..] else {
+        panic!("{name}: the token's volume projects {sources:?}")
+    };
+    let sat = source
+        .service_account_token
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: {source:?} is not a ServiceAccount token"));
+    assert_eq!(
+        sat.audience.as_deref(),
+        Some(DEFAULT_TOKEN_AUDIENCE),
+        "{name}"
+    );
+    assert_eq!(sat.expiration_seconds, Some(3600), "{name}");
+    assert_eq!(
+        Path::new(&sat.path),
+        token.file_name().map(Path::new).unwrap()
+    );
+    let federation_args = container_args_of_deploy("meshfed-federation");
+    assert!(
+        flag(&federation_args, "--token-audience").is_none_or(|a| a == DEFAULT_TOKEN_AUDIENCE),
+        "the CA reviews tokens for another audience"
+    );
+    for c in containers(d).iter().filter(|c| c.name != agent.name) {
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != token_volume),
+            "{name}/{}: only the agent holds the token",
+            c.name
+        );
+    }
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "{name}: no other token in the pod"
+    );
+    assert!(
+        pod.service_account_name.is_some(),
+        "{name}: the pod's own account"
+    );
+
+    // The root: root-cert.pem of istio-ca-root-cert.
+    let root = flag(&args, "--ca-root").unwrap_or(meshfed_agent::ca::DEFAULT_CA_ROOT.into());
+    let root = Path::new(&root);
+    let root_volume = mounted_at(agent, root.parent().unwrap().to_str().unwrap());
+    let cm = volume(pod, &root_volume)
+        .config_map
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: the root is not from a ConfigMap"));
+    assert_eq!(cm.name, "istio-ca-root-cert", "{name}");
+    assert_eq!(root.file_name().unwrap(), "root-cert.pem", "{name}");
+    assert!(cm.items.is_none(), "{name}: every key as its file");
+
+    // No workload key outside the agent: the pod mounts no Secret.
+    for v in pod.volumes.iter().flatten() {
+        assert!(v.secret.is_none(), "{name}: Secret volume {}", v.name);
+    }
+}
+
+/// The args of the first container of deploy/meshfed.yaml's Deployment `name`.
+fn container_args_of_deploy(name: &str) -> Vec<String> {
+    let text = read(&Path::new(ROOT).join("deploy/meshfed.yaml"));
+    documents(&text)
+        .into_iter()
+        .filter(|v| v["kind"] == "Deployment" && v["metadata"]["name"] == name)
+        .map(|v| serde_yaml::from_value::<Deployment>(v).unwrap())
+        .map(|d| containers(&d)[0].args.clone().unwrap_or_default())
+        .next()
+        .unwrap_or_else(|| panic!("no Deployment {name} in deploy/meshfed.yaml"))
+}
+
+/// Istio publishes the root in every namespace as the ConfigMap istio-ca-root-cert (key
+/// root-cert.pem); up.sh does the same in `sample` with the shared root, through lib.sh's
+/// root_cert_configmap (run here with kubectl, as up.sh runs it), and mints no workload
+/// certificate or Secret: the agents ask the CA.
+#[test]
+fn up_publishes_the_root_and_mints_no_workload_certificate() {
     let up = read(&kind_dir().join("up.sh"));
     assert!(
-        up.contains("spiffe://cluster.local/ns/sample/sa/$app") && up.contains("\"$app-certs\""),
-        "up.sh makes <account>-certs for spiffe://cluster.local/ns/sample/sa/<account>"
+        up.contains(
+            "root_cert_configmap sample \"$WORK/certs/root/root-cert.pem\" | k \"$i\" apply -f -"
+        ),
+        "up.sh publishes the shared root in sample"
+    );
+    for gone in ["certs workload", "create secret", "-certs\""] {
+        assert!(!up.contains(gone), "up.sh still has {gone:?}");
+    }
+    let o = all_manifests(Some(1));
+    for name in ["sleep", "helloworld-v1"] {
+        assert_eq!(
+            deployment(&o, name).metadata.namespace.as_deref(),
+            Some("sample"),
+            "the root is published where the pods are"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    ok(
+        Command::new(env!("CARGO_BIN_EXE_meshfed"))
+            .args(["certs", "root-ca", "--out"])
+            .arg(&root)
+            .output()
+            .unwrap(),
+        "meshfed certs root-ca",
+    );
+    let pem = root.join("root-cert.pem");
+    let out = ok(
+        lib(&format!("root_cert_configmap sample {}", pem.display())),
+        "root_cert_configmap (needs kubectl)",
+    );
+    let [doc] = &documents(&out)[..] else {
+        panic!("one ConfigMap: {out}")
+    };
+    let cm: ConfigMap = serde_yaml::from_value(doc.clone()).unwrap();
+    assert_eq!(cm.metadata.name.as_deref(), Some("istio-ca-root-cert"));
+    assert_eq!(cm.metadata.namespace.as_deref(), Some("sample"));
+    let data = cm.data.unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["root-cert.pem"]);
+    assert_eq!(
+        data["root-cert.pem"],
+        read(&pem),
+        "the shared root, as it is"
     );
 }
 
@@ -829,6 +1122,21 @@ fn up_substitutes_every_cluster_line_of_deploy_meshfed_yaml() {
     assert!(
         up.contains("render_meshfed \"$i\" \"$IMAGE\" | k \"$i\" apply -f -"),
         "up.sh installs deploy/meshfed.yaml through render_meshfed"
+    );
+    // The federation reads the cacerts Secret once, when it starts (else its CA and secure
+    // port stay off): up.sh applies the Secret first.
+    let line = |needle: &str| {
+        up.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("up.sh: no {needle}"))
+    };
+    assert!(
+        line("certs cacerts-secret") < line("render_meshfed \"$i\""),
+        "up.sh applies cacerts before deploy/meshfed.yaml"
+    );
+    assert!(
+        line("create namespace istio-system") < line("certs cacerts-secret"),
+        "the Secret's namespace exists first"
     );
     let original = read(&Path::new(ROOT).join("deploy/meshfed.yaml"));
     let image = "registry.example/meshfed:kind-3";
