@@ -1,12 +1,14 @@
-//! How meshfed's own xDS clients reach the federation: in plaintext (istiod's port 15010) or
-//! as Istio's gateways and agents reach istiod's secure port 15012: TLS checked against the
-//! mesh root and a server name, ALPN `h2`, and the pod's ServiceAccount token as
-//! `authorization: Bearer <token>` gRPC metadata, read from its file at every connect
-//! (kubelet rotates projected tokens).
+//! How meshfed's own gRPC clients reach the federation: its xDS clients (the gateway, the DNS
+//! proxy, the test bed sidecar) in plaintext (istiod's port 15010) or as Istio's gateways and
+//! agents reach istiod's secure port 15012, and the agent's CA client as Istio's agent reaches
+//! istiod's CA: TLS checked against the mesh root and a server name, ALPN `h2`, and the pod's
+//! ServiceAccount token as `authorization: Bearer <token>` gRPC metadata, read from its file at
+//! every connect (kubelet rotates projected tokens).
 //!
 //! tonic is built without its TLS features: [`tls`] does the handshake in a connector
 //! (tokio-rustls, ring). [`XdsServer::connect`] gives a connected [`Channel`] and the
-//! [`Bearer`] interceptor to put in front of it.
+//! [`Bearer`] interceptor to put in front of it. The types are named for xDS, their first
+//! use; nothing in them is xDS's.
 
 mod bearer;
 mod flags;
@@ -23,10 +25,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// when the xDS address is `https://`.
 pub const DEFAULT_CA_ROOT: &str = "/var/run/secrets/istio/root-cert.pem";
 
-/// A TCP connect and TLS handshake that take longer than this fail (and are retried).
+/// A TCP connect and TLS handshake that take longer than this fail (and are retried);
+/// [`XdsServer::connect_within`] takes another bound.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An xDS server and how to reach it.
+/// A gRPC server of the federation (its xDS server, or its CA) and how to reach it.
 #[derive(Debug, Clone)]
 pub struct XdsServer {
     /// `http://host:port`, `https://host:port` or `host:port`. With [`tls`](Self::tls) the
@@ -59,7 +62,7 @@ impl std::fmt::Debug for ClientTls {
 }
 
 /// Why a server cannot be reached: at start a configuration mistake (one line naming the
-/// flag), at a connect what failed.
+/// xDS flag; callers with flags of their own map the variants), at a connect what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("--xds {0:?}: not an address (host:port, http://host:port or https://host:port)")]
@@ -95,46 +98,77 @@ impl XdsServer {
     }
 
     /// Connects: the token is read first (no handshake is wasted on a missing token), then
-    /// TCP, then TLS when configured. Put the [`Bearer`] in front of the channel
-    /// (`Client::with_interceptor`).
+    /// TCP, then TLS when configured, within [`CONNECT_TIMEOUT`]. Put the [`Bearer`] in
+    /// front of the channel (`Client::with_interceptor`).
     pub async fn connect(&self) -> Result<(Channel, Bearer), Error> {
+        self.connect_within(CONNECT_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) with the TCP connect and TLS handshake bounded by
+    /// `timeout`, for callers whose requests have a bound of their own.
+    pub async fn connect_within(&self, timeout: Duration) -> Result<(Channel, Bearer), Error> {
         let bearer = match (&self.token_file, &self.tls) {
             (Some(_), None) => return Err(Error::TokenWithoutTls),
             (Some(path), Some(_)) => Bearer::from_file(path)?,
             (None, _) => Bearer::none(),
         };
-        let channel = match &self.tls {
-            None => self.connect_plaintext().await?,
-            Some(settings) => self.connect_tls(settings).await?,
+        let connected = match &self.tls {
+            None => {
+                let authority = self.plaintext_authority()?;
+                endpoint("http", &authority, timeout)?.connect().await
+            }
+            Some(settings) => {
+                let dial = self.tls_dial(settings)?;
+                // `https` only names the scheme in the requests: the connector does the TLS.
+                endpoint("https", &dial.authority, timeout)?
+                    .connect_with_connector(tls::connector(dial.authority, dial.name, dial.config))
+                    .await
+            }
         };
+        let channel = connected.map_err(|e| Error::Connect(causes(&e)))?;
         Ok((channel, bearer))
     }
 
-    async fn connect_plaintext(&self) -> Result<Channel, Error> {
+    /// What a connect checks before it dials, the token aside: the address, and with TLS its
+    /// port, the server name and the roots. For callers that want a configuration mistake
+    /// at start rather than at every retry.
+    pub fn check(&self) -> Result<(), Error> {
+        match (&self.tls, &self.token_file) {
+            (None, Some(_)) => Err(Error::TokenWithoutTls),
+            (None, None) => self.plaintext_authority().map(drop),
+            (Some(settings), _) => self.tls_dial(settings).map(drop),
+        }
+    }
+
+    fn plaintext_authority(&self) -> Result<String, Error> {
         let target = Target::parse(&self.address)?;
         // Without its TLS features tonic would speak plaintext to an https:// URL.
         if target.https {
             return Err(Error::HttpsWithoutTls(self.address.clone()));
         }
-        endpoint("http", &target.authority)?
-            .connect()
-            .await
-            .map_err(|e| Error::Connect(causes(&e)))
+        Ok(target.authority)
     }
 
-    async fn connect_tls(&self, settings: &ClientTls) -> Result<Channel, Error> {
+    fn tls_dial(&self, settings: &ClientTls) -> Result<TlsDial, Error> {
         let target = Target::parse(&self.address)?;
         if target.port.is_none() {
             return Err(Error::NoPort(self.address.clone()));
         }
         let name = tls::server_name(settings.server_name.as_deref().unwrap_or(&target.host))?;
         let config = tls::client_config(&settings.roots_pem, "the xDS CA root")?;
-        // `https` only names the scheme in the requests: the connector does the TLS.
-        endpoint("https", &target.authority)?
-            .connect_with_connector(tls::connector(target.authority.clone(), name, config))
-            .await
-            .map_err(|e| Error::Connect(causes(&e)))
+        Ok(TlsDial {
+            authority: target.authority,
+            name,
+            config,
+        })
     }
+}
+
+/// Where a TLS connect dials and what its handshake checks.
+struct TlsDial {
+    authority: String,
+    name: rustls::pki_types::ServerName<'static>,
+    config: std::sync::Arc<rustls::ClientConfig>,
 }
 
 /// A plaintext server at a URL, so callers that held a URL string pass it unchanged.
@@ -164,9 +198,9 @@ impl std::fmt::Display for XdsServer {
     }
 }
 
-fn endpoint(scheme: &str, authority: &str) -> Result<Endpoint, Error> {
+fn endpoint(scheme: &str, authority: &str, timeout: Duration) -> Result<Endpoint, Error> {
     Endpoint::from_shared(format!("{scheme}://{authority}"))
-        .map(|e| e.connect_timeout(CONNECT_TIMEOUT))
+        .map(|e| e.connect_timeout(timeout))
         .map_err(|_| Error::Address(authority.to_string()))
 }
 
@@ -212,13 +246,14 @@ impl Target {
 }
 
 /// An error and its sources on one line (tonic's transport error alone says only
-/// "transport error", the handshake's reason is below it).
-pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+/// "transport error", the handshake's reason is below it); a source whose text is already
+/// there (rustls's TLS error repeats its source's) is left out.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
         let more = cause.to_string();
-        if !text.ends_with(&more) {
+        if !text.contains(&more) {
             text.push_str(": ");
             text.push_str(&more);
         }

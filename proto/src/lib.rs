@@ -22,7 +22,8 @@ pub mod ca {
 /// A delta ADS client for meshfed's own xDS consumers.
 pub mod ads;
 
-/// How those clients reach the server: plaintext, or TLS with a ServiceAccount token.
+/// How meshfed's gRPC clients (those xDS clients, the agent's CA client) reach the
+/// federation: plaintext, or TLS with a ServiceAccount token.
 pub mod channel;
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The flag rules and the token header, without a server (the handshakes are in
-//! `tests/ads_tls.rs`).
+//! The flag rules, the token header and the checks made before dialing; the one connect here
+//! is to a listener that never answers (the handshakes are in `tests/ads_tls.rs`).
 
 use super::*;
 use meshfed_certs::{CertificateAuthority, KeyAlgorithm, RootOptions};
@@ -220,4 +220,93 @@ fn unreadable_empty_or_malformed_tokens_are_errors_naming_the_file() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn causes_are_chained_once() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error")]
+    struct Terse(#[source] std::io::Error);
+    let io = || std::io::Error::other("refused");
+    assert_eq!(causes(&Repeats(io())), "outer: refused");
+    assert_eq!(causes(&Terse(io())), "transport error: refused");
+}
+
+/// A TLS server built by hand (the agent builds one for the CA from its own flags): its
+/// address, port, server name and roots are checked without dialing, as a connect would.
+#[test]
+fn check_refuses_what_a_connect_would_before_dialing() {
+    let tls_server = |address: &str, name: Option<&str>, roots: &[u8]| XdsServer {
+        address: address.into(),
+        tls: Some(ClientTls {
+            roots_pem: roots.to_vec(),
+            server_name: name.map(str::to_string),
+        }),
+        token_file: Some("/nonexistent/token".into()),
+    };
+    let root = root_pem();
+    let root = root.as_bytes();
+    // The token is read at connect, not checked here.
+    assert!(
+        tls_server("https://127.0.0.1:15012", None, root)
+            .check()
+            .is_ok()
+    );
+    assert!(matches!(
+        tls_server("https://istiod:", None, root).check(),
+        Err(Error::NoPort(_))
+    ));
+    assert!(matches!(
+        tls_server("https://fd00::1:15012", None, root).check(),
+        Err(Error::Address(_))
+    ));
+    assert!(matches!(
+        tls_server("https://istiod:15012", Some("not a name!"), root).check(),
+        Err(Error::ServerName(_))
+    ));
+    assert!(matches!(
+        tls_server("https://istiod:15012", None, b"").check(),
+        Err(Error::Roots { .. })
+    ));
+    let mut plain = XdsServer::plaintext("http://127.0.0.1:15010");
+    assert!(plain.check().is_ok());
+    plain.token_file = Some("/var/run/secrets/tokens/istio-token".into());
+    assert!(matches!(plain.check(), Err(Error::TokenWithoutTls)));
+}
+
+/// A server that takes the TCP connection and never answers the ClientHello fails the
+/// connect within the bound given, not the default 10 s.
+#[tokio::test]
+async fn a_handshake_that_never_finishes_fails_within_the_bound() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let server = XdsServer {
+        address: format!("https://{addr}"),
+        tls: Some(ClientTls {
+            roots_pem: root_pem().into_bytes(),
+            server_name: None,
+        }),
+        token_file: None,
+    };
+    let started = std::time::Instant::now();
+    let connected = tokio::time::timeout(
+        CONNECT_TIMEOUT / 2,
+        server.connect_within(std::time::Duration::from_millis(300)),
+    )
+    .await
+    .expect("the bound given, not the default");
+    assert!(matches!(connected, Err(Error::Connect(_))), "{connected:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    held.abort();
 }
