@@ -87,4 +87,7 @@ pub enum Error {
     Identity(String),
     #[error(transparent)]
     Spiffe(#[from] meshfed_certs::Error),
+    /// Anything else the channel to the CA refuses at start.
+    #[error(transparent)]
+    Channel(meshfed_proto::channel::Error),
 }

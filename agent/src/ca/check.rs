@@ -122,7 +122,7 @@ fn verify_path(
 }
 
 /// One certificate as PEM, 64 characters a line.
-fn pem(der: &CertificateDer) -> String {
+pub(crate) fn pem(der: &CertificateDer) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
     for line in b64.as_bytes().chunks(64) {

@@ -3,18 +3,19 @@
 //! `authorization: Bearer` metadata, read from its file for every request (kubelet rotates
 //! projected tokens); the CSR and the validity asked for, nothing else. A fresh connection
 //! per call: calls come twice a lifetime, and each then sees the current roots.
+//!
+//! The connection is the project's one gRPC-over-TLS client channel
+//! ([`meshfed_proto::channel`], which the xDS clients use too); this module gives it the
+//! CA's address, roots and token and puts its errors in the agent's words.
 
 use super::{CaConfig, Error};
 use crate::status::FailureReason;
+use meshfed_proto::ca::IstioCertificateRequest;
 use meshfed_proto::ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use meshfed_proto::ca::{IstioCertificateRequest, IstioCertificateResponse};
-use rustls::pki_types::{CertificateDer, ServerName};
-use std::net::{IpAddr, SocketAddr};
+use meshfed_proto::channel::{self, ClientTls, XdsServer, causes};
+use rustls::pki_types::CertificateDer;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Endpoint, Uri};
 
 /// Why a call gave no answer, in the metric's words and a person's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,41 +41,31 @@ impl std::fmt::Display for Failure {
 
 pub struct CaClient {
     address: String,
-    endpoint: Endpoint,
-    server_name: ServerName<'static>,
+    server_name: Option<String>,
     root_file: PathBuf,
     token_file: PathBuf,
     timeout: Duration,
 }
 
 impl CaClient {
-    /// Checks the address, the server name and that `--ca-root` holds certificates: a
-    /// configuration mistake stops the agent at start, not at every retry.
+    /// Checks the address, the server name and that `--ca-root` holds usable certificates:
+    /// a configuration mistake stops the agent at start, not at every retry.
     pub fn new(config: &CaConfig) -> Result<CaClient, Error> {
-        let host =
-            host_of(&config.address).ok_or_else(|| Error::Address(config.address.clone()))?;
-        let name = config.server_name.clone().unwrap_or(host);
-        let server_name = ServerName::try_from(name.clone())
-            .map_err(|_| Error::ServerName(name.clone()))?
-            .to_owned();
-        // tonic is built without its TLS features: the connector below does TLS, and
-        // `https` only names the scheme in the requests.
-        let endpoint = Endpoint::from_shared(format!("https://{}", config.address))
-            .map_err(|_| Error::Address(config.address.clone()))?
-            .connect_timeout(config.request_timeout)
-            .timeout(config.request_timeout);
         let client = CaClient {
             address: config.address.clone(),
-            endpoint,
-            server_name,
+            server_name: config.server_name.clone(),
             root_file: config.root_file.clone(),
             token_file: config.token_file.clone(),
             timeout: config.request_timeout,
         };
-        client.roots().map_err(|f| Error::Roots {
+        let roots = client.roots().map_err(|f| Error::Roots {
             path: client.root_file.clone(),
             reason: f.message,
         })?;
+        client
+            .server(&roots)
+            .check()
+            .map_err(|e| client.config_error(e))?;
         Ok(client)
     }
 
@@ -92,37 +83,32 @@ impl CaClient {
     }
 
     /// Sends `csr` asking for `ttl`, with the token as it is in its file now, to a CA whose
-    /// serving certificate chains to `roots`. Returns the answer's `cert_chain` unchecked.
+    /// serving certificate chains to `roots`, on a connection of its own. Returns the
+    /// answer's `cert_chain` unchecked.
     pub async fn create_certificate(
         &self,
         csr: &str,
         ttl: Duration,
         roots: &[CertificateDer<'static>],
     ) -> Result<Vec<String>, Failure> {
-        let bearer = self.bearer()?;
-        let tls = tls_config(roots)?;
-        let mut request = tonic::Request::new(IstioCertificateRequest {
+        let request = IstioCertificateRequest {
             csr: csr.to_string(),
             validity_duration: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
             metadata: None,
-        });
-        request.metadata_mut().insert("authorization", bearer);
+        };
         let call = async {
-            let channel = self
-                .endpoint
-                .connect_with_connector(connector(
-                    self.address.clone(),
-                    self.server_name.clone(),
-                    tls,
-                ))
+            // The channel reads the token file before it dials.
+            let (channel, bearer) = self
+                .server(roots)
+                .connect_within(self.timeout)
                 .await
-                .map_err(|e| Failure::new(FailureReason::Unavailable, causes(&e)))?;
-            IstioCertificateServiceClient::new(channel)
+                .map_err(|e| self.connect_failure(e))?;
+            IstioCertificateServiceClient::with_interceptor(channel, bearer)
                 .create_certificate(request)
                 .await
                 .map_err(|s| status_failure(&s))
         };
-        let answer: IstioCertificateResponse = tokio::time::timeout(self.timeout, call)
+        let answer = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| {
                 Failure::new(
@@ -134,78 +120,51 @@ impl CaClient {
         Ok(answer.cert_chain)
     }
 
-    /// `Bearer <token>` from the token file as it is now.
-    fn bearer(&self) -> Result<MetadataValue<tonic::metadata::Ascii>, Failure> {
-        let path = self.token_file.display();
-        let token = std::fs::read_to_string(&self.token_file)
-            .map_err(|e| Failure::new(FailureReason::Token, format!("{path}: {e}")))?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(Failure::new(FailureReason::Token, format!("{path}: empty")));
+    /// The CA as the channel takes it: always TLS (trusting `roots`) and always the token.
+    fn server(&self, roots: &[CertificateDer<'static>]) -> XdsServer {
+        let roots_pem: String = roots.iter().map(super::check::pem).collect();
+        XdsServer {
+            address: format!("https://{}", self.address),
+            tls: Some(ClientTls {
+                roots_pem: roots_pem.into_bytes(),
+                server_name: self.server_name.clone(),
+            }),
+            token_file: Some(self.token_file.clone()),
         }
-        MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
-            Failure::new(
-                FailureReason::Token,
-                format!("{path}: not a token (bad characters)"),
-            )
-        })
     }
-}
 
-/// The host part of `HOST:PORT` (brackets taken off an IPv6 address), if it is that shape.
-fn host_of(address: &str) -> Option<String> {
-    if let Ok(addr) = address.parse::<SocketAddr>() {
-        return Some(addr.ip().to_string());
-    }
-    let (host, port) = address.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    let bare = !host.is_empty() && !host.contains(':') && host.parse::<IpAddr>().is_err();
-    bare.then(|| host.to_string())
-}
-
-fn tls_config(roots: &[CertificateDer<'static>]) -> Result<Arc<rustls::ClientConfig>, Failure> {
-    let other = |e: String| Failure::new(FailureReason::Other, e);
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store
-            .add(root.clone())
-            .map_err(|e| other(format!("--ca-root: {e}")))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| other(e.to_string()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
-}
-
-type Io = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
-/// TCP to `address`, then TLS checked against the roots and `name`.
-fn connector(
-    address: String,
-    name: ServerName<'static>,
-    tls: Arc<rustls::ClientConfig>,
-) -> impl tower::Service<
-    Uri,
-    Response = Io,
-    Error = std::io::Error,
-    Future = impl Future<Output = std::io::Result<Io>> + Send,
-> + Send
-+ 'static {
-    tower::service_fn(move |_: Uri| {
-        let (address, name, tls) = (address.clone(), name.clone(), tls.clone());
-        async move {
-            let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
-            let _ = tcp.set_nodelay(true);
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(stream))
+    /// A mistake [`XdsServer::check`] found, named by the agent's flags (the channel's
+    /// texts name the xDS flags).
+    fn config_error(&self, e: channel::Error) -> Error {
+        match e {
+            channel::Error::Address(_) | channel::Error::NoPort(_) => {
+                Error::Address(self.address.clone())
+            }
+            channel::Error::ServerName(name) => Error::ServerName(name),
+            channel::Error::Roots { reason, .. } => Error::Roots {
+                path: self.root_file.clone(),
+                reason,
+            },
+            other => Error::Channel(other),
         }
-    })
+    }
+
+    /// What stopped a connect, in the metric's words: the token (re-read for this request),
+    /// the roots (re-read for this attempt), or the CA out of reach (TCP or TLS).
+    fn connect_failure(&self, e: channel::Error) -> Failure {
+        match e {
+            channel::Error::Token { path, reason } => {
+                Failure::new(FailureReason::Token, format!("{path}: {reason}"))
+            }
+            channel::Error::Roots { reason, .. } => Failure::new(
+                FailureReason::Other,
+                format!("{}: {reason}", self.root_file.display()),
+            ),
+            channel::Error::Connect(message) => Failure::new(FailureReason::Unavailable, message),
+            // The address and the server name were checked at start.
+            other => Failure::new(FailureReason::Other, other.to_string()),
+        }
+    }
 }
 
 /// gRPC's codes, in the metric's words. A call that could not reach the CA fails as
@@ -230,76 +189,102 @@ fn status_failure(status: &tonic::Status) -> Failure {
     Failure::new(reason, message)
 }
 
-/// An error and its sources, one line (tonic's transport error alone says only "transport
-/// error"); a source whose text is already there (some errors repeat theirs) is left out.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        next = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A root file for the tests, and a config reaching `address` that trusts it.
+    fn config(dir: &std::path::Path, address: &str) -> CaConfig {
+        let root = dir.join("root.pem");
+        std::fs::write(&root, crate::material::tests::ca("c1").root_pem()).expect("write");
+        let mut config = CaConfig::new(address, dir.join("token"));
+        config.root_file = root;
+        config
+    }
+
+    /// `--ca-address` is HOST:PORT (`[v6]:PORT`), `--ca-server-name` a DNS name or an IP
+    /// address, `--ca-root` usable certificates: anything else stops the agent at start.
     #[test]
-    fn the_server_name_defaults_to_the_host_of_the_address() {
-        assert_eq!(
-            host_of("meshfed-federation.istio-system.svc:15012").as_deref(),
-            Some("meshfed-federation.istio-system.svc")
-        );
-        assert_eq!(host_of("10.0.0.1:15012").as_deref(), Some("10.0.0.1"));
-        assert_eq!(host_of("[fd00::1]:15012").as_deref(), Some("fd00::1"));
+    fn the_address_server_name_and_roots_are_checked_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for good in [
+            "meshfed-federation.istio-system.svc:15012",
+            "10.0.0.1:15012",
+            "[fd00::1]:15012",
+        ] {
+            assert!(CaClient::new(&config(dir.path(), good)).is_ok(), "{good}");
+        }
         for bad in [
             "istiod",
             "istiod:",
             "istiod:port",
             ":15012",
             "fd00::1:15012",
+            "istiod:15012/path",
         ] {
-            assert_eq!(host_of(bad), None, "{bad}");
+            let err = CaClient::new(&config(dir.path(), bad)).err();
+            assert!(matches!(err, Some(Error::Address(_))), "{bad}: {err:?}");
         }
-    }
-
-    /// An IP address is checked as an IP SAN (rustls's IpAddress name), a name as a DNS SAN.
-    #[test]
-    fn an_ip_host_is_checked_as_an_ip_address() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root.pem");
-        std::fs::write(&root, crate::material::tests::ca("c1").root_pem()).expect("write");
-        let mut config = CaConfig::new("127.0.0.1:15012", dir.path().join("token"));
-        config.root_file = root.clone();
-        let client = CaClient::new(&config).expect("client");
-        assert!(matches!(client.server_name, ServerName::IpAddress(_)));
-        config.server_name = Some("istiod.istio-system.svc".into());
-        let client = CaClient::new(&config).expect("client");
-        assert!(matches!(client.server_name, ServerName::DnsName(_)));
-        config.root_file = dir.path().join("missing.pem");
-        let err = CaClient::new(&config).err().expect("no roots");
+        let mut c = config(dir.path(), "127.0.0.1:15012");
+        c.server_name = Some("not a name!".into());
+        assert!(matches!(CaClient::new(&c), Err(Error::ServerName(_))));
+        c.server_name = None;
+        c.root_file = dir.path().join("missing.pem");
+        let err = CaClient::new(&c).err().expect("no roots");
         assert!(matches!(err, Error::Roots { .. }), "{err}");
-        config.address = "istiod".into();
-        assert!(matches!(CaClient::new(&config), Err(Error::Address(_))));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        c.root_file = garbage.clone();
+        let err = CaClient::new(&c).err().expect("unusable root");
+        assert!(
+            err.to_string().starts_with(&garbage.display().to_string()),
+            "{err}"
+        );
     }
 
+    /// Istio's agent dials the CA over TLS only, trusting the roots of this attempt, with the
+    /// token; the server name defaults to the address's host (an IP address is then checked
+    /// as an IP SAN: the channel's rule, tested there).
     #[test]
-    fn causes_are_chained_once() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer: {0}")]
-        struct Repeats(#[source] std::io::Error);
-        #[derive(Debug, thiserror::Error)]
-        #[error("transport error")]
-        struct Terse(#[source] std::io::Error);
-        let io = || std::io::Error::other("refused");
-        assert_eq!(causes(&Repeats(io())), "outer: refused");
-        assert_eq!(causes(&Terse(io())), "transport error: refused");
+    fn the_ca_is_reached_over_tls_with_the_roots_and_the_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = CaClient::new(&config(dir.path(), "127.0.0.1:15012")).expect("client");
+        let roots = client.roots().expect("roots");
+        let server = client.server(&roots);
+        assert_eq!(server.address, "https://127.0.0.1:15012");
+        assert_eq!(server.token_file, Some(dir.path().join("token")));
+        let tls = server.tls.expect("always TLS");
+        assert_eq!(tls.server_name, None);
+        let again = crate::ca::check::pem_certs(&tls.roots_pem).expect("PEM");
+        assert_eq!(again, roots);
+    }
+
+    /// The metric's reasons for what stops a request before the CA answers: a token file
+    /// that cannot be read (`token`, read anew for the request), a CA not listening
+    /// (`unavailable`).
+    #[tokio::test]
+    async fn connect_failures_map_to_the_metric_reasons() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let client = CaClient::new(&config(dir.path(), &addr.to_string())).expect("client");
+        let roots = client.roots().expect("roots");
+        let ttl = Duration::from_secs(3600);
+        let failure = client.create_certificate("csr", ttl, &roots).await;
+        let failure = failure.expect_err("no token file");
+        assert_eq!(failure.reason, FailureReason::Token, "{failure}");
+        let token = dir.path().join("token").display().to_string();
+        assert!(failure.message.starts_with(&token), "{failure}");
+
+        std::fs::write(dir.path().join("token"), "eyJhbGciOi.abc.def\n").expect("token");
+        let failure = client.create_certificate("csr", ttl, &roots).await;
+        let failure = failure.expect_err("nobody listens");
+        assert_eq!(failure.reason, FailureReason::Unavailable, "{failure}");
     }
 
     #[test]
