@@ -2,13 +2,18 @@
 //! statically: every script passes shellcheck; every manifest parses as its Kubernetes type (and
 //! loses no field doing so), or, for kind's and MetalLB's own types, has the fields they
 //! require; the Envoy sidecars' bootstrap, rendered exactly as up.sh and the sidecar's own start
-//! command render it, is a node meshfed's xDS server takes for a sidecar of its own
-//! namespace, reaches the federation's secure port over TLS with the agent's SDS credentials,
-//! and routes helloworld to meshfed's CDS cluster; the agent beside it gets its certificate
-//! from the federation's CA with the pod's own istio-ca token (issue 18); and up.sh's
-//! substitution of deploy/meshfed.yaml changes every line marked `# CLUSTER` and nothing else.
-//! The functions checked are the ones the scripts run (kind/lib.sh, sourced by bash).
+//! command render it, is one Envoy's schema takes, a node meshfed's xDS server takes for a
+//! sidecar of its own namespace, reaches the federation's secure port over TLS with the agent's
+//! SDS credentials, and routes helloworld to meshfed's CDS cluster; the agent beside it gets
+//! its certificate from the federation's CA with the pod's own istio-ca token (issue 18); and
+//! up.sh's substitution of deploy/meshfed.yaml changes every line marked `# CLUSTER` and
+//! nothing else. The functions checked are the ones the scripts run (kind/lib.sh, sourced by
+//! bash).
 
+#[path = "common/envoy_schema.rs"]
+mod envoy_schema;
+
+use envoy_schema::Schema;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount, Volume,
@@ -760,6 +765,70 @@ fn xds_grpc_is_tls_with_the_agents_credentials(b: &Value, secure: &SecurePort) {
         .collect();
     let at = |n: &str| order.iter().position(|x| *x == n).unwrap();
     assert!(at(SDS_CLUSTER) < at("xds-grpc"), "sds-grpc before xds-grpc");
+}
+
+/// The bootstrap, as each sidecar starts with it, is one Envoy's loader takes: every key a
+/// field of its message in Envoy's API (from the descriptors envoy-types ships), every enum a
+/// known value, every typed_config a known message, durations and scalars of the right JSON
+/// kind. A misspelt key in the TLS context or a wrong SAN type is caught (the check is real).
+#[test]
+fn the_bootstrap_is_one_envoys_schema_takes() {
+    const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
+    let schema = Schema::envoy();
+    assert!(schema.has_message(BOOTSTRAP));
+    let o = all_manifests(Some(1));
+    let template = bootstrap_of(&o);
+    let mut rendered = None;
+    for name in ["sleep", "helloworld-v1"] {
+        let yaml = start_sidecar(deployment(&o, name), &template, "10.11.0.7", "pod-0");
+        let b: Value = serde_yaml::from_str(&yaml).unwrap();
+        let errors = schema.check(BOOTSTRAP, &b);
+        assert!(errors.is_empty(), "{name}:\n{}", errors.join("\n"));
+        rendered = Some(b);
+    }
+
+    let b = rendered.unwrap();
+    let clusters = b["static_resources"]["clusters"].as_sequence().unwrap();
+    let at = clusters
+        .iter()
+        .position(|c| c["name"] == "xds-grpc")
+        .unwrap();
+    let broken = |edit: &dyn Fn(&mut Value)| {
+        let mut b = b.clone();
+        edit(&mut b["static_resources"]["clusters"][at]["transport_socket"]["typed_config"]);
+        schema.check(BOOTSTRAP, &b)
+    };
+    let misspelt = broken(&|tls| {
+        let sni = tls.as_mapping_mut().unwrap().remove("sni").unwrap();
+        tls["server_name"] = sni;
+    });
+    assert!(
+        misspelt.len() == 1
+            && misspelt[0].contains("UpstreamTlsContext has no field \"server_name\""),
+        "{misspelt:?}"
+    );
+    let san = broken(&|tls| {
+        tls["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
+            [0]["san_type"] = "DNS_NAME".into();
+    });
+    assert!(
+        san.len() == 1 && san[0].contains("SubjectAltNameMatcher.SanType"),
+        "{san:?}"
+    );
+    let unknown = broken(&|tls| {
+        tls["@type"] =
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTls".into();
+    });
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    let duration = {
+        let mut b = b.clone();
+        b["static_resources"]["clusters"][at]["connect_timeout"] = 5.into();
+        schema.check(BOOTSTRAP, &b)
+    };
+    assert!(
+        duration.len() == 1 && duration[0].contains("Duration"),
+        "{duration:?}"
+    );
 }
 
 #[test]
