@@ -1,5 +1,11 @@
 """gRPC's proxyless xDS client (grpcio) as a judge: resolves xds:///TARGET through the
-bootstrap in $GRPC_XDS_BOOTSTRAP and obeys commands on stdin, one JSON line out per command:
+bootstrap in $GRPC_XDS_BOOTSTRAP and obeys commands on stdin, one JSON line out per command.
+
+Usage: grpc_client.py TARGET [--fail-fast]
+The first line is {"ready": backend}, or {"error": CODE, "details": text} (then it exits) when
+the first call fails. That call waits for xDS to resolve the target (wait_for_ready, 30 s);
+with --fail-fast it does not, so a channel whose xDS server refused it fails at once with
+the resolver's error. Commands:
 
   count N                  N calls; {"counts": {backend: n}, "errors": e}
   until NAME N SECONDS     call until N calls in a row reach NAME;
@@ -22,10 +28,15 @@ def call(stub):
 
 def main():
     target = sys.argv[1]
+    fail_fast = "--fail-fast" in sys.argv[2:]
     channel = grpc.insecure_channel(target)
     stub = channel.unary_unary("/helloworld.Greeter/SayHello")
-    # The first call waits for xDS to resolve the target.
-    first = stub(b"hi", timeout=30, wait_for_ready=True).decode()
+    try:
+        first = stub(b"hi", timeout=10 if fail_fast else 30,
+                     wait_for_ready=not fail_fast).decode()
+    except grpc.RpcError as e:
+        print(json.dumps({"error": e.code().name, "details": e.details()}), flush=True)
+        sys.exit(1)
     print(json.dumps({"ready": first}), flush=True)
     for line in sys.stdin:
         words = line.split()

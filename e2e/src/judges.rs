@@ -4,7 +4,7 @@
 //! installs them; a missing one is an error, never a skip.
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -140,9 +140,40 @@ pub async fn ca_client(
     Ok(j)
 }
 
+/// How a gRPC client reaches its xDS server: the bootstrap's `channel_creds`.
+pub enum ChannelCreds<'a> {
+    /// Plaintext (`insecure`), as to the federation's opt-in `--xds-listen` port.
+    Insecure,
+    /// gRFC A65's `tls`: the server checked against `ca_certificate_file`; with a workload's
+    /// `cert-chain.pem` and `key.pem` (what the agent's --output-dir writes) it is mTLS.
+    Tls {
+        ca: &'a Path,
+        cert_and_key: Option<(&'a Path, &'a Path)>,
+    },
+}
+
+impl ChannelCreds<'_> {
+    fn json(&self) -> Value {
+        let path = |p: &Path| Value::from(p.display().to_string());
+        match self {
+            ChannelCreds::Insecure => serde_json::json!({"type": "insecure"}),
+            ChannelCreds::Tls { ca, cert_and_key } => {
+                let mut config = serde_json::Map::new();
+                config.insert("ca_certificate_file".into(), path(ca));
+                if let Some((cert, key)) = cert_and_key {
+                    config.insert("certificate_file".into(), path(cert));
+                    config.insert("private_key_file".into(), path(key));
+                }
+                serde_json::json!({"type": "tls", "config": config})
+            }
+        }
+    }
+}
+
 /// An xDS bootstrap as Istio writes it for proxyless gRPC.
 pub fn bootstrap(
     xds: &str,
+    creds: &ChannelCreds,
     node_id: &str,
     region: &str,
     zone: &str,
@@ -153,7 +184,7 @@ pub fn bootstrap(
         .map(|(k, v)| (k.to_string(), Value::from(*v)))
         .collect();
     serde_json::json!({
-        "xds_servers": [{"server_uri": xds, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+        "xds_servers": [{"server_uri": xds, "channel_creds": [creds.json()], "server_features": ["xds_v3"]}],
         "node": {"id": node_id, "locality": {"region": region, "zone": zone}, "metadata": metadata},
     })
 }

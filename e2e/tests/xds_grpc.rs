@@ -1,13 +1,15 @@
 //! The xDS server judged by gRPC's own proxyless clients (grpcio; @grpc/grpc-js-xds): two
 //! test bed clusters in region1 and region2 (one network, so the judges reach both directly),
 //! gRPC backends v1 and v2, and the seed's DestinationRules applied unchanged with kubectl.
+//! grpcio also reaches the federation's secure port (istiod's 15012) over mTLS with gRFC A65's
+//! `tls` channel creds, where its certificate decides which namespace its node may claim.
 
-use meshfed_e2e::judges::{self, Judge};
+use meshfed_e2e::judges::{self, ChannelCreds, Judge};
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
 use meshfed_testbed::seed::{self, ClusterSpec, Workload};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -117,16 +119,23 @@ async fn bed() -> Bed {
 }
 
 fn client_bootstrap(b: &Bed) -> tempfile::NamedTempFile {
+    bootstrap_file(&b.xds.to_string(), &ChannelCreds::Insecure, "sample")
+}
+
+/// The bootstrap of a sleep pod whose node claims namespace `ns` (Istio's node id
+/// `sidecar~IP~POD.NS~NS.svc.cluster.local` and NAMESPACE metadata).
+fn bootstrap_file(xds: &str, creds: &ChannelCreds, ns: &str) -> tempfile::NamedTempFile {
     let boot = judges::bootstrap(
-        &b.xds.to_string(),
-        "sidecar~127.0.0.1~sleep-1.sample~sample.svc.cluster.local",
+        xds,
+        creds,
+        &format!("sidecar~127.0.0.1~sleep-1.{ns}~{ns}.svc.cluster.local"),
         "region1",
         "zone1",
         &[
             ("GENERATOR", "grpc"),
             ("CLUSTER_ID", "cluster1"),
             ("NETWORK", "network1"),
-            ("NAMESPACE", "sample"),
+            ("NAMESPACE", ns),
         ],
     );
     let f = tempfile::NamedTempFile::new().unwrap();
@@ -138,12 +147,18 @@ fn count(v: &Value, name: &str) -> u64 {
     v["counts"][name].as_u64().unwrap_or(0)
 }
 
-fn nacks() -> u64 {
+/// The sum of the process's metric series starting with `series` (a name, or a name and
+/// its first labels).
+fn metric(series: &str) -> u64 {
     let text = meshfed_model::telemetry::prometheus().render();
     text.lines()
-        .filter(|l| l.starts_with("meshfed_xds_nacks_total"))
+        .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+fn nacks() -> u64 {
+    metric("meshfed_xds_nacks_total")
 }
 
 fn sample(name: &str) -> std::path::PathBuf {
@@ -248,11 +263,7 @@ async fn scenario(mut b: Bed, mut client: Judge) {
 async fn grpcio_proxyless_client_follows_locality_rules() {
     let b = bed().await;
     let boot = client_bootstrap(&b);
-    let mut cmd = tokio::process::Command::new(judges::python().unwrap());
-    cmd.arg(judges::script("grpc_client.py"))
-        .arg(format!("xds:///{HOST}:5000"))
-        .env("GRPC_XDS_BOOTSTRAP", boot.path());
-    let client = Judge::spawn(cmd, "grpcio client").unwrap();
+    let client = grpcio_client(boot.path(), false);
     scenario(b, client).await;
 }
 
@@ -266,4 +277,164 @@ async fn grpc_js_xds_client_follows_locality_rules() {
         .env("GRPC_XDS_BOOTSTRAP", boot.path());
     let client = Judge::spawn(cmd, "grpc-js-xds client").unwrap();
     scenario(b, client).await;
+}
+
+/// The federation's secure port (istiod's 15012) over the bed's registry, and the sleep
+/// workload's files (cert-chain.pem, key.pem, root-cert.pem: what the agent's --output-dir
+/// hands proxyless gRPC) from the port's own intermediate.
+struct Secure {
+    addr: std::net::SocketAddr,
+    files: tempfile::TempDir,
+}
+
+impl Secure {
+    /// A65 `tls` creds checking the port against the root; with the workload's chain and
+    /// key when `client_certificate`.
+    fn creds(&self, client_certificate: bool) -> (PathBuf, Option<(PathBuf, PathBuf)>) {
+        let f = |name: &str| self.files.path().join(name);
+        let pair = client_certificate.then(|| (f("cert-chain.pem"), f("key.pem")));
+        (f("root-cert.pem"), pair)
+    }
+
+    fn bootstrap(&self, client_certificate: bool, ns: &str) -> tempfile::NamedTempFile {
+        let (ca, pair) = self.creds(client_certificate);
+        let creds = ChannelCreds::Tls {
+            ca: &ca,
+            cert_and_key: pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        };
+        bootstrap_file(&self.addr.to_string(), &creds, ns)
+    }
+}
+
+/// A CA from a fresh root whose serving certificate also names 127.0.0.1
+/// (`CaConfig.extra_hosts`, istiod's ISTIOD_CUSTOM_HOST) so gRPC can verify the port by the
+/// bootstrap's server_uri; tokens would be reviewed by cluster1's API server.
+async fn secure_port(b: &Bed) -> Secure {
+    use meshfed_certs::{
+        CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, WorkloadOptions,
+    };
+    use meshfed_federation::ca::{self, authn::Authenticator, review};
+    let root = CertificateAuthority::new_root(&RootOptions {
+        org: "meshfed-e2e".into(),
+        days: 30,
+        key: KeyAlgorithm::EcdsaP256,
+    })
+    .unwrap();
+    let authority = root
+        .issue_intermediate(&IntermediateOptions {
+            cluster: "cluster1".into(),
+            days: 10,
+            key: KeyAlgorithm::EcdsaP256,
+        })
+        .unwrap();
+    let sleep = "spiffe://cluster.local/ns/sample/sa/sleep".parse().unwrap();
+    let workload = authority
+        .issue_workload(&WorkloadOptions::new(sleep))
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    meshfed_certs::write_outputs(files.path(), &workload.files(), true).unwrap();
+    let reviewer = review::CachedReviewer::new(Box::new(review::KubeReviewer(b.c1.clone())));
+    let authn = Authenticator::new(reviewer, ca::DEFAULT_TOKEN_AUDIENCE, "cluster.local");
+    let config = ca::CaConfig {
+        extra_hosts: vec!["127.0.0.1".into()],
+        ..Default::default()
+    };
+    let origin = ca::cacerts::Origin::Dir("e2e".into());
+    let ca = ca::Ca::new(authority, origin, authn, &config, "istio-system").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_pusher, pushes) = xds::start_pusher(b.fed.registry.clone(), xds::Debounce::default());
+    let limits = xds::Limits::default();
+    let port = meshfed_federation::secure::serve(listener, ca, pushes, limits, vec![]).unwrap();
+    tokio::spawn(port);
+    Secure { addr, files }
+}
+
+/// grpcio resolving the helloworld target through `boot`; `fail_fast`: its first call does
+/// not wait for xDS, so a refused channel fails at once.
+fn grpcio_client(boot: &Path, fail_fast: bool) -> Judge {
+    let mut cmd = tokio::process::Command::new(judges::python().unwrap());
+    cmd.arg(judges::script("grpc_client.py"))
+        .arg(format!("xds:///{HOST}:5000"))
+        .env("GRPC_XDS_BOOTSTRAP", boot);
+    if fail_fast {
+        cmd.arg("--fail-fast");
+    }
+    Judge::spawn(cmd, "grpcio client").unwrap()
+}
+
+/// gRFC A65 mTLS to the xDS server, as Istio's proxyless gRPC talks to istiod's 15012 with
+/// the agent's certificate files: grpcio's bootstrap has `tls` channel creds with the root,
+/// the workload chain and its key; the secure port authenticates it by that certificate
+/// alone (no token), its node claims its own namespace, and it gets xDS: calls reach both
+/// localities, and a DestinationRule applied later is pushed over the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_over_mtls_gets_xds_from_the_secure_port_for_its_own_namespace() {
+    let b = bed().await;
+    let secure = secure_port(&b).await;
+    let by_certificate = r#"meshfed_ca_authentications_total{method="certificate"}"#;
+    let before = metric(by_certificate);
+    let boot = secure.bootstrap(true, "sample");
+    let mut client = grpcio_client(boot.path(), false);
+    let ready = client.json(T).await.unwrap();
+    assert!(ready["ready"] == "v1" || ready["ready"] == "v2", "{ready}");
+    assert!(
+        metric(by_certificate) > before,
+        "not authenticated by its certificate"
+    );
+
+    let r = client.ask("count 100", T).await.unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(
+        count(&r, "v1") >= 20 && count(&r, "v2") >= 20,
+        "both localities serve: {r}"
+    );
+    kubectl_apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml"));
+    let r = client.ask("until v1 50 30", T).await.unwrap();
+    assert_eq!(r["ok"], true, "the failover rule was not pushed: {r}");
+    client.kill().await;
+}
+
+/// Istio's xDS authorization on 15012: a proxy's namespace must be its identity's. The
+/// sample/sleep certificate with a node claiming namespace `other` is refused
+/// (PERMISSION_DENIED, counted as a rejected stream), so grpcio's channel never works:
+/// its call fails with the xDS server's refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_over_mtls_claiming_another_namespace_gets_no_channel() {
+    let b = bed().await;
+    let secure = secure_port(&b).await;
+    let before = metric("meshfed_xds_rejected_streams_total");
+    let boot = secure.bootstrap(true, "other");
+    let mut client = grpcio_client(boot.path(), true);
+    let r = client.json(T).await.unwrap();
+    assert_eq!(r["error"], "UNAVAILABLE", "{r}");
+    let details = r["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains("PERMISSION_DENIED")
+            && details.contains("may not act as a proxy of namespace \"other\""),
+        "{r}"
+    );
+    assert!(metric("meshfed_xds_rejected_streams_total") > before);
+}
+
+/// Istio's 15012 authenticates every xDS caller: TLS that only checks the server (A65 `tls`
+/// creds with just `ca_certificate_file`) and no token is UNAUTHENTICATED, so grpcio's
+/// channel never works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_over_tls_without_a_client_certificate_is_unauthenticated() {
+    let b = bed().await;
+    let secure = secure_port(&b).await;
+    let missing = r#"meshfed_ca_auth_failures_total{reason="missing"}"#;
+    let before = metric(missing);
+    let boot = secure.bootstrap(false, "sample");
+    let mut client = grpcio_client(boot.path(), true);
+    let r = client.json(T).await.unwrap();
+    assert_eq!(r["error"], "UNAVAILABLE", "{r}");
+    let details = r["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains("UNAUTHENTICATED")
+            && details.contains("no client certificate and no bearer token"),
+        "{r}"
+    );
+    assert!(metric(missing) > before);
 }
