@@ -43,10 +43,13 @@ Examples:
     /// Bring up the seed scenario locally and keep it running until Ctrl-C.
     #[command(
         after_help = "Each cluster gets a network namespace (as root; loopback addresses otherwise), a test bed
-API server, an intermediate CA under one root and its cacerts Secret, meshfed federation,
-an east-west gateway on the shared network and a DNS proxy (real meshfed processes), remote
-secrets for every other cluster, helloworld v<i> and a sleep client with the test bed's own
-sidecar (Envoy is the production sidecar). It prints how to reach each part; Ctrl-C cleans up.
+API server, an intermediate CA under one root and its cacerts Secret, meshfed federation (the
+cluster's CA), an east-west gateway on the shared network and a DNS proxy (real meshfed
+processes), remote secrets for every other cluster, helloworld v<i> and a sleep client with the
+test bed's own sidecar (Envoy is the production sidecar). sleep and helloworld get their
+certificates (10 s, renewed at half life) from the federation through meshfed agent with their
+pods' projected tokens; the gateway, the DNS proxy and the sidecar reach the federation's secure
+port with their ServiceAccount tokens. It prints how to reach each part; Ctrl-C cleans up.
 
 Examples:
   meshfed testbed up
@@ -61,15 +64,16 @@ Examples:
     },
     /// Bring up two clusters and run the seed walkthrough as numbered steps.
     #[command(
-        after_help = "Steps: isolation, cross_network, mtls_identity, dns, distribute, failover,
-remote_secret_removal. Exits 0 only if every step passed.
+        after_help = "Steps: isolation, cross_network, mtls_identity, rotation, dns, distribute, failover,
+remote_secret_removal; then the faults partition, apiserver-down, gateway-down, ca-down and
+cert-expire. Exits 0 only if every step and fault passed.
 
 Examples:
   meshfed testbed demo
   meshfed testbed demo --json --backend loopback --state-dir /tmp/demo"
     )]
     Demo {
-        /// Print {\"backend\", \"steps\": [{\"name\", \"ok\", \"detail\"}]} on stdout (progress goes to stderr).
+        /// Print {\"backend\", \"steps\": [{\"name\", \"ok\", \"detail\"}], \"faults\": [...]} on stdout (progress goes to stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -80,15 +84,19 @@ Examples:
         after_help = "partition: cut the cluster off the shared network (netns backend only)
 apiserver-down: stop its API server (objects are kept)
 gateway-down: kill its east-west gateway process
-cert-expire: replace its workloads' certificates with expired ones
+ca-down: kill its federation (its CA and xDS); workloads keep their certificates, agents retry;
+  --heal restarts it and waits for sleep's agent to get a new certificate
+cert-expire: stop its CA and replace its workloads' certificates with expired ones; --heal
+  restarts the CA and waits for sleep's and helloworld's agents to get fresh ones from it
 
 Examples:
   meshfed testbed fault gateway-down cluster2
   meshfed testbed fault partition cluster2 --state-dir /tmp/bed
+  meshfed testbed fault ca-down cluster1
   meshfed testbed fault cert-expire cluster1 --heal"
     )]
     Fault {
-        /// partition, apiserver-down, gateway-down or cert-expire.
+        /// partition, apiserver-down, gateway-down, ca-down or cert-expire.
         #[arg(value_name = "FAULT")]
         fault: FaultKind,
         /// The cluster, e.g. cluster2.
@@ -124,6 +132,7 @@ enum FaultKind {
     Partition,
     ApiserverDown,
     GatewayDown,
+    CaDown,
     CertExpire,
 }
 
@@ -133,6 +142,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::ApiserverDown => "apiserver-down",
             FaultKind::GatewayDown => "gateway-down",
+            FaultKind::CaDown => "ca-down",
             FaultKind::CertExpire => "cert-expire",
         }
     }

@@ -1,6 +1,7 @@
 //! `meshfed testbed`: the README's run command (`testbed demo`) passes every step of the seed
 //! walkthrough on this machine (network namespaces as root, loopback otherwise), and faults
-//! reach a running `testbed up` over its control socket.
+//! reach a running `testbed up` over its control socket. Workload certificates come from the
+//! federation's CA through `meshfed agent`, as Istio's agent gets them from istiod.
 
 mod common;
 
@@ -8,10 +9,11 @@ use common::{Killed, MESHFED};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "isolation",
     "cross_network",
     "mtls_identity",
+    "rotation",
     "dns",
     "distribute",
     "failover",
@@ -25,6 +27,14 @@ fn root() -> bool {
 
 fn backend() -> &'static str {
     if root() { "netns" } else { "loopback" }
+}
+
+/// The number right after the first `prefix` in `text`: 2 in "rotated 2 time(s)" after
+/// "rotated ".
+fn count_after(text: &str, prefix: &str) -> Option<u64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[test]
@@ -52,7 +62,13 @@ fn demo_passes_every_step_of_the_seed_walkthrough() {
     let names: Vec<&str> = faults.iter().filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["partition", "apiserver-down", "gateway-down", "cert-expire"]
+        [
+            "partition",
+            "apiserver-down",
+            "gateway-down",
+            "ca-down",
+            "cert-expire"
+        ]
     );
     for f in faults {
         assert_eq!(
@@ -74,10 +90,44 @@ fn demo_passes_every_step_of_the_seed_walkthrough() {
     assert!(detail("mtls_identity").contains("spiffe://cluster.local/ns/sample/sa/sleep"));
     assert!(detail("mtls_identity").contains("Intermediate CA cluster1"));
     assert!(detail("dns").contains("240.240."));
-    // Healing cert-expire rotated sleep's certificate through meshfed agent's SDS.
-    let cert_expire = faults[3]["detail"].as_str().unwrap_or("");
+    let fault_detail = |name: &str| {
+        faults
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["detail"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    // rotation: sleep's agent renewed at half life while requests crossed the network, none
+    // failed, and v2 saw two different certificates of sleep's.
+    let rotation = detail("rotation");
     assert!(
-        cert_expire.contains("over SDS from meshfed agent, version 2"),
+        count_after(&rotation, "rotated ").is_some_and(|n| n >= 1),
+        "{rotation}"
+    );
+    assert!(
+        count_after(&rotation, "(via its gateway): ").is_some_and(|n| n >= 20),
+        "{rotation}"
+    );
+    assert!(rotation.contains(" requests, 0 failed"), "{rotation}");
+    assert!(rotation.contains(") then "), "two certificates: {rotation}");
+    // ca-down: traffic flowed with the certificate held while the agent's requests to the CA
+    // failed; once healed the agent got a new certificate from the CA.
+    let ca_down = fault_detail("ca-down");
+    assert!(ca_down.contains(" requests, 0 failed"), "{ca_down}");
+    assert!(
+        count_after(&ca_down, "failed to renew ").is_some_and(|n| n >= 1),
+        "{ca_down}"
+    );
+    assert!(
+        ca_down.contains("sleep's agent got a new certificate from its CA"),
+        "{ca_down}"
+    );
+    // cert-expire: every handshake refused; healed by new certificates from the CA.
+    let cert_expire = fault_detail("cert-expire");
+    assert!(cert_expire.contains("(20 failed)"), "{cert_expire}");
+    assert!(
+        cert_expire.contains("fresh certificates from it over SDS (sleep version"),
         "{cert_expire}"
     );
     assert!(
@@ -137,12 +187,18 @@ fn faults_reach_a_running_test_bed_and_ctrl_c_cleans_up() {
     assert!(described.contains("curl -x http://"), "{described}");
     assert!(state.join("cluster1/kubeconfig").exists());
     assert!(state.join("certs/cluster2/ca-cert.pem").exists());
+    sleeps_certificate_is_from_the_ca(&state);
 
     for (args, expect) in [
         (&["gateway-down", "cluster2"][..], "killed"),
         (&["gateway-down", "cluster2", "--heal"], "restarted"),
         (&["apiserver-down", "cluster1"], "stopped"),
         (&["apiserver-down", "cluster1", "--heal"], "serving again"),
+        (&["ca-down", "cluster1"], "killed"),
+        (
+            &["ca-down", "cluster1", "--heal"],
+            "got a new certificate from its CA",
+        ),
         (&["cert-expire", "cluster1"], "expired"),
         (&["cert-expire", "cluster1", "--heal"], "fresh"),
     ] {
@@ -171,4 +227,38 @@ fn faults_reach_a_running_test_bed_and_ctrl_c_cleans_up() {
         !String::from_utf8_lossy(&netns.stdout).contains(&tag),
         "namespaces of {pid} left behind"
     );
+}
+
+/// The certificate sleep's agent wrote (Istio's OUTPUT_CERTS files; the bed writes none)
+/// chains to the shared root through cluster1's intermediate and names sleep's identity, as
+/// `openssl verify` and `openssl x509` judge it; kubelet's token file is owner-only.
+fn sleeps_certificate_is_from_the_ca(state: &std::path::Path) {
+    let chain = state.join("cluster1/sleep-certs/cert-chain.pem");
+    let root = state.join("certs/root/root-cert.pem");
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(&chain)
+        .arg(&chain)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).to_string()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.contains(": OK"), "{said}");
+    let x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-issuer", "-in"])
+        .arg(&chain)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&x509.stdout);
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/sample/sa/sleep"),
+        "{text}"
+    );
+    assert!(text.contains("Intermediate CA cluster1"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let token = std::fs::metadata(state.join("cluster1/tokens/sleep")).unwrap();
+    assert_eq!(token.permissions().mode() & 0o777, 0o600);
 }

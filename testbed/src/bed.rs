@@ -1,23 +1,29 @@
 //! `meshfed testbed up`: the seed scenario on one machine. N clusters, each with its own
 //! network namespace (or loopback addresses without root), test bed API server, shared-root
-//! intermediate CA and `cacerts`, `meshfed federation`, east-west gateway (on the shared
-//! network) and DNS proxy as real processes, remote secrets between every pair, helloworld
-//! v<i> and a sleep client whose sidecar is [`crate::sidecar`].
+//! intermediate CA and `cacerts`, `meshfed federation` (the cluster's CA), east-west gateway
+//! (on the shared network) and DNS proxy as real processes, remote secrets between every
+//! pair, helloworld v<i> and a sleep client whose sidecar is [`crate::sidecar`]. Workloads
+//! get their certificates from the federation through `meshfed agent` ([`agents`]), and
+//! everything that talks to the federation does so on its secure port with a projected
+//! ServiceAccount token ([`tokens`]).
 
+pub mod agents;
 pub mod demo;
 pub mod faults;
 pub mod helloworld;
 pub mod http;
 pub mod objects;
 pub mod procs;
+pub mod secure;
+pub mod tokens;
 
 use crate::OneLine;
 use crate::mesh_tls::{Credentials, Material};
 use crate::netns::{ClusterNet, Mode, Network, NsRuntime};
 use crate::seed::ClusterSpec;
-use crate::sidecar::sds::SdsCredentials;
 use crate::sidecar::{Sidecar, SidecarConfig, Table};
 use crate::{ApiServer, ApiServerConfig};
+use agents::{AgentSpec, WorkloadAgent};
 use anyhow::{Context, anyhow, bail};
 use helloworld::Helloworld;
 use meshfed_certs::{
@@ -26,11 +32,13 @@ use meshfed_certs::{
 use meshfed_model::admin::AdminClient;
 use objects::SamplePod;
 use procs::{Proc, Spec};
+use secure::{DNS_ACCOUNT, GATEWAY_ACCOUNT, Secure};
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokens::Kubelet;
 use tokio::sync::Mutex;
 
 /// How long the whole bed may take to come up and settle.
@@ -75,8 +83,7 @@ pub struct BedConfig {
 #[derive(Debug, Clone)]
 pub struct Addresses {
     pub apiserver: SocketAddr,
-    pub xds: SocketAddr,
-    /// The federation's secure port: the CA (TLS).
+    /// The federation's secure port (TLS): its CA, and xDS for token-bearing clients.
     pub secure: SocketAddr,
     pub federation_admin: SocketAddr,
     pub gateway: SocketAddr,
@@ -87,7 +94,11 @@ pub struct Addresses {
     pub dns: SocketAddr,
     pub dns_admin: SocketAddr,
     pub helloworld: SocketAddr,
+    /// helloworld's agent: `/healthz/ready` and `/metrics`.
+    pub helloworld_agent: SocketAddr,
     pub sleep_proxy: SocketAddr,
+    /// sleep's agent: `/healthz/ready` and `/metrics`.
+    pub sleep_agent: SocketAddr,
 }
 
 pub struct ClusterBed {
@@ -103,13 +114,18 @@ pub struct ClusterBed {
     pub helloworld: Mutex<Option<Helloworld>>,
     pub sleep: Sidecar,
     pub hello_pod: SamplePod,
+    /// The intermediate, kept in memory only to make the expired certificates of the
+    /// `cert-expire` fault (a clock that jumped past notAfter); workloads get theirs from
+    /// the federation.
     ca: CertificateAuthority,
-    /// `meshfed agent` serving sleep's certificate (files in `sleep_certs`) to its sidecar
-    /// over SDS, as it serves Envoy in a pod; `sleep_sds` holds what the sidecar took.
-    _agent: Proc,
-    pub sleep_certs: PathBuf,
-    pub sleep_sds: SdsCredentials,
-    pub hello_credentials: Credentials,
+    /// `meshfed agent` asking the federation for sleep's certificate and serving it to its
+    /// sidecar over SDS, as it serves Envoy in a pod (it also writes the files Istio's
+    /// `OUTPUT_CERTS` does, for a look with openssl).
+    pub sleep_agent: WorkloadAgent,
+    /// The same for helloworld, which follows its agent's SDS.
+    pub hello_agent: WorkloadAgent,
+    /// Keeps the projected tokens of this cluster's workloads and components fresh.
+    _kubelet: Kubelet,
     /// Last: everything above runs on it (tasks) or in its namespace.
     pub rt: NsRuntime,
 }
@@ -250,19 +266,19 @@ impl Bed {
             out.push_str(&format!(
                 "\n{name} ({network}, {region}/{zone})\n\
                  \x20 kubectl     {exec}kubectl --kubeconfig {kc} get pods,svc,endpointslices -n sample\n\
-                 \x20 federation  xds {xds}; {exec}curl http://{fa}/debug/clusterz\n\
+                 \x20 federation  CA and xDS on {secure} (TLS; a ServiceAccount token or workload certificate); {exec}curl http://{fa}/debug/clusterz\n\
                  \x20 gateway     {gw} (SNI passthrough); {exec}curl http://{ga}/debug/routes\n\
                  \x20 dns proxy   {exec}dig @{dip} -p {dport} helloworld.sample.svc.cluster.local\n\
                  \x20 helloworld  {version} at {hw} (mTLS)\n\
                  \x20 sleep       {exec}curl -x http://{sp} {HELLO_URL}\n\
-                 \x20 agent       sleep's certificate over SDS from {certs} (new files rotate it)\n\
+                 \x20 agents      sleep's and helloworld's certificates from the CA ({ttl} s, renewed at half life); {exec}curl http://{sa}/metrics; files in {certs}\n\
                  \x20 logs        {logs}/{name}-*.log\n",
                 name = c.spec.name,
                 network = c.spec.network,
                 region = c.spec.region,
                 zone = c.spec.zone,
                 kc = c.kubeconfig.display(),
-                xds = a.xds,
+                secure = a.secure,
                 fa = a.federation_admin,
                 gw = a.gateway,
                 ga = a.gateway_admin,
@@ -271,11 +287,17 @@ impl Bed {
                 version = c.spec.version,
                 hw = a.helloworld,
                 sp = a.sleep_proxy,
-                certs = c.sleep_certs.display(),
+                ttl = agents::WORKLOAD_CERT_TTL.as_secs(),
+                sa = a.sleep_agent,
+                certs = c
+                    .sleep_agent
+                    .output_dir
+                    .as_deref()
+                    .map_or("-".into(), |d| d.display().to_string()),
                 logs = self.state_dir.join("logs").display(),
             ));
         }
-        out.push_str("\nfaults: meshfed testbed fault partition|apiserver-down|gateway-down|cert-expire CLUSTER [--heal]\n");
+        out.push_str("\nfaults: meshfed testbed fault partition|apiserver-down|gateway-down|ca-down|cert-expire CLUSTER [--heal]\n");
         out
     }
 }
@@ -317,35 +339,21 @@ impl ClusterBed {
             .await?
     }
 
-    fn spiffe(sa: &str) -> anyhow::Result<SpiffeId> {
-        SpiffeId::new("cluster.local", "sample", sa).one_line()
+    /// helloworld's current credentials, as its agent last pushed them.
+    pub fn hello_credentials(&self) -> &Credentials {
+        &self.hello_agent.sds.credentials
     }
 
-    /// Workload credentials for `sa` from this cluster's intermediate; `ttl` zero makes an
-    /// already expired one (the `cert-expire` fault).
-    fn credentials(&self, sa: &str, ttl: Duration) -> anyhow::Result<Material> {
-        issue(&self.ca, sa, ttl)
+    /// An already expired certificate for `sa`, from this cluster's intermediate in memory:
+    /// what a workload holds once its clock passed notAfter (the `cert-expire` fault).
+    fn expired(&self, sa: &str) -> anyhow::Result<Material> {
+        let id = SpiffeId::new("cluster.local", "sample", sa).one_line()?;
+        let mut opts = WorkloadOptions::new(id);
+        opts.ttl = Duration::ZERO;
+        Ok(Material::from_workload(
+            &self.ca.issue_workload(&opts).one_line()?,
+        )?)
     }
-
-    /// A fresh certificate in sleep's certificate directory, for its agent to push.
-    fn renew_sleep_certificate(&self) -> anyhow::Result<()> {
-        write_workload(&self.ca, "sleep", &self.sleep_certs)
-    }
-}
-
-fn issue(ca: &CertificateAuthority, sa: &str, ttl: Duration) -> anyhow::Result<Material> {
-    Ok(Material::from_workload(&workload(ca, sa, ttl)?)?)
-}
-
-/// A workload certificate for service account `sa` of this cluster, valid for `ttl`.
-fn workload(
-    ca: &CertificateAuthority,
-    sa: &str,
-    ttl: Duration,
-) -> anyhow::Result<meshfed_certs::WorkloadCert> {
-    let mut opts = WorkloadOptions::new(ClusterBed::spiffe(sa)?);
-    opts.ttl = ttl;
-    ca.issue_workload(&opts).one_line()
 }
 
 fn write_certs(dir: &Path, files: &[meshfed_certs::OutputFile]) -> anyhow::Result<()> {
@@ -385,7 +393,6 @@ fn addresses(c: &ClusterNet) -> anyhow::Result<Addresses> {
     let gw = c.gateway_ip();
     Ok(Addresses {
         apiserver: SocketAddr::new(gw, 6443),
-        xds: pod(POD_FEDERATION, 15010)?,
         secure: pod(POD_FEDERATION, 15012)?,
         federation_admin: pod(POD_FEDERATION, 15014)?,
         gateway: SocketAddr::new(gw, 15443),
@@ -394,7 +401,9 @@ fn addresses(c: &ClusterNet) -> anyhow::Result<Addresses> {
         dns: pod(POD_DNS, 15053)?,
         dns_admin: pod(POD_DNS, 15020)?,
         helloworld: pod(POD_HELLOWORLD, 5000)?,
+        helloworld_agent: pod(POD_HELLOWORLD, 15020)?,
         sleep_proxy: pod(POD_SLEEP, 15001)?,
+        sleep_agent: pod(POD_SLEEP, 15020)?,
     })
 }
 
@@ -423,32 +432,63 @@ async fn start_cluster(
 ) -> anyhow::Result<ClusterBed> {
     let addrs = addresses(net)?;
     let rt = net.runtime().one_line()?;
-    let (ca, cacerts) = intermediate(cfg, &spec, root)?;
+    let (ca, cacerts, mesh_root) = intermediate(cfg, &spec, root)?;
     let (api, kubeconfig, client) = start_api(cfg, &spec, &addrs, &rt).await?;
     let hello_pod = hello_pod(&spec, addrs.helloworld);
     seed(&rt, &client, &spec, &addrs, &hello_pod, cacerts).await?;
-    let [federation, gateway, dns] = components(cfg, net, &spec, &addrs, &kubeconfig).await?;
+    let api = Arc::new(Mutex::new(api));
+    let dir = cfg.state_dir.join(&spec.name);
+    let secure = Secure::new(&dir, mesh_root)?;
+    let kubelet = Kubelet::start(api.clone(), secure.token_files(&hello_pod.name)).await?;
+    let [federation, gateway, dns] =
+        components(cfg, net, &spec, &addrs, &kubeconfig, &secure).await?;
 
-    let day = Duration::from_secs(86_400);
-    let hello_credentials = Credentials::new(issue(&ca, "helloworld", day)?);
-    let sleep_certs = cfg.state_dir.join(&spec.name).join("sleep-certs");
-    write_workload(&ca, "sleep", &sleep_certs)?;
-    let (agent, sleep_sds) = sds_agent(cfg, net, &spec.name, &sleep_certs, &rt).await?;
+    let sleep_certs = dir.join("sleep-certs");
+    crate::state::private_dir(&sleep_certs)?;
+    let agent_spec = |workload, token, admin, output_dir| AgentSpec {
+        workload,
+        namespace: "sample",
+        token,
+        ca: addrs.secure,
+        root: &secure.root,
+        admin,
+        output_dir,
+    };
+    let logs = cfg.state_dir.join("logs");
+    let start_agent =
+        |agent| WorkloadAgent::start(&cfg.exe, net, &rt, &spec.name, &dir, &logs, agent);
+    let sleep_agent = start_agent(agent_spec(
+        "sleep",
+        &secure.sleep_token,
+        addrs.sleep_agent,
+        Some(&sleep_certs),
+    ))
+    .await?;
+    let hello_agent = start_agent(agent_spec(
+        "helloworld",
+        &secure.hello_token,
+        addrs.helloworld_agent,
+        None,
+    ))
+    .await?;
     let hw = rt
         .spawn(Helloworld::start(
             addrs.helloworld,
             spec.version.clone(),
-            hello_credentials.clone(),
+            hello_agent.sds.credentials.clone(),
         ))
         .await??;
-    let sidecar_cfg = sidecar_config(&spec, &addrs, &sleep_sds);
-    let sleep = rt.spawn(Sidecar::start(sidecar_cfg)).await??;
+    let sidecar_cfg = sidecar_config(&spec, &addrs, &sleep_agent.sds.credentials);
+    let xds = secure.xds_server(addrs.secure, &secure.sleep_token)?;
+    let sleep = rt
+        .spawn(Sidecar::start_with_xds(sidecar_cfg, xds))
+        .await??;
     Ok(ClusterBed {
         spec,
         addrs,
         kubeconfig,
         client,
-        api: Arc::new(Mutex::new(api)),
+        api,
         federation: Mutex::new(federation),
         gateway: Mutex::new(gateway),
         dns: Mutex::new(dns),
@@ -456,21 +496,21 @@ async fn start_cluster(
         sleep,
         hello_pod,
         ca,
-        _agent: agent,
-        sleep_certs,
-        sleep_sds,
-        hello_credentials,
+        sleep_agent,
+        hello_agent,
+        _kubelet: kubelet,
         rt,
     })
 }
 
-/// The cluster's intermediate CA under `root`, its files in `certs/<name>` and the
-/// `cacerts` Secret made from them.
+/// The cluster's intermediate CA under `root`, its files in `certs/<name>`, the `cacerts`
+/// Secret made from them (the federation's CA reads it), and the path of the root there
+/// (what workloads check the CA and each other against).
 fn intermediate(
     cfg: &BedConfig,
     spec: &ClusterSpec,
     root: &CertificateAuthority,
-) -> anyhow::Result<(CertificateAuthority, String)> {
+) -> anyhow::Result<(CertificateAuthority, String, PathBuf)> {
     let ca = root
         .issue_intermediate(&IntermediateOptions {
             cluster: spec.name.clone(),
@@ -481,7 +521,7 @@ fn intermediate(
     let ca_dir = cfg.state_dir.join("certs").join(&spec.name);
     write_certs(&ca_dir, &ca.cacerts_files())?;
     let cacerts = meshfed_certs::cacerts_secret_yaml(&ca_dir, "istio-system").one_line()?;
-    Ok((ca, cacerts))
+    Ok((ca, cacerts, ca_dir.join("root-cert.pem")))
 }
 
 /// The cluster's API server (started on its runtime), its kubeconfig under the state
@@ -550,11 +590,16 @@ async fn seed(
     .await?
 }
 
-/// sleep's sidecar: a `sidecar` node of this cluster's network and locality, with the
-/// credentials its agent serves over SDS.
-fn sidecar_config(spec: &ClusterSpec, addrs: &Addresses, sds: &SdsCredentials) -> SidecarConfig {
+/// sleep's sidecar: a `sidecar` node of this cluster's network and locality (its namespace
+/// is its token's, as the secure port requires), with the credentials its agent serves
+/// over SDS.
+fn sidecar_config(
+    spec: &ClusterSpec,
+    addrs: &Addresses,
+    credentials: &Credentials,
+) -> SidecarConfig {
     SidecarConfig {
-        xds: format!("http://{}", addrs.xds),
+        xds: format!("https://{}", addrs.secure),
         identity: meshfed_proto::ads::Identity {
             kind: "sidecar".into(),
             cluster_id: spec.name.clone(),
@@ -570,44 +615,8 @@ fn sidecar_config(spec: &ClusterSpec, addrs: &Addresses, sds: &SdsCredentials) -
         },
         listen: addrs.sleep_proxy,
         domain: "cluster.local".into(),
-        credentials: sds.credentials.clone(),
+        credentials: credentials.clone(),
     }
-}
-
-/// A fresh 24 h workload certificate for `sa`, written where its agent reads it.
-fn write_workload(ca: &CertificateAuthority, sa: &str, dir: &Path) -> anyhow::Result<()> {
-    let day = Duration::from_secs(86_400);
-    write_certs(dir, &workload(ca, sa, day)?.files())
-}
-
-/// `meshfed agent` on `certs`, and the sidecar's credentials following it over SDS.
-async fn sds_agent(
-    cfg: &BedConfig,
-    net: &ClusterNet,
-    name: &str,
-    certs: &Path,
-    rt: &NsRuntime,
-) -> anyhow::Result<(Proc, SdsCredentials)> {
-    let socket = cfg.state_dir.join(name).join("sleep-sds.sock");
-    let path = |p: &Path| p.display().to_string();
-    let spec = Spec {
-        name: format!("{name} agent"),
-        args: [
-            "agent",
-            "--cert-dir",
-            &path(certs),
-            "--socket",
-            &path(&socket),
-            "--poll",
-            "100ms",
-        ]
-        .map(String::from)
-        .to_vec(),
-        log: cfg.state_dir.join("logs").join(format!("{name}-agent.log")),
-    };
-    let agent = Proc::start(&cfg.exe, net, spec).await?;
-    let sds = rt.spawn(SdsCredentials::follow(socket)).await??;
-    Ok((agent, sds))
 }
 
 /// Namespaces, the node, Services helloworld, helloworld-v<i> (this cluster only: remote
@@ -624,6 +633,16 @@ async fn seed_objects(
         .await
         .map_err(ctx("namespaces"))?;
     objects::node(c, spec).await.map_err(ctx("node"))?;
+    for (ns, account) in [
+        ("sample", "sleep"),
+        ("sample", "helloworld"),
+        DNS_ACCOUNT,
+        GATEWAY_ACCOUNT,
+    ] {
+        objects::service_account(c, ns, account)
+            .await
+            .map_err(ctx("ServiceAccounts"))?;
+    }
     let own = spec.helloworld();
     objects::service(c, "helloworld", json!({"app": "helloworld"}), 5000)
         .await
@@ -677,6 +696,7 @@ async fn components(
     spec: &ClusterSpec,
     a: &Addresses,
     kubeconfig: &Path,
+    secure: &Secure,
 ) -> anyhow::Result<[Proc; 3]> {
     let name = &spec.name;
     let proc_spec = |what: &str, title: &str, args: Vec<String>| Spec {
@@ -692,8 +712,10 @@ async fn components(
         "federation",
         federation_args(spec, a, kubeconfig),
     );
-    let gateway = proc_spec("gateway", "gateway", gateway_args(spec, a));
-    let dns = proc_spec("dns", "DNS proxy", dns_args(spec, a));
+    let gateway_xds = secure.xds_args(a.secure, &secure.gateway_token);
+    let gateway = proc_spec("gateway", "gateway", gateway_args(spec, a, gateway_xds));
+    let dns_xds = secure.xds_args(a.secure, &secure.dns_token);
+    let dns = proc_spec("dns", "DNS proxy", dns_args(spec, a, dns_xds));
     let federation = Proc::start(&cfg.exe, net, federation).await?;
     let gateway = Proc::start(&cfg.exe, net, gateway).await?;
     let dns = Proc::start(&cfg.exe, net, dns).await?;
@@ -713,8 +735,6 @@ fn federation_args(spec: &ClusterSpec, a: &Addresses, kubeconfig: &Path) -> Vec<
         &spec.name,
         "--network",
         &spec.network,
-        "--xds-listen",
-        &a.xds.to_string(),
         "--secure-listen",
         &a.secure.to_string(),
         "--admin",
@@ -722,8 +742,8 @@ fn federation_args(spec: &ClusterSpec, a: &Addresses, kubeconfig: &Path) -> Vec<
     ])
 }
 
-fn gateway_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
-    strings(&[
+fn gateway_args(spec: &ClusterSpec, a: &Addresses, xds: Vec<String>) -> Vec<String> {
+    let mut args = strings(&[
         "gateway",
         "--listen",
         &a.gateway.to_string(),
@@ -731,30 +751,30 @@ fn gateway_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
         &a.gateway_status.to_string(),
         "--admin",
         &a.gateway_admin.to_string(),
-        "--xds",
-        &format!("http://{}", a.xds),
         "--cluster-id",
         &spec.name,
         "--network",
         &spec.network,
         "--threads",
         "1",
-    ])
+    ]);
+    args.extend(xds);
+    args
 }
 
-fn dns_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
+/// `--namespace` is where bare names resolve and also the namespace its xDS node claims,
+/// which must be its token's.
+fn dns_args(spec: &ClusterSpec, a: &Addresses, xds: Vec<String>) -> Vec<String> {
     let mut args = strings(&[
         "dns-proxy",
         "--listen",
         &a.dns.to_string(),
         "--admin",
         &a.dns_admin.to_string(),
-        "--xds",
-        &a.xds.to_string(),
         "--cluster-id",
         &spec.name,
         "--namespace",
-        "sample",
+        DNS_ACCOUNT.0,
         "--threads",
         "1",
         "--upstream-timeout",
@@ -765,5 +785,6 @@ fn dns_args(spec: &ClusterSpec, a: &Addresses) -> Vec<String> {
     for u in upstreams() {
         args.extend(["--upstream".to_string(), u]);
     }
+    args.extend(xds);
     args
 }

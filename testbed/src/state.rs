@@ -51,6 +51,24 @@ pub fn fresh_file(path: &Path, mode: u32) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Puts `bytes` at `path` (mode `mode`) in one step, as kubelet swaps a projected token: a
+/// fresh file beside it, then a rename, so a reader sees the old content or the new, never a
+/// half-written or missing file.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = fresh_file(&tmp, mode).with_context(|| format!("creating {}", tmp.display()))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +98,25 @@ mod tests {
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&state, &link).unwrap();
         assert!(private_dir(&link).is_err(), "a state dir behind a symlink");
+    }
+
+    /// kubelet swaps a projected token atomically: a reader sees the old token or the new
+    /// one. The temporary file is made as every state file is, so a link planted at its name
+    /// is replaced, not written through.
+    #[test]
+    fn a_token_file_is_replaced_whole_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let token = tmp.path().join("istio-token");
+        std::os::unix::fs::symlink(&victim, tmp.path().join(".istio-token.tmp")).unwrap();
+        replace_file(&token, b"one", 0o600).unwrap();
+        replace_file(&token, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), "two");
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "only the victim and the token: {left:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! `meshfed testbed demo`: the seed walkthrough (seed 003) on a two-cluster test bed, as
 //! numbered steps, each judged by what the workloads saw: which version answered, through
-//! which address, with which peer identity.
+//! which address, with which peer identity and which of its certificates.
 
+use super::agents::{Counters, WORKLOAD_CERT_TTL};
 use super::faults::Fault;
 use super::{Backend, Bed, ClusterBed, HELLO_URL, HOST, READY, wait_table};
 use crate::OneLine;
@@ -15,10 +16,11 @@ use std::time::{Duration, Instant};
 
 const WEIGHT_RULE: &str = include_str!("../../../samples/locality-lb-weight.yaml");
 const FAILOVER_RULE: &str = include_str!("../../../samples/locality-lb-failover.yaml");
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "isolation",
     "cross_network",
     "mtls_identity",
+    "rotation",
     "dns",
     "distribute",
     "failover",
@@ -62,6 +64,7 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
             "isolation" => isolation(bed).await,
             "cross_network" => cross_network(bed).await,
             "mtls_identity" => mtls_identity(bed).await,
+            "rotation" => rotation(bed).await,
             "dns" => dns(bed).await,
             "distribute" => distribute(bed).await,
             "failover" => failover(bed).await,
@@ -147,7 +150,7 @@ async fn isolation(bed: &Bed) -> Outcome {
     let theirs: Vec<IpAddr> = [
         c2.addrs.helloworld,
         c2.addrs.sleep_proxy,
-        c2.addrs.xds,
+        c2.addrs.secure,
         c2.addrs.dns,
     ]
     .iter()
@@ -246,6 +249,124 @@ async fn mtls_identity(bed: &Bed) -> Outcome {
         c2.spec.version,
         c1.spec.name
     )
+}
+
+/// The pace of requests in the steps that keep traffic flowing while something happens.
+const PACE: Duration = Duration::from_millis(20);
+
+/// Requests from one sleep, one after another: answers per version, the failures, and each
+/// certificate of sleep's (serial, notAfter) that the answering helloworld saw, in order.
+#[derive(Default)]
+struct Traffic {
+    requests: usize,
+    versions: BTreeMap<String, usize>,
+    failures: Vec<String>,
+    certificates: Vec<(String, i64)>,
+}
+
+impl Traffic {
+    async fn request(&mut self, c: &ClusterBed, url: &str) {
+        self.requests += 1;
+        match c.curl(url).await {
+            Ok(a) if a.status == 200 => {
+                let version = a.version().unwrap_or("?").to_string();
+                *self.versions.entry(version).or_insert(0) += 1;
+                let serial = a.body_field("peer serial").unwrap_or("?");
+                let not_after = a
+                    .body_field("peer not after")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                if !self.certificates.iter().any(|(s, _)| s == serial) {
+                    self.certificates.push((serial.to_string(), not_after));
+                }
+            }
+            Ok(a) => self
+                .failures
+                .push(format!("{} {}", a.status, a.body.trim())),
+            Err(e) => self.failures.push(format!("{e:#}")),
+        }
+    }
+
+    fn summary(&self) -> String {
+        let mut out = format!(
+            "{} requests, {} failed ({})",
+            self.requests,
+            self.failures.len(),
+            show(&self.versions)
+        );
+        if let Some(first) = self.failures.first() {
+            out.push_str(&format!("; first failure: {first}"));
+        }
+        out
+    }
+
+    /// The certificates seen, as `serial… (notAfter HH:MM:SS)` in order.
+    fn certificates(&self) -> String {
+        let shown: Vec<String> = self
+            .certificates
+            .iter()
+            .map(|(serial, not_after)| {
+                let short: String = serial.chars().take(12).collect();
+                format!("{short}… (notAfter {})", clock(*not_after))
+            })
+            .collect();
+        shown.join(" then ")
+    }
+}
+
+/// A Unix time as its UTC time of day.
+fn clock(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+        Err(_) => unix.to_string(),
+    }
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// sleep's agent renews its certificate from the federation at half life while requests
+/// flow from sleep in cluster1 to v2 across the network (mTLS from sleep's sidecar to v2,
+/// through cluster2's gateway). As with Envoy and istio-agent, the new certificate is taken
+/// for new connections without a failed request, and v2 sees it.
+async fn rotation(bed: &Bed) -> Outcome {
+    let (c1, c2) = pair(bed)?;
+    let url = format!("http://{}.sample:5000/hello", c2.spec.helloworld());
+    let agent = &c1.sleep_agent;
+    let before = agent.counters(&c1.rt).await?;
+    let version = agent.sds.version();
+    // Half the lifetime at the latest, and a margin.
+    let deadline = Instant::now() + WORKLOAD_CERT_TTL;
+    let mut traffic = Traffic::default();
+    while (traffic.certificates.len() < 2 || traffic.requests < 20) && Instant::now() < deadline {
+        traffic.request(c1, &url).await;
+        // A steady rate of requests, not a wait for an event.
+        tokio::time::sleep(PACE).await;
+    }
+    let after = agent.counters(&c1.rt).await?;
+    let rotations = after.rotations.saturating_sub(before.rotations);
+    let new_version = agent.sds.version();
+    let only_v2 = traffic.versions.keys().all(|v| *v == c2.spec.version);
+    let ok = traffic.failures.is_empty()
+        && only_v2
+        && traffic.certificates.len() >= 2
+        && rotations >= 1
+        && new_version != version;
+    let detail = format!(
+        "sleep in {} -> {} in {} (via its gateway): {}; sleep's agent rotated {rotations} time(s) \
+         (certificates of {} s from {}'s CA, renewed at half life; SDS version {version} -> {new_version}); \
+         {} saw sleep's certificate {}",
+        c1.spec.name,
+        c2.spec.version,
+        c2.spec.name,
+        traffic.summary(),
+        WORKLOAD_CERT_TTL.as_secs(),
+        c1.spec.name,
+        c2.spec.version,
+        traffic.certificates(),
+    );
+    Ok((ok, detail))
 }
 
 async fn dns(bed: &Bed) -> Outcome {
@@ -439,7 +560,7 @@ async fn restart_helloworld(c: &ClusterBed) -> anyhow::Result<()> {
         c.rt.spawn(super::helloworld::Helloworld::start(
             addr,
             c.spec.version.clone(),
-            c.hello_credentials.clone(),
+            c.hello_credentials().clone(),
         ))
         .await??;
     *c.helloworld.lock().await = Some(hw);
@@ -611,13 +732,56 @@ async fn fault_step(bed: &Bed, fault: Fault) -> Outcome {
             "not available on the loopback backend (no network to cut); run as root".into(),
         ));
     }
-    let target = if fault == Fault::CertExpire { c1 } else { c2 };
+    // The CA faults hit sleep's own cluster: its agent is the one renewing.
+    let target = match fault {
+        Fault::CertExpire | Fault::CaDown => c1,
+        _ => c2,
+    };
     let gw = c2.addrs.gateway;
+    let before = c1.sleep_agent.counters(&c1.rt).await?;
     let did = bed.fault(fault, &target.spec.name, false).await?;
+    let (mut ok, what, down) = match fault {
+        Fault::CaDown => {
+            let (ok, what, counters) = while_ca_down(c1, before).await?;
+            (ok, what, Some(counters))
+        }
+        _ => {
+            let (ok, what) = during(bed, fault).await?;
+            (ok, what, None)
+        }
+    };
+    let healed = bed.fault(fault, &target.spec.name, true).await?;
+    if fault == Fault::GatewayDown {
+        c2.until_ready(c2.addrs.gateway_status).await?;
+    }
+    let mut renewed = String::new();
+    if let Some(down) = down {
+        // Issuance resumed: a certificate came after those the outage saw.
+        let after = c1.sleep_agent.counters(&c1.rt).await?;
+        ok &= after.rotations > down.rotations && after.expiry > now_unix();
+        renewed = format!(
+            " (sleep's agent: {} failed request(s) to the CA in all, a certificate valid until {} issued after the heal)",
+            after.failures.saturating_sub(before.failures),
+            clock(after.expiry)
+        );
+    }
+    until_readmitted(c1, gw).await?;
+    let tries = until_answers(c1, &c2.spec.version).await?;
+    let detail = format!(
+        "{did}: {what}; healed ({healed}){renewed}: {} answered again after {tries} request(s)",
+        c2.spec.version
+    );
+    Ok((ok, detail))
+}
+
+/// What cluster1's sleep sees in 20 requests under `fault`, and whether that is right.
+async fn during(bed: &Bed, fault: Fault) -> anyhow::Result<(bool, String)> {
+    let (c1, c2) = pair(bed)?;
+    let gw = c2.addrs.gateway;
     let (during, failures) = tally(c1, 20).await;
     let ejected = c1.sleep.ejected(&cluster_name(HOST));
     let seen = format!("{} ({} failed)", show(&during), failures.len());
-    let (ok_during, what) = match fault {
+    Ok(match fault {
         // Every request still answered: the dead or cut-off gateway is retried around and ejected.
         Fault::GatewayDown | Fault::Partition => (
             failures.is_empty()
@@ -645,17 +809,36 @@ async fn fault_step(bed: &Bed, fault: Fault) -> Outcome {
                 c1.spec.name
             ),
         ),
-        // Fault::ALL has no other.
+        Fault::CaDown => bail!("ca-down is judged by while_ca_down"),
+    })
+}
+
+/// While cluster1's CA is down: requests from its sleep (at least 20) until sleep's agent
+/// has tried to renew and failed. Every request must be answered, and the certificate
+/// held must still be valid: Istio's agent keeps serving it and retries with backoff.
+async fn while_ca_down(
+    c: &ClusterBed,
+    before: Counters,
+) -> anyhow::Result<(bool, String, Counters)> {
+    // The agent renews at half life at the latest; a margin.
+    let deadline = Instant::now() + WORKLOAD_CERT_TTL;
+    let mut traffic = Traffic::default();
+    let counters = loop {
+        traffic.request(c, HELLO_URL).await;
+        let now = c.sleep_agent.counters(&c.rt).await?;
+        if (now.failures > before.failures && traffic.requests >= 20) || Instant::now() > deadline {
+            break now;
+        }
+        // A steady rate of requests, not a wait for an event.
+        tokio::time::sleep(PACE).await;
     };
-    let healed = bed.fault(fault, &target.spec.name, true).await?;
-    if fault == Fault::GatewayDown {
-        c2.until_ready(c2.addrs.gateway_status).await?;
-    }
-    until_readmitted(c1, gw).await?;
-    let tries = until_answers(c1, &c2.spec.version).await?;
+    let failed = counters.failures.saturating_sub(before.failures);
+    let valid_for = counters.expiry - now_unix();
+    let ok = traffic.failures.is_empty() && failed >= 1 && valid_for > 0;
     let detail = format!(
-        "{did}: {what}; healed ({healed}): {} answered again after {tries} request(s)",
-        c2.spec.version
+        "sleep in {}: {}; its agent failed to renew {failed} time(s) meanwhile and keeps serving its certificate (valid {valid_for} s more)",
+        c.spec.name,
+        traffic.summary()
     );
-    Ok((ok_during, detail))
+    Ok((ok, detail, counters))
 }

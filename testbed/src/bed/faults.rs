@@ -1,7 +1,9 @@
 //! Faults users can inject into a running test bed, and undo: cut a cluster off the shared
-//! network, stop its API server, kill its east-west gateway, expire its workload
-//! certificates. `meshfed testbed fault` reaches a running `testbed up` over a Unix socket in
-//! its state directory (one line in, one line out).
+//! network, stop its API server, kill its east-west gateway, take its CA down (the federation
+//! process, as istiod down), expire its workload certificates. Healing the last two goes
+//! through the CA: the workloads' agents get new certificates from the federation.
+//! `meshfed testbed fault` reaches a running `testbed up` over a Unix socket in its state
+//! directory (one line in, one line out).
 
 use super::procs::Proc;
 use super::{Bed, ClusterBed};
@@ -18,14 +20,16 @@ pub enum Fault {
     Partition,
     ApiserverDown,
     GatewayDown,
+    CaDown,
     CertExpire,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 5] = [
         Fault::Partition,
         Fault::ApiserverDown,
         Fault::GatewayDown,
+        Fault::CaDown,
         Fault::CertExpire,
     ];
 
@@ -34,6 +38,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::ApiserverDown => "apiserver-down",
             Fault::GatewayDown => "gateway-down",
+            Fault::CaDown => "ca-down",
             Fault::CertExpire => "cert-expire",
         }
     }
@@ -41,7 +46,7 @@ impl Fault {
 
 /// A fault name that is not one of [`Fault::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?} (partition, apiserver-down, gateway-down, cert-expire)")]
+#[error("unknown fault {0:?} (partition, apiserver-down, gateway-down, ca-down, cert-expire)")]
 pub struct UnknownFault(pub String);
 
 impl std::str::FromStr for Fault {
@@ -96,46 +101,92 @@ impl Bed {
                 let pid = gw.pid().map_or("?".to_string(), |p| p.to_string());
                 Ok(format!("{cluster}'s gateway restarted (pid {pid})"))
             }
-            (Fault::CertExpire, _) => cert_expire(c, heal).await,
+            (Fault::CaDown, false) => {
+                let pid = self.stop_federation(c).await;
+                Ok(format!(
+                    "{cluster}'s federation (pid {pid}) killed: its CA and xDS on {} are down; \
+                     workloads keep their certificates and their proxies their last configuration",
+                    c.addrs.secure
+                ))
+            }
+            (Fault::CaDown, true) => {
+                let seen = c.sleep_agent.sds.version();
+                let pid = self.restart_federation(c).await?;
+                let version = c.sleep_agent.sds.changed_from(&seen, RENEWAL).await?;
+                Ok(format!(
+                    "{cluster}'s federation restarted (pid {pid}): sleep's agent got a new certificate from its CA (SDS version {version})"
+                ))
+            }
+            (Fault::CertExpire, false) => self.expire_certificates(c).await,
+            (Fault::CertExpire, true) => self.renew_certificates(c).await,
         }
+    }
+
+    /// Kills `c`'s federation, its CA; returns its pid.
+    async fn stop_federation(&self, c: &ClusterBed) -> String {
+        let mut federation = c.federation.lock().await;
+        let pid = federation.pid().map_or("?".to_string(), |p| p.to_string());
+        federation.kill().await;
+        pid
+    }
+
+    /// Starts `c`'s federation again (killing any still running, so healing twice is
+    /// harmless) and waits until it is ready; returns its pid.
+    async fn restart_federation(&self, c: &ClusterBed) -> anyhow::Result<String> {
+        {
+            let mut federation = c.federation.lock().await;
+            federation.kill().await;
+            let spec = federation.spec.clone();
+            *federation = Proc::start(&self.exe, self.net(&c.spec.name)?, spec).await?;
+        }
+        c.until_ready(c.addrs.federation_admin).await?;
+        let federation = c.federation.lock().await;
+        Ok(federation.pid().map_or("?".to_string(), |p| p.to_string()))
+    }
+
+    /// Stops `c`'s CA, so nothing renews its workloads' certificates, and gives sleep and
+    /// helloworld expired ones, as if the CA had been down past their notAfter.
+    async fn expire_certificates(&self, c: &ClusterBed) -> anyhow::Result<String> {
+        let pid = self.stop_federation(c).await;
+        c.sleep_agent.sds.credentials.replace(c.expired("sleep")?);
+        c.hello_agent
+            .sds
+            .credentials
+            .replace(c.expired("helloworld")?);
+        // notAfter is the issue time in whole seconds: let that second pass.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        Ok(format!(
+            "{}'s CA down (federation pid {pid} killed) and its workload certificates (sleep, helloworld) replaced by expired ones, as after an outage past their notAfter",
+            c.spec.name
+        ))
+    }
+
+    /// Brings `c`'s CA back and waits until sleep's and helloworld's agents got fresh
+    /// certificates from it and pushed them over SDS, as istio-agent does after an outage.
+    async fn renew_certificates(&self, c: &ClusterBed) -> anyhow::Result<String> {
+        let agents = [&c.sleep_agent, &c.hello_agent];
+        let seen = agents.map(|a| a.sds.version());
+        let pid = self.restart_federation(c).await?;
+        let mut versions = Vec::new();
+        for (agent, seen) in agents.iter().zip(&seen) {
+            let version = agent
+                .sds
+                .changed_from(seen, RENEWAL)
+                .await
+                .with_context(|| format!("{}'s agent", agent.workload))?;
+            versions.push(format!("{} version {version}", agent.workload));
+        }
+        Ok(format!(
+            "{}'s CA is back (federation pid {pid}): fresh certificates from it over SDS ({})",
+            c.spec.name,
+            versions.join(", ")
+        ))
     }
 }
 
-/// Replaces `c`'s workload certificates with expired ones, or (`heal`) with fresh ones.
-async fn cert_expire(c: &ClusterBed, heal: bool) -> anyhow::Result<String> {
-    let cluster = &c.spec.name;
-    let ttl = if heal {
-        Duration::from_secs(86_400)
-    } else {
-        Duration::ZERO
-    };
-    if heal {
-        // Sleep's comes back the way Envoy's does: new files, pushed by its agent.
-        let seen = c.sleep_sds.version();
-        c.renew_sleep_certificate()?;
-        c.sleep_sds
-            .changed_from(&seen, Duration::from_secs(10))
-            .await?;
-    } else {
-        c.sleep_sds
-            .credentials
-            .replace(c.credentials("sleep", ttl)?);
-    }
-    c.hello_credentials
-        .replace(c.credentials("helloworld", ttl)?);
-    if !heal {
-        // notAfter is the issue time in whole seconds: let that second pass.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-    }
-    Ok(if heal {
-        format!(
-            "{cluster}'s workloads have fresh 24 h certificates (sleep's over SDS from meshfed agent, version {})",
-            c.sleep_sds.version()
-        )
-    } else {
-        format!("{cluster}'s workload certificates (sleep, helloworld) replaced by expired ones")
-    })
-}
+/// How long an agent may take to get a certificate once the CA is back: its retry backoff
+/// grows to 60 s during a long outage.
+const RENEWAL: Duration = Duration::from_secs(90);
 
 /// Answers `inject|heal FAULT CLUSTER` lines on `path` until the task is dropped.
 pub async fn serve_control(bed: Arc<Bed>, listener: UnixListener) {

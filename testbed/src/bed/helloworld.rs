@@ -1,6 +1,7 @@
 //! helloworld for the test bed: an HTTP/1.1 server behind workload mTLS (it plays the app and
 //! its inbound sidecar). It answers like Istio's sample, plus who called: the caller's SPIFFE
-//! id and the issuer of its certificate, as the mTLS handshake proved them.
+//! id, the issuer of its certificate, and that certificate's serial number and notAfter, as
+//! the mTLS handshake proved them (so a rotation of the caller's certificate shows here).
 
 use crate::mesh_tls::{self, Credentials};
 use anyhow::{Context, anyhow};
@@ -81,6 +82,7 @@ async fn answer(
         .and_then(|c| c.first().cloned())
         .context("no client certificate")?;
     let peer = mesh_tls::peer(&leaf)?;
+    let (serial, not_after) = serial_and_expiry(&leaf)?;
     // The request itself does not matter; read its head so the client sees a clean close.
     let mut buf = vec![0u8; 4096];
     let mut seen = Vec::new();
@@ -92,7 +94,7 @@ async fn answer(
         seen.extend_from_slice(&buf[..n]);
     }
     let body = format!(
-        "{banner}\npeer: {}\npeer issuer: {}\n",
+        "{banner}\npeer: {}\npeer issuer: {}\npeer serial: {serial}\npeer not after: {not_after}\n",
         peer.spiffe, peer.issuer
     );
     let msg = format!(
@@ -101,4 +103,52 @@ async fn answer(
     );
     tls.write_all(msg.as_bytes()).await?;
     Ok(tls.shutdown().await?)
+}
+
+/// The certificate's serial number (hex) and notAfter (Unix time).
+fn serial_and_expiry(leaf: &[u8]) -> anyhow::Result<(String, i64)> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| anyhow!("peer certificate: {e}"))?;
+    Ok((
+        cert.raw_serial_as_string().replace(':', ""),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    /// The serial and notAfter are the certificate's own (as `openssl x509 -serial -enddate`
+    /// prints them), so two certificates of one identity tell apart.
+    #[test]
+    fn serial_and_expiry_are_the_certificates() {
+        let root = meshfed_certs::CertificateAuthority::new_root(&meshfed_certs::RootOptions {
+            org: "t".into(),
+            days: 1,
+            key: meshfed_certs::KeyAlgorithm::EcdsaP256,
+        })
+        .unwrap();
+        let id = meshfed_certs::SpiffeId::new("cluster.local", "sample", "sleep").unwrap();
+        let mut opts = meshfed_certs::WorkloadOptions::new(id);
+        opts.ttl = Duration::from_secs(10);
+        let issue = || {
+            let w = root.issue_workload(&opts).unwrap();
+            let pem = w.chain_pem();
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            (serial_and_expiry(&der).unwrap(), der)
+        };
+        let before = time::OffsetDateTime::now_utc().unix_timestamp();
+        let ((one, expiry), der) = issue();
+        let ((two, _), _) = issue();
+        assert_ne!(one, two);
+        assert!(one.chars().all(|c| c.is_ascii_hexdigit()), "{one}");
+        assert!(
+            (before + 9..=before + 11).contains(&expiry),
+            "{expiry} vs {before}"
+        );
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(parsed.serial.to_str_radix(16), one.trim_start_matches('0'));
+    }
 }

@@ -3,7 +3,7 @@
 //! controller would.
 
 use crate::seed::{ClusterSpec, create};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
@@ -27,6 +27,19 @@ pub async fn namespaces(c: &kube::Client, spec: &ClusterSpec) -> Result<(), kube
     let system = json!({"metadata": {"name": "istio-system", "labels": {"topology.istio.io/network": spec.network}}});
     create(ns.clone(), system).await?;
     create(ns, json!({"metadata": {"name": "sample"}})).await
+}
+
+/// ServiceAccount `name` in `namespace`: what a workload's token and certificate name.
+pub async fn service_account(
+    c: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(), kube::Error> {
+    create(
+        Api::<ServiceAccount>::namespaced(c.clone(), namespace),
+        json!({"metadata": {"name": name}}),
+    )
+    .await
 }
 
 /// The cluster's node, labelled with its region and zone.
