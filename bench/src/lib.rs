@@ -5,6 +5,7 @@
 //! time (utime+stime from /proc) is reported per connection and per GB: with two cores the
 //! load generator caps connection rates for every proxy alike, so CPU cost is the fair figure.
 
+pub mod ca;
 pub mod federation;
 mod load;
 mod peers;

@@ -1,4 +1,4 @@
-//! `bench gateway|federation|xds --json FILE`: meshfed measured, side by side with its peers
+//! `bench gateway|federation|xds|ca --json FILE`: meshfed measured, side by side with its peers
 //! where it has them. Every figure is also printed as JSON on stdout.
 
 use clap::{Args, Parser, Subcommand};
@@ -20,6 +20,8 @@ enum Command {
     Federation(FederationArgs),
     /// The xDS server: pushes to many clients, delta and state of the world.
     Xds(XdsArgs),
+    /// The federation's CA: steady issuance rate, 1,000 agents at once, CFSSL as the peer.
+    Ca(CaArgs),
 }
 
 #[derive(Args)]
@@ -91,6 +93,27 @@ struct XdsArgs {
     modes: Vec<String>,
 }
 
+#[derive(Args)]
+struct CaArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent callers in the steady phases, each its own connection and token.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Certificates in the steady phase over kept connections (and against the peer).
+    #[arg(long, default_value_t = 16_384)]
+    requests: usize,
+    /// Certificates in the steady phase with a new TLS connection per request.
+    #[arg(long, default_value_t = 2048)]
+    fresh_requests: usize,
+    /// Agents starting at once in the cold start, each with its own token.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Skip the peer (CFSSL).
+    #[arg(long)]
+    no_peer: bool,
+}
+
 fn main() -> ExitCode {
     use meshfed_bench as bench;
     let result = match Cli::parse().command {
@@ -124,6 +147,15 @@ fn main() -> ExitCode {
             changes: a.changes,
             services: a.services,
             modes: a.modes,
+        }),
+        Command::Ca(a) => bench::ca::run(&bench::ca::CaOptions {
+            json: a.common.json.unwrap_or_else(|| "bench-ca.json".into()),
+            meshfed: a.common.meshfed,
+            connections: a.connections,
+            requests: a.requests,
+            fresh_requests: a.fresh_requests,
+            agents: a.agents,
+            peer: !a.no_peer,
         }),
     };
     report(result)
