@@ -17,7 +17,7 @@ mod spiffe;
 mod verify;
 
 pub use authority::{
-    CertificateAuthority, IntermediateOptions, RootOptions, WorkloadCert, WorkloadOptions,
+    CertificateAuthority, Csr, IntermediateOptions, RootOptions, WorkloadCert, WorkloadOptions,
 };
 pub use csr::{WorkloadCsr, workload_csr};
 pub use duration::{format_duration, parse_duration};

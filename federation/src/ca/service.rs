@@ -7,7 +7,7 @@
 use super::authn::{AuthError, Authenticator};
 use crate::metrics;
 use crate::xds::listen::ConnInfo;
-use meshfed_certs::{CertificateAuthority, SpiffeId};
+use meshfed_certs::{CertificateAuthority, Csr, SpiffeId};
 use meshfed_proto::ca::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
@@ -44,8 +44,9 @@ impl CaService {
         who: &SpiffeId,
         request: &IstioCertificateRequest,
     ) -> Result<Vec<String>, Refusal> {
-        let names = CertificateAuthority::csr_names(&request.csr)
-            .map_err(|e| Refusal::Invalid(e.to_string()))?;
+        // Parsed and its signature checked once, for the names and for signing.
+        let csr = Csr::parse(&request.csr).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let names = csr.names();
         let want = format!("URI:{who}");
         if names != [want.as_str()] {
             return Err(Refusal::Denied(format!(
@@ -54,7 +55,7 @@ impl CaService {
         }
         let ttl = ttl(request.validity_duration, self.max_ttl);
         self.ca
-            .sign_csr(&request.csr, who, ttl)
+            .sign(&csr, who, ttl)
             .map_err(|e| Refusal::Internal(e.to_string()))
     }
 }
