@@ -26,5 +26,11 @@ pub mod ads;
 /// federation: plaintext, or TLS with a ServiceAccount token.
 pub mod channel;
 
+/// Test support for meshfed's own tests: the server side of [`channel`]'s TLS for tonic, a
+/// stub delta ADS server, a mesh CA. Behind the `testing` feature, which only
+/// dev-dependencies turn on.
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[cfg(test)]
 mod tests;
