@@ -3,11 +3,11 @@
 //! the answer checked, served over SDS and into `--output-dir`, renewed at half-life, and kept
 //! while the CA is away or answers wrongly.
 
+mod sds_client;
 mod stub_ca;
 
 use envoy_types::pb::envoy::config::core::v3::data_source;
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use meshfed_agent::material::Material;
 use meshfed_agent::{Agent, AgentConfig, CaConfig, FailureReason, Status};
@@ -15,15 +15,13 @@ use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId,
 };
 use meshfed_model::admin::AdminClient;
-use meshfed_proto::ads::SECRET_TYPE;
-use prost::Message;
+use sds_client::{SdsStream, only_secret, request};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stub_ca::{Mode, Seen, Server, Stub};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -190,10 +188,12 @@ impl Running {
     }
 
     async fn sds(&self) -> SecretDiscoveryServiceClient<Channel> {
-        let channel = meshfed_testbed::sidecar::sds::connect_unix(self.socket.clone())
-            .await
-            .expect("connect over the socket");
-        SecretDiscoveryServiceClient::new(channel)
+        sds_client::connect(self.socket.clone()).await
+    }
+
+    /// A StreamSecrets stream for `default`, driven as Envoy drives it.
+    async fn stream(&self) -> SdsStream {
+        SdsStream::open(&mut self.sds().await, &["default"]).await
     }
 
     async fn fetch(&self, name: &str) -> secret::Type {
@@ -206,22 +206,6 @@ impl Running {
             .into_inner();
         only_secret(&resp)
     }
-}
-
-fn request(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        type_url: SECRET_TYPE.into(),
-        resource_names: names.iter().map(|n| n.to_string()).collect(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..Default::default()
-    }
-}
-
-fn only_secret(resp: &DiscoveryResponse) -> secret::Type {
-    assert_eq!(resp.resources.len(), 1, "{resp:?}");
-    let s = Secret::decode(resp.resources[0].value.as_slice()).expect("Secret");
-    s.r#type.expect("typed secret")
 }
 
 fn inline(ds: Option<envoy_types::pb::envoy::config::core::v3::DataSource>) -> Vec<u8> {
@@ -271,35 +255,6 @@ fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).expect("output file")
 }
 
-/// A StreamSecrets stream for `default`, driven as Envoy drives it.
-struct Stream {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    rx: tonic::Streaming<DiscoveryResponse>,
-}
-
-impl Stream {
-    async fn open(running: &Running) -> Stream {
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(request(&["default"], "", "")).await.expect("send");
-        let rx = running
-            .sds()
-            .await
-            .stream_secrets(ReceiverStream::new(rx))
-            .await
-            .expect("stream_secrets")
-            .into_inner();
-        Stream { tx, rx }
-    }
-
-    async fn next(&mut self, within: Duration) -> Option<DiscoveryResponse> {
-        let resp = tokio::time::timeout(within, self.rx.message()).await.ok()?;
-        let resp = resp.expect("stream ok").expect("stream open");
-        let ack = request(&["default"], &resp.version_info, &resp.nonce);
-        self.tx.send(ack).await.expect("ack");
-        Some(resp)
-    }
-}
-
 /// Istio's agent: the key is made in the pod and only a CSR for the SPIFFE id leaves it,
 /// with the ServiceAccount token as `authorization: Bearer`; its SDS waits for the first
 /// certificate rather than answer `default` empty; the served chain verifies to the root
@@ -318,7 +273,7 @@ async fn the_key_stays_in_the_pod_and_sds_waits_for_and_serves_the_issued_chain(
         503,
         "no certificate yet"
     );
-    let mut stream = Stream::open(&agent).await;
+    let mut stream = agent.stream().await;
     assert!(
         stream.next(Duration::from_millis(300)).await.is_none(),
         "default answered before the CA did"
@@ -379,7 +334,7 @@ async fn the_key_stays_in_the_pod_and_sds_waits_for_and_serves_the_issued_chain(
 async fn renews_at_half_life_with_a_new_key_and_the_token_as_it_is_now() {
     let mut bed = Bed::new().await;
     let mut agent = start(&bed, bed.config(Duration::from_secs(4)));
-    let mut stream = Stream::open(&agent).await;
+    let mut stream = agent.stream().await;
     let first = bed.next_request().await;
     let m1 = agent.generation(1).await;
     let issued = Instant::now();
@@ -475,7 +430,7 @@ async fn a_bad_answer_is_refused_counted_and_never_served() {
     let before = invalid_responses(None).await;
     bed.stub.set_mode(Mode::WrongSan);
     let mut agent = start(&bed, bed.config(Duration::from_secs(4)));
-    let mut stream = Stream::open(&agent).await;
+    let mut stream = agent.stream().await;
     let s = agent.status_until(|s| s.failures >= 1).await;
     assert_eq!(s.last_reason, Some(FailureReason::InvalidResponse), "{s:?}");
     assert!(s.last_error.unwrap_or_default().contains("sa/admin"));

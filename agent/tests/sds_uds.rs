@@ -1,24 +1,19 @@
 //! The agent as Envoy meets it: SDS over the Unix socket, with files rotated under it.
 
+mod sds_client;
+
 use envoy_types::pb::envoy::config::core::v3::data_source;
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryResponse};
 use meshfed_agent::{Agent, AgentConfig};
 use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadCert,
     WorkloadOptions,
 };
-use meshfed_proto::ads::SECRET_TYPE;
-use prost::Message;
+use sds_client::{SdsStream, connect, only_secret, request};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 fn config(cert_dir: &Path, socket: &Path, poll: Duration) -> AgentConfig {
     let mut c = AgentConfig::new(cert_dir, socket);
@@ -71,60 +66,6 @@ fn write(dir: &Path, chain: &str, key: &str, root: &str) {
     }
 }
 
-async fn connect(socket: PathBuf) -> SecretDiscoveryServiceClient<Channel> {
-    let channel = meshfed_testbed::sidecar::sds::connect_unix(socket)
-        .await
-        .expect("connect over the socket");
-    SecretDiscoveryServiceClient::new(channel)
-}
-
-/// A StreamSecrets stream, driven like Envoy drives it.
-struct Stream {
-    tx: mpsc::Sender<DiscoveryRequest>,
-    rx: tonic::Streaming<DiscoveryResponse>,
-}
-
-impl Stream {
-    async fn open(client: &mut SecretDiscoveryServiceClient<Channel>, names: &[&str]) -> Stream {
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(request(names, "", "")).await.expect("send");
-        let rx = client
-            .stream_secrets(ReceiverStream::new(rx))
-            .await
-            .expect("stream_secrets")
-            .into_inner();
-        Stream { tx, rx }
-    }
-
-    /// The next response, ACKed.
-    async fn next(&mut self, names: &[&str]) -> DiscoveryResponse {
-        let resp = tokio::time::timeout(WAIT, self.rx.message())
-            .await
-            .expect("a response in time")
-            .expect("stream ok")
-            .expect("stream open");
-        let ack = request(names, &resp.version_info, &resp.nonce);
-        self.tx.send(ack).await.expect("ack");
-        resp
-    }
-}
-
-fn request(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-    DiscoveryRequest {
-        type_url: SECRET_TYPE.into(),
-        resource_names: names.iter().map(|n| n.to_string()).collect(),
-        version_info: version.into(),
-        response_nonce: nonce.into(),
-        ..Default::default()
-    }
-}
-
-fn only_secret(resp: &DiscoveryResponse) -> secret::Type {
-    assert_eq!(resp.resources.len(), 1, "{resp:?}");
-    let s = Secret::decode(resp.resources[0].value.as_slice()).expect("Secret");
-    s.r#type.expect("typed secret")
-}
-
 fn chain_of(resp: &DiscoveryResponse) -> String {
     let secret::Type::TlsCertificate(tls) = only_secret(resp) else {
         panic!("not a TLS certificate");
@@ -165,12 +106,14 @@ async fn envoy_gets_default_and_rootca_and_every_good_rotation() {
     }));
 
     let mut client = connect(socket.clone()).await;
-    let mut default = Stream::open(&mut client, &["default"]).await;
-    let first = default.next(&["default"]).await;
+    let mut default = SdsStream::open(&mut client, &["default"]).await;
+    let first = default.next(WAIT).await.expect("a response in time");
     assert_eq!(first.version_info, "1");
     assert_eq!(chain_of(&first), w1.chain_pem());
-    let mut root = Stream::open(&mut client, &["ROOTCA"]).await;
-    let secret::Type::ValidationContext(v) = only_secret(&root.next(&["ROOTCA"]).await) else {
+    let mut root = SdsStream::open(&mut client, &["ROOTCA"]).await;
+    let secret::Type::ValidationContext(v) =
+        only_secret(&root.next(WAIT).await.expect("a response in time"))
+    else {
         panic!("ROOTCA is not a validation context");
     };
     let Some(data_source::Specifier::InlineBytes(root_pem)) =
@@ -194,7 +137,7 @@ async fn envoy_gets_default_and_rootca_and_every_good_rotation() {
     // Rotation: pushed without Envoy asking.
     let w2 = workload(&ca);
     write(&certs, &w2.chain_pem(), &w2.key_pem, &w2.root_pem);
-    let second = default.next(&["default"]).await;
+    let second = default.next(WAIT).await.expect("a response in time");
     assert_eq!(second.version_info, "2");
     assert_eq!(chain_of(&second), w2.chain_pem());
 
@@ -210,7 +153,7 @@ async fn envoy_gets_default_and_rootca_and_every_good_rotation() {
     let error = refused.last_error.unwrap_or_default();
     assert!(error.contains("key.pem"), "{error}");
     write(&certs, &w4.chain_pem(), &w4.key_pem, &w4.root_pem);
-    let third = default.next(&["default"]).await;
+    let third = default.next(WAIT).await.expect("a response in time");
     assert_eq!(third.version_info, "3");
     assert_eq!(chain_of(&third), w4.chain_pem());
 

@@ -10,16 +10,12 @@ use meshfed_proto::ca::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
 use meshfed_proto::ca::{IstioCertificateRequest, IstioCertificateResponse};
+use meshfed_proto::testing::{TlsIncoming, bearer_token, serving_config};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 /// Names in the stub's serving certificate: the federation's CA Service names, and loopback.
@@ -119,12 +115,7 @@ impl IstioCertificateService for Service {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
+        let token = bearer_token(request.metadata());
         let request = request.into_inner();
         let _ = self.0.seen.send(Seen {
             token: token.clone(),
@@ -153,25 +144,17 @@ pub struct Server {
 impl Server {
     /// Serves `stub` on `addr` (port 0 for any) with a serving certificate from `ca`.
     pub async fn start(stub: Arc<Stub>, ca: &CertificateAuthority, addr: SocketAddr) -> Server {
-        let listener = TcpListener::bind(addr).await.expect("bind the stub CA");
-        let addr = listener.local_addr().expect("addr");
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls(ca));
-        let (tx, rx) = mpsc::channel::<std::io::Result<TlsIo>>(16);
+        let config = serving_config(ca, &SERVER_NAMES).expect("server config");
+        let incoming = TlsIncoming::bind(addr, config)
+            .await
+            .expect("bind the stub CA");
+        let addr = incoming.local_addr().expect("addr");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = tx.send(Ok(TlsIo(tls))).await;
-                    }
-                });
-            }
-        });
+        // The listener lives in `incoming`, so in this task: stopping it closes the listener.
         tasks.spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(IstioCertificateServiceServer::new(Service(stub)))
-                .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .serve_with_incoming(incoming)
                 .await;
         });
         Server { addr, tasks }
@@ -180,63 +163,5 @@ impl Server {
     /// Stops accepting: the listener is closed when this returns.
     pub async fn stop(mut self) {
         self.tasks.shutdown().await;
-    }
-}
-
-fn tls(ca: &CertificateAuthority) -> Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let names: Vec<String> = SERVER_NAMES.iter().map(|n| n.to_string()).collect();
-    let cert = ca
-        .issue_server(&names, Duration::from_secs(86_400))
-        .expect("serving certificate");
-    let chain = CertificateDer::pem_slice_iter(cert.chain_pem().as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("chain");
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
-/// A server-side TLS connection as tonic's `serve_with_incoming` takes it.
-struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl Connected for TlsIo {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for TlsIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
