@@ -44,7 +44,10 @@ fn workload_has_spiffe_san_both_ekus_and_a_backdated_start() {
     let cert = parse(der);
     assert!(!cert.is_ca());
     // X509-SVID: the extension is present and says CA:FALSE (not merely absent).
-    let bc = cert.basic_constraints().unwrap().expect("basicConstraints present");
+    let bc = cert
+        .basic_constraints()
+        .unwrap()
+        .expect("basicConstraints present");
     assert!(!bc.value.ca);
     let names = &cert
         .subject_alternative_name()
@@ -166,8 +169,14 @@ fn csr_is_signed_for_the_callers_identity_not_the_requested_one() {
     assert_eq!(chain.len(), 3, "leaf, intermediate, root");
     let der = ders(&chain[0]).remove(0);
     let cert = parse(&der);
-    let bc = cert.basic_constraints().unwrap().expect("basicConstraints present");
-    assert!(!bc.value.ca, "a signed CSR is a leaf: CA:FALSE, whatever it asked");
+    let bc = cert
+        .basic_constraints()
+        .unwrap()
+        .expect("basicConstraints present");
+    assert!(
+        !bc.value.ca,
+        "a signed CSR is a leaf: CA:FALSE, whatever it asked"
+    );
     let names = &cert
         .subject_alternative_name()
         .unwrap()
