@@ -85,7 +85,7 @@ Examples:
 apiserver-down: stop its API server (objects are kept)
 gateway-down: kill its east-west gateway process
 ca-down: kill its federation (its CA and xDS); workloads keep their certificates, agents retry;
-  --heal restarts it and waits for sleep's agent to get a new certificate
+  --heal restarts it and waits for sleep's and helloworld's agents to get new certificates
 cert-expire: stop its CA and replace its workloads' certificates with expired ones; --heal
   restarts the CA and waits for sleep's and helloworld's agents to get fresh ones from it
 

@@ -110,15 +110,18 @@ impl Bed {
                 ))
             }
             (Fault::CaDown, true) => {
-                let seen = c.sleep_agent.sds.version();
-                let pid = self.restart_federation(c).await?;
-                let version = c.sleep_agent.sds.changed_from(&seen, RENEWAL).await?;
+                let (pid, versions) = self.restart_ca(c).await?;
                 Ok(format!(
-                    "{cluster}'s federation restarted (pid {pid}): sleep's agent got a new certificate from its CA (SDS version {version})"
+                    "{cluster}'s federation restarted (pid {pid}): sleep's and helloworld's agents got new certificates from its CA ({versions})"
                 ))
             }
             (Fault::CertExpire, false) => self.expire_certificates(c).await,
-            (Fault::CertExpire, true) => self.renew_certificates(c).await,
+            (Fault::CertExpire, true) => {
+                let (pid, versions) = self.restart_ca(c).await?;
+                Ok(format!(
+                    "{cluster}'s CA is back (federation pid {pid}): fresh certificates from it over SDS ({versions})"
+                ))
+            }
         }
     }
 
@@ -161,9 +164,11 @@ impl Bed {
         ))
     }
 
-    /// Brings `c`'s CA back and waits until sleep's and helloworld's agents got fresh
-    /// certificates from it and pushed them over SDS, as istio-agent does after an outage.
-    async fn renew_certificates(&self, c: &ClusterBed) -> anyhow::Result<String> {
+    /// Brings `c`'s CA back and waits until sleep's and helloworld's agents got new
+    /// certificates from it and pushed them over SDS, as istio-agent does after an outage
+    /// (so no agent is left deep in its retry backoff). Returns the federation's pid and the
+    /// SDS versions.
+    async fn restart_ca(&self, c: &ClusterBed) -> anyhow::Result<(String, String)> {
         let agents = [&c.sleep_agent, &c.hello_agent];
         let seen = agents.map(|a| a.sds.version());
         let pid = self.restart_federation(c).await?;
@@ -176,11 +181,7 @@ impl Bed {
                 .with_context(|| format!("{}'s agent", agent.workload))?;
             versions.push(format!("{} version {version}", agent.workload));
         }
-        Ok(format!(
-            "{}'s CA is back (federation pid {pid}): fresh certificates from it over SDS ({})",
-            c.spec.name,
-            versions.join(", ")
-        ))
+        Ok((pid, versions.join(", ")))
     }
 }
 
