@@ -155,7 +155,7 @@ pub fn federation(args: FederationArgs) -> Result<ExitCode> {
             _ => "CA and secure port off: no --cacerts and no cacerts Secret".into(),
         };
         println!(
-            "federation for {id} on {network} (plaintext xds {}, admin {}{}; {ca})",
+            "federation for {id} on {network} (plaintext xds {}, admin {}{}); {ca}",
             fed.xds_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "off".into()),
