@@ -84,23 +84,10 @@ pub fn from_secret(secret: &Secret, namespace: &str) -> Result<CertificateAuthor
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
-    use meshfed_certs::{IntermediateOptions, KeyAlgorithm, RootOptions};
 
     fn cacerts() -> Vec<(String, Vec<u8>)> {
-        let root = CertificateAuthority::new_root(&RootOptions {
-            org: "t".into(),
-            days: 30,
-            key: KeyAlgorithm::EcdsaP256,
-        })
-        .unwrap();
-        let ca = root
-            .issue_intermediate(&IntermediateOptions {
-                cluster: "c1".into(),
-                days: 10,
-                key: KeyAlgorithm::EcdsaP256,
-            })
-            .unwrap();
-        ca.cacerts_files()
+        crate::ca::test_intermediate()
+            .cacerts_files()
             .into_iter()
             .map(|f| (f.name.to_string(), f.contents.into_bytes()))
             .collect()

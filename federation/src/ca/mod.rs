@@ -122,3 +122,21 @@ pub enum Error {
     #[error(transparent)]
     Serving(#[from] serving::Error),
 }
+
+/// A fresh root and an intermediate for cluster `c1` under it, for the CA modules' tests.
+#[cfg(test)]
+pub(crate) fn test_intermediate() -> CertificateAuthority {
+    use meshfed_certs::{IntermediateOptions, KeyAlgorithm, RootOptions};
+    let root = CertificateAuthority::new_root(&RootOptions {
+        org: "t".into(),
+        days: 30,
+        key: KeyAlgorithm::EcdsaP256,
+    })
+    .expect("root");
+    root.issue_intermediate(&IntermediateOptions {
+        cluster: "c1".into(),
+        days: 10,
+        key: KeyAlgorithm::EcdsaP256,
+    })
+    .expect("intermediate")
+}

@@ -246,23 +246,9 @@ mod tests {
     /// not hold up the next client: handshakes run beside the accept loop.
     #[tokio::test]
     async fn a_failed_handshake_yields_nothing_and_a_good_one_carries_its_certificates() {
-        use meshfed_certs::{
-            CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, WorkloadOptions,
-        };
+        use meshfed_certs::WorkloadOptions;
         use tokio::io::AsyncWriteExt;
-        let root = CertificateAuthority::new_root(&RootOptions {
-            org: "t".into(),
-            days: 1,
-            key: KeyAlgorithm::EcdsaP256,
-        })
-        .unwrap();
-        let ca = root
-            .issue_intermediate(&IntermediateOptions {
-                cluster: "c".into(),
-                days: 1,
-                key: KeyAlgorithm::EcdsaP256,
-            })
-            .unwrap();
+        let ca = crate::ca::test_intermediate();
         let serving =
             crate::ca::serving::Serving::issue(&ca, vec!["istiod.ns.svc".into()]).unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(serving.server_config(&ca).unwrap()));

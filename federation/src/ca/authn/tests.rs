@@ -2,9 +2,7 @@ use super::*;
 use crate::ca::review::Reviewer;
 use crate::xds::listen::ConnInfo;
 use futures::future::BoxFuture;
-use meshfed_certs::{
-    CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, WorkloadOptions,
-};
+use meshfed_certs::{CertificateAuthority, WorkloadOptions};
 use std::sync::Arc;
 
 struct Yes;
@@ -36,18 +34,7 @@ fn authenticator() -> Authenticator {
 }
 
 fn ca() -> CertificateAuthority {
-    let root = CertificateAuthority::new_root(&RootOptions {
-        org: "t".into(),
-        days: 30,
-        key: KeyAlgorithm::EcdsaP256,
-    })
-    .unwrap();
-    root.issue_intermediate(&IntermediateOptions {
-        cluster: "c1".into(),
-        days: 10,
-        key: KeyAlgorithm::EcdsaP256,
-    })
-    .unwrap()
+    crate::ca::test_intermediate()
 }
 
 fn leaf(ca: &CertificateAuthority, id: &str) -> CertificateDer<'static> {

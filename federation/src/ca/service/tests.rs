@@ -1,21 +1,9 @@
 use super::*;
-use meshfed_certs::{IntermediateOptions, KeyAlgorithm, RootOptions};
 use rcgen::{CertificateParams, KeyPair, SanType};
 use x509_parser::extensions::GeneralName;
 
 fn ca() -> CertificateAuthority {
-    let root = CertificateAuthority::new_root(&RootOptions {
-        org: "t".into(),
-        days: 30,
-        key: KeyAlgorithm::EcdsaP256,
-    })
-    .unwrap();
-    root.issue_intermediate(&IntermediateOptions {
-        cluster: "c1".into(),
-        days: 10,
-        key: KeyAlgorithm::EcdsaP256,
-    })
-    .unwrap()
+    crate::ca::test_intermediate()
 }
 
 fn service() -> CaService {
