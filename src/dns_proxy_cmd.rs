@@ -222,19 +222,7 @@ mod tests {
     /// An https:// address turns TLS on; the token file goes with it.
     #[test]
     fn the_tls_flags_reach_the_xds_client() {
-        // No tempfile here: it is a dependency of the test bed feature only.
-        let root = std::env::temp_dir().join(format!(
-            "meshfed-{}-{}-root.pem",
-            std::process::id(),
-            module_path!().replace("::", "-")
-        ));
-        let opts = meshfed_certs::RootOptions {
-            org: "t".into(),
-            days: 1,
-            key: meshfed_certs::KeyAlgorithm::EcdsaP256,
-        };
-        let ca = meshfed_certs::CertificateAuthority::new_root(&opts).expect("root");
-        std::fs::write(&root, ca.root_pem()).expect("write");
+        let (root, _) = crate::test_root_file("dns-proxy");
         let root_s = root.display().to_string();
         let args = parse(&[
             "--xds",

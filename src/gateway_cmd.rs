@@ -228,22 +228,7 @@ mod tests {
     /// become the xDS client's TLS settings and token file.
     #[test]
     fn the_tls_flags_reach_the_xds_client() {
-        // No tempfile here: it is a dependency of the test bed feature only.
-        let root = std::env::temp_dir().join(format!(
-            "meshfed-{}-{}-root.pem",
-            std::process::id(),
-            module_path!().replace("::", "-")
-        ));
-        let opts = meshfed_certs::RootOptions {
-            org: "t".into(),
-            days: 1,
-            key: meshfed_certs::KeyAlgorithm::EcdsaP256,
-        };
-        let pem = meshfed_certs::CertificateAuthority::new_root(&opts)
-            .expect("root")
-            .root_pem()
-            .to_string();
-        std::fs::write(&root, &pem).expect("write");
+        let (root, pem) = crate::test_root_file("gateway");
         let (root_s, token) = (
             root.display().to_string(),
             "/var/run/secrets/tokens/istio-token",

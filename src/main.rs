@@ -155,6 +155,24 @@ pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     }
 }
 
+/// A fresh mesh root written to a file of its own (no tempfile: it is a dependency of the
+/// test bed feature only), for the CLI's xDS TLS flag tests: its path and PEM.
+#[cfg(test)]
+fn test_root_file(tag: &str) -> (std::path::PathBuf, String) {
+    let root = std::env::temp_dir().join(format!("meshfed-{}-{tag}-root.pem", std::process::id()));
+    let opts = meshfed_certs::RootOptions {
+        org: "t".into(),
+        days: 1,
+        key: meshfed_certs::KeyAlgorithm::EcdsaP256,
+    };
+    let pem = meshfed_certs::CertificateAuthority::new_root(&opts)
+        .expect("root")
+        .root_pem()
+        .to_string();
+    std::fs::write(&root, &pem).expect("write");
+    (root, pem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
