@@ -105,6 +105,9 @@ pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>, trust_domain: &str) -> Clu
     if proxy.generator == Generator::Envoy && proxy.kind == ProxyKind::Sidecar {
         c.transport_socket_matches = transport_socket_matches(spec, trust_domain);
     }
+    if proxy.generator == Generator::Grpc {
+        c.transport_socket = grpc_tls::transport_socket(spec, trust_domain);
+    }
     c
 }
 
@@ -294,6 +297,8 @@ fn sds_grpc() -> ConfigSource {
         ..Default::default()
     }
 }
+
+mod grpc_tls;
 
 #[cfg(test)]
 mod tests;
