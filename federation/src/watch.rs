@@ -96,6 +96,9 @@ impl Watched for Service {
                 Some(ServicePort {
                     name: p.name.clone().unwrap_or_default(),
                     port: u16::try_from(p.port).ok()?,
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    app_protocol: p.app_protocol.clone(),
+                    node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
                 })
             })
             .collect();
@@ -115,6 +118,8 @@ impl Watched for Service {
             labels: labels(self),
             cluster_ip: spec.cluster_ip.clone(),
             external_addresses: external,
+            service_type: spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
+            external_name: spec.external_name.clone(),
         };
         Some((self.key(), info))
     }
@@ -161,6 +166,7 @@ impl Watched for EndpointSlice {
                         )
                     }),
                 node: e.node_name.clone(),
+                hostname: e.hostname.clone(),
             })
             .collect();
         Some((

@@ -106,10 +106,12 @@ impl Mesh {
                     ports: vec![ServicePort {
                         name: "http".into(),
                         port: 80,
+                        ..Default::default()
                     }],
                     labels: Default::default(),
                     cluster_ip: Some(format!("10.96.0.{}", name.len())),
                     external_addresses: vec![],
+                    ..Default::default()
                 },
             );
             let endpoints = ips
@@ -119,6 +121,7 @@ impl Mesh {
                     ready: true,
                     pod: Some(("ns".into(), format!("{name}-pod"))),
                     node: Some("node1".into()),
+                    ..Default::default()
                 })
                 .collect();
             d.slices.insert(
@@ -127,6 +130,7 @@ impl Mesh {
                     service: name.clone(),
                     ports: vec![("http".into(), 8080)],
                     endpoints,
+                    ..Default::default()
                 },
             );
             d.pods.insert(
@@ -135,6 +139,7 @@ impl Mesh {
                     labels: Default::default(),
                     service_account: name.clone(),
                     node: Some("node1".into()),
+                    ..Default::default()
                 },
             );
         });
@@ -536,10 +541,12 @@ async fn a_resuming_client_keeps_what_an_unsynced_cluster_had() {
             ports: vec![ServicePort {
                 name: "http".into(),
                 port: 80,
+                ..Default::default()
             }],
             labels: Default::default(),
             cluster_ip: Some("10.97.0.1".into()),
             external_addresses: vec![],
+            ..Default::default()
         };
         d.services.insert(("ns".into(), "r".into()), svc);
     });

@@ -49,12 +49,14 @@ fn registry() -> Arc<Registry> {
             let port = ServicePort {
                 name: "http".into(),
                 port: 80,
+                ..Default::default()
             };
             let svc = ServiceInfo {
                 ports: vec![port],
                 labels: Default::default(),
                 cluster_ip: Some(format!("10.96.{}.{}", s / 250, s % 250)),
                 external_addresses: vec![],
+                ..Default::default()
             };
             d.services.insert(("ns".into(), name.clone()), svc);
             let endpoints = (0..10)
@@ -63,12 +65,14 @@ fn registry() -> Arc<Registry> {
                     ready: true,
                     pod: Some(("ns".into(), format!("{name}-pod"))),
                     node: None,
+                    ..Default::default()
                 })
                 .collect();
             let slice = SliceInfo {
                 service: name.clone(),
                 ports: vec![("http".into(), 8080)],
                 endpoints,
+                ..Default::default()
             };
             d.slices
                 .insert(("ns".into(), format!("{name}-slice")), slice);
@@ -76,6 +80,7 @@ fn registry() -> Arc<Registry> {
                 labels: Default::default(),
                 service_account: "sa".into(),
                 node: None,
+                ..Default::default()
             };
             d.pods.insert(("ns".into(), format!("{name}-pod")), pod);
         }

@@ -44,10 +44,18 @@ impl<'a> Merger<'a> {
             if let Some(ip) = svc.cluster_ip.as_ref().filter(|ip| ip.as_str() != "None") {
                 view.cluster_ips.insert(id.to_string(), ip.clone());
             }
+            if svc.cluster_ip.as_deref() == Some("None") {
+                view.headless_in.push(id.to_string());
+            }
+            if svc.service_type == "ExternalName" {
+                view.external_name = svc.external_name.clone();
+            }
             for p in &svc.ports {
                 let port = PortView {
                     name: p.name.clone(),
                     port: p.port,
+                    protocol: p.protocol.clone(),
+                    app_protocol: p.app_protocol.clone(),
                 };
                 if !view.ports.contains(&port) {
                     view.ports.push(port);
@@ -90,14 +98,13 @@ impl<'a> Merger<'a> {
             .or_insert_with(|| ServiceView {
                 hostname,
                 namespace: ns.to_string(),
-                ports: Vec::new(),
-                endpoints: Vec::new(),
-                cluster_ips: BTreeMap::new(),
+                ..Default::default()
             })
     }
 
     pub fn finish(mut self) -> Snapshot {
         for svc in self.services.values_mut() {
+            svc.headless_in.sort();
             svc.endpoints.sort_by(|a, b| {
                 (&a.cluster, &a.address, a.port).cmp(&(&b.cluster, &b.address, b.port))
             });
@@ -169,6 +176,7 @@ fn endpoint_views(
             labels: labels.clone(),
             ready: ep.ready,
             service_account: service_account.clone(),
+            hostname: ep.hostname.clone(),
         })
         .collect()
 }
@@ -206,10 +214,12 @@ mod tests {
                 ports: vec![ServicePort {
                     name: "http".into(),
                     port: 5000,
+                    ..Default::default()
                 }],
                 labels: labels(&[]),
                 cluster_ip: Some("10.96.0.9".into()),
                 external_addresses: vec![],
+                ..Default::default()
             },
         );
         let ep = SliceEndpoint {
@@ -217,6 +227,7 @@ mod tests {
             ready: true,
             pod: Some(("sample".into(), format!("hw-{version}"))),
             node: Some("node1".into()),
+            ..Default::default()
         };
         d.slices.insert(
             ("sample".into(), "hw-abc".into()),
@@ -224,6 +235,7 @@ mod tests {
                 service: "helloworld".into(),
                 ports: vec![("http".into(), 5000)],
                 endpoints: vec![ep],
+                ..Default::default()
             },
         );
         d.pods.insert(
@@ -232,6 +244,7 @@ mod tests {
                 labels: labels(&[("app", "helloworld"), ("version", version)]),
                 service_account: "helloworld".into(),
                 node: Some("node1".into()),
+                ..Default::default()
             },
         );
         d.nodes.insert(
@@ -259,10 +272,12 @@ mod tests {
             ports: vec![ServicePort {
                 name: "tls".into(),
                 port: 15443,
+                ..Default::default()
             }],
             labels: labels(&[(label::NETWORK, "network2")]),
             cluster_ip: None,
             external_addresses: vec!["172.31.0.12".into()],
+            ..Default::default()
         };
         c2.services
             .insert(("istio-system".into(), "istio-eastwestgateway".into()), gw);
@@ -278,7 +293,8 @@ mod tests {
             hw.ports,
             vec![PortView {
                 name: "http".into(),
-                port: 5000
+                port: 5000,
+                ..Default::default()
             }]
         );
         let eps: Vec<(&str, &str, &str, &str)> = hw

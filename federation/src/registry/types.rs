@@ -39,30 +39,42 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServicePort {
     pub name: String,
     pub port: u16,
+    /// `TCP`, `UDP` or `SCTP` (Kubernetes' default is TCP; empty reads as TCP).
+    pub protocol: String,
+    pub app_protocol: Option<String>,
+    /// Set for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServiceInfo {
     pub ports: Vec<ServicePort>,
     pub labels: BTreeMap<String, String>,
+    /// `None` (the string) for a headless Service, as Kubernetes writes it.
     pub cluster_ip: Option<String>,
     /// LoadBalancer ingress addresses, then externalIPs.
     pub external_addresses: Vec<String>,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer` or `ExternalName` (empty reads as ClusterIP).
+    pub service_type: String,
+    /// The target name of an ExternalName Service.
+    pub external_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SliceEndpoint {
     pub addresses: Vec<String>,
     pub ready: bool,
     pub pod: Option<(String, String)>,
     pub node: Option<String>,
+    /// The endpoint's `hostname` (a StatefulSet pod's, under a headless Service).
+    pub hostname: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SliceInfo {
     pub service: String,
     /// Port name -> target port number.
@@ -70,7 +82,7 @@ pub struct SliceInfo {
     pub endpoints: Vec<SliceEndpoint>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
@@ -107,7 +119,7 @@ pub struct Snapshot {
     pub gateways: Vec<GatewayView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ServiceView {
     pub hostname: String,
     pub namespace: String,
@@ -115,15 +127,26 @@ pub struct ServiceView {
     pub endpoints: Vec<EndpointView>,
     /// The ClusterIP in each cluster that has the Service (cluster id -> address).
     pub cluster_ips: BTreeMap<String, String>,
+    /// The clusters where the Service is headless (`clusterIP: None`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headless_in: Vec<String>,
+    /// The ExternalName target, where some cluster defines the Service as ExternalName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct PortView {
     pub name: String,
     pub port: u16,
+    /// `TCP` (also for empty), `UDP` or `SCTP`.
+    #[serde(default)]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct EndpointView {
     pub cluster: String,
     pub network: String,
@@ -135,6 +158,9 @@ pub struct EndpointView {
     pub labels: BTreeMap<String, String>,
     pub ready: bool,
     pub service_account: String,
+    /// The EndpointSlice's `hostname` for this endpoint (StatefulSet pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -107,9 +107,11 @@ mod tests {
                 ports: vec![PortView {
                     name: "grpc".into(),
                     port: 5000,
+                    ..Default::default()
                 }],
                 endpoints: vec![],
                 cluster_ips: Default::default(),
+                ..Default::default()
             }],
             gateways: vec![],
         }

@@ -103,6 +103,7 @@ mod tests {
                 .iter()
                 .map(|(c, i)| (c.to_string(), i.to_string()))
                 .collect(),
+            ..Default::default()
         }
     }
 

@@ -161,6 +161,7 @@ mod tests {
                     labels: Default::default(),
                     cluster_ip: None,
                     external_addresses: vec![],
+                    ..Default::default()
                 };
                 d.services.insert((format!("ns{i}"), "s".into()), svc);
             });

@@ -16,6 +16,7 @@ fn snapshot() -> Snapshot {
         labels: Default::default(),
         ready: true,
         service_account: sa.into(),
+        ..Default::default()
     };
     Snapshot {
         services: vec![ServiceView {
@@ -24,9 +25,11 @@ fn snapshot() -> Snapshot {
             ports: vec![PortView {
                 name: "http".into(),
                 port: 5000,
+                ..Default::default()
             }],
             endpoints: vec![ep("helloworld"), ep("helloworld"), ep("other")],
             cluster_ips: Default::default(),
+            ..Default::default()
         }],
         gateways: vec![],
     }

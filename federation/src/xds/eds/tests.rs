@@ -24,6 +24,7 @@ fn ep(
             .collect(),
         ready,
         service_account: "helloworld".into(),
+        ..Default::default()
     }
 }
 
@@ -61,9 +62,11 @@ fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
             ports: vec![PortView {
                 name: "http".into(),
                 port: 5000,
+                ..Default::default()
             }],
             endpoints,
             cluster_ips: BTreeMap::new(),
+            ..Default::default()
         }],
         gateways: vec![GatewayView {
             network: "network2".into(),
