@@ -13,6 +13,15 @@ pub const TLS_MODE_ISTIO: &str = "istio";
 pub const REGION: &str = "topology.kubernetes.io/region";
 pub const ZONE: &str = "topology.kubernetes.io/zone";
 pub const SUBZONE: &str = "topology.istio.io/subzone";
+/// The node labels Kubernetes used before the `topology.kubernetes.io` ones (still read).
+pub const LEGACY_REGION: &str = "failure-domain.beta.kubernetes.io/region";
+pub const LEGACY_ZONE: &str = "failure-domain.beta.kubernetes.io/zone";
+/// On a pod: its locality, overriding its node's (`region/zone/subzone`, or with dots).
+pub const LOCALITY: &str = "topology.istio.io/locality";
+/// The older spelling of [`LOCALITY`] (`region.zone.subzone`), read when that is missing.
+pub const LEGACY_LOCALITY: &str = "istio-locality";
+/// On a NodePort gateway Service: which nodes' addresses it is reached on (a JSON label map).
+pub const NODE_SELECTOR: &str = "traffic.istio.io/nodeSelector";
 /// The cluster label `failoverPriority` may name (set by the registry, never read from pods).
 pub const CLUSTER: &str = "topology.istio.io/cluster";
 /// On a Secret: it is a remote secret (value `true`).
