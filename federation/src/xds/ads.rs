@@ -330,3 +330,38 @@ async fn first_push<R>(
         }
     }
 }
+
+/// A push of services `hosts` (namespace `ns`, port 80, one ready endpoint each in cluster
+/// c1 on network n1), for the stream modules' tests. Built through serde so that fields the
+/// registry adds later keep their defaults.
+#[cfg(test)]
+pub(crate) fn test_push(version: u64, hosts: &[&str]) -> Push {
+    let services: Vec<serde_json::Value> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            serde_json::json!({
+                "hostname": format!("{h}.ns.svc.cluster.local"),
+                "namespace": "ns",
+                "ports": [{"name": "http", "port": 80}],
+                "endpoints": [{
+                    "cluster": "c1", "network": "n1", "address": format!("10.0.0.{}", i + 10),
+                    "port": 8080, "service_port": 80, "locality": "", "labels": {},
+                    "ready": true, "service_account": "sa",
+                }],
+                "cluster_ips": {"c1": format!("10.96.0.{}", i + 10)},
+            })
+        })
+        .collect();
+    let snapshot = serde_json::from_value(serde_json::json!({
+        "services": services, "gateways": [],
+    }))
+    .expect("a snapshot");
+    Push::new(
+        version,
+        std::time::Instant::now(),
+        snapshot,
+        Vec::new(),
+        "cluster.local",
+    )
+}

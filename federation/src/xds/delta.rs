@@ -1,6 +1,7 @@
 //! Incremental (delta) ADS: the client subscribes and unsubscribes names (or `*`), tells on
 //! reconnect which versions it holds, and each response carries only what changed plus the
-//! names that went away.
+//! names that went away (and names just subscribed to that do not exist). The first request
+//! of a type on a stream is always answered, whatever nonce it carries.
 
 use super::generate::{Changes, Kind, Push, Resource, Resources, Subscription, parse_version};
 use super::node::Proxy;
@@ -68,12 +69,14 @@ impl Delta {
         }
         let mut changed = false;
         state.base = 0;
+        let mut asked = Vec::new();
         for name in &req.resource_names_subscribe {
             changed = true;
             if name == "*" {
                 state.sub.wildcard = true;
             } else {
                 state.sub.names.insert(name.clone());
+                asked.push(name.as_str());
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -88,7 +91,7 @@ impl Delta {
         if !first && !changed {
             return None; // an ACK, a NACK or an unsubscribe: nothing new to send
         }
-        let resp = self.diff(kind, push);
+        let resp = self.diff(kind, push, &asked);
         // The first answer is always sent, even empty, so the client stops waiting.
         if first {
             resp.or_else(|| Some(self.empty(kind, push)))
@@ -146,12 +149,15 @@ impl Delta {
         kinds.sort();
         kinds
             .into_iter()
-            .filter_map(|k| self.diff(k, push))
+            .filter_map(|k| self.diff(k, push, &[]))
             .collect()
     }
 
-    /// What the client lacks or holds in an older version, and what it holds that is gone.
-    fn diff(&mut self, kind: Kind, push: &Push) -> Option<DeltaDiscoveryResponse> {
+    /// What the client lacks or holds in an older version, and what it holds that is gone;
+    /// names just `asked` for that do not exist are listed as removed too, so the client
+    /// knows at once rather than when its does-not-exist timer fires (Istio lists every
+    /// watched name it did not generate; gRPC waits 15 s otherwise).
+    fn diff(&mut self, kind: Kind, push: &Push, asked: &[&str]) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(&kind)?;
         // A complete push settles resumed names the client still holds: compare everything.
         let settles = push.complete && !state.resumed.is_empty();
@@ -168,6 +174,7 @@ impl Delta {
                 full_diff(state, &now, push.complete)
             }
         };
+        let removed = absent(state, asked, removed);
         state.base = push.version;
         if resources.is_empty() && removed.is_empty() {
             return None;
@@ -220,6 +227,17 @@ fn changes_for(state: &mut TypeState, c: &Changes) -> (Vec<DeltaResource>, Vec<S
     (resources, removed)
 }
 
+/// `removed` plus the `asked` names the client does not hold after this diff (what was just
+/// sent is held; a resumed name kept while a cluster is unsynced is held too).
+fn absent(state: &TypeState, asked: &[&str], mut removed: Vec<String>) -> Vec<String> {
+    for name in asked {
+        if !state.held.contains_key(*name) && !removed.iter().any(|r| r == name) {
+            removed.push(name.to_string());
+        }
+    }
+    removed
+}
+
 /// Compares every subscribed resource with what the client holds. A resumed name that is
 /// missing is removed only from a `complete` push.
 fn full_diff(
@@ -257,6 +275,69 @@ mod tests {
 
     fn delta() -> Delta {
         Delta::new(crate::xds::node::test_sidecar())
+    }
+
+    fn subscribe(type_url: &str, names: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn names(resp: &DeltaDiscoveryResponse) -> Vec<&str> {
+        resp.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    const A: &str = "outbound|80||a.ns.svc.cluster.local";
+    const NOPE: &str = "outbound|80||nope.ns.svc.cluster.local";
+
+    /// Istio (delta.go: every watched name not generated goes into `removed_resources`) and
+    /// the xDS protocol ("knowing when a requested resource does not exist": in the
+    /// incremental variants the server says so in `removed_resources`): a name subscribed to
+    /// that does not exist is answered as removed at once, instead of leaving the client to
+    /// its does-not-exist timer; said once, not on every push; sent when it appears.
+    #[test]
+    fn a_subscribed_name_that_does_not_exist_is_listed_as_removed() {
+        let mut d = delta();
+        let push = crate::xds::ads::test_push(2, &["a"]);
+        let resp = d
+            .request(&subscribe(Kind::Endpoint.url(), &[A, NOPE], ""), &push)
+            .expect("an answer");
+        assert_eq!(names(&resp), [A]);
+        assert_eq!(resp.removed_resources, [NOPE]);
+        let later = crate::xds::ads::test_push(3, &["a", "b"]);
+        assert!(d.push(&later).is_empty(), "nothing changed for this client");
+        let appears = crate::xds::ads::test_push(4, &["a", "nope"]);
+        let sent = d.push(&appears);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(names(&sent[0]), [NOPE]);
+        assert!(sent[0].removed_resources.is_empty());
+        // Subscribing to more names later: only the new missing one is listed.
+        let resp = d
+            .request(
+                &subscribe(Kind::Endpoint.url(), &["gone"], &sent[0].nonce),
+                &appears,
+            )
+            .expect("an answer");
+        assert!(resp.resources.is_empty());
+        assert_eq!(resp.removed_resources, ["gone"]);
+    }
+
+    /// Istio (`shouldRespondDelta`: no watched resource yet is INIT or RECONNECT, answered
+    /// whatever nonce the request carries): the first request of a reconnected client, with
+    /// the old stream's nonce and the versions it holds, gets what it lacks.
+    #[test]
+    fn a_reconnect_carrying_an_old_streams_nonce_is_answered() {
+        let mut d = delta();
+        let push = crate::xds::ads::test_push(2, &["a", "b"]);
+        let mut req = subscribe(Kind::Cluster.url(), &[], "1-7");
+        let a = push.all(&d.proxy, Kind::Cluster)[A].version();
+        req.initial_resource_versions = [(A.to_string(), a)].into();
+        let resp = d.request(&req, &push).expect("the reconnect is answered");
+        assert_eq!(names(&resp), ["outbound|80||b.ns.svc.cluster.local"]);
+        assert!(resp.removed_resources.is_empty());
     }
 
     /// A response over the message limit goes out in parts under it, every resource once,

@@ -1,6 +1,8 @@
 //! State-of-the-world ADS: per type, the client names what it wants (or everything) and every
 //! response carries the whole subscribed set. A request answering the last response's nonce
-//! ACKs it (or NACKs it with `error_detail`); one with an older nonce is stale and ignored.
+//! ACKs it (or NACKs it with `error_detail`); one with an older nonce is stale and ignored,
+//! unless nothing of its type was sent on this stream yet: then the nonce is the previous
+//! stream's (the client reconnected) and the request is answered.
 
 use super::generate::{Kind, Push, Resources, Subscription, name_table};
 use super::node::Proxy;
@@ -43,7 +45,10 @@ impl Sotw {
             return None;
         };
         let state = self.types.entry(kind).or_default();
-        if !req.response_nonce.is_empty() && req.response_nonce != state.nonce {
+        // Nothing sent for this type on this stream: whatever nonce the request carries is
+        // from an earlier stream (a reconnect), so it is a request to answer, never stale.
+        let fresh = state.nonce.is_empty();
+        if !fresh && !req.response_nonce.is_empty() && req.response_nonce != state.nonce {
             metrics::stale(kind.label());
             return None;
         }
@@ -54,7 +59,7 @@ impl Sotw {
             return None;
         }
         let sub = subscription(kind, &req.resource_names);
-        let first = req.response_nonce.is_empty();
+        let first = fresh || req.response_nonce.is_empty();
         if !first && sub == state.sub {
             state.acked = req.version_info.clone();
             return None;
@@ -186,5 +191,40 @@ mod tests {
         };
         assert!(s.fit(resp.clone(), 1000).is_empty());
         assert_eq!(s.fit(resp, 1 << 20).len(), 1);
+    }
+
+    fn request(type_url: &str, names: &[&str], nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            version_info: "1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Istio (`ShouldRespond`, INIT/RECONNECT): a client that reconnects sends, as its first
+    /// request on the new stream, the nonce of the last response of the old one. Nothing was
+    /// sent on this stream, so it cannot be stale: it is answered with the current state.
+    /// Once answered, a request with another nonce is stale again.
+    #[test]
+    fn a_reconnect_carrying_an_old_streams_nonce_is_answered() {
+        let push = crate::xds::ads::test_push(2, &["a", "b"]);
+        let mut s = Sotw::new(crate::xds::node::test_sidecar());
+        let cluster = "outbound|80||a.ns.svc.cluster.local";
+        let resp = s
+            .request(&request(Kind::Endpoint.url(), &[cluster], "1-7"), &push)
+            .expect("the reconnect's first request is answered");
+        assert_eq!(resp.resources.len(), 1);
+        assert_ne!(resp.nonce, "1-7");
+        let stale = request(Kind::Endpoint.url(), &[cluster, "other"], "1-7");
+        assert!(
+            s.request(&stale, &push).is_none(),
+            "an old nonce on a used stream is stale"
+        );
+        let ack = request(Kind::Endpoint.url(), &[cluster], &resp.nonce);
+        assert!(s.request(&ack, &push).is_none(), "an ACK is not answered");
+        let wildcard = s.request(&request(Kind::Cluster.url(), &[], "1-8"), &push);
+        assert_eq!(wildcard.map(|r| r.resources.len()), Some(2), "per type");
     }
 }
