@@ -2,13 +2,16 @@
 //! endpoints (with cluster, network, locality, labels, readiness, service account) and
 //! network gateways that the xDS server, the gateway and the DNS proxy are built from.
 
+mod gateways;
 mod merge;
+pub mod names;
 pub mod types;
 
 pub use types::*;
 
+use names::{GatewayNames, Servers};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 
@@ -99,14 +102,27 @@ pub struct Registry {
     inner: Mutex<Inner>,
     config: RegistryConfig,
     changed: tokio::sync::watch::Sender<u64>,
+    /// LoadBalancer gateway hostnames and what they resolve to.
+    names: Arc<GatewayNames>,
+    /// The gateways last dropped, to log each only when it starts being dropped.
+    dropped: Mutex<Vec<DroppedGateway>>,
 }
 
 impl Registry {
+    /// Gateway hostnames are resolved through the system's resolv.conf.
     pub fn new(config: RegistryConfig) -> Self {
+        Self::with_gateway_dns(config, Servers::System, names::MIN_TTL)
+    }
+
+    /// Gateway hostnames resolved by `servers`, looked up again no sooner than `min_ttl`.
+    pub fn with_gateway_dns(config: RegistryConfig, servers: Servers, min_ttl: Duration) -> Self {
+        let changed = tokio::sync::watch::channel(0).0;
         Registry {
             inner: Mutex::new(Inner::default()),
             config,
-            changed: tokio::sync::watch::channel(0).0,
+            names: GatewayNames::new(changed.clone(), servers, min_ttl),
+            changed,
+            dropped: Mutex::new(Vec::new()),
         }
     }
 
@@ -288,6 +304,7 @@ impl Registry {
                 last_sync_age_s: None,
                 services: 0,
                 endpoints: 0,
+                dropped_gateways: Vec::new(),
             });
         }
         for (id, generation) in &inner.active {
@@ -315,6 +332,7 @@ impl Registry {
                 last_sync_age_s: e.last_good.map(|t| t.elapsed().as_secs_f64()),
                 services: e.data.services.len(),
                 endpoints,
+                dropped_gateways: self.dropped_gateways(id, &e.data),
             });
         }
         out.sort_by(|a, b| (&a.id, &a.secret).cmp(&(&b.id, &b.secret)));
@@ -364,10 +382,18 @@ impl Registry {
         self.changed.send_modify(|g| *g += 1);
     }
 
+    /// One cluster's gateway Services that give no gateway, and why.
+    fn dropped_gateways(&self, id: &str, data: &ClusterData) -> Vec<DroppedGateway> {
+        let mut wanted = std::collections::HashSet::new();
+        let mut dropped = gateways::of_cluster(id, data, &self.names, &mut wanted).dropped;
+        dropped.sort();
+        dropped
+    }
+
     /// The merged view.
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.lock();
-        let mut view = merge::Merger::new(&self.config);
+        let mut view = merge::Merger::new(&self.config, &self.names);
         for (id, generation) in &inner.active {
             let Some(e) = inner.entries.get(&(id.clone(), *generation)) else {
                 continue;
@@ -377,7 +403,61 @@ impl Registry {
             });
             view.add_cluster(id, e.default_network.as_deref(), &e.data, stale);
         }
-        view.finish()
+        let merged = view.finish();
+        drop(inner);
+        self.names.retain(&merged.wanted);
+        self.report_dropped(merged.dropped);
+        merged.snapshot
+    }
+
+    /// Logs gateways as they start being dropped and sets `meshfed_registry_dropped_gateways`
+    /// per reason.
+    fn report_dropped(&self, dropped: Vec<DroppedGateway>) {
+        for kind in DropKind::ALL {
+            let count = dropped.iter().filter(|d| d.kind == kind).count();
+            metrics::gauge!("meshfed_registry_dropped_gateways", "reason" => kind.as_str())
+                .set(count as f64);
+        }
+        let mut last = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        for d in dropped.iter().filter(|d| !last.contains(d)) {
+            tracing::warn!(
+                cluster = %d.cluster, service = %d.service, network = %d.network,
+                reason = %d.reason, "network gateway dropped"
+            );
+        }
+        *last = dropped;
+    }
+
+    /// The federation's own cluster: the one connection made without a secret.
+    pub fn local_cluster(&self) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .active
+            .iter()
+            .find(|(id, g)| {
+                inner
+                    .entries
+                    .get(&((*id).clone(), **g))
+                    .is_some_and(Entry::is_local)
+            })
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Each active cluster's network as the merged view assigns it: the system namespace's
+    /// `topology.istio.io/network` label, else the network the cluster was configured with.
+    pub fn cluster_networks(&self) -> BTreeMap<String, String> {
+        let inner = self.lock();
+        let system = &self.config.system_namespace;
+        inner
+            .active
+            .iter()
+            .filter_map(|(id, g)| {
+                let e = inner.entries.get(&(id.clone(), *g))?;
+                let label = e.data.namespaces.get(system);
+                let network = label.and_then(|l| l.get(meshfed_model::labels::NETWORK));
+                Some((id.clone(), network.or(e.default_network.as_ref())?.clone()))
+            })
+            .collect()
     }
 
     /// DestinationRules of every active generation (the local cluster is the only one that
