@@ -1,4 +1,5 @@
-//! Who is asking: an xDS client's node (id, locality, metadata) as Istio's agents send it.
+//! Who is asking: an xDS client's node (id, locality, metadata) as Istio's agents send it,
+//! and what is assumed where it says nothing ([`Defaults`]).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Value, value};
@@ -78,6 +79,35 @@ impl Proxy {
             generator,
             labels: metadata_labels(node),
         })
+    }
+}
+
+/// Where a client that does not say is taken to be, as Istio's agents and istiod agree: both
+/// default `CLUSTER_ID` to `Kubernetes`, so a client without one is in istiod's own cluster;
+/// and a sidecar's `NETWORK` is its cluster's network (the injector writes the system
+/// namespace's `topology.istio.io/network` label into it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Defaults {
+    /// The federation's own cluster (`--cluster-id`); empty: none known.
+    pub cluster_id: String,
+    /// Each cluster's network as the registry knows it.
+    pub networks: BTreeMap<String, String>,
+}
+
+impl Proxy {
+    /// Fills in what the node left out: no `CLUSTER_ID` is the federation's own cluster, no
+    /// `NETWORK` that cluster's network. Without these a client of the local cluster would be
+    /// treated as foreign everywhere: VIPs instead of ClusterIPs in NDS, its own network's
+    /// endpoints through a gateway in EDS.
+    pub fn apply_defaults(&mut self, defaults: &Defaults) {
+        if self.cluster_id.is_empty() {
+            self.cluster_id = defaults.cluster_id.clone();
+        }
+        if self.network.is_empty()
+            && let Some(network) = defaults.networks.get(&self.cluster_id)
+        {
+            self.network = network.clone();
+        }
     }
 }
 
@@ -178,6 +208,53 @@ mod tests {
         assert_eq!(p.kind, ProxyKind::Router);
         assert_eq!(p.namespace, "other");
         assert_eq!(p.generator, Generator::Envoy);
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            cluster_id: "cluster1".into(),
+            networks: [("cluster1", "network1"), ("cluster2", "network2")]
+                .map(|(c, n)| (c.to_string(), n.to_string()))
+                .into(),
+        }
+    }
+
+    /// Istio: `CLUSTER_ID` defaults to `Kubernetes` in both the agent and istiod, so a node
+    /// that sends none is in the control plane's own cluster; its network is that cluster's.
+    #[test]
+    fn a_node_without_cluster_or_network_is_in_the_federations_cluster_and_network() {
+        let id = "sidecar~10.10.0.7~sleep-1.sample~sample.svc.cluster.local";
+        let mut p = Proxy::from_node(&node(id, &[])).unwrap();
+        assert_eq!((p.cluster_id.as_str(), p.network.as_str()), ("", ""));
+        p.apply_defaults(&defaults());
+        assert_eq!(p.cluster_id, "cluster1");
+        assert_eq!(p.network, "network1");
+    }
+
+    /// A node naming its cluster but not its network is on that cluster's network; what a
+    /// node says is never overridden; an unknown cluster gets no network.
+    #[test]
+    fn what_a_node_says_wins_and_a_named_cluster_brings_its_network() {
+        let id = "sidecar~10.10.0.7~sleep-1.sample~sample.svc.cluster.local";
+        let mut p = Proxy::from_node(&node(id, &[("CLUSTER_ID", "cluster2")])).unwrap();
+        p.apply_defaults(&defaults());
+        assert_eq!(
+            (p.cluster_id.as_str(), p.network.as_str()),
+            ("cluster2", "network2")
+        );
+        let meta = [("CLUSTER_ID", "cluster2"), ("NETWORK", "elsewhere")];
+        let mut p = Proxy::from_node(&node(id, &meta)).unwrap();
+        p.apply_defaults(&defaults());
+        assert_eq!(
+            (p.cluster_id.as_str(), p.network.as_str()),
+            ("cluster2", "elsewhere")
+        );
+        let mut p = Proxy::from_node(&node(id, &[("CLUSTER_ID", "cluster9")])).unwrap();
+        p.apply_defaults(&defaults());
+        assert_eq!(
+            (p.cluster_id.as_str(), p.network.as_str()),
+            ("cluster9", "")
+        );
     }
 
     #[test]
