@@ -5,7 +5,7 @@
 use super::cache_key::{self, CacheKey};
 use super::eds;
 use super::locality::{LocalityPolicy, Place};
-use super::node::{Generator, Proxy, ProxyKind};
+use super::node::{Defaults, Generator, Proxy, ProxyKind};
 use super::rules::Rule;
 use super::{cds, lds, nds};
 use crate::registry::Snapshot;
@@ -141,6 +141,8 @@ pub struct Push {
     /// Built while every cluster was synced: a name missing here is gone (see
     /// [`crate::registry::Registry::complete`]).
     pub complete: bool,
+    /// What a client that names no cluster or network is taken to be in.
+    pub defaults: Defaults,
     vips: BTreeMap<String, (Ipv4Addr, Ipv6Addr)>,
     /// Proxy labels some `failoverPriority` reads: part of the EDS cache key.
     label_keys: BTreeSet<String>,
@@ -178,6 +180,7 @@ impl Push {
             domain: domain.to_string(),
             trust_domain: domain.to_string(),
             complete: true,
+            defaults: Defaults::default(),
             vips,
             label_keys,
             cache: Mutex::new(HashMap::new()),
@@ -196,6 +199,12 @@ impl Push {
     /// Whether every cluster had synced when this push was built.
     pub fn complete(mut self, complete: bool) -> Push {
         self.complete = complete;
+        self
+    }
+
+    /// Clients that leave out `CLUSTER_ID` or `NETWORK` get these ([`Proxy::apply_defaults`]).
+    pub fn defaults(mut self, defaults: Defaults) -> Push {
+        self.defaults = defaults;
         self
     }
 

@@ -2,6 +2,7 @@
 //! becomes one push), and a push whose snapshot and rules equal the last one is not made.
 
 use super::generate::Push;
+use super::node::Defaults;
 use super::rules::Rule;
 use crate::registry::{Readiness, Registry};
 use std::sync::Arc;
@@ -44,9 +45,14 @@ pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
         .collect();
     let complete = registry.complete();
     let trust_domain = &registry.config().trust_domain;
+    let defaults = Defaults {
+        cluster_id: registry.local_cluster().unwrap_or_default(),
+        networks: registry.cluster_networks(),
+    };
     Push::new(version, changed_at, registry.snapshot(), rules, &domain)
         .trust_domain(trust_domain)
         .complete(complete)
+        .defaults(defaults)
 }
 
 /// Waits until the registry may be served ([`Registry::readiness`]): on every change, and
