@@ -148,6 +148,7 @@ trait Stream: Sized {
     fn new(proxy: Proxy) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn proxy_id(&self) -> &str;
+    fn proxy_mut(&mut self) -> &mut Proxy;
     fn request(&mut self, req: &Self::Req, push: &Push) -> Option<Self::Resp>;
     fn push(&mut self, push: &Push) -> Vec<Self::Resp>;
     /// The most names subscribed to for one type.
@@ -168,6 +169,9 @@ impl Stream for Sotw {
     }
     fn proxy_id(&self) -> &str {
         &self.proxy.id
+    }
+    fn proxy_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
     }
     fn request(&mut self, req: &DiscoveryRequest, push: &Push) -> Option<DiscoveryResponse> {
         Sotw::request(self, req, push)
@@ -195,6 +199,9 @@ impl Stream for Delta {
     }
     fn proxy_id(&self) -> &str {
         &self.proxy.id
+    }
+    fn proxy_mut(&mut self) -> &mut Proxy {
+        &mut self.proxy
     }
     fn request(
         &mut self,
@@ -238,6 +245,8 @@ where
     let Some(push) = first_push(&mut inbound, &mut cx.pushes, &mut early).await else {
         return;
     };
+    // Where a client that does not say is: known once the local cluster has synced.
+    conn.proxy_mut().apply_defaults(&push.defaults);
     let mut out: Vec<S::Resp> = early
         .iter()
         .filter_map(|r| conn.request(r, &push))
