@@ -1,6 +1,7 @@
 //! The names the proxy answers itself, built from the NameTable as Istio's agent builds them:
 //! every mesh host under its fqdn, `svc.ns.svc`, `svc.ns`, bare `svc` in the proxy's own
-//! namespace and the Multi-Cluster Services name `svc.ns.svc.clusterset.local`; and each of
+//! namespace and the Multi-Cluster Services name `svc.ns.svc.clusterset.local` (a
+//! StatefulSet pod's `pod.svc.ns.svc.<domain>` gets the same forms but that one); and each of
 //! those with a search domain appended (what a resolver with `ndots:5` asks first), answered
 //! with a CNAME to the fqdn so the client needs no second round trip.
 
@@ -168,7 +169,11 @@ fn alternates(hostname: &str, info: &NameInfo, scope: &Scope) -> Vec<String> {
     }
     out.push(format!("{svc}.{ns}.svc"));
     out.push(format!("{svc}.{ns}"));
-    out.push(format!("{svc}.{ns}.svc.clusterset.local"));
+    // A pod of a headless Service (`mysql-0.mysql`) has no such name: MCS names its pods
+    // `<hostname>.<cluster>.<service>.<ns>.svc.clusterset.local`.
+    if !svc.contains('.') {
+        out.push(format!("{svc}.{ns}.svc.clusterset.local"));
+    }
     if ns == scope.namespace.to_ascii_lowercase() {
         out.push(svc);
     }

@@ -3,13 +3,16 @@
 
 use crate::names::{Found, Host, Names};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{
+    Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Istio's DNS proxy answers with 30 s: short enough to follow a move between clusters.
 const TTL: u32 = 30;
@@ -85,19 +88,40 @@ fn answers(owner: Name, found: Found<'_>, qtype: RecordType) -> Vec<Record> {
 }
 
 fn addresses(host: &Host, owner: &Name, qtype: RecordType) -> Vec<Record> {
+    let record = |data| Record::from_rdata(owner.clone(), TTL, data);
     match qtype {
-        RecordType::A => host
-            .v4
-            .iter()
-            .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::A(A(*ip))))
+        RecordType::A => rotated(&host.v4)
+            .map(|ip| record(RData::A(A(*ip))))
             .collect(),
-        RecordType::AAAA => host
-            .v6
-            .iter()
-            .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::AAAA(AAAA(*ip))))
+        RecordType::AAAA => rotated(&host.v6)
+            .map(|ip| record(RData::AAAA(AAAA(*ip))))
             .collect(),
         _ => vec![],
     }
+}
+
+/// Where the next answer with several addresses starts; counted only for those.
+static TURN: AtomicUsize = AtomicUsize::new(0);
+
+/// The addresses, each answer starting one further on: a headless Service's pods take turns
+/// being first (what most clients connect to), as Istio's agent shuffles its answers "so for
+/// things like headless services we can do DNS-LB" and kube-dns (CoreDNS `loadbalance`) does.
+fn rotated<T>(all: &[T]) -> impl Iterator<Item = &T> {
+    let start = match all.len() {
+        0 | 1 => 0,
+        n => TURN.fetch_add(1, Ordering::Relaxed) % n,
+    };
+    all.iter().cycle().skip(start).take(all.len())
+}
+
+/// Whether an answer may be kept and sent again as it is: not when it lists several addresses
+/// of one type, which [`rotated`] turns for every query.
+pub fn reusable(answer: &[u8]) -> bool {
+    let Ok(m) = Message::from_vec(answer) else {
+        return false;
+    };
+    let count = |t: RecordType| m.answers.iter().filter(|r| r.record_type() == t).count();
+    count(RecordType::A) <= 1 && count(RecordType::AAAA) <= 1
 }
 
 /// Encodes an authoritative answer; None if it cannot be (then upstream answers instead).

@@ -73,7 +73,8 @@ impl Context {
     }
 
     /// As `decide`, but a query equal to one already answered locally (but for its ID and the
-    /// case of its name) is answered from `cache`, and new local answers are kept there.
+    /// case of its name) is answered from `cache`, and new local answers are kept there
+    /// (those with several addresses of a type are not: their order turns).
     fn decide_cached(
         &self,
         raw: &[u8],
@@ -90,7 +91,9 @@ impl Context {
             return Decision::Local(answer);
         }
         let decision = self.decide(raw, src, Protocol::Udp, Some(names));
-        if let Decision::Local(answer) = &decision {
+        if let Decision::Local(answer) = &decision
+            && respond::reusable(answer)
+        {
             cache.put(raw, answer, names);
         }
         decision

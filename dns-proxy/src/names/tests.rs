@@ -156,3 +156,36 @@ fn the_first_host_in_name_order_keeps_a_contested_name() {
         "a direct name beats an expansion"
     );
 }
+
+/// Istio's agent gives a StatefulSet pod's name (`BuildNameTable`'s
+/// `<hostname>.<subdomain>.<ns>.svc.<domain>`, shortname `<hostname>.<subdomain>`) the same
+/// forms as a Service's: `mysql-0.mysql.db`, `mysql-0.mysql.db.svc`, bare `mysql-0.mysql` in
+/// its namespace (as Kubernetes DNS's search path finds it). Not the Multi-Cluster Services
+/// one: MCS names a pod `<hostname>.<cluster>.<service>.<ns>.svc.clusterset.local`.
+#[test]
+fn a_statefulset_pod_answers_to_its_short_forms() {
+    let pod = "mysql-0.mysql.db.svc.cluster.local";
+    let table = [(pod.to_string(), info(&["10.10.0.7"], "mysql-0.mysql", "db"))].into();
+    let n = Names::build(&table, &Scope::kubernetes("db", "cluster.local", &[]));
+    let fqdn = Some(format!("{pod}."));
+    for name in [
+        "mysql-0.mysql.db.",
+        "mysql-0.mysql.db.svc.",
+        "mysql-0.mysql.",
+    ] {
+        assert_eq!(direct(&n, name), fqdn, "{name}");
+    }
+    assert_eq!(direct(&n, "mysql-0.mysql.db.svc.cluster.local."), fqdn);
+    assert!(
+        n.lookup(&q("mysql-0.mysql.db.svc.clusterset.local."))
+            .is_none()
+    );
+    assert_eq!(
+        alias(
+            &n,
+            "mysql-0.mysql.db.svc.cluster.local.db.svc.cluster.local."
+        ),
+        fqdn,
+        "a search expansion is a CNAME to the pod's name"
+    );
+}

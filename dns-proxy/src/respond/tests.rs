@@ -203,3 +203,45 @@ fn an_answer_too_big_for_udp_is_truncated() {
     let m = Message::from_vec(&bytes).expect("valid");
     assert_eq!(m.answers.len(), 100, "TCP carries the whole answer");
 }
+
+/// Istio (pkg/dns/server/name_table.go): a headless Service's name holds every ready pod's
+/// address, and the agent answers them all, shuffled "so for things like headless services
+/// we can do DNS-LB" (kube-dns, CoreDNS `loadbalance`, rotates too): each answer lists every
+/// pod, and successive answers start with another one. Such answers are never kept whole
+/// (`reusable`), or the cache would freeze one order.
+#[test]
+fn a_headless_name_answers_every_pod_in_turns() {
+    let pods = ["10.10.0.7", "10.10.0.8", "10.10.0.9"];
+    let table: BTreeMap<String, NameInfo> = [(
+        "mysql.db.svc.cluster.local".to_string(),
+        NameInfo {
+            ips: pods.iter().map(|p| p.to_string()).collect(),
+            registry: "Kubernetes".into(),
+            shortname: "mysql".into(),
+            namespace: "db".into(),
+            ..Default::default()
+        },
+    )]
+    .into();
+    let n = Names::build(&table, &Scope::kubernetes("db", "cluster.local", &[]));
+    let mut firsts = Vec::new();
+    for _ in 0..pods.len() {
+        let raw = query("mysql.db.svc.cluster.local.", RecordType::A);
+        let Outcome::Local(bytes) = ask(&raw, Some(&n)) else {
+            panic!("a mesh name is answered locally");
+        };
+        assert!(!reusable(&bytes), "an answer that turns is not kept");
+        let mut got = rdata(&Message::from_vec(&bytes).expect("an answer"));
+        firsts.push(got[0].clone());
+        got.sort();
+        assert_eq!(got, pods, "every ready pod in every answer");
+    }
+    firsts.sort();
+    firsts.dedup();
+    assert_eq!(firsts.len(), pods.len(), "each pod takes its turn first");
+    let single = query("local.sample.svc.cluster.local.", RecordType::A);
+    let Outcome::Local(bytes) = ask(&single, Some(&names())) else {
+        panic!("local answer");
+    };
+    assert!(reusable(&bytes), "one address: kept as it is");
+}
