@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 const REMOTE: &str = "helloworld.sample.svc.cluster.local";
 const LOCAL: &str = "local.sample.svc.cluster.local";
+const HELLOWORLD_SLICE: &str = r#"{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+  "metadata": {"name": "helloworld-1", "namespace": "sample",
+    "labels": {"kubernetes.io/service-name": "helloworld"}},
+  "addressType": "IPv4", "ports": [{"name": "5000-5000", "port": 5000, "protocol": "TCP"}],
+  "endpoints": [{"addresses": ["10.20.0.5"], "conditions": {"ready": true}}]}"#;
 
 /// A TXT answer of about 1 KB: too big for 512-byte UDP, so it needs TCP.
 fn big_txt() -> String {
@@ -105,6 +110,12 @@ fn clusters(dir: &Path) -> (Killed, Killed) {
             "",
         );
     }
+    // A ready endpoint: a remote-only Service with nothing to route to gets no VIP.
+    kubectl(
+        &kc2,
+        &["apply", "--validate=false", "-f", "-"],
+        HELLOWORLD_SLICE,
+    );
     let secret = create_remote_secret(&kc2, "cluster2");
     kubectl(&kc1, &["create", "namespace", "istio-system"], "");
     kubectl(&kc1, &["apply", "--validate=false", "-f", "-"], &secret);
