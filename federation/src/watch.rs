@@ -2,7 +2,8 @@
 //! `InitDone` so a `410 Gone` loses and duplicates nothing.
 
 use crate::registry::{
-    ClusterData, Kind, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+    ClusterData, Kind, NodeInfo, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint,
+    SliceInfo,
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -64,20 +65,43 @@ impl Watched for Namespace {
 
 impl Watched for Node {
     type Key = String;
-    type Value = Locality;
+    type Value = NodeInfo;
     const KIND: Kind = Kind::Node;
-    fn entry(&self) -> Option<(String, Locality)> {
+    /// Istio's getPodLocality: the GA topology labels, else the legacy `failure-domain.beta`
+    /// ones; addresses of type `ExternalIP` (all Istio reaches NodePort gateways on).
+    fn entry(&self) -> Option<(String, NodeInfo)> {
         let l = labels(self);
-        let get = |k: &str| l.get(k).map(String::as_str).unwrap_or("");
-        Some((
-            self.key(),
-            Locality::new(get(labels::REGION), get(labels::ZONE), get(labels::SUBZONE)),
-        ))
+        let get = |k: &str, legacy: &str| {
+            l.get(k)
+                .or_else(|| l.get(legacy))
+                .map(String::as_str)
+                .unwrap_or("")
+        };
+        let locality = Locality::new(
+            get(labels::REGION, labels::LEGACY_REGION),
+            get(labels::ZONE, labels::LEGACY_ZONE),
+            get(labels::SUBZONE, labels::SUBZONE),
+        );
+        let external_ips = self
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "ExternalIP" && !a.address.is_empty())
+            .map(|a| a.address.clone())
+            .collect();
+        let info = NodeInfo {
+            locality,
+            labels: l.clone(),
+            external_ips,
+        };
+        Some((self.key(), info))
     }
     fn key(&self) -> String {
         self.name_any()
     }
-    fn map(d: &mut ClusterData) -> &mut HashMap<String, Locality> {
+    fn map(d: &mut ClusterData) -> &mut HashMap<String, NodeInfo> {
         &mut d.nodes
     }
 }
@@ -120,6 +144,7 @@ impl Watched for Service {
             external_addresses: external,
             service_type: spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
             external_name: spec.external_name.clone(),
+            node_selector: node_selector(self),
         };
         Some((self.key(), info))
     }
@@ -131,11 +156,22 @@ impl Watched for Service {
     }
 }
 
+/// Istio's getNodeSelectorsForService: the annotation's JSON label map; one that does not
+/// parse selects every node.
+fn node_selector(svc: &Service) -> Option<BTreeMap<String, String>> {
+    let raw = svc.annotations().get(labels::NODE_SELECTOR)?;
+    Some(serde_json::from_str(raw).unwrap_or_default())
+}
+
 impl Watched for EndpointSlice {
     type Key = (String, String);
     type Value = SliceInfo;
     const KIND: Kind = Kind::EndpointSlice;
+    /// FQDN slices are skipped, as Istio's endpoint slice controller does (its issue 34995).
     fn entry(&self) -> Option<(Self::Key, SliceInfo)> {
+        if self.address_type == "FQDN" {
+            return None;
+        }
         let service = labels(self).get("kubernetes.io/service-name")?.clone();
         let ports = self
             .ports
@@ -155,6 +191,11 @@ impl Watched for EndpointSlice {
                 addresses: e.addresses.clone(),
                 // Kubernetes: an unknown readiness is to be read as ready.
                 ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
+                terminating: e
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.terminating)
+                    .unwrap_or(false),
                 pod: e
                     .target_ref
                     .as_ref()
@@ -329,3 +370,6 @@ impl Drop for AbortOnDrop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use meshfed_federation::registry::{
-    PodInfo, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+    NodeInfo, PodInfo, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
 use meshfed_federation::xds::{self, generate::*};
 use meshfed_model::Locality;
@@ -67,8 +67,12 @@ impl Mesh {
         }));
         let generation = registry.add_generation("cluster1", "", Some("network1".into()), 1);
         registry.update("cluster1", generation, |d| {
-            d.nodes
-                .insert("node1".into(), Locality::new("region1", "zone1", ""));
+            let locality = Locality::new("region1", "zone1", "");
+            let node = NodeInfo {
+                locality,
+                ..Default::default()
+            };
+            d.nodes.insert("node1".into(), node);
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -130,7 +134,6 @@ impl Mesh {
                     service: name.clone(),
                     ports: vec![("http".into(), 8080)],
                     endpoints,
-                    ..Default::default()
                 },
             );
             d.pods.insert(
@@ -139,7 +142,6 @@ impl Mesh {
                     labels: Default::default(),
                     service_account: name.clone(),
                     node: Some("node1".into()),
-                    ..Default::default()
                 },
             );
         });

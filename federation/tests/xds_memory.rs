@@ -72,7 +72,6 @@ fn registry() -> Arc<Registry> {
                 service: name.clone(),
                 ports: vec![("http".into(), 8080)],
                 endpoints,
-                ..Default::default()
             };
             d.slices
                 .insert(("ns".into(), format!("{name}-slice")), slice);
@@ -80,7 +79,6 @@ fn registry() -> Arc<Registry> {
                 labels: Default::default(),
                 service_account: "sa".into(),
                 node: None,
-                ..Default::default()
             };
             d.pods.insert(("ns".into(), format!("{name}-pod")), pod);
         }

@@ -1,25 +1,43 @@
-//! Builds the merged view from each cluster's data.
+//! Builds the merged view from each cluster's data: services, their endpoints as Istio's
+//! endpoint slice controller keeps them, and the network gateways ([`super::gateways`]).
 
 use super::RegistryConfig;
+use super::gateways;
+use super::names::GatewayNames;
 use super::types::{
-    ClusterData, EndpointView, GatewayView, PortView, ServiceInfo, ServiceView, SliceEndpoint,
+    ClusterData, DroppedGateway, EndpointView, GatewayView, PortView, ServiceView, SliceEndpoint,
     Snapshot,
 };
-use meshfed_model::labels as label;
-use std::collections::BTreeMap;
+use meshfed_model::{Locality, labels as label};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 pub struct Merger<'a> {
     config: &'a RegistryConfig,
+    names: &'a Arc<GatewayNames>,
     services: BTreeMap<String, ServiceView>,
     gateways: Vec<GatewayView>,
+    dropped: Vec<DroppedGateway>,
+    /// The gateway hostnames the view used (the rest need no more lookups).
+    wanted: HashSet<String>,
+}
+
+/// The merged view and what it left out.
+pub struct Merged {
+    pub snapshot: Snapshot,
+    pub dropped: Vec<DroppedGateway>,
+    pub wanted: HashSet<String>,
 }
 
 impl<'a> Merger<'a> {
-    pub fn new(config: &'a RegistryConfig) -> Self {
+    pub fn new(config: &'a RegistryConfig, names: &'a Arc<GatewayNames>) -> Self {
         Merger {
             config,
+            names,
             services: BTreeMap::new(),
             gateways: Vec::new(),
+            dropped: Vec::new(),
+            wanted: HashSet::new(),
         }
     }
 
@@ -62,11 +80,16 @@ impl<'a> Merger<'a> {
                 }
             }
             view.ports.sort();
-            self.gateways.extend(gateways(id, svc));
         }
-        if stale {
-            return;
+        let found = gateways::of_cluster(id, data, self.names, &mut self.wanted);
+        self.gateways.extend(found.gateways);
+        self.dropped.extend(found.dropped);
+        if !stale {
+            self.add_endpoints(id, cluster_network, data);
         }
+    }
+
+    fn add_endpoints(&mut self, id: &str, cluster_network: &str, data: &ClusterData) {
         for ((ns, _), slice) in &data.slices {
             let Some(svc) = data.services.get(&(ns.clone(), slice.service.clone())) else {
                 continue;
@@ -77,14 +100,8 @@ impl<'a> Merger<'a> {
                     continue;
                 };
                 for ep in &slice.endpoints {
-                    endpoints.extend(endpoint_views(
-                        id,
-                        cluster_network,
-                        data,
-                        ep,
-                        *target,
-                        sp.port,
-                    ));
+                    let place = (id, cluster_network);
+                    endpoints.extend(endpoint_views(place, data, ep, *target, sp.port));
                 }
             }
             self.service(ns, &slice.service).endpoints.extend(endpoints);
@@ -102,53 +119,65 @@ impl<'a> Merger<'a> {
             })
     }
 
-    pub fn finish(mut self) -> Snapshot {
+    pub fn finish(mut self) -> Merged {
         for svc in self.services.values_mut() {
             svc.headless_in.sort();
-            svc.endpoints.sort_by(|a, b| {
-                (&a.cluster, &a.address, a.port).cmp(&(&b.cluster, &b.address, b.port))
-            });
+            dedup_endpoints(&mut svc.endpoints);
         }
         self.gateways.sort();
         self.gateways.dedup();
-        Snapshot {
-            services: self.services.into_values().collect(),
-            gateways: self.gateways,
+        self.dropped.sort();
+        self.dropped.dedup();
+        Merged {
+            snapshot: Snapshot {
+                services: self.services.into_values().collect(),
+                gateways: self.gateways,
+            },
+            dropped: self.dropped,
+            wanted: self.wanted,
         }
     }
 }
 
-/// A Service labelled with a network is that network's gateway: every external address,
-/// on port 15443 unless `networking.istio.io/gatewayPort` says otherwise.
-fn gateways(cluster: &str, svc: &ServiceInfo) -> Vec<GatewayView> {
-    let Some(network) = svc.labels.get(label::NETWORK) else {
-        return Vec::new();
-    };
-    let port = svc
-        .labels
-        .get(label::GATEWAY_PORT)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(label::DEFAULT_GATEWAY_PORT);
-    svc.external_addresses
-        .iter()
-        .map(|address| GatewayView {
-            network: network.clone(),
-            cluster: cluster.to_string(),
-            address: address.clone(),
-            port,
-        })
-        .collect()
+/// Sorts endpoints and keeps one per (cluster, address, service port): Istio's
+/// endpointSliceCache counts an endpoint listed in two slices (while it moves between them)
+/// once. The ready copy is kept, as the newer one.
+fn dedup_endpoints(endpoints: &mut Vec<EndpointView>) {
+    endpoints.sort_by(|a, b| {
+        (&a.cluster, &a.address, a.service_port, !a.ready, a.port).cmp(&(
+            &b.cluster,
+            &b.address,
+            b.service_port,
+            !b.ready,
+            b.port,
+        ))
+    });
+    endpoints.dedup_by(|b, a| {
+        (&a.cluster, &a.address, a.service_port) == (&b.cluster, &b.address, b.service_port)
+    });
 }
 
+/// One slice endpoint's views, as Istio's endpoint slice controller builds them: terminating
+/// endpoints are left out (Istio's endpoint builder never sends them), and an endpoint whose
+/// Pod has not been seen yet waits for it (Istio queues it until the pod arrives,
+/// `pendingPods`) rather than going out without the pod's labels and identity.
 fn endpoint_views(
-    cluster: &str,
-    cluster_network: &str,
+    (cluster, cluster_network): (&str, &str),
     data: &ClusterData,
     ep: &SliceEndpoint,
     port: u16,
     service_port: u16,
 ) -> Vec<EndpointView> {
-    let pod = ep.pod.as_ref().and_then(|k| data.pods.get(k));
+    if ep.terminating && !ep.ready {
+        return Vec::new();
+    }
+    let pod = match &ep.pod {
+        Some(key) => match data.pods.get(key) {
+            Some(pod) => Some(pod),
+            None => return Vec::new(),
+        },
+        None => None,
+    };
     let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
     // Network: the pod's label, else the cluster's.
     let network = labels
@@ -159,10 +188,11 @@ fn endpoint_views(
         .node
         .as_ref()
         .or_else(|| pod.and_then(|p| p.node.as_ref()));
-    let locality = node
-        .and_then(|n| data.nodes.get(n))
-        .cloned()
-        .unwrap_or_default();
+    let locality = pod_locality(&labels).unwrap_or_else(|| {
+        node.and_then(|n| data.nodes.get(n))
+            .map(|n| n.locality.clone())
+            .unwrap_or_default()
+    });
     let service_account = pod.map(|p| p.service_account.clone()).unwrap_or_default();
     ep.addresses
         .iter()
@@ -181,11 +211,27 @@ fn endpoint_views(
         .collect()
 }
 
+/// Istio's GetLocalityLabel and SanitizeLocalityLabel: `topology.istio.io/locality`, else the
+/// legacy `istio-locality`, overrides the node's; Kubernetes label values cannot hold `/`, so
+/// `region.zone.subzone` is read with dots (unless the value already has slashes).
+fn pod_locality(labels: &BTreeMap<String, String>) -> Option<Locality> {
+    let raw = labels
+        .get(label::LOCALITY)
+        .or_else(|| labels.get(label::LEGACY_LOCALITY))
+        .filter(|v| !v.is_empty())?;
+    let path = if raw.contains('/') {
+        raw.clone()
+    } else {
+        raw.replace('.', "/")
+    };
+    path.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::types::{PodInfo, ServicePort, SliceInfo};
-    use meshfed_model::Locality;
+    use crate::registry::names::Servers;
+    use crate::registry::types::{NodeInfo, PodInfo, ServiceInfo, ServicePort, SliceInfo};
     use std::time::Duration;
 
     fn config() -> RegistryConfig {
@@ -235,7 +281,6 @@ mod tests {
                 service: "helloworld".into(),
                 ports: vec![("http".into(), 5000)],
                 endpoints: vec![ep],
-                ..Default::default()
             },
         );
         d.pods.insert(
@@ -244,24 +289,41 @@ mod tests {
                 labels: labels(&[("app", "helloworld"), ("version", version)]),
                 service_account: "helloworld".into(),
                 node: Some("node1".into()),
-                ..Default::default()
             },
         );
-        d.nodes.insert(
-            "node1".into(),
-            Locality::new(
-                zone.split('/').next().unwrap(),
-                zone.split('/').nth(1).unwrap(),
-                "",
-            ),
-        );
+        let node = NodeInfo {
+            locality: zone.parse().unwrap(),
+            ..Default::default()
+        };
+        d.nodes.insert("node1".into(), node);
         d
+    }
+
+    fn names() -> Arc<GatewayNames> {
+        let servers = Servers::Udp(Vec::new());
+        GatewayNames::new(
+            tokio::sync::watch::channel(0).0,
+            servers,
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Merges `clusters` (id, default network, data) as the registry does.
+    fn merge(clusters: &[(&str, Option<&str>, &ClusterData)]) -> Merged {
+        let c = config();
+        let names = names();
+        let mut m = Merger::new(&c, &names);
+        for (id, network, data) in clusters {
+            m.add_cluster(id, *network, data, false);
+        }
+        m.finish()
     }
 
     #[test]
     fn endpoints_of_both_clusters_carry_network_and_locality() {
         let c = config();
-        let mut m = Merger::new(&c);
+        let names = names();
+        let mut m = Merger::new(&c, &names);
         let mut c1 = cluster("v1", "10.10.0.5", "region1/zone1");
         c1.namespaces.insert(
             "istio-system".into(),
@@ -283,7 +345,7 @@ mod tests {
             .insert(("istio-system".into(), "istio-eastwestgateway".into()), gw);
         m.add_cluster("cluster1", Some("ignored"), &c1, false);
         m.add_cluster("cluster2", Some("network2"), &c2, false);
-        let snap = m.finish();
+        let snap = m.finish().snapshot;
         let hw = snap
             .services
             .iter()
@@ -331,15 +393,95 @@ mod tests {
     #[test]
     fn pod_network_label_wins_and_stale_clusters_lose_endpoints() {
         let c = config();
-        let mut m = Merger::new(&c);
+        let names = names();
+        let mut m = Merger::new(&c, &names);
         let mut d = cluster("v1", "10.10.0.5", "r/z");
         d.pods.values_mut().for_each(|p| {
             p.labels.insert(label::NETWORK.into(), "podnet".into());
         });
         m.add_cluster("c", Some("clusternet"), &d, false);
         m.add_cluster("gone", None, &cluster("v2", "10.20.0.5", "r/z"), true);
-        let snap = m.finish();
+        let snap = m.finish().snapshot;
         assert_eq!(snap.services[0].endpoints.len(), 1);
         assert_eq!(snap.services[0].endpoints[0].network, "podnet");
+    }
+
+    /// The addresses of helloworld's endpoints after merging `data` as cluster "c".
+    fn addresses(data: &ClusterData) -> Vec<String> {
+        let merged = merge(&[("c", Some("n"), data)]);
+        merged.snapshot.services[0]
+            .endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect()
+    }
+
+    fn slice_endpoints(d: &mut ClusterData) -> &mut Vec<SliceEndpoint> {
+        &mut d.slices.values_mut().next().unwrap().endpoints
+    }
+
+    /// Istio (endpointHealthStatus, endpoint builder): a terminating endpoint is never sent,
+    /// while a not-ready one that is not terminating is kept (as unhealthy).
+    #[test]
+    fn terminating_endpoints_are_left_out() {
+        let mut d = cluster("v1", "10.10.0.5", "r/z");
+        let ep = &mut slice_endpoints(&mut d)[0];
+        ep.ready = false;
+        assert_eq!(addresses(&d), ["10.10.0.5"]);
+        slice_endpoints(&mut d)[0].terminating = true;
+        assert!(addresses(&d).is_empty());
+    }
+
+    /// Istio (endpointSliceCache.get): an endpoint listed in two slices of one Service (while
+    /// it moves between them) counts once; the ready copy is kept.
+    #[test]
+    fn an_endpoint_in_two_slices_counts_once() {
+        let mut d = cluster("v1", "10.10.0.5", "r/z");
+        let mut second = d.slices.values().next().unwrap().clone();
+        second.endpoints[0].ready = false;
+        d.slices.insert(("sample".into(), "hw-def".into()), second);
+        let merged = merge(&[("c", Some("n"), &d)]);
+        let eps = &merged.snapshot.services[0].endpoints;
+        assert_eq!(eps.len(), 1);
+        assert!(eps[0].ready);
+    }
+
+    /// Istio (getPod, pendingPods): an endpoint whose Pod is not known yet waits for it
+    /// instead of going out without the pod's labels (tlsMode) and service account; it is
+    /// published once the pod arrives. An endpoint with no Pod target needs none.
+    #[test]
+    fn an_endpoint_waits_for_its_pod() {
+        let mut d = cluster("v1", "10.10.0.5", "r/z");
+        let pod = d.pods.drain().next().unwrap();
+        assert!(addresses(&d).is_empty());
+        d.pods.insert(pod.0, pod.1);
+        assert_eq!(addresses(&d), ["10.10.0.5"]);
+        slice_endpoints(&mut d)[0].pod = None;
+        d.pods.clear();
+        assert_eq!(addresses(&d), ["10.10.0.5"]);
+    }
+
+    /// Istio (getPodLocality, GetLocalityLabel, SanitizeLocalityLabel): a pod's
+    /// `topology.istio.io/locality`, else its legacy `istio-locality` label
+    /// (`region.zone.subzone`, dots because label values cannot hold `/`), overrides its
+    /// node's locality.
+    #[test]
+    fn pod_locality_labels_override_the_node() {
+        let locality = |pairs: &[(&str, &str)]| {
+            let mut d = cluster("v1", "10.10.0.5", "noderegion/nodezone");
+            let pod = d.pods.values_mut().next().unwrap();
+            pod.labels.extend(labels(pairs));
+            merge(&[("c", Some("n"), &d)]).snapshot.services[0].endpoints[0]
+                .locality
+                .clone()
+        };
+        assert_eq!(locality(&[]), "noderegion/nodezone");
+        assert_eq!(locality(&[("istio-locality", "r1.z1.s1")]), "r1/z1/s1");
+        assert_eq!(locality(&[("istio-locality", "r1.z1")]), "r1/z1");
+        let both = [
+            ("istio-locality", "old.old"),
+            ("topology.istio.io/locality", "r2/z2"),
+        ];
+        assert_eq!(locality(&both), "r2/z2");
     }
 }

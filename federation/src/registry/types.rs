@@ -62,12 +62,17 @@ pub struct ServiceInfo {
     pub service_type: String,
     /// The target name of an ExternalName Service.
     pub external_name: Option<String>,
+    /// The `traffic.istio.io/nodeSelector` annotation, when present (an unreadable one selects
+    /// every node, as in Istio): a NodePort gateway is reached on the selected nodes.
+    pub node_selector: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SliceEndpoint {
     pub addresses: Vec<String>,
     pub ready: bool,
+    /// `conditions.terminating`: the pod is shutting down (Istio never sends these).
+    pub terminating: bool,
     pub pod: Option<(String, String)>,
     pub node: Option<String>,
     /// The endpoint's `hostname` (a StatefulSet pod's, under a headless Service).
@@ -89,6 +94,17 @@ pub struct PodInfo {
     pub node: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeInfo {
+    /// From the topology labels (the legacy `failure-domain.beta.kubernetes.io` ones when the
+    /// GA ones are missing).
+    pub locality: Locality,
+    pub labels: BTreeMap<String, String>,
+    /// The node's `ExternalIP` addresses: where a NodePort gateway is reached (Istio uses only
+    /// these).
+    pub external_ips: Vec<String>,
+}
+
 /// Everything one connection to one cluster's API server has seen.
 #[derive(Debug, Default)]
 pub struct ClusterData {
@@ -96,7 +112,7 @@ pub struct ClusterData {
     pub services: HashMap<(String, String), ServiceInfo>,
     pub slices: HashMap<(String, String), SliceInfo>,
     pub pods: HashMap<(String, String), PodInfo>,
-    pub nodes: HashMap<String, Locality>,
+    pub nodes: HashMap<String, NodeInfo>,
     pub destination_rules: HashMap<(String, String), serde_json::Value>,
 }
 
@@ -111,6 +127,49 @@ pub struct ClusterStatus {
     pub last_sync_age_s: Option<f64>,
     pub services: usize,
     pub endpoints: usize,
+    /// Services labelled as network gateways that are not used, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_gateways: Vec<DroppedGateway>,
+}
+
+/// A Service labelled with a network that gives no usable gateway address (or one of its
+/// hostnames that does not resolve).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DroppedGateway {
+    pub cluster: String,
+    /// `namespace/name` of the Service.
+    pub service: String,
+    pub network: String,
+    /// What kind of problem, as the `reason` label of `meshfed_registry_dropped_gateways`.
+    pub kind: DropKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropKind {
+    /// It exposes neither 15443 nor its `networking.istio.io/gatewayPort`.
+    NoGatewayPort,
+    /// No LoadBalancer address or externalIP, and no node to reach a NodePort on.
+    NoAddress,
+    /// A LoadBalancer hostname that has not resolved (yet, or at all).
+    Unresolved,
+}
+
+impl DropKind {
+    pub const ALL: [DropKind; 3] = [
+        DropKind::NoGatewayPort,
+        DropKind::NoAddress,
+        DropKind::Unresolved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropKind::NoGatewayPort => "no_gateway_port",
+            DropKind::NoAddress => "no_address",
+            DropKind::Unresolved => "unresolved",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
