@@ -1,11 +1,14 @@
 //! Locality load balancing as Istio computes it for EDS: which priority and weight each
-//! group of endpoints (one locality) gets, from the proxy's own locality and the
+//! group of endpoints (one locality) gets, from the proxy's own locality and labels and the
 //! DestinationRule's `localityLbSetting` (`distribute`, `failover`, `failoverPriority`).
 //!
-//! Istio's rules, kept here: `distribute` always acts; `failover` and `failoverPriority` act
-//! only when `outlierDetection` is set; priorities are 0 same region+zone+subzone, 1 same
-//! region+zone, 2 same region, 3 a region named as a failover target, 4 any other region,
-//! then renumbered to be consecutive (Envoy requires it).
+//! Istio's rules (pilot/pkg/networking/core/loadbalancer `ApplyLocalityLoadBalancer`), kept
+//! here: `enabled: false` turns it all off; `distribute` excludes failover (even when no `from`
+//! matches the proxy); `failover` and `failoverPriority` act only when `outlierDetection` is set.
+//! `failoverPriority` alone orders by labels only; with `failover` also set, or with neither,
+//! region failover follows: priorities 0 same region+zone+subzone, 1 same region+zone, 2 same
+//! region, 3 another region, 4 a region other than the target of the first `failover` entry
+//! from the proxy's region. Priorities are then renumbered to be consecutive (Envoy requires it).
 
 use meshfed_model::Locality;
 use meshfed_model::labels as label;
@@ -64,6 +67,18 @@ impl LocalityPolicy {
             failover_priority,
             outlier_detection: tp.get("outlierDetection").is_some_and(|o| !o.is_null()),
         }
+    }
+}
+
+impl LocalityPolicy {
+    /// Whether Envoy should weigh localities (`locality_weighted_lb_config`): for `distribute`,
+    /// and for `failover`/`failoverPriority` once outlier detection is on (Istio's
+    /// `LocalityLBSettings.ApplyToCluster`).
+    pub fn weighted(&self) -> bool {
+        self.enabled != Some(false)
+            && (!self.distribute.is_empty()
+                || (self.outlier_detection
+                    && (!self.failover.is_empty() || !self.failover_priority.is_empty())))
     }
 }
 
@@ -129,56 +144,51 @@ pub fn locality_matches(locality: &Locality, pattern: &str) -> bool {
 
 /// Groups `endpoints` by locality and applies `policy` as seen from `proxy`.
 pub fn assign(proxy: &Place, endpoints: &[Place], policy: &LocalityPolicy) -> Vec<Group> {
-    let mut groups = group_by_locality(
-        proxy,
-        endpoints,
-        &policy.failover_priority,
-        policy.outlier_detection,
-    );
-    if policy.enabled == Some(false) {
-        groups.iter_mut().for_each(|g| g.priority = 0);
-        return merge_same_locality(groups);
-    }
-    if let Some((_, to)) = policy
-        .distribute
-        .iter()
-        .find(|(from, _)| locality_matches(&proxy.locality, from))
-    {
-        // distribute always acts, and sets weights within one priority.
-        let groups = merge_same_locality(
+    let one_priority = |groups: Vec<Group>| {
+        merge_same_locality(
             groups
                 .into_iter()
                 .map(|g| Group { priority: 0, ..g })
                 .collect(),
-        );
-        return distribute(groups, to);
+        )
+    };
+    if policy.enabled == Some(false) {
+        return one_priority(group_by_locality(endpoints, |_| 0));
+    }
+    if !policy.distribute.is_empty() {
+        // distribute sets weights within one priority; without a `from` matching the proxy
+        // it does nothing, and failover is not applied either (Istio's either-or).
+        let groups = one_priority(group_by_locality(endpoints, |_| 0));
+        return match policy
+            .distribute
+            .iter()
+            .find(|(from, _)| locality_matches(&proxy.locality, from))
+        {
+            Some((_, to)) => distribute(groups, to),
+            None => groups,
+        };
     }
     if !policy.outlier_detection {
-        groups.iter_mut().for_each(|g| g.priority = 0);
-        return merge_same_locality(groups);
+        return one_priority(group_by_locality(endpoints, |_| 0));
     }
-    for g in &mut groups {
-        g.priority =
-            g.priority * 5 + locality_priority(&proxy.locality, &g.locality, &policy.failover);
+    let labels = &policy.failover_priority;
+    let mut groups = group_by_locality(endpoints, |e| label_level(proxy, e, labels));
+    if labels.is_empty() || !policy.failover.is_empty() {
+        for g in &mut groups {
+            g.priority =
+                g.priority * 5 + locality_priority(&proxy.locality, &g.locality, &policy.failover);
+        }
     }
     compact(groups)
 }
 
-/// Groups per (failoverPriority level, locality); the level is kept in `priority` for now.
-fn group_by_locality(
-    proxy: &Place,
-    endpoints: &[Place],
-    labels: &[String],
-    outlier: bool,
-) -> Vec<Group> {
+/// Groups per (`level`, locality); the level is the group's priority for now.
+fn group_by_locality(endpoints: &[Place], level: impl Fn(&Place) -> u32) -> Vec<Group> {
     let mut by: BTreeMap<(u32, Locality), Vec<usize>> = BTreeMap::new();
     for (i, e) in endpoints.iter().enumerate() {
-        let level = if outlier {
-            label_level(proxy, e, labels)
-        } else {
-            0
-        };
-        by.entry((level, e.locality.clone())).or_default().push(i);
+        by.entry((level(e), e.locality.clone()))
+            .or_default()
+            .push(i);
     }
     let weight = |idx: &[usize]| idx.iter().map(|&i| endpoints[i].weight.max(1)).sum();
     by.into_iter()
@@ -191,16 +201,37 @@ fn group_by_locality(
         .collect()
 }
 
-/// failoverPriority: 0 when every listed label matches the proxy's, n when only the first
-/// len-n do (matching counts from the front and stops at the first difference).
-fn label_level(proxy: &Place, e: &Place, labels: &[String]) -> u32 {
-    let matched = labels
-        .iter()
-        .take_while(|k| proxy.label(k).is_some() && proxy.label(k) == e.label(k))
-        .count();
-    (labels.len() - matched) as u32
+/// Istio's `applyFailoverPriorityPerLocality`: with n entries, 0 when the endpoint matches
+/// them all, n - j when entry j is the first it misses. An entry `label=value` asks for that
+/// value rather than the proxy's; a label neither has counts as matching (both empty). When
+/// the first entry is the network label, a different network does not stop the comparison:
+/// it adds n to what the remaining labels give, so every other network comes after every
+/// same-network endpoint yet keeps its own label order.
+fn label_level(proxy: &Place, e: &Place, entries: &[String]) -> u32 {
+    let n = entries.len() as u32;
+    let network_first = entries.first().is_some_and(|k| k == label::NETWORK);
+    let mut adjust = 0;
+    for (j, entry) in entries.iter().enumerate() {
+        let parts: Vec<&str> = entry.split('=').collect();
+        let key = parts[0];
+        let wanted = match parts.as_slice() {
+            [_, value] => value,
+            _ => proxy.label(key).unwrap_or(""),
+        };
+        if wanted != e.label(key).unwrap_or("") {
+            if j == 0 && network_first {
+                adjust = n;
+                continue;
+            }
+            return n - j as u32 + adjust;
+        }
+    }
+    adjust
 }
 
+/// Istio's `applyLocalityFailover` priority of an endpoint locality for a proxy locality:
+/// only the first `failover` entry from the proxy's region counts; a region other than its
+/// target goes after it.
 fn locality_priority(proxy: &Locality, ep: &Locality, failover: &[(String, String)]) -> u32 {
     if proxy.region == ep.region {
         return match (proxy.zone == ep.zone, proxy.subzone == ep.subzone) {
@@ -209,10 +240,10 @@ fn locality_priority(proxy: &Locality, ep: &Locality, failover: &[(String, Strin
             (false, _) => 2,
         };
     }
-    let target = failover
-        .iter()
-        .any(|(from, to)| *from == proxy.region && *to == ep.region);
-    if target { 3 } else { 4 }
+    match failover.iter().find(|(from, _)| *from == proxy.region) {
+        Some((_, to)) if *to != ep.region => 4,
+        _ => 3,
+    }
 }
 
 /// Renumbers priorities to 0, 1, 2... keeping their order.
@@ -275,179 +306,4 @@ fn distribute(groups: Vec<Group>, to: &[(String, u32)]) -> Vec<Group> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn place(loc: &str) -> Place {
-        Place {
-            locality: loc.parse().unwrap(),
-            ..Default::default()
-        }
-    }
-
-    fn summary(groups: &[Group]) -> Vec<(String, u32, u32)> {
-        groups
-            .iter()
-            .map(|g| (g.locality.to_string(), g.priority, g.weight))
-            .collect()
-    }
-
-    fn policy(tp: Value) -> LocalityPolicy {
-        LocalityPolicy::from_traffic_policy(&tp)
-    }
-
-    fn seed_endpoints() -> Vec<Place> {
-        vec![
-            place("region1/zone1"),
-            place("region1/zone1"),
-            place("region2/zone2"),
-        ]
-    }
-
-    #[test]
-    fn pattern_matching() {
-        let l: Locality = "region1/zone1/sub".parse().unwrap();
-        for (p, ok) in [
-            ("*", true),
-            ("region1/*", true),
-            ("region1/zone1/*", true),
-            ("region1/zone1/sub", true),
-            ("region1", true),
-            ("region2/*", false),
-            ("region1/zone2/*", false),
-        ] {
-            assert_eq!(locality_matches(&l, p), ok, "{p}");
-        }
-    }
-
-    #[test]
-    fn the_seed_distribute_rule_gives_80_20() {
-        let tp = json!({"loadBalancer": {"localityLbSetting": {"enabled": true, "distribute": [
-            {"from": "region1/*", "to": {"region1/*": 80, "region2/*": 20}},
-            {"from": "region2/*", "to": {"region2/*": 80, "region1/*": 20}}]}},
-            "outlierDetection": {"consecutive5xxErrors": 1}});
-        let groups = assign(
-            &place("region1/zone1"),
-            &seed_endpoints(),
-            &policy(tp.clone()),
-        );
-        assert_eq!(
-            summary(&groups),
-            [
-                ("region1/zone1".into(), 0, 80),
-                ("region2/zone2".into(), 0, 20)
-            ]
-        );
-        assert_eq!(groups[0].endpoints, [0, 1]);
-        let from2 = assign(&place("region2/zone2"), &seed_endpoints(), &policy(tp));
-        assert_eq!(
-            summary(&from2),
-            [
-                ("region1/zone1".into(), 0, 20),
-                ("region2/zone2".into(), 0, 80)
-            ]
-        );
-    }
-
-    #[test]
-    fn distribute_shares_a_wildcard_weight_and_drops_unclaimed_localities() {
-        let eps = vec![
-            place("r1/z1"),
-            place("r1/z2"),
-            place("r1/z2"),
-            place("r1/z2"),
-            place("r3/z9"),
-        ];
-        let tp = json!({"loadBalancer": {"localityLbSetting": {"distribute": [{"from": "*", "to": {"r1/*": 100}}]}}});
-        let groups = assign(&place("r1/z1"), &eps, &policy(tp));
-        assert_eq!(
-            summary(&groups),
-            [("r1/z1".into(), 0, 25), ("r1/z2".into(), 0, 75)]
-        );
-    }
-
-    #[test]
-    fn the_seed_failover_rule_prefers_the_local_region() {
-        let tp = json!({"loadBalancer": {"localityLbSetting": {"enabled": true, "failover": [
-            {"from": "region1", "to": "region2"}, {"from": "region2", "to": "region1"}]}},
-            "outlierDetection": {"consecutive5xxErrors": 1, "interval": "1s", "baseEjectionTime": "1m"}});
-        let groups = assign(&place("region1/zone1"), &seed_endpoints(), &policy(tp));
-        assert_eq!(
-            summary(&groups),
-            [
-                ("region1/zone1".into(), 0, 2),
-                ("region2/zone2".into(), 1, 1)
-            ]
-        );
-    }
-
-    #[test]
-    fn failover_needs_outlier_detection() {
-        let tp = json!({"loadBalancer": {"localityLbSetting": {"failover": [{"from": "region1", "to": "region2"}]}}});
-        let groups = assign(&place("region1/zone1"), &seed_endpoints(), &policy(tp));
-        assert!(groups.iter().all(|g| g.priority == 0), "{groups:?}");
-    }
-
-    #[test]
-    fn istio_priorities_before_compaction() {
-        let proxy: Locality = "r1/z1/s1".parse().unwrap();
-        let fo = vec![("r1".to_string(), "r2".to_string())];
-        let p = |l: &str| locality_priority(&proxy, &l.parse().unwrap(), &fo);
-        assert_eq!(
-            [
-                p("r1/z1/s1"),
-                p("r1/z1/s2"),
-                p("r1/z2/s1"),
-                p("r2/z1/s1"),
-                p("r3/z1/s1")
-            ],
-            [0, 1, 2, 3, 4]
-        );
-        let tp = json!({"loadBalancer": {"localityLbSetting": {"failover": [{"from": "r1", "to": "r2"}]}}, "outlierDetection": {}});
-        let eps: Vec<Place> = ["r3/z1", "r1/z2", "r2/z1"]
-            .iter()
-            .map(|l| place(l))
-            .collect();
-        let groups = assign(&place("r1/z1"), &eps, &policy(tp));
-        assert_eq!(
-            summary(&groups),
-            [
-                ("r1/z2".into(), 0, 1),
-                ("r2/z1".into(), 1, 1),
-                ("r3/z1".into(), 2, 1)
-            ]
-        );
-    }
-
-    #[test]
-    fn failover_priority_orders_by_matching_labels_first() {
-        let mut proxy = place("r1/z1");
-        proxy.network = "network1".into();
-        let mut same_net_far = place("r2/z2");
-        same_net_far.network = "network1".into();
-        let mut other_net_near = place("r1/z1");
-        other_net_near.network = "network2".into();
-        let tp = json!({"loadBalancer": {"localityLbSetting": {"failoverPriority": ["topology.istio.io/network"]}}, "outlierDetection": {}});
-        let groups = assign(&proxy, &[other_net_near, same_net_far], &policy(tp));
-        assert_eq!(
-            summary(&groups),
-            [("r2/z2".into(), 0, 1), ("r1/z1".into(), 1, 1)]
-        );
-    }
-
-    #[test]
-    fn disabled_or_plain_policies_keep_one_priority() {
-        let off = json!({"loadBalancer": {"localityLbSetting": {"enabled": false, "failover": [{"from": "region1", "to": "region2"}]}}, "outlierDetection": {}});
-        for tp in [off, json!({})] {
-            let groups = assign(&place("region1/zone1"), &seed_endpoints(), &policy(tp));
-            assert_eq!(
-                summary(&groups),
-                [
-                    ("region1/zone1".into(), 0, 2),
-                    ("region2/zone2".into(), 0, 1)
-                ]
-            );
-        }
-    }
-}
+mod tests;
