@@ -1,12 +1,13 @@
-//! CDS: one EDS cluster per service port and per DestinationRule subset, with the rule's load
-//! balancer, outlier detection and locality settings, and (for Envoy) the mTLS transport
+//! CDS: one EDS cluster per service port (UDP ports excepted) and per DestinationRule subset,
+//! with the rule's load balancer, outlier detection and locality settings for that port and
+//! subset, HTTP/2 upstream options for HTTP/2 ports (Envoy), and (for Envoy) the mTLS transport
 //! socket that endpoints marked `tlsMode: istio` (remote networks' gateways) are reached with.
 
 use super::locality::LocalityPolicy;
 use super::node::{Generator, Proxy, ProxyKind};
 use super::rules::{self, Rule};
-use crate::registry::{ServiceView, Snapshot};
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, cluster};
+use crate::registry::{PortView, ServiceView, Snapshot};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiConfigSource, ApiVersion, ConfigSource, GrpcService,
     TransportSocket, api_config_source, config_source, grpc_service, transport_socket,
@@ -16,8 +17,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     UpstreamTlsContext, common_tls_context, subject_alt_name_matcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
-use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::{Duration, Struct, UInt32Value, Value, value};
+use envoy_types::pb::google::protobuf::{Duration, Struct, Value, value};
 use envoy_types::util::pack_any;
 use meshfed_model::ClusterName;
 use meshfed_proto::ads::{SDS_CLUSTER, SDS_ROOT_SECRET, SDS_WORKLOAD_SECRET};
@@ -27,33 +27,35 @@ use serde_json::Value as Json;
 pub struct ClusterSpec<'a> {
     pub name: ClusterName,
     pub service: &'a ServiceView,
+    pub port: &'a PortView,
     pub subset_labels: std::collections::BTreeMap<String, String>,
+    /// The DestinationRule's policy for this port and subset ([`Rule::policy`]).
     pub policy: Json,
 }
 
 /// Every cluster `proxy` gets: sidecars `outbound|port|subset|fqdn`, routers the same
-/// clusters keyed by their SNI name (Istio's sni-dnat clusters).
+/// clusters keyed by their SNI name (Istio's sni-dnat clusters). UDP ports get none, as
+/// Istio builds no cluster for them (Envoy does not proxy UDP).
 pub fn specs<'a>(snapshot: &'a Snapshot, rules: &[Rule], proxy: &Proxy) -> Vec<ClusterSpec<'a>> {
     let mut out = Vec::new();
     for svc in &snapshot.services {
         let rule = rules::find(rules, &svc.hostname, &svc.namespace, &proxy.namespace);
-        for port in &svc.ports {
-            out.push(ClusterSpec {
-                name: ClusterName::new(port.port, None, &svc.hostname),
+        for port in svc.ports.iter().filter(|p| !protocol::is_udp(p)) {
+            let spec = |subset: Option<&rules::SubsetRule>| ClusterSpec {
+                name: ClusterName::new(port.port, subset.map(|s| s.name.as_str()), &svc.hostname),
                 service: svc,
-                subset_labels: Default::default(),
-                policy: rule.map(|r| r.policy(None).clone()).unwrap_or(Json::Null),
-            });
-            for subset in rule.iter().flat_map(|r| r.subsets.iter()) {
-                out.push(ClusterSpec {
-                    name: ClusterName::new(port.port, Some(&subset.name), &svc.hostname),
-                    service: svc,
-                    subset_labels: subset.labels.clone(),
-                    policy: rule
-                        .map(|r| r.policy(Some(&subset.name)).clone())
-                        .unwrap_or(Json::Null),
-                });
-            }
+                port,
+                subset_labels: subset.map(|s| s.labels.clone()).unwrap_or_default(),
+                policy: rule.map_or(Json::Null, |r| {
+                    r.policy(subset.map(|s| s.name.as_str()), port.port)
+                }),
+            };
+            out.push(spec(None));
+            out.extend(
+                rule.iter()
+                    .flat_map(|r| r.subsets.iter())
+                    .map(|s| spec(Some(s))),
+            );
         }
     }
     out
@@ -85,22 +87,13 @@ pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>, trust_domain: &str) -> Clu
             nanos: 0,
         }),
         lb_policy: lb_policy(&tp["loadBalancer"]["simple"]) as i32,
-        outlier_detection: outlier_detection(&tp["outlierDetection"]),
+        outlier_detection: outlier::detection(&tp["outlierDetection"]),
+        common_lb_config: common_lb_config(tp),
         ..Default::default()
     };
-    let locality = LocalityPolicy::from_traffic_policy(tp);
-    let min_health = tp["outlierDetection"]["minHealthPercent"].as_f64();
-    if !locality.distribute.is_empty() || min_health.is_some() {
-        let mut common = cluster::CommonLbConfig::default();
-        if !locality.distribute.is_empty() {
-            common.locality_config_specifier = Some(
-                cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
-                    Default::default(),
-                ),
-            );
-        }
-        common.healthy_panic_threshold = min_health.map(|value| Percent { value });
-        c.common_lb_config = Some(common);
+    if proxy.generator == Generator::Envoy {
+        // Proxyless gRPC speaks HTTP/2 anyway; Istio's grpcgen sends no such options.
+        c.typed_extension_protocol_options = protocol::options(spec.port, tp);
     }
     if proxy.generator == Generator::Envoy && proxy.kind == ProxyKind::Sidecar {
         c.transport_socket_matches = transport_socket_matches(spec, trust_domain);
@@ -109,6 +102,26 @@ pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>, trust_domain: &str) -> Clu
         c.transport_socket = grpc_tls::transport_socket(spec, trust_domain);
     }
     c
+}
+
+/// Locality weights and the panic threshold. Envoy reads EDS locality weights only with
+/// `locality_weighted_lb_config`, which Istio sets for `distribute`, and for `failover` or
+/// `failoverPriority` once outlier detection makes them act (`LocalityLBSettings.ApplyToCluster`).
+fn common_lb_config(tp: &Json) -> Option<cluster::CommonLbConfig> {
+    let weighted = LocalityPolicy::from_traffic_policy(tp).weighted();
+    let panic = outlier::panic_threshold(&tp["outlierDetection"]);
+    if !weighted && panic.is_none() {
+        return None;
+    }
+    Some(cluster::CommonLbConfig {
+        locality_config_specifier: weighted.then_some(
+            cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                Default::default(),
+            ),
+        ),
+        healthy_panic_threshold: panic,
+        ..Default::default()
+    })
 }
 
 fn ads() -> ConfigSource {
@@ -127,56 +140,6 @@ fn lb_policy(simple: &Json) -> cluster::LbPolicy {
         Some("RANDOM") => cluster::LbPolicy::Random,
         _ => cluster::LbPolicy::RoundRobin,
     }
-}
-
-/// Istio's `outlierDetection` in Envoy's terms (the deprecated `consecutiveErrors` counts as
-/// gateway errors, as Istio reads it).
-fn outlier_detection(od: &Json) -> Option<OutlierDetection> {
-    if !od.is_object() {
-        return None;
-    }
-    let count = |k: &str| od[k].as_u64().map(|v| v.min(u64::from(u32::MAX)) as u32);
-    let enforce = |v: Option<u32>| {
-        v.map(|v| UInt32Value {
-            value: if v > 0 { 100 } else { 0 },
-        })
-    };
-    let u32v = |v: Option<u32>| v.map(|value| UInt32Value { value });
-    let gateway = count("consecutiveGatewayErrors").or(count("consecutiveErrors"));
-    let five = count("consecutive5xxErrors");
-    Some(OutlierDetection {
-        consecutive_5xx: u32v(five),
-        enforcing_consecutive_5xx: enforce(five),
-        consecutive_gateway_failure: u32v(gateway),
-        enforcing_consecutive_gateway_failure: enforce(gateway),
-        consecutive_local_origin_failure: u32v(count("consecutiveLocalOriginFailures")),
-        split_external_local_origin_errors: od["splitExternalLocalOriginErrors"]
-            .as_bool()
-            .unwrap_or(false),
-        interval: duration(&od["interval"]),
-        base_ejection_time: duration(&od["baseEjectionTime"]),
-        max_ejection_percent: u32v(count("maxEjectionPercent")),
-        ..Default::default()
-    })
-}
-
-/// Istio's durations: a number with `h`, `m`, `s` or `ms` (fractions allowed).
-pub fn duration(v: &Json) -> Option<Duration> {
-    let s = v.as_str()?.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration {
-        seconds: secs.trunc() as i64,
-        nanos: (secs.fract() * 1e9).round() as i32,
-    })
 }
 
 /// Endpoints behind a remote gateway carry `tlsMode: istio`: those get Istio mTLS with the
@@ -299,6 +262,8 @@ fn sds_grpc() -> ConfigSource {
 }
 
 mod grpc_tls;
+mod outlier;
+mod protocol;
 
 #[cfg(test)]
 mod tests;

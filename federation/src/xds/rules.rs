@@ -1,8 +1,11 @@
-//! DestinationRules as the xDS generators use them: which rule applies to a host, its
-//! subsets, and the traffic policy of a subset (the subset's own, else the rule's).
+//! DestinationRules as the xDS generators use them: which rule applies to a host for a given
+//! client (Istio's lookup: client namespace, service namespace, root namespace, `exportTo`
+//! honoured), its subsets, and the traffic policy of one cluster (see [`policy`]).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+mod policy;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
@@ -12,6 +15,12 @@ pub struct Rule {
     pub host: String,
     pub traffic_policy: Value,
     pub subsets: Vec<SubsetRule>,
+    /// `exportTo` as written (`.`, `*` or namespaces); empty means every namespace, Istio's
+    /// default `defaultDestinationRuleExportTo`.
+    pub export_to: Vec<String>,
+    /// The rule lives in the mesh's root namespace (the federation's system namespace, Istio's
+    /// `meshConfig.rootNamespace`): the fallback for every client. Set by [`Rule::in_root`].
+    pub root: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,15 +42,16 @@ impl Rule {
             .filter_map(|s| {
                 Some(SubsetRule {
                     name: s["name"].as_str()?.to_string(),
-                    labels: s["labels"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect(),
+                    labels: strings(&s["labels"]),
                     traffic_policy: s["trafficPolicy"].clone(),
                 })
             })
+            .collect();
+        let export_to = spec["exportTo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str().map(str::to_string))
             .collect();
         Some(Rule {
             namespace: namespace.to_string(),
@@ -49,7 +59,15 @@ impl Rule {
             host,
             traffic_policy: spec["trafficPolicy"].clone(),
             subsets,
+            export_to,
+            root: false,
         })
+    }
+
+    /// Marks the rule as the root namespace's when `root_namespace` is its namespace.
+    pub fn in_root(mut self, root_namespace: &str) -> Rule {
+        self.root = self.namespace == root_namespace;
+        self
     }
 
     fn matches(&self, fqdn: &str) -> bool {
@@ -59,14 +77,54 @@ impl Rule {
         }
     }
 
-    /// The policy of `subset` (None: the rule's own): a subset's policy replaces the rule's.
-    pub fn policy(&self, subset: Option<&str>) -> &Value {
-        subset
-            .and_then(|n| self.subsets.iter().find(|s| s.name == n))
-            .map(|s| &s.traffic_policy)
-            .filter(|p| !p.is_null())
-            .unwrap_or(&self.traffic_policy)
+    /// Istio's `host.MoreSpecific` order: an exact host first, then the longest wildcard.
+    fn specificity(&self) -> (bool, std::cmp::Reverse<usize>) {
+        (
+            self.host.starts_with('*'),
+            std::cmp::Reverse(self.host.len()),
+        )
     }
+
+    /// Only its own namespace sees it: `exportTo` is exactly `.` or that namespace.
+    fn private(&self) -> bool {
+        matches!(self.export_to.as_slice(), [one] if one == "." || *one == self.namespace)
+    }
+
+    /// Visible to clients of its own namespace (Istio's namespace-local index).
+    fn local(&self) -> bool {
+        self.export_to.is_empty()
+            || self
+                .export_to
+                .iter()
+                .any(|e| e == "*" || e == "." || *e == self.namespace)
+    }
+
+    /// Exported to clients in `client_ns` from another namespace.
+    fn exported_to(&self, client_ns: &str) -> bool {
+        self.export_to.is_empty() || self.export_to.iter().any(|e| e == "*" || e == client_ns)
+    }
+}
+
+fn strings(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
+}
+
+/// The rules of a push from the registry's `(namespace, name, object)` list: hosts qualified
+/// in `domain`, those of `root_namespace` marked as the mesh's root namespace's.
+pub fn from_objects(
+    objects: &[(String, String, Value)],
+    domain: &str,
+    root_namespace: &str,
+) -> Vec<Rule> {
+    objects
+        .iter()
+        .filter_map(|(ns, name, obj)| Rule::from_object(ns, name, obj, domain))
+        .map(|r| r.in_root(root_namespace))
+        .collect()
 }
 
 /// Istio's short names: `svc` is in the rule's namespace, `svc.ns` and `svc.ns.svc` get the
@@ -83,83 +141,43 @@ pub fn qualify(host: &str, namespace: &str, domain: &str) -> String {
     }
 }
 
-/// The rule for `fqdn` as seen from a proxy in `proxy_ns`: exact hosts before wildcards, then
-/// a rule in the proxy's namespace, then one in the service's, then the first by name
-/// (Istio's lookup order, without exportTo).
+/// The rule for `fqdn` as a client in `proxy_ns` sees it, in Istio's order
+/// (`PushContext.destinationRule`): a rule of the client's own namespace visible there (for a
+/// client in the root namespace, the root namespace's private rules), else one the service's
+/// namespace exports to the client, else one the root namespace exports to it. Within a
+/// namespace the most specific host wins; a namespace whose best match is not exported to the
+/// client gives nothing (Istio does not fall back to a wider host there).
 pub fn find<'a>(
     rules: &'a [Rule],
     fqdn: &str,
     service_ns: &str,
     proxy_ns: &str,
 ) -> Option<&'a Rule> {
-    rules.iter().filter(|r| r.matches(fqdn)).min_by_key(|r| {
-        (
-            r.host.starts_with('*'),
-            r.namespace != proxy_ns,
-            r.namespace != service_ns,
-            (r.namespace.clone(), r.name.clone()),
-        )
-    })
+    let root_ns = rules.iter().find(|r| r.root).map(|r| r.namespace.as_str());
+    let own = if root_ns == Some(proxy_ns) {
+        best(rules, fqdn, |r| r.root && r.private())
+    } else {
+        best(rules, fqdn, |r| r.namespace == proxy_ns && r.local())
+    };
+    let exported = |ns: &str| {
+        let host = best(rules, fqdn, |r| r.namespace == ns && !r.private())?
+            .host
+            .clone();
+        rules.iter().find(|r| {
+            r.namespace == ns && !r.private() && r.host == host && r.exported_to(proxy_ns)
+        })
+    };
+    own.or_else(|| exported(service_ns))
+        .or_else(|| root_ns.and_then(exported))
+}
+
+/// The most specific rule for `fqdn` among those `keep` accepts (the first in the list on a tie).
+fn best<'a>(rules: &'a [Rule], fqdn: &str, keep: impl Fn(&Rule) -> bool) -> Option<&'a Rule> {
+    rules
+        .iter()
+        .filter(|r| keep(r) && r.matches(fqdn))
+        .min_by_key(|r| r.specificity())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const FQDN: &str = "helloworld.sample.svc.cluster.local";
-
-    fn rule(ns: &str, name: &str, host: &str) -> Rule {
-        let obj = json!({"spec": {"host": host, "subsets": [
-            {"name": "v1", "labels": {"version": "v1"}},
-            {"name": "v2", "labels": {"version": "v2"}, "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}
-        ], "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}}});
-        Rule::from_object(ns, name, &obj, "cluster.local").unwrap()
-    }
-
-    #[test]
-    fn short_hosts_are_qualified_in_the_rule_namespace() {
-        assert_eq!(qualify("helloworld", "sample", "cluster.local"), FQDN);
-        assert_eq!(qualify("helloworld.sample", "x", "cluster.local"), FQDN);
-        assert_eq!(qualify("helloworld.sample.svc", "x", "cluster.local"), FQDN);
-        assert_eq!(qualify(FQDN, "x", "cluster.local"), FQDN);
-        assert_eq!(
-            qualify("*.sample.svc.cluster.local", "x", "d"),
-            "*.sample.svc.cluster.local"
-        );
-    }
-
-    #[test]
-    fn exact_beats_wildcard_and_proxy_namespace_beats_service_namespace() {
-        let rules = vec![
-            rule("sample", "wild", "*.sample.svc.cluster.local"),
-            rule("sample", "svc-ns", "helloworld"),
-            rule("client", "client-ns", FQDN),
-        ];
-        assert_eq!(
-            find(&rules, FQDN, "sample", "client").unwrap().name,
-            "client-ns"
-        );
-        assert_eq!(
-            find(&rules, FQDN, "sample", "other").unwrap().name,
-            "svc-ns"
-        );
-        assert_eq!(
-            find(&rules[..1], FQDN, "sample", "other").unwrap().name,
-            "wild"
-        );
-        assert!(find(&rules, "other.sample2.svc.cluster.local", "sample2", "x").is_none());
-    }
-
-    #[test]
-    fn subset_policy_replaces_the_rule_policy() {
-        let r = rule("sample", "dr", "helloworld");
-        assert_eq!(r.policy(None)["loadBalancer"]["simple"], "LEAST_REQUEST");
-        assert_eq!(
-            r.policy(Some("v1"))["loadBalancer"]["simple"],
-            "LEAST_REQUEST"
-        );
-        assert_eq!(r.policy(Some("v2"))["loadBalancer"]["simple"], "RANDOM");
-        assert_eq!(r.subsets[0].labels["version"], "v1");
-    }
-}
+mod tests;

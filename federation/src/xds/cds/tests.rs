@@ -210,7 +210,7 @@ fn load_balancer_and_locality_settings() {
     let snap = snapshot();
     let dr = json!({"spec": {"host": "helloworld", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST",
         "localityLbSetting": {"distribute": [{"from": "region1/*", "to": {"region1/*": 80, "region2/*": 20}}]}},
-        "outlierDetection": {"consecutiveErrors": 3, "minHealthPercent": 50}}}});
+        "outlierDetection": {"consecutiveGatewayErrors": 3, "minHealthPercent": 50}}}});
     let rules = vec![Rule::from_object("sample", "d", &dr, "cluster.local").unwrap()];
     let p = proxy(ProxyKind::Sidecar, Generator::Grpc);
     let c = cluster(&p, &specs(&snap, &rules, &p)[0], "cluster.local");
@@ -239,7 +239,7 @@ fn no_rule_means_round_robin_and_no_outlier_detection() {
 
 #[test]
 fn istio_durations() {
-    let d = |s: &str| duration(&json!(s)).map(|d| (d.seconds, d.nanos));
+    let d = |s: &str| outlier::duration(&json!(s)).map(|d| (d.seconds, d.nanos));
     assert_eq!(d("1s"), Some((1, 0)));
     assert_eq!(d("100ms"), Some((0, 100_000_000)));
     assert_eq!(d("1.5m"), Some((90, 0)));
@@ -247,4 +247,249 @@ fn istio_durations() {
     assert_eq!(d("10"), None);
     assert_eq!(d("-1s"), None);
     assert_eq!(d("1d"), None);
+}
+
+fn rule(tp: serde_json::Value) -> Rule {
+    let dr = json!({"spec": {"host": "helloworld", "trafficPolicy": tp,
+        "subsets": [{"name": "v1", "labels": {"version": "v1"},
+            "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}]}});
+    Rule::from_object("sample", "dr", &dr, "cluster.local").unwrap()
+}
+
+fn clusters(snap: &Snapshot, rules: &[Rule], p: &Proxy) -> Vec<Cluster> {
+    specs(snap, rules, p)
+        .iter()
+        .map(|s| cluster(p, s, "cluster.local"))
+        .collect()
+}
+
+/// Istio (`applyOutlierDetection`): with `outlierDetection` set, success-rate ejection is off
+/// (`enforcing_success_rate: 0`) and the healthy panic threshold is `minHealthPercent`, 0 when
+/// unset; interval and max ejection percent are left to Envoy unless set.
+#[test]
+fn outlier_detection_is_configured_as_istio_does() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let c = &clusters(
+        &snap,
+        &[rule(
+            json!({"outlierDetection": {"consecutive5xxErrors": 0}}),
+        )],
+        &p,
+    )[0];
+    let od = c.outlier_detection.clone().unwrap();
+    assert_eq!(od.enforcing_success_rate.unwrap().value, 0);
+    assert_eq!(od.consecutive_5xx.unwrap().value, 0);
+    assert_eq!(od.enforcing_consecutive_5xx.unwrap().value, 0);
+    assert!(od.interval.is_none() && od.max_ejection_percent.is_none());
+    let common = c.common_lb_config.clone().unwrap();
+    assert_eq!(common.healthy_panic_threshold.unwrap().value, 0.0);
+    let split = json!({"outlierDetection": {"splitExternalLocalOriginErrors": true,
+        "consecutiveLocalOriginFailures": 2, "maxEjectionPercent": 30, "minHealthPercent": 20}});
+    let c = &clusters(&snap, &[rule(split)], &p)[0];
+    let od = c.outlier_detection.clone().unwrap();
+    assert!(od.split_external_local_origin_errors);
+    assert_eq!(od.consecutive_local_origin_failure.unwrap().value, 2);
+    assert_eq!(
+        od.enforcing_consecutive_local_origin_failure.unwrap().value,
+        100
+    );
+    assert_eq!(od.enforcing_local_origin_success_rate.unwrap().value, 0);
+    assert_eq!(od.max_ejection_percent.unwrap().value, 30);
+    let panic = c.common_lb_config.clone().unwrap().healthy_panic_threshold;
+    assert_eq!(panic.unwrap().value, 20.0);
+}
+
+/// Istio (`MergeTrafficPolicy`): the subset's cluster gets the subset's load balancer and
+/// still the rule's outlier detection; `portLevelSettings` apply to their port's clusters.
+#[test]
+fn subset_and_port_level_policies_reach_the_clusters() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let r = rule(json!({"loadBalancer": {"simple": "LEAST_REQUEST"},
+        "outlierDetection": {"consecutive5xxErrors": 2}}));
+    let cs = clusters(&snap, &[r], &p);
+    assert_eq!(
+        cs[1].name,
+        "outbound|5000|v1|helloworld.sample.svc.cluster.local"
+    );
+    assert_eq!(cs[1].lb_policy, cluster::LbPolicy::Random as i32);
+    assert_eq!(
+        cs[1]
+            .outlier_detection
+            .clone()
+            .unwrap()
+            .consecutive_5xx
+            .unwrap()
+            .value,
+        2
+    );
+    let r = rule(json!({"loadBalancer": {"simple": "LEAST_REQUEST"},
+        "portLevelSettings": [{"port": {"number": 5000}, "outlierDetection": {"consecutive5xxErrors": 4}}]}));
+    let cs = clusters(&snap, &[r], &p);
+    assert_eq!(cs[0].lb_policy, cluster::LbPolicy::RoundRobin as i32);
+    assert_eq!(
+        cs[0]
+            .outlier_detection
+            .clone()
+            .unwrap()
+            .consecutive_5xx
+            .unwrap()
+            .value,
+        4
+    );
+    assert_eq!(cs[1].lb_policy, cluster::LbPolicy::Random as i32);
+}
+
+/// Istio (`PushContext.destinationRule`): a rule in the root namespace (the federation's
+/// system namespace) applies when neither the client's nor the service's namespace has one;
+/// one the service's namespace keeps to itself (`exportTo: ["."]`) does not reach others.
+#[test]
+fn the_rule_lookup_follows_istio_in_cds() {
+    let snap = snapshot();
+    let root = Rule::from_object(
+        "istio-system",
+        "mesh",
+        &json!({"spec": {"host": "*.svc.cluster.local", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}}),
+        "cluster.local",
+    )
+    .unwrap()
+    .in_root("istio-system");
+    let private = Rule::from_object(
+        "sample",
+        "own",
+        &json!({"spec": {"host": "helloworld", "exportTo": ["."],
+            "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}}}),
+        "cluster.local",
+    )
+    .unwrap();
+    let rules = [root, private];
+    let mut p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    assert_eq!(
+        clusters(&snap, &rules, &p)[0].lb_policy,
+        cluster::LbPolicy::LeastRequest as i32
+    );
+    p.namespace = "client".into();
+    assert_eq!(
+        clusters(&snap, &rules, &p)[0].lb_policy,
+        cluster::LbPolicy::Random as i32
+    );
+}
+
+fn ports_snapshot() -> Snapshot {
+    let mut snap = snapshot();
+    let port = |name: &str, port: u16, protocol: &str, app: Option<&str>| PortView {
+        name: name.into(),
+        port,
+        protocol: protocol.into(),
+        app_protocol: app.map(str::to_string),
+    };
+    snap.services[0].ports = vec![
+        port("grpc", 1, "TCP", None),
+        port("http2-web", 2, "TCP", None),
+        port("GRPC-Web-x", 3, "TCP", None),
+        port("web", 4, "TCP", Some("kubernetes.io/h2c")),
+        port("grpc", 5, "TCP", Some("http")),
+        port("http", 6, "TCP", None),
+        port("grpcx", 7, "TCP", None),
+        port("dns", 53, "UDP", None),
+        port("web", 8, "", Some("grpc")),
+    ];
+    snap
+}
+
+fn is_http2(c: &Cluster) -> bool {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        HttpProtocolOptions, http_protocol_options as hpo,
+    };
+    let Some(any) = c
+        .typed_extension_protocol_options
+        .get(protocol::HTTP_PROTOCOL_OPTIONS)
+    else {
+        return false;
+    };
+    let o: HttpProtocolOptions = prost::Message::decode(any.value.as_slice()).unwrap();
+    matches!(
+        o.upstream_protocol_options,
+        Some(hpo::UpstreamProtocolOptions::ExplicitHttpConfig(
+            hpo::ExplicitHttpConfig {
+                protocol_config: Some(
+                    hpo::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)
+                ),
+            }
+        ))
+    )
+}
+
+/// Istio (`ConvertProtocol`, `setUpstreamProtocol`): ports Istio reads as GRPC, GRPC-Web or
+/// HTTP2 (name prefix before `-`, case-insensitive; `appProtocol` instead of the name when
+/// set, `kubernetes.io/h2c` included) get explicit HTTP/2 upstream options for Envoy; UDP
+/// ports get no cluster; proxyless gRPC clients get no protocol options (as Istio's grpcgen).
+#[test]
+fn http2_ports_get_http2_upstream_options_and_udp_ports_no_cluster() {
+    let snap = ports_snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let cs = clusters(&snap, &[], &p);
+    let h2: Vec<(String, bool)> = cs
+        .iter()
+        .map(|c| (c.name.split('|').nth(1).unwrap().to_string(), is_http2(c)))
+        .collect();
+    let want = [
+        ("1", true),
+        ("2", true),
+        ("3", true),
+        ("4", true),
+        ("5", false),
+        ("6", false),
+        ("7", false),
+        ("8", true),
+    ];
+    assert_eq!(h2, want.map(|(p, h)| (p.to_string(), h)));
+    let grpc = proxy(ProxyKind::Sidecar, Generator::Grpc);
+    let cs = clusters(&snap, &[], &grpc);
+    assert_eq!(cs.len(), 8);
+    assert!(
+        cs.iter()
+            .all(|c| c.typed_extension_protocol_options.is_empty())
+    );
+}
+
+/// Istio (`shouldH2Upgrade`): `h2UpgradePolicy: UPGRADE` upgrades an HTTP/1 port to HTTP/2,
+/// unless `useClientProtocol` is set.
+#[test]
+fn h2_upgrade_policy_upgrades_unless_the_client_protocol_is_used() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let up = rule(json!({"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}}));
+    assert!(is_http2(&clusters(&snap, &[up], &p)[0]));
+    let client = rule(
+        json!({"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE", "useClientProtocol": true}}}),
+    );
+    assert!(!is_http2(&clusters(&snap, &[client], &p)[0]));
+    assert!(!is_http2(&clusters(&snap, &[], &p)[0]));
+}
+
+/// Istio (`LocalityLBSettings.ApplyToCluster`): `failover` with outlier detection turns on
+/// Envoy's locality weights, so the weights EDS sends are used within each priority.
+#[test]
+fn failover_with_outlier_detection_weighs_localities() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let c = &clusters(&snap, &[seed_rule()], &p)[0];
+    assert!(matches!(
+        c.common_lb_config
+            .clone()
+            .unwrap()
+            .locality_config_specifier,
+        Some(cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+    ));
+    let plain = rule(json!({"outlierDetection": {"consecutive5xxErrors": 1}}));
+    let c = &clusters(&snap, &[plain], &p)[0];
+    assert!(
+        c.common_lb_config
+            .clone()
+            .unwrap()
+            .locality_config_specifier
+            .is_none()
+    );
 }

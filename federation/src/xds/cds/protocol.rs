@@ -1,0 +1,70 @@
+//! A Service port's protocol as Istio reads it (pkg/config/kube `ConvertProtocol`: `UDP`, else
+//! `appProtocol` when set, else the port name's prefix before `-`), and the HTTP/2 upstream
+//! options Envoy needs for the HTTP/2 ones (Istio's `setUpstreamProtocol` / `setH2Options`).
+
+use crate::registry::PortView;
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::util::pack_any;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+
+/// The key Envoy looks its upstream HTTP options up by.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// A UDP port: Istio builds no cluster for it.
+pub fn is_udp(port: &PortView) -> bool {
+    port.protocol.eq_ignore_ascii_case("UDP")
+}
+
+/// Whether Istio reads `port` as HTTP/2 (`GRPC`, `GRPC-Web`, `HTTP2`): `appProtocol` wins over
+/// the name when set (`kubernetes.io/h2c` is HTTP2); names match case-insensitively on the
+/// prefix before the first `-` (`grpc-web...` as a whole): `grpc`, `grpc-api`, `http2-x`.
+pub fn is_http2(port: &PortView) -> bool {
+    if is_udp(port) {
+        return false;
+    }
+    let name = port.app_protocol.as_deref().unwrap_or(&port.name);
+    if name == "kubernetes.io/h2c" {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("grpc-web") {
+        return true;
+    }
+    matches!(lower.split('-').next(), Some("grpc" | "http2"))
+}
+
+/// Istio's `shouldH2Upgrade` for a DestinationRule's `connectionPool.http`: `h2UpgradePolicy:
+/// UPGRADE` upgrades unless `useClientProtocol` is set (the mesh default is not to upgrade).
+fn upgrade_asked(policy: &Json) -> bool {
+    let http = &policy["connectionPool"]["http"];
+    http["useClientProtocol"].as_bool() != Some(true)
+        && http["h2UpgradePolicy"].as_str() == Some("UPGRADE")
+}
+
+/// Envoy's `typed_extension_protocol_options` for a cluster of `port`: explicit HTTP/2 for
+/// HTTP/2 ports and upgraded ones, nothing (Envoy's HTTP/1.1 or TCP) for the rest.
+pub fn options(port: &PortView, policy: &Json) -> HashMap<String, Any> {
+    if !(is_http2(port) || upgrade_asked(policy)) {
+        return HashMap::new();
+    }
+    let h2 = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(h2))])
+}
