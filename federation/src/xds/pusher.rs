@@ -3,7 +3,7 @@
 
 use super::generate::Push;
 use super::node::Defaults;
-use super::rules::Rule;
+use super::rules;
 use crate::registry::{Readiness, Registry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,11 +38,8 @@ impl Default for Debounce {
 
 pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
     let domain = registry.config().domain.clone();
-    let rules = registry
-        .destination_rules()
-        .iter()
-        .filter_map(|(ns, name, obj)| Rule::from_object(ns, name, obj, &domain))
-        .collect();
+    let root = &registry.config().system_namespace;
+    let rules = rules::from_objects(&registry.destination_rules(), &domain, root);
     let complete = registry.complete();
     let trust_domain = &registry.config().trust_domain;
     let defaults = Defaults {
