@@ -21,6 +21,19 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Every policy the rule holds: its own, its subsets', and their `portLevelSettings`
+    /// entries (what a cache key must look through for the proxy labels a rule reads).
+    pub fn every_policy(&self) -> impl Iterator<Item = &Value> {
+        std::iter::once(&self.traffic_policy)
+            .chain(self.subsets.iter().map(|s| &s.traffic_policy))
+            .flat_map(|tp| {
+                let ports = tp["portLevelSettings"].as_array().into_iter().flatten();
+                std::iter::once(tp).chain(ports)
+            })
+    }
+}
+
 /// Istio's `MergeSubsetTrafficPolicy`: the rule's policy for `port`, then the subset's policy
 /// for `port` over it. A subset field replaces the rule's where set; when the subset has
 /// port-level settings for this port, its four port fields replace the rule's even where

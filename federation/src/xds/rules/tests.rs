@@ -235,3 +235,17 @@ fn rules_from_the_system_namespace_are_the_roots() {
     assert_eq!(roots, [("a", true), ("b", false)]);
     assert_eq!(rules[1].host, FQDN);
 }
+
+/// A `failoverPriority` can sit in a port-level entry of the rule or of a subset: every
+/// policy is looked through (the EDS cache key needs the labels any of them reads).
+#[test]
+fn every_policy_includes_port_level_entries() {
+    let r = with_policy(
+        json!({"portLevelSettings": [{"port": {"number": 1}, "loadBalancer": {"simple": "RANDOM"}}]}),
+        json!({"portLevelSettings": [{"port": {"number": 2}, "tls": {"mode": "DISABLE"}}]}),
+    );
+    let all: Vec<&Value> = r.every_policy().collect();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[1]["loadBalancer"]["simple"], "RANDOM");
+    assert_eq!(all[3]["tls"]["mode"], "DISABLE");
+}
