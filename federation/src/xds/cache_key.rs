@@ -70,9 +70,7 @@ pub fn key(proxy: &Proxy, kind: Kind, label_keys: &BTreeSet<String>) -> CacheKey
 pub fn failover_labels(rules: &[Rule]) -> BTreeSet<String> {
     rules
         .iter()
-        .flat_map(|r| {
-            std::iter::once(&r.traffic_policy).chain(r.subsets.iter().map(|s| &s.traffic_policy))
-        })
+        .flat_map(Rule::every_policy)
         .flat_map(|tp| LocalityPolicy::from_traffic_policy(tp).failover_priority)
         .map(|entry| entry.split('=').next().unwrap_or_default().to_string())
         .filter(|k| !TOPOLOGY_KEYS.contains(&k.as_str()))
