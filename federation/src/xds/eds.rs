@@ -1,10 +1,13 @@
 //! EDS: the endpoints of one Istio cluster (`outbound|port|subset|fqdn`) as one proxy must see
-//! them: endpoints on the proxy's network directly, those on other networks replaced by that
-//! network's gateway (weight = the ready endpoints behind it, `tlsMode: istio`), grouped by
-//! locality with Istio's priorities and weights.
+//! them: endpoints on the proxy's network (or on a network without a gateway) directly, mesh
+//! workloads on other networks replaced by that network's gateways (sharing the weight of the
+//! ready endpoints behind them, `tlsMode: istio`), grouped by locality with Istio's
+//! priorities and weights.
+
+mod network;
 
 use super::locality::{self, LocalityPolicy, Place};
-use crate::registry::{EndpointView, Snapshot};
+use crate::registry::{EndpointView, GatewayView, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthStatus, Locality as EnvoyLocality, Metadata, SocketAddress, address,
     socket_address,
@@ -69,59 +72,76 @@ pub fn load_assignment(
     }
 }
 
-/// Local endpoints as they are (not-ready ones marked unhealthy); remote ones folded into
-/// their network's gateways per locality, counting ready endpoints only, so a remote
-/// locality whose endpoints all turn not-ready disappears at once.
+/// Istio's EndpointsByNetworkFilter. Endpoints on the proxy's network, or on a network
+/// without a gateway, are listed as they are (not-ready ones marked unhealthy); those on
+/// another network are replaced by the gateways [`network::Gateways::select`] picks, each
+/// gateway per locality weighing the ready endpoints behind it, so a remote locality whose
+/// endpoints all turn not-ready disappears at once. Cross-network traffic needs mTLS for the
+/// gateway's SNI routing, so remote endpoints that are not mesh workloads (`tlsMode: istio`)
+/// are left out, as Istio leaves them out for sidecars.
 fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &str) -> Vec<Backend> {
+    let gateways = network::Gateways::new(&snapshot.gateways);
+    let scale = gateways.scale();
     let mut out = Vec::new();
-    let mut remote: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    let mut via: BTreeMap<(&str, &GatewayView), u32> = BTreeMap::new();
     for e in endpoints {
-        let locality: Locality = e.locality.parse().unwrap_or_default();
-        if e.network.is_empty() || e.network == proxy_network {
-            let place = Place {
-                locality,
-                network: e.network.clone(),
-                cluster: e.cluster.clone(),
-                labels: e.labels.clone(),
-                weight: 1,
-            };
-            out.push(Backend {
-                address: e.address.clone(),
-                port: e.port,
-                weight: 1,
-                healthy: e.ready,
-                tls_istio: e
-                    .labels
-                    .get(meshfed_model::labels::TLS_MODE)
-                    .is_some_and(|m| m == "istio"),
-                place,
-            });
-        } else if e.ready {
-            *remote
-                .entry((e.network.clone(), e.cluster.clone(), e.locality.clone()))
-                .or_default() += 1;
+        let chosen = gateways.select(&e.network, &e.cluster);
+        if e.network.is_empty() || e.network == proxy_network || chosen.is_empty() {
+            out.push(direct(e, scale));
+            continue;
+        }
+        if !e.ready || !is_mesh_workload(e) {
+            continue;
+        }
+        let share = scale / chosen.len().max(1) as u32;
+        for gw in chosen {
+            let w = via.entry((e.locality.as_str(), *gw)).or_default();
+            *w = w.saturating_add(share);
         }
     }
-    for ((network, cluster, loc), count) in remote {
-        for gw in snapshot.gateways.iter().filter(|g| g.network == network) {
-            let place = Place {
-                locality: loc.parse().unwrap_or_default(),
-                network: network.clone(),
-                cluster: cluster.clone(),
-                labels: BTreeMap::new(),
-                weight: count,
-            };
-            out.push(Backend {
-                address: gw.address.clone(),
-                port: gw.port,
-                weight: count,
-                healthy: true,
-                tls_istio: true,
-                place,
-            });
-        }
+    for ((locality, gw), weight) in via {
+        let place = Place {
+            locality: locality.parse().unwrap_or_default(),
+            network: gw.network.clone(),
+            cluster: gw.cluster.clone(),
+            labels: BTreeMap::new(),
+            weight,
+        };
+        out.push(Backend {
+            address: gw.address.clone(),
+            port: gw.port,
+            weight,
+            healthy: true,
+            tls_istio: true,
+            place,
+        });
     }
     out
+}
+
+fn is_mesh_workload(e: &EndpointView) -> bool {
+    e.labels
+        .get(meshfed_model::labels::TLS_MODE)
+        .is_some_and(|m| m == meshfed_model::labels::TLS_MODE_ISTIO)
+}
+
+/// An endpoint reached at its own address.
+fn direct(e: &EndpointView, weight: u32) -> Backend {
+    let place = Place {
+        locality: e.locality.parse().unwrap_or_default(),
+        network: e.network.clone(),
+        cluster: e.cluster.clone(),
+        labels: e.labels.clone(),
+        weight,
+    };
+    Backend {
+        address: e.address.clone(),
+        port: e.port,
+        weight,
+        healthy: e.ready,
+        tls_istio: is_mesh_workload(e),
+        place,
+    }
 }
 
 fn envoy_locality(l: &Locality) -> EnvoyLocality {

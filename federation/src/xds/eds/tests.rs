@@ -28,6 +28,14 @@ fn ep(
     }
 }
 
+/// A mesh workload (`security.istio.io/tlsMode: istio`): what a gateway may route to.
+fn mesh(mut e: EndpointView) -> EndpointView {
+    e.labels.insert(TLS.into(), "istio".into());
+    e
+}
+
+const TLS: &str = "security.istio.io/tlsMode";
+
 fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
     let endpoints = vec![
         ep(
@@ -38,22 +46,22 @@ fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
             "v1",
             true,
         ),
-        ep(
+        mesh(ep(
             "cluster2",
             "network2",
             "10.20.0.5",
             "region2/zone2",
             "v2",
             remote_ready[0],
-        ),
-        ep(
+        )),
+        mesh(ep(
             "cluster2",
             "network2",
             "10.20.0.6",
             "region2/zone2",
             "v2",
             remote_ready[1],
-        ),
+        )),
     ];
     Snapshot {
         services: vec![ServiceView {
@@ -299,4 +307,107 @@ fn local_pods_with_a_sidecar_are_marked_for_istio_mtls() {
         .insert("security.istio.io/tlsMode".into(), "disabled".into());
     let cla = assign(&snap);
     assert!(cla.endpoints[0].lb_endpoints[0].metadata.is_none());
+}
+
+fn gateway(cluster: &str, address: &str) -> GatewayView {
+    GatewayView {
+        network: "network2".into(),
+        cluster: cluster.into(),
+        address: address.into(),
+        port: 15443,
+    }
+}
+
+fn assign(snap: &Snapshot) -> Vec<(String, u32, u32, Vec<HostSummary>)> {
+    let cla = load_assignment(
+        &name(None),
+        snap,
+        &proxy(),
+        &BTreeMap::new(),
+        &LocalityPolicy::default(),
+    );
+    summary(&cla)
+}
+
+/// Istio (NetworkGateways, selectNetworkGateways, splitWeightAmongGateways): weights are scaled
+/// by the lcm of the gateway counts per network and per network+cluster (here 3, 1 and 2: 6);
+/// an endpoint goes through its own cluster's gateways of its network when there are some
+/// (cluster2's two endpoints: all 12 on 172.31.0.1), splitting its weight evenly among them
+/// (cluster3's: 3 each on .2 and .3), else through every gateway of its network (cluster4's:
+/// 2 on each of the three).
+#[test]
+fn gateways_of_one_network_share_its_weight_preferring_the_endpoints_own_cluster() {
+    let mut snap = snapshot([true, true]);
+    snap.gateways = vec![
+        gateway("cluster2", "172.31.0.1"),
+        gateway("cluster3", "172.31.0.2"),
+        gateway("cluster3", "172.31.0.3"),
+    ];
+    let remote = |cluster: &str, address: &str, locality: &str| {
+        mesh(ep(cluster, "network2", address, locality, "v2", true))
+    };
+    let eps = &mut snap.services[0].endpoints;
+    eps.push(remote("cluster3", "10.30.0.5", "region3/zone3"));
+    eps.push(remote("cluster4", "10.40.0.5", "region4/zone4"));
+    let host = |a: &str, w| (format!("{a}:15443"), w, true);
+    assert_eq!(
+        assign(&snap),
+        [
+            (
+                "region1".into(),
+                0,
+                6,
+                vec![("10.10.0.5:5000".into(), 6, false)]
+            ),
+            ("region2".into(), 0, 12, vec![host("172.31.0.1", 12)]),
+            (
+                "region3".into(),
+                0,
+                6,
+                vec![host("172.31.0.2", 3), host("172.31.0.3", 3)]
+            ),
+            (
+                "region4".into(),
+                0,
+                6,
+                vec![
+                    host("172.31.0.1", 2),
+                    host("172.31.0.2", 2),
+                    host("172.31.0.3", 2)
+                ]
+            ),
+        ]
+    );
+}
+
+/// Istio (EndpointsByNetworkFilter): endpoints on a network that has no gateway are kept as
+/// direct endpoints ("access all endpoints directly"), not dropped.
+#[test]
+fn a_network_without_a_gateway_is_reached_directly() {
+    let mut snap = snapshot([true, true]);
+    snap.gateways.clear();
+    let hosts: Vec<HostSummary> = assign(&snap).into_iter().flat_map(|l| l.3).collect();
+    assert_eq!(
+        hosts,
+        [
+            ("10.10.0.5:5000".to_string(), 1, false),
+            ("10.20.0.5:5000".to_string(), 1, true),
+            ("10.20.0.6:5000".to_string(), 1, true)
+        ]
+    );
+}
+
+/// Istio (EndpointsByNetworkFilter, isMtlsEnabled): cross-network traffic relies on mTLS for
+/// the gateway's SNI routing, so an endpoint on another network that is not a mesh workload
+/// (no `tlsMode: istio`) is left out rather than sent through the gateway.
+#[test]
+fn remote_endpoints_that_are_not_mesh_workloads_do_not_go_through_gateways() {
+    let mut snap = snapshot([true, true]);
+    snap.services[0].endpoints[1].labels.remove(TLS);
+    assert_eq!(
+        assign(&snap)[1].3,
+        [("172.31.0.12:15443".to_string(), 1, true)]
+    );
+    snap.services[0].endpoints[2].labels.remove(TLS);
+    assert_eq!(assign(&snap).len(), 1, "no gateway for plaintext endpoints");
 }
