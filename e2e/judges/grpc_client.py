@@ -1,11 +1,13 @@
 """gRPC's proxyless xDS client (grpcio) as a judge: resolves xds:///TARGET through the
 bootstrap in $GRPC_XDS_BOOTSTRAP and obeys commands on stdin, one JSON line out per command.
 
-Usage: grpc_client.py TARGET [--fail-fast]
+Usage: grpc_client.py TARGET [--fail-fast] [--xds-creds]
 The first line is {"ready": backend}, or {"error": CODE, "details": text} (then it exits) when
 the first call fails. That call waits for xDS to resolve the target (wait_for_ready, 30 s);
 with --fail-fast it does not, so a channel whose xDS server refused it fails at once with
-the resolver's error. Commands:
+the resolver's error. --xds-creds: gRPC's xDS channel credentials (gRFC A29; plaintext
+fallback), so clusters' UpstreamTlsContext and the bootstrap's certificate providers apply.
+Commands:
 
   count N                  N calls; {"counts": {backend: n}, "errors": e}
   until NAME N SECONDS     call until N calls in a row reach NAME;
@@ -17,6 +19,7 @@ import sys
 import time
 
 import grpc
+import grpc.experimental
 
 
 def call(stub):
@@ -29,7 +32,11 @@ def call(stub):
 def main():
     target = sys.argv[1]
     fail_fast = "--fail-fast" in sys.argv[2:]
-    channel = grpc.insecure_channel(target)
+    if "--xds-creds" in sys.argv[2:]:
+        creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+        channel = grpc.secure_channel(target, creds)
+    else:
+        channel = grpc.insecure_channel(target)
     stub = channel.unary_unary("/helloworld.Greeter/SayHello")
     try:
         first = stub(b"hi", timeout=10 if fail_fast else 30,

@@ -1,12 +1,23 @@
 // gRPC's proxyless xDS client for Node (@grpc/grpc-js-xds), the second judge. Same protocol
 // as grpc_client.py: resolves xds:///TARGET via $GRPC_XDS_BOOTSTRAP and answers commands on
 // stdin ("count N", "until NAME N SECONDS") with one JSON line each.
+// --fail-fast: the first call does not wait for the channel to be ready.
+// --xds-creds: XdsChannelCredentials (gRFC A29; plaintext fallback). --sni NAME: the TLS
+// server name (grpc.ssl_target_name_override); grpc-js-xds ignores UpstreamTlsContext.sni.
 'use strict';
 const grpc = require('@grpc/grpc-js');
 require('@grpc/grpc-js-xds').register();
 const readline = require('readline');
 
-const client = new grpc.Client(process.argv[2], grpc.credentials.createInsecure());
+const { XdsChannelCredentials } = require('@grpc/grpc-js-xds');
+
+const args = process.argv.slice(3);
+const flag = (name) => { const i = args.indexOf(name); return i < 0 ? undefined : args[i + 1]; };
+const creds = args.includes('--xds-creds')
+  ? new XdsChannelCredentials(grpc.credentials.createInsecure())
+  : grpc.credentials.createInsecure();
+const options = flag('--sni') ? { 'grpc.ssl_target_name_override': flag('--sni') } : {};
+const client = new grpc.Client(process.argv[2], creds, options);
 const id = (x) => x;
 
 function call(timeoutS, waitForReady) {
@@ -21,7 +32,7 @@ function call(timeoutS, waitForReady) {
 function bump(counts, k) { counts[k] = (counts[k] || 0) + 1; }
 
 async function main() {
-  const first = await call(30, true);
+  const first = await call(30, !args.includes('--fail-fast'));
   console.log(JSON.stringify({ ready: first }));
   const rl = readline.createInterface({ input: process.stdin });
   for await (const line of rl) {

@@ -67,6 +67,9 @@ fn all_mesh_workloads(spec: &ClusterSpec<'_>) -> bool {
 /// provider instance, the peer checked against the service's SPIFFE identities, and the
 /// `outbound_` SNI the remote network's gateway routes by (gRFC A101; clients without it
 /// send their target's host name instead).
+// `match_subject_alt_names` is deprecated in Envoy's API for the typed matchers, but it is the
+// field gRPC's xDS clients read (gRFC A29) and the one Istio's grpcgen sets.
+#[allow(deprecated)]
 fn upstream_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> UpstreamTlsContext {
     let instance = |certificate_name: &str| CertificateProviderPluginInstance {
         instance_name: PROVIDER_INSTANCE.into(),

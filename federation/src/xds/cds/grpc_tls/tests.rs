@@ -147,6 +147,7 @@ fn mesh_workload_clusters_get_istio_mtls_from_the_bootstrap_certificate_provider
             validation.ca_certificate_provider_instance,
             instance("ROOTCA")
         );
+        #[allow(deprecated)] // the field gRPC reads (gRFC A29)
         let sans: Vec<_> = validation
             .match_subject_alt_names
             .iter()
