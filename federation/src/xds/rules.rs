@@ -85,6 +85,29 @@ impl Rule {
         )
     }
 
+    /// Same namespace, same host, same `exportTo` set: Istio merges such rules.
+    fn merges_with(&self, other: &Rule) -> bool {
+        let set = |r: &Rule| {
+            r.export_to
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        self.namespace == other.namespace && self.host == other.host && set(self) == set(other)
+    }
+
+    /// Takes `later`'s subsets whose names are new, and its policy if this rule has none.
+    fn absorb(&mut self, later: Rule) {
+        if self.traffic_policy.is_null() {
+            self.traffic_policy = later.traffic_policy;
+        }
+        for s in later.subsets {
+            if !self.subsets.iter().any(|have| have.name == s.name) {
+                self.subsets.push(s);
+            }
+        }
+    }
+
     /// Only its own namespace sees it: `exportTo` is exactly `.` or that namespace.
     fn private(&self) -> bool {
         matches!(self.export_to.as_slice(), [one] if one == "." || *one == self.namespace)
@@ -114,17 +137,35 @@ fn strings(v: &Value) -> BTreeMap<String, String> {
 }
 
 /// The rules of a push from the registry's `(namespace, name, object)` list: hosts qualified
-/// in `domain`, those of `root_namespace` marked as the mesh's root namespace's.
+/// in `domain`, those of `root_namespace` marked as the mesh's root namespace's, and rules for
+/// one host in one namespace with the same `exportTo` merged into one (Istio's
+/// `mergeDestinationRule`, oldest first: subsets with new names appended, the first
+/// top-level policy kept).
 pub fn from_objects(
     objects: &[(String, String, Value)],
     domain: &str,
     root_namespace: &str,
 ) -> Vec<Rule> {
-    objects
+    let mut parsed: Vec<(&str, Rule)> = objects
         .iter()
-        .filter_map(|(ns, name, obj)| Rule::from_object(ns, name, obj, domain))
-        .map(|r| r.in_root(root_namespace))
-        .collect()
+        .filter_map(|(ns, name, obj)| {
+            let created = obj["metadata"]["creationTimestamp"].as_str().unwrap_or("");
+            Some((created, Rule::from_object(ns, name, obj, domain)?))
+        })
+        .collect();
+    // Istio's order: creation time, then name, then namespace.
+    parsed.sort_by(|(a, ra), (b, rb)| {
+        (a, &ra.name, &ra.namespace).cmp(&(b, &rb.name, &rb.namespace))
+    });
+    let mut out: Vec<Rule> = Vec::new();
+    for (_, rule) in parsed {
+        let rule = rule.in_root(root_namespace);
+        match out.iter_mut().find(|r| r.merges_with(&rule)) {
+            Some(first) => first.absorb(rule),
+            None => out.push(rule),
+        }
+    }
+    out
 }
 
 /// Istio's short names: `svc` is in the rule's namespace, `svc.ns` and `svc.ns.svc` get the
@@ -163,7 +204,7 @@ pub fn find<'a>(
         let host = best(rules, fqdn, |r| r.namespace == ns && !r.private())?
             .host
             .clone();
-        rules.iter().find(|r| {
+        rules.iter().rev().find(|r| {
             r.namespace == ns && !r.private() && r.host == host && r.exported_to(proxy_ns)
         })
     };
@@ -171,12 +212,14 @@ pub fn find<'a>(
         .or_else(|| root_ns.and_then(exported))
 }
 
-/// The most specific rule for `fqdn` among those `keep` accepts (the first in the list on a tie).
+/// The most specific rule for `fqdn` among those `keep` accepts; of equally specific ones
+/// the last (Istio's `SidecarScope.DestinationRule` keeps the last rule without a selector,
+/// so of rules for one host that were not merged, the newest applies).
 fn best<'a>(rules: &'a [Rule], fqdn: &str, keep: impl Fn(&Rule) -> bool) -> Option<&'a Rule> {
     rules
         .iter()
         .filter(|r| keep(r) && r.matches(fqdn))
-        .min_by_key(|r| r.specificity())
+        .max_by_key(|r| std::cmp::Reverse(r.specificity()))
 }
 
 #[cfg(test)]

@@ -249,3 +249,71 @@ fn every_policy_includes_port_level_entries() {
     assert_eq!(all[1]["loadBalancer"]["simple"], "RANDOM");
     assert_eq!(all[3]["tls"]["mode"], "DISABLE");
 }
+
+/// Istio (`mergeDestinationRule`, rules sorted by creation time): rules for one host in one
+/// namespace with equal `exportTo` become one: the oldest's name and top-level policy (a
+/// later one's when the oldest has none), subsets of later rules appended unless the name is
+/// taken. A different `exportTo` keeps a rule apart.
+#[test]
+fn rules_for_one_host_are_merged_oldest_first() {
+    let dr = |created: &str, subsets: Value, tp: Value, export: Value| {
+        json!({"metadata": {"creationTimestamp": created},
+            "spec": {"host": "helloworld", "subsets": subsets, "trafficPolicy": tp, "exportTo": export}})
+    };
+    let subset = |n: &str| json!({"name": n, "labels": {"version": n}});
+    let lb = |s: &str| json!({"loadBalancer": {"simple": s}});
+    let objects = vec![
+        (
+            "sample".to_string(),
+            "a-later".to_string(),
+            dr(
+                "2024-01-02T00:00:00Z",
+                json!([subset("v2"), subset("v1")]),
+                lb("RANDOM"),
+                json!(null),
+            ),
+        ),
+        (
+            "sample".to_string(),
+            "b-earlier".to_string(),
+            dr(
+                "2024-01-01T00:00:00Z",
+                json!([subset("v1")]),
+                json!(null),
+                json!(null),
+            ),
+        ),
+        (
+            "sample".to_string(),
+            "c-private".to_string(),
+            dr(
+                "2024-01-01T00:00:00Z",
+                json!([subset("v3")]),
+                lb("LEAST_REQUEST"),
+                json!(["."]),
+            ),
+        ),
+    ];
+    let rules = from_objects(&objects, "cluster.local", "istio-system");
+    let summary: Vec<(&str, Vec<&str>, &Value)> = rules
+        .iter()
+        .map(|r| {
+            let subsets = r.subsets.iter().map(|s| s.name.as_str()).collect();
+            (
+                r.name.as_str(),
+                subsets,
+                &r.traffic_policy["loadBalancer"]["simple"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("b-earlier", vec!["v1", "v2"], &json!("RANDOM")),
+            ("c-private", vec!["v3"], &json!("LEAST_REQUEST")),
+        ]
+    );
+    // Rules left apart: the newest (last) that the client may see applies.
+    assert_eq!(found(&rules, "other").unwrap(), "sample/b-earlier");
+    assert_eq!(found(&rules, "sample").unwrap(), "sample/c-private");
+}
