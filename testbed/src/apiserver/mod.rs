@@ -60,6 +60,9 @@ pub struct ApiServerConfig {
     /// `iss` of bound service-account tokens, and the API server's own audience
     /// (kube-apiserver's `--service-account-issuer` and default `--api-audiences`).
     pub service_account_issuer: String,
+    /// The `networking.istio.io` versions served, newest first (older Istio CRDs serve fewer:
+    /// no v1 before Istio 1.22).
+    pub istio_versions: Vec<String>,
 }
 
 impl ApiServerConfig {
@@ -72,6 +75,7 @@ impl ApiServerConfig {
             bookmark_interval: Duration::from_secs(15),
             event_history: 10_000,
             service_account_issuer: DEFAULT_ISSUER.to_string(),
+            istio_versions: resources::ISTIO.iter().map(|v| v.to_string()).collect(),
         }
     }
 }
@@ -83,6 +87,7 @@ struct Shared {
     bookmark_interval: Duration,
     /// Seconds added to the wall clock for token times (tests move time forward).
     clock_offset: AtomicU64,
+    istio_versions: Vec<String>,
 }
 
 impl Shared {
@@ -139,6 +144,7 @@ impl ApiServer {
             auth,
             bookmark_interval: cfg.bookmark_interval,
             clock_offset: AtomicU64::new(0),
+            istio_versions: cfg.istio_versions.clone(),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_loop(listener, tls.clone(), shared.clone()));
@@ -446,13 +452,23 @@ async fn serve(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>
     }
     let who = authenticate(&req, shared)?;
     tracing::trace!(user = %who.username, "authenticated");
+    let served = |group: &str, version: &str| {
+        resources::served(group, version, &shared.istio_versions)
+            .then_some(())
+            .ok_or_else(|| ApiError::not_found("version", version))
+    };
+    match &target {
+        Target::ResourceList(g, v) => served(g, v)?,
+        Target::Resource(p) => served(resources::RESOURCES[p.res].group, &p.version)?,
+        _ => {}
+    }
+    let istio = &shared.istio_versions;
     let doc = match target {
         Target::Version => resources::version_doc(),
         Target::CoreVersions => resources::core_versions_doc(),
-        Target::Groups => resources::groups_doc(),
-        Target::Group(g) => {
-            resources::single_group_doc(&g).ok_or_else(|| ApiError::not_found("group", &g))?
-        }
+        Target::Groups => resources::groups_doc(istio),
+        Target::Group(g) => resources::single_group_doc(&g, istio)
+            .ok_or_else(|| ApiError::not_found("group", &g))?,
         Target::ResourceList(g, v) => resources::resource_list_doc(&g, &v),
         Target::OpenApi => {
             return Err(ApiError::new(

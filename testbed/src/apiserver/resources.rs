@@ -41,7 +41,7 @@ impl ResourceType {
 }
 
 const CORE: &[&str] = &["v1"];
-const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+pub const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 const ISTIO_GROUP: &str = "networking.istio.io";
 const RBAC: &str = "rbac.authorization.k8s.io";
 
@@ -187,24 +187,35 @@ pub fn core_versions_doc() -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
 }
 
-fn group_doc(group: &str) -> Value {
-    let versions: Vec<Value> = group_versions(group)
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
-    json!({"name": group, "versions": versions, "preferredVersion": versions[0]})
+/// Whether `group/version` is served: every known one, but only `istio` of the Istio group.
+pub fn served(group: &str, version: &str, istio: &[String]) -> bool {
+    group != ISTIO_GROUP || istio.iter().any(|v| v == version)
 }
 
-pub fn groups_doc() -> Value {
-    let groups: Vec<Value> = groups().into_iter().map(group_doc).collect();
+/// A group's discovery document, or None when it serves no version.
+fn group_doc(group: &str, istio: &[String]) -> Option<Value> {
+    let versions: Vec<Value> = group_versions(group)
+        .iter()
+        .filter(|v| served(group, v, istio))
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = versions.first()?.clone();
+    Some(json!({"name": group, "versions": versions, "preferredVersion": preferred}))
+}
+
+pub fn groups_doc(istio: &[String]) -> Value {
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .filter_map(|g| group_doc(g, istio))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn single_group_doc(group: &str) -> Option<Value> {
+pub fn single_group_doc(group: &str, istio: &[String]) -> Option<Value> {
     if !groups().contains(&group) {
         return None;
     }
-    let mut doc = group_doc(group);
+    let mut doc = group_doc(group, istio)?;
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
     Some(doc)
@@ -270,6 +281,21 @@ mod tests {
         assert_eq!(find("", "v1", "destinationrules"), None);
     }
 
+    /// kube-apiserver lists only the versions a CRD serves: an Istio older than 1.22 serves
+    /// no networking.istio.io/v1, and a group serving nothing is not listed.
+    #[test]
+    fn an_older_istio_serves_only_its_versions() {
+        let old = ["v1beta1".to_string(), "v1alpha3".to_string()];
+        let doc = single_group_doc(ISTIO_GROUP, &old).unwrap();
+        assert_eq!(doc["preferredVersion"]["version"], "v1beta1");
+        assert_eq!(doc["versions"].as_array().unwrap().len(), 2);
+        assert!(!served(ISTIO_GROUP, "v1", &old));
+        assert!(served("", "v1", &old));
+        let names = |doc: Value| doc["groups"].to_string();
+        assert!(names(groups_doc(&old)).contains(ISTIO_GROUP));
+        assert!(!names(groups_doc(&[])).contains(ISTIO_GROUP));
+    }
+
     #[test]
     fn discovery_lists_status_and_token_subresources() {
         let doc = resource_list_doc("", "v1");
@@ -289,7 +315,7 @@ mod tests {
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
-        let groups = groups_doc();
+        let groups = groups_doc(&ISTIO.iter().map(|v| v.to_string()).collect::<Vec<_>>());
         let names: Vec<&str> = groups["groups"]
             .as_array()
             .unwrap()
