@@ -177,6 +177,7 @@ fn show(addr: Option<SocketAddr>) -> String {
 #[command(after_help = "Examples:
   meshfed create-remote-secret --kubeconfig cluster2.kubeconfig --name cluster2 | kubectl --context cluster1 apply -f -
   meshfed create-remote-secret --kubeconfig kc --context kind-cluster2 --name cluster2 --server https://172.18.0.3:6443
+  meshfed create-remote-secret --kubeconfig kc --name cluster2 --server https://203.0.113.7:6443 --tls-server-name kubernetes.default.svc
   meshfed create-remote-secret --kubeconfig kc --name cluster2 --namespace istio-system --service-account istio-reader-service-account --token-duration 24h")]
 pub struct CreateRemoteSecretArgs {
     /// Kubeconfig of the cluster to export.
@@ -188,9 +189,14 @@ pub struct CreateRemoteSecretArgs {
     /// The exported cluster's id (the secret's data key).
     #[arg(long, value_name = "ID")]
     name: String,
-    /// API server URL the other cluster should use (default: the kubeconfig's).
+    /// API server URL the other cluster should use (default: the kubeconfig's). A loopback
+    /// server is warned about: other clusters cannot reach it.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// Name to check the API server's certificate against, written as the kubeconfig's
+    /// tls-server-name (when the server address is not in the certificate).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// Namespace of the reader service account and of the secret.
     #[arg(long, value_name = "NS", default_value = DEFAULT_SYSTEM_NAMESPACE)]
     namespace: String,
@@ -211,15 +217,19 @@ pub fn create_remote_secret(args: CreateRemoteSecretArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut opts = RemoteSecretOptions::new(args.name);
     opts.server = args.server;
+    opts.tls_server_name = args.tls_server_name;
     opts.namespace = args.namespace;
     opts.service_account = args.service_account;
     opts.token_duration = args.token_duration.map(|d| d.0);
-    let yaml = runtime.block_on(remote_secret::from_kubeconfig(
+    let secret = runtime.block_on(remote_secret::from_kubeconfig(
         &args.kubeconfig,
         args.context.as_deref(),
         &opts,
     ))?;
-    print!("{yaml}");
+    for warning in &secret.warnings {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", secret.yaml);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,9 @@
 //! In the exported cluster this ensures a reader ServiceAccount with a read-only ClusterRole,
 //! obtains a token for it, and renders a Secret holding a kubeconfig for that token. The
 //! Secret has the label, annotation and `stringData` key Istio's secret controller looks for.
+//! As istioctl, the CA written is the token Secret's `ca.crt` (the cluster's own root, what
+//! in-cluster clients trust), the server the local kubeconfig's unless `--server` says
+//! otherwise, and a server on a loopback address is warned about.
 
 use base64::Engine;
 use k8s_openapi::ByteString;
@@ -20,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,6 +43,9 @@ pub struct RemoteSecretOptions {
     /// API server URL for the kubeconfig; None: the one the local kubeconfig uses. Set it
     /// when the other cluster reaches this API server by another address.
     pub server: Option<String>,
+    /// Written as the cluster's `tls-server-name`: the name the API server's certificate is
+    /// checked against when `server` is an address it does not cover.
+    pub tls_server_name: Option<String>,
     /// Namespace of the reader ServiceAccount and of the output Secret.
     pub namespace: String,
     pub service_account: String,
@@ -52,6 +59,7 @@ impl RemoteSecretOptions {
         RemoteSecretOptions {
             name: name.into(),
             server: None,
+            tls_server_name: None,
             namespace: "istio-system".into(),
             service_account: "istio-reader-service-account".into(),
             token_duration: None,
@@ -81,11 +89,23 @@ impl RemoteSecretOptions {
         if let Some(server) = &self.server {
             check_server(server)?;
         }
+        if let Some(name) = &self.tls_server_name {
+            check_tls_server_name(name)?;
+        }
         if self.token_duration.is_some_and(|d| d.is_zero()) {
             return Err(Error::Options("token duration must be positive".into()));
         }
         Ok(())
     }
+}
+
+/// The rendered Secret and what the user should be told about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSecret {
+    /// The Secret as YAML, for `kubectl apply -f -`.
+    pub yaml: String,
+    /// One line each (for stderr): the Secret was made but may not work as is.
+    pub warnings: Vec<String>,
 }
 
 /// Every message is one line: the CLI prints it after "error: ".
@@ -114,33 +134,66 @@ pub enum Error {
 
 /// Ensures the reader ServiceAccount, a read-only ClusterRole and its ClusterRoleBinding
 /// exist (create if missing, leave if present), obtains a token, and returns the remote
-/// Secret as YAML. `server` is used unless `opts.server` overrides it.
+/// Secret. `server` is used unless `opts.server` overrides it. The CA is the token Secret's
+/// `ca.crt`; `kubeconfig_ca` (PEM or DER) stands in where there is none: a bound token
+/// (`token_duration`) comes without a Secret, and a token controller may leave it out.
 pub async fn create_remote_secret(
     client: kube::Client,
     server: &str,
-    ca_pem_or_der: &[u8],
+    kubeconfig_ca: Option<&[u8]>,
     opts: &RemoteSecretOptions,
-) -> Result<String, Error> {
+) -> Result<RemoteSecret, Error> {
     opts.validate()?;
     let server = opts.server.as_deref().unwrap_or(server);
     check_server(server)?;
-    // Check the CA before changing anything in the cluster.
-    let ca_pem = normalize_ca(ca_pem_or_der)?;
+    // Check what can be checked before changing anything in the cluster.
+    let kubeconfig_ca = kubeconfig_ca.map(normalize_ca).transpose()?;
+    if opts.token_duration.is_some() && kubeconfig_ca.is_none() {
+        return Err(no_ca_for_bound_token());
+    }
     ensure_reader(&client, opts).await?;
-    let token = match opts.token_duration {
-        None => long_lived_token(client, opts).await?,
-        Some(ttl) => bound_token(client, opts, ttl).await?,
+    let (token, ca_pem) = match opts.token_duration {
+        None => {
+            let (token, ca) = long_lived_token(client, opts).await?;
+            (token, secret_ca(ca.as_deref(), kubeconfig_ca)?)
+        }
+        Some(ttl) => (
+            bound_token(client, opts, ttl).await?,
+            kubeconfig_ca.ok_or_else(no_ca_for_bound_token)?,
+        ),
     };
-    render_secret(opts, server, &ca_pem, &token)
+    Ok(RemoteSecret {
+        yaml: render_secret(opts, server, &ca_pem, &token)?,
+        warnings: loopback_warning(server).into_iter().collect(),
+    })
+}
+
+fn no_ca_for_bound_token() -> Error {
+    Error::Ca("a bound token (token duration) has no Secret to take ca.crt from, and the kubeconfig has no CA".into())
+}
+
+/// The token Secret's `ca.crt`, as istioctl takes it; else the kubeconfig's CA.
+fn secret_ca(ca_crt: Option<&[u8]>, kubeconfig_ca: Option<String>) -> Result<String, Error> {
+    match (ca_crt, kubeconfig_ca) {
+        (Some(ca), _) => normalize_ca(ca).map_err(|e| match e {
+            Error::Ca(why) => Error::Ca(format!("the token Secret's ca.crt: {why}")),
+            other => other,
+        }),
+        (None, Some(ca)) => Ok(ca),
+        (None, None) => Err(Error::Ca(
+            "the token Secret has no ca.crt and the kubeconfig no CA".into(),
+        )),
+    }
 }
 
 /// Loads a kubeconfig (its current context, or `context`), builds a client from it, and
-/// exports the cluster of that context with its server URL and CA.
+/// exports the cluster of that context with its server URL (and its CA where the token
+/// Secret has none).
 pub async fn from_kubeconfig(
     path: &Path,
     context: Option<&str>,
     opts: &RemoteSecretOptions,
-) -> Result<String, Error> {
+) -> Result<RemoteSecret, Error> {
     opts.validate()?;
     let bad = |reason: String| Error::Kubeconfig {
         path: path.display().to_string(),
@@ -161,7 +214,7 @@ pub async fn from_kubeconfig(
         .await
         .map_err(|e| bad(e.to_string()))?;
     let client = kube::Client::try_from(config).map_err(|e| bad(describe(&e)))?;
-    create_remote_secret(client, &server, &ca, opts).await
+    create_remote_secret(client, &server, ca.as_deref(), opts).await
 }
 
 fn read_error(e: kube::config::KubeconfigError) -> String {
@@ -201,22 +254,24 @@ fn selected_cluster(kc: &Kubeconfig, context: Option<&str>) -> Result<Cluster, S
 }
 
 /// The CA inline (`certificate-authority-data`) or from a file (`certificate-authority`,
-/// already made absolute by `Kubeconfig::read_from`).
-async fn cluster_ca(cluster: &Cluster) -> Result<Vec<u8>, String> {
+/// already made absolute by `Kubeconfig::read_from`); None when there is neither (the
+/// token Secret's `ca.crt` is what gets written anyway).
+async fn cluster_ca(cluster: &Cluster) -> Result<Option<Vec<u8>>, String> {
     if let Some(data) = &cluster.certificate_authority_data {
         // Wrapped base64 is still valid base64 to kubectl.
         let compact: String = data.split_whitespace().collect();
         return base64::engine::general_purpose::STANDARD
             .decode(compact)
+            .map(Some)
             .map_err(|e| format!("certificate-authority-data is not base64: {e}"));
     }
     if let Some(file) = &cluster.certificate_authority {
         return tokio::fs::read(file)
             .await
+            .map(Some)
             .map_err(|e| format!("reading certificate-authority {file}: {e}"));
     }
-    // Without a CA the other cluster could not verify this API server.
-    Err("the cluster has neither certificate-authority-data nor certificate-authority".into())
+    Ok(None)
 }
 
 /// A PEM bundle as given, or one DER certificate wrapped as PEM: the kubeconfig wants PEM.
@@ -338,13 +393,13 @@ fn reader_binding(opts: &RemoteSecretOptions) -> ClusterRoleBinding {
     }
 }
 
-/// The token of a `kubernetes.io/service-account-token` Secret, created if missing and
-/// filled by the cluster's token controller, as istioctl does since Kubernetes 1.24 stopped
-/// creating them.
+/// The token and `ca.crt` of a `kubernetes.io/service-account-token` Secret, created if
+/// missing and filled by the cluster's token controller, as istioctl does since Kubernetes
+/// 1.24 stopped creating them.
 async fn long_lived_token(
     client: kube::Client,
     opts: &RemoteSecretOptions,
-) -> Result<String, Error> {
+) -> Result<(String, Option<Vec<u8>>), Error> {
     let name = opts.token_secret_name();
     let secrets: Api<Secret> = Api::namespaced(client, &opts.namespace);
     ensure(&secrets, &token_secret(opts)).await?;
@@ -362,7 +417,8 @@ async fn long_lived_token(
             reason: one_line(&e.to_string()),
         })?;
     // await_condition only returns once the condition holds; the fallback is for form.
-    token_of(secret.as_ref()).ok_or_else(timeout)
+    let token = token_of(secret.as_ref()).ok_or_else(timeout)?;
+    Ok((token, data_of(secret.as_ref(), "ca.crt")))
 }
 
 fn token_secret(opts: &RemoteSecretOptions) -> Secret {
@@ -376,10 +432,13 @@ fn token_secret(opts: &RemoteSecretOptions) -> Secret {
 }
 
 fn token_of(secret: Option<&Secret>) -> Option<String> {
-    let ByteString(bytes) = secret?.data.as_ref()?.get("token")?;
-    String::from_utf8(bytes.clone())
-        .ok()
-        .filter(|t| !t.is_empty())
+    String::from_utf8(data_of(secret, "token")?).ok()
+}
+
+/// A key of the Secret's `data`, if there and not empty.
+fn data_of(secret: Option<&Secret>, key: &str) -> Option<Vec<u8>> {
+    let ByteString(bytes) = secret?.data.as_ref()?.get(key)?;
+    Some(bytes.clone()).filter(|b| !b.is_empty())
 }
 
 /// A bound token from the TokenRequest API: nothing stored, and it expires.
@@ -429,7 +488,7 @@ fn render_secret(
     ca_pem: &str,
     token: &str,
 ) -> Result<String, Error> {
-    let kubeconfig = render_kubeconfig(&opts.name, server, ca_pem, token)?;
+    let kubeconfig = render_kubeconfig(opts, server, ca_pem, token)?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(opts.secret_name()),
@@ -454,12 +513,22 @@ fn render_secret(
 }
 
 /// One cluster, context and user, all named after the cluster id, as istioctl writes it.
-fn render_kubeconfig(name: &str, server: &str, ca_pem: &str, token: &str) -> Result<String, Error> {
+fn render_kubeconfig(
+    opts: &RemoteSecretOptions,
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+) -> Result<String, Error> {
+    let name = &opts.name;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut cluster = serde_json::json!({"server": server, "certificate-authority-data": ca});
+    if let Some(tls_name) = &opts.tls_server_name {
+        cluster["tls-server-name"] = tls_name.as_str().into();
+    }
     let doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}],
+        "clusters": [{"name": name, "cluster": cluster}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
         "users": [{"name": name, "user": {"token": token}}],
         "current-context": name,
@@ -494,6 +563,48 @@ fn check_server(server: &str) -> Result<(), Error> {
         _ => Err(Error::Options(format!(
             "server {server:?} is not an http(s) URL"
         ))),
+    }
+}
+
+/// A host name or address to check a certificate against: what a SAN can hold.
+fn check_tls_server_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '*'));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Options(format!(
+        "tls server name {name:?} is not a host name or address"
+    )))
+}
+
+/// istioctl warns when the kubeconfig's server is on this machine: the other cluster's
+/// control plane runs elsewhere and cannot reach it there. Said for any loopback server.
+pub fn loopback_warning(server: &str) -> Option<String> {
+    let host = url_host(server).trim_end_matches('.').to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+    loopback.then(|| {
+        format!(
+            "server {server} is a loopback address: other clusters cannot reach this API server there; pass --server with an address they can reach"
+        )
+    })
+}
+
+/// The host of a URL: no scheme, user, port, path or IPv6 brackets.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
     }
 }
 
@@ -549,6 +660,90 @@ mod tests {
         opts.server = None;
         opts.token_duration = Some(Duration::ZERO);
         assert!(opts.validate().is_err());
+    }
+
+    /// istioctl's warning for a kubeconfig server on 127.0.0.1 or localhost, here for every
+    /// loopback form (127.0.0.0/8, ::1 and its IPv4-mapped form, localhost); none for
+    /// addresses other clusters can reach.
+    #[test]
+    fn loopback_servers_are_warned_about() {
+        for server in [
+            "https://127.0.0.1:6443",
+            "https://127.1.2.3",
+            "https://[::1]:6443/",
+            "https://[::ffff:127.0.0.1]:443",
+            "https://LocalHost:6443",
+            "https://localhost.:6443/api",
+            "https://api.localhost",
+            "https://user@127.0.0.1:6443",
+        ] {
+            let w = loopback_warning(server).unwrap_or_else(|| panic!("{server}"));
+            assert!(w.contains(server) && w.contains("--server"), "{w}");
+        }
+        for server in [
+            "https://172.18.0.3:6443",
+            "https://[2001:db8::1]:6443",
+            "https://kubernetes.example.com",
+            "https://localhost-api.example.com",
+            "https://128.0.0.1",
+        ] {
+            assert_eq!(loopback_warning(server), None, "{server}");
+        }
+    }
+
+    /// istioctl writes `--tls-server-name` as the cluster's `tls-server-name`, and the
+    /// server and CA it was given; without the flag there is no such key.
+    #[test]
+    fn the_kubeconfig_carries_server_ca_and_tls_server_name() {
+        let mut opts = RemoteSecretOptions::new("cluster2");
+        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
+        let plain = render_kubeconfig(&opts, "https://10.0.0.1:6443", pem, "tok").unwrap();
+        assert!(!plain.contains("tls-server-name"), "{plain}");
+        opts.tls_server_name = Some("kubernetes.default.svc".into());
+        let yaml = render_kubeconfig(&opts, "https://10.0.0.1:6443", pem, "tok").unwrap();
+        let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+        let cluster = kc.clusters[0].cluster.clone().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://10.0.0.1:6443"));
+        assert_eq!(
+            cluster.tls_server_name.as_deref(),
+            Some("kubernetes.default.svc")
+        );
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(cluster.certificate_authority_data.unwrap())
+            .unwrap();
+        assert_eq!(ca, pem.as_bytes());
+    }
+
+    /// istioctl takes the CA from the token Secret's `ca.crt`; meshfed falls back to the
+    /// kubeconfig's only where the Secret has none.
+    #[test]
+    fn the_token_secrets_ca_wins_over_the_kubeconfigs() {
+        let secret = "-----BEGIN CERTIFICATE-----\nU0VDUkVU\n-----END CERTIFICATE-----";
+        let kubeconfig = "-----BEGIN CERTIFICATE-----\nS0M=\n-----END CERTIFICATE-----\n";
+        let ca = secret_ca(Some(secret.as_bytes()), Some(kubeconfig.into())).unwrap();
+        assert_eq!(ca, format!("{secret}\n"));
+        let fallback = secret_ca(None, Some(kubeconfig.into())).unwrap();
+        assert_eq!(fallback, kubeconfig);
+        assert!(matches!(secret_ca(None, None), Err(Error::Ca(_))));
+        assert!(matches!(secret_ca(Some(b"junk"), None), Err(Error::Ca(_))));
+    }
+
+    #[test]
+    fn tls_server_names_are_validated() {
+        let mut opts = RemoteSecretOptions::new("c");
+        for good in [
+            "kubernetes.default.svc",
+            "10.0.0.1",
+            "2001:db8::1",
+            "API.Example.com",
+        ] {
+            opts.tls_server_name = Some(good.into());
+            assert!(opts.validate().is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "https://x", "x/y"] {
+            opts.tls_server_name = Some(bad.into());
+            assert!(opts.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

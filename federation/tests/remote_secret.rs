@@ -55,6 +55,7 @@ async fn run(bed: &Bed, opts: &RemoteSecretOptions) -> String {
         .await
         .expect("create-remote-secret timed out")
         .expect("create-remote-secret")
+        .yaml
 }
 
 /// The output Secret and the kubeconfig it carries, checked against what Istio expects.
@@ -294,17 +295,55 @@ async fn server_override_and_der_ca() {
     // Another name for the same server (its certificate covers localhost).
     let other = format!("https://localhost:{}", cluster2.server.addr().port());
     opts.server = Some(other.clone());
-    let yaml = timeout(
+    // A bound token has no Secret with a ca.crt: the CA given is the one written.
+    opts.token_duration = Some(Duration::from_secs(600));
+    let out = timeout(
         WAIT,
-        create_remote_secret(client, "https://unused.invalid", &der, &opts),
+        create_remote_secret(client, "https://unused.invalid", Some(&der), &opts),
     )
     .await
     .expect("timed out")
     .expect("create_remote_secret");
-    let (secret, kc) = parse_output(&yaml, "cluster2");
+    let (secret, kc) = parse_output(&out.yaml, "cluster2");
     assert_eq!(server_of(&kc), other);
     assert_eq!(pem_to_der(&ca_of(&kc)), der);
     assert_token_works(&embedded(&secret, "cluster2")).await;
+    assert!(out.warnings[0].contains("loopback"), "{:?}", out.warnings);
+}
+
+/// istioctl (remote_secret.go `tokenDataFromSecret`) writes the token Secret's `ca.crt`,
+/// the cluster's own root, not the CA of the kubeconfig it was run with; `--server` and
+/// `--tls-server-name` go into the cluster entry; a server other clusters can reach is not
+/// warned about.
+#[tokio::test]
+async fn the_ca_is_the_token_secrets_and_tls_server_name_is_written() {
+    let cluster2 = bed("cluster2").await;
+    let client = admin(&cluster2).await;
+    let mut opts = RemoteSecretOptions::new("cluster2");
+    opts.server = Some("https://203.0.113.7:6443".into());
+    opts.tls_server_name = Some("kubernetes.default.svc".into());
+    let other_ca = "-----BEGIN CERTIFICATE-----\nMAMCAQU=\n-----END CERTIFICATE-----\n";
+    let out = timeout(
+        WAIT,
+        create_remote_secret(
+            client,
+            "https://unused.invalid",
+            Some(other_ca.as_bytes()),
+            &opts,
+        ),
+    )
+    .await
+    .expect("timed out")
+    .expect("create_remote_secret");
+    let (_, kc) = parse_output(&out.yaml, "cluster2");
+    assert_eq!(ca_of(&kc).trim(), cluster2.server.ca_pem().trim());
+    let cluster = kc.clusters[0].cluster.as_ref().unwrap();
+    assert_eq!(cluster.server.as_deref(), Some("https://203.0.113.7:6443"));
+    assert_eq!(
+        cluster.tls_server_name.as_deref(),
+        Some("kubernetes.default.svc")
+    );
+    assert_eq!(out.warnings, Vec::<String>::new());
 }
 
 fn pem_to_der(pem: &str) -> Vec<u8> {
@@ -355,8 +394,11 @@ async fn errors_are_one_line() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&no_ca, stripped).unwrap();
-    let err = from_kubeconfig(&no_ca, None, &opts).await.unwrap_err();
-    assert_one_line(&err, "certificate-authority");
+    let mut bound = opts.clone();
+    bound.token_duration = Some(Duration::from_secs(600));
+    let err = from_kubeconfig(&no_ca, None, &bound).await.unwrap_err();
+    assert!(matches!(err, Error::Ca(_)), "{err:?}");
+    assert_one_line(&err, "ca.crt");
 
     let err = from_kubeconfig(
         &cluster2.kubeconfig,
