@@ -58,7 +58,6 @@ fn fill(registry: &Registry, id: &str, generation: u64, seen: [&str; 4]) {
                     pod: Some(("ns".into(), "a-pod".into())),
                     ..Default::default()
                 }],
-                ..Default::default()
             },
         );
         d.pods.insert(
