@@ -8,7 +8,7 @@ use crate::registry::{
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DynamicObject, GroupVersionKind};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -303,8 +303,8 @@ async fn run_kind<K: Watched>(api: Api<K>, target: Target) {
     }
 }
 
-/// DestinationRules are kept unstructured (networking.istio.io/v1): the xDS layer reads
-/// only the fields it knows.
+/// DestinationRules are kept unstructured (whichever version is served, see
+/// [`DESTINATION_RULE_VERSIONS`]): the xDS layer reads only the fields it knows.
 impl Watched for DynamicObject {
     type Key = (String, String);
     type Value = serde_json::Value;
@@ -320,9 +320,52 @@ impl Watched for DynamicObject {
     }
 }
 
-fn destination_rules(client: Client) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule");
-    Api::all_with(client, &ApiResource::from_gvk(&gvk))
+/// The DestinationRule versions read, newest first: Istio serves v1 since 1.22, v1beta1 since
+/// 1.8, v1alpha3 before; their specs are the same.
+pub const DESTINATION_RULE_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+
+/// The newest served DestinationRule version, found by API discovery so that clusters whose
+/// Istio CRDs predate v1 are read too. Each version is asked for on its own, newest first (one
+/// request on a current cluster); only "not served" moves on to an older one, any other error
+/// is retried, so a blip never settles on an old version.
+async fn destination_rules(client: &Client) -> Result<Api<DynamicObject>, String> {
+    for version in DESTINATION_RULE_VERSIONS {
+        let gvk = GroupVersionKind::gvk("networking.istio.io", version, "DestinationRule");
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((resource, _)) => return Ok(Api::all_with(client.clone(), &resource)),
+            Err(e) if not_served(&e) => continue,
+            Err(e) => return Err(format!("DestinationRule discovery ({version}): {e}")),
+        }
+    }
+    Err(format!(
+        "DestinationRule discovery: none of {DESTINATION_RULE_VERSIONS:?} is served"
+    ))
+}
+
+/// The group version is not served (404), or serves no DestinationRule.
+fn not_served(e: &kube::Error) -> bool {
+    use kube::error::DiscoveryError as D;
+    match e {
+        kube::Error::Api(status) => status.is_not_found(),
+        kube::Error::Discovery(D::MissingKind(_) | D::MissingResource(_)) => true,
+        _ => false,
+    }
+}
+
+/// Watches DestinationRules once discovery finds them, retrying discovery (with backoff) while
+/// the API server cannot say which version it serves.
+async fn run_destination_rules(client: Client, target: Target) {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match destination_rules(&client).await {
+            Ok(api) => return run_kind::<DynamicObject>(api, target).await,
+            Err(e) => target
+                .registry
+                .watch_error(&target.id, target.generation, e),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 /// What [`run_cluster`] reads of a remote cluster, as (API group, resource): all that a
@@ -351,10 +394,7 @@ pub async fn run_cluster(client: Client, target: Target, local: bool) {
         tokio::spawn(run_kind::<Node>(Api::all(client.clone()), t())),
     ];
     if local {
-        tasks.push(tokio::spawn(run_kind::<DynamicObject>(
-            destination_rules(client),
-            t(),
-        )));
+        tasks.push(tokio::spawn(run_destination_rules(client, t())));
     }
     // Aborting this task must stop the watchers too.
     let _guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
