@@ -99,7 +99,7 @@ pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>, trust_domain: &str) -> Clu
         c.transport_socket_matches = transport_socket_matches(spec, trust_domain);
     }
     if proxy.generator == Generator::Grpc {
-        c.transport_socket = grpc_tls::transport_socket(spec, trust_domain);
+        c.transport_socket = grpc_tls::transport_socket(proxy, spec, trust_domain);
     }
     c
 }
