@@ -2,12 +2,16 @@
 //! gRFC A29): certificate provider instances from the client's bootstrap instead of SDS.
 //!
 //! Istio's grpcgen builds this `UpstreamTlsContext` only for an explicit `ISTIO_MUTUAL`
-//! DestinationRule. meshfed also builds it when every endpoint of the cluster is a mesh
-//! workload (`security.istio.io/tlsMode: istio`), as Envoy sidecars get auto mTLS: across
-//! networks the east-west gateway only relays TLS it can route by SNI, so a plaintext
-//! proxyless call could never get there.
+//! DestinationRule. meshfed also builds it, with no rule saying otherwise, for a cluster
+//! whose endpoints are all mesh workloads (`security.istio.io/tlsMode: istio`) and some of
+//! them on another network than the client's: the east-west gateway only relays TLS it can
+//! route by SNI, so a plaintext proxyless call could never get there. Within one network the
+//! cluster stays plaintext as in Istio, so clients whose bootstrap declares no certificate
+//! provider (gRPC rejects a cluster naming an instance its bootstrap lacks) keep working.
 
 use super::ClusterSpec;
+use crate::registry::EndpointView;
+use crate::xds::node::Proxy;
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
@@ -26,15 +30,19 @@ const ROOT_CERT: &str = "ROOTCA";
 /// The transport socket name gRPC requires (it rejects any other).
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 
-/// The cluster's transport socket for a proxyless gRPC client: Istio mTLS when the
-/// DestinationRule asks for `ISTIO_MUTUAL`, or when it sets no TLS mode and every endpoint
-/// of the cluster is a mesh workload. `DISABLE` and the modes gRPC's xDS security cannot
-/// express (`SIMPLE`, `MUTUAL` with files) get none.
-pub fn transport_socket(spec: &ClusterSpec<'_>, trust_domain: &str) -> Option<TransportSocket> {
+/// The cluster's transport socket for `proxy`, a proxyless gRPC client: Istio mTLS when the
+/// DestinationRule asks for `ISTIO_MUTUAL`, or when it sets no TLS mode and the cluster's
+/// endpoints are all mesh workloads, some across networks. `DISABLE` and the modes gRPC's
+/// xDS security cannot express (`SIMPLE`, `MUTUAL` with files) get none.
+pub fn transport_socket(
+    proxy: &Proxy,
+    spec: &ClusterSpec<'_>,
+    trust_domain: &str,
+) -> Option<TransportSocket> {
     let wanted = match spec.policy["tls"]["mode"].as_str() {
         Some("ISTIO_MUTUAL") => true,
         Some(_) => false,
-        None => all_mesh_workloads(spec),
+        None => mesh_across_networks(proxy, spec),
     };
     wanted.then(|| TransportSocket {
         name: TLS_SOCKET.into(),
@@ -44,11 +52,12 @@ pub fn transport_socket(spec: &ClusterSpec<'_>, trust_domain: &str) -> Option<Tr
     })
 }
 
-/// The cluster's endpoints (its port, its subset's labels) exist and all carry
-/// `tlsMode: istio`. A mix cannot be served by one gRPC transport socket (gRPC has no
+/// The cluster's endpoints (its port, its subset's labels) all carry `tlsMode: istio` and
+/// some are on another network than `proxy` (reached through that network's gateway). A
+/// mix with plaintext endpoints cannot be served by one gRPC transport socket (gRPC has no
 /// `transport_socket_matches`), so it stays plaintext as before.
-fn all_mesh_workloads(spec: &ClusterSpec<'_>) -> bool {
-    let mut endpoints = spec
+fn mesh_across_networks(proxy: &Proxy, spec: &ClusterSpec<'_>) -> bool {
+    let endpoints: Vec<_> = spec
         .service
         .endpoints
         .iter()
@@ -58,9 +67,10 @@ fn all_mesh_workloads(spec: &ClusterSpec<'_>) -> bool {
                 .iter()
                 .all(|(k, v)| e.labels.get(k) == Some(v))
         })
-        .peekable();
-    endpoints.peek().is_some()
-        && endpoints.all(|e| e.labels.get(TLS_MODE).map(String::as_str) == Some(TLS_MODE_ISTIO))
+        .collect();
+    let mesh =
+        |e: &&EndpointView| e.labels.get(TLS_MODE).map(String::as_str) == Some(TLS_MODE_ISTIO);
+    endpoints.iter().all(mesh) && endpoints.iter().any(|e| e.network != proxy.network)
 }
 
 /// Istio's proxyless context: the workload certificate and the root from the bootstrap's

@@ -17,18 +17,28 @@ const HOST: &str = "helloworld.sample.svc.cluster.local";
 const TLS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
-/// helloworld's endpoints: (version, service account, tlsMode label or not). Built from JSON
-/// so fields the registry adds later (with serde defaults) need no change here.
+/// helloworld's endpoints in network2 (the client is in network1): (version, service
+/// account, tlsMode label or not).
 fn snapshot(endpoints: &[(&str, &str, bool)]) -> Snapshot {
+    let endpoints: Vec<_> = endpoints
+        .iter()
+        .map(|&(version, sa, mesh)| ("network2", version, sa, mesh))
+        .collect();
+    snapshot_in(&endpoints)
+}
+
+/// helloworld's endpoints: (network, version, service account, tlsMode label or not). Built
+/// from JSON so fields the registry adds later (with serde defaults) need no change here.
+fn snapshot_in(endpoints: &[(&str, &str, &str, bool)]) -> Snapshot {
     let endpoints: Vec<serde_json::Value> = endpoints
         .iter()
         .enumerate()
-        .map(|(i, (version, sa, mesh))| {
+        .map(|(i, (network, version, sa, mesh))| {
             let mut labels = json!({"app": "helloworld", "version": version});
             if *mesh {
                 labels["security.istio.io/tlsMode"] = json!("istio");
             }
-            json!({"cluster": "cluster2", "network": "network2", "address": format!("10.12.0.{}", i + 4),
+            json!({"cluster": "cluster2", "network": network, "address": format!("10.12.0.{}", i + 4),
                 "port": 5000, "service_port": 5000, "locality": "region2/zone2", "labels": labels,
                 "ready": true, "service_account": sa})
         })
@@ -106,7 +116,8 @@ fn instance(certificate_name: &str) -> Option<CertificateProviderPluginInstance>
     })
 }
 
-/// Istio (grpcgen buildCommonTLSContext; bootstrap certificate_providers "default"): the
+/// Istio (grpcgen buildCommonTLSContext; bootstrap certificate_providers "default"), for a
+/// client in network1 whose endpoints are mesh workloads in network2: the
 /// workload certificate from `tls_certificate_provider_instance`, the root from
 /// `ca_certificate_provider_instance` in the combined context's default validation context,
 /// `match_subject_alt_names` listing the service's SPIFFE identities exactly, once each; and
@@ -212,4 +223,24 @@ fn the_destination_rule_tls_mode_decides_when_set() {
         assert!(tls(named(&all, "")).is_none(), "{mode}");
         assert!(tls(named(&all, "v1")).is_none(), "{mode}");
     }
+}
+
+/// Istio sends proxyless clients no TLS without an ISTIO_MUTUAL rule. meshfed keeps that
+/// within one network (a bootstrap without certificate providers would NACK the cluster,
+/// and sidecar servers in PERMISSIVE mode take plaintext); one endpoint across networks, all
+/// of them mesh workloads, turns it on, since only TLS with the SNI crosses a gateway.
+#[test]
+fn within_one_network_mesh_workloads_stay_plaintext_as_in_istio() {
+    let grpc = proxy(Some("grpc"));
+    let local = snapshot_in(&[("network1", "v1", "helloworld", true)]);
+    assert!(tls(named(&clusters(&local, &[], &grpc), "")).is_none());
+
+    let both = snapshot_in(&[
+        ("network1", "v1", "helloworld", true),
+        ("network2", "v2", "helloworld", true),
+    ]);
+    let all = clusters(&both, &[rule(json!({}))], &grpc);
+    assert!(tls(named(&all, "")).is_some(), "v2 is across networks");
+    assert!(tls(named(&all, "v1")).is_none(), "v1 is local");
+    assert!(tls(named(&all, "v2")).is_some());
 }
