@@ -101,6 +101,10 @@ pub fn describe() {
             "meshfed_registry_gateways",
             "Network gateways in the merged registry."
         );
+        describe_gauge!(
+            "meshfed_registry_dropped_gateways",
+            "Gateway Services (or their hostnames) giving no gateway, by reason (no_gateway_port, no_address, unresolved); /debug/clusterz says which."
+        );
     });
 }
 
