@@ -172,7 +172,13 @@ async fn bed() -> Bed {
     )
     .await;
     let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
-    until(&fed.registry, "both clusters", |s, _| hw(s).len() == 2).await;
+    // Ready comes after every kind has listed (DestinationRules after API discovery), which
+    // may be after both clusters' endpoints are in: wait for both.
+    let registry = &fed.registry;
+    until(registry, "both clusters, ready", |s, _| {
+        hw(s).len() == 2 && registry.ready()
+    })
+    .await;
     Bed {
         s1,
         s2,
