@@ -67,8 +67,9 @@ fn network() -> Network {
 }
 
 /// The mesh root, an intermediate per cluster, and sleep's (cluster1) and helloworld's
-/// (cluster2) workload files in the agent's --output-dir layout under `dir/<sa>`.
-fn certificates(dir: &Path) {
+/// (cluster2) workload files in the agent's --output-dir layout under `dir/sleep` and
+/// `dir/helloworld`; helloworld's certificate names ServiceAccount `server_sa`.
+fn certificates(dir: &Path, server_sa: &str) {
     let key = KeyAlgorithm::EcdsaP256;
     let root = CertificateAuthority::new_root(&RootOptions {
         org: "meshfed-e2e".into(),
@@ -76,7 +77,11 @@ fn certificates(dir: &Path) {
         key,
     })
     .unwrap();
-    for (cluster, sa) in [("cluster1", "sleep"), ("cluster2", "helloworld")] {
+    let files = [
+        ("cluster1", "sleep", "sleep"),
+        ("cluster2", server_sa, "helloworld"),
+    ];
+    for (cluster, sa, out) in files {
         let ca = root
             .issue_intermediate(&IntermediateOptions {
                 cluster: cluster.into(),
@@ -86,7 +91,7 @@ fn certificates(dir: &Path) {
             .unwrap();
         let id = SpiffeId::new("cluster.local", "sample", sa).unwrap();
         let cert = ca.issue_workload(&WorkloadOptions::new(id)).unwrap();
-        meshfed_certs::write_outputs(&dir.join(sa), &cert.files(), true).unwrap();
+        meshfed_certs::write_outputs(&dir.join(out), &cert.files(), true).unwrap();
     }
 }
 
@@ -195,12 +200,18 @@ fn serve_xds(net: &ClusterNet, fed: &Controllers) -> SocketAddr {
 }
 
 async fn bed() -> Bed {
+    bed_serving_as("helloworld").await
+}
+
+/// The bed with v2's server presenting a certificate for ServiceAccount `server_sa` (its pod
+/// runs as `helloworld` either way).
+async fn bed_serving_as(server_sa: &str) -> Bed {
     let serial = SERIAL.lock().await;
     meshfed_model::telemetry::prometheus();
     let net = network();
     let (n1, n2) = (cluster(&net, "cluster1"), cluster(&net, "cluster2"));
     let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path());
+    certificates(certs.path(), server_sa);
     let (server, server_addr) = mtls_server(n2, certs.path()).await;
     let (s1, k1) = seed::cluster("cluster1").await.unwrap();
     let (s2, k2) = seed::cluster("cluster2").await.unwrap();
@@ -296,9 +307,9 @@ fn bootstrap(b: &Bed) -> tempfile::NamedTempFile {
 
 /// grpcio in cluster1 with xDS channel credentials (no GRPC_XDS_EXPERIMENTAL_SECURITY_SUPPORT:
 /// on by default in 1.85). `a101`: gRFC A101's SNI, on by default in grpcio 1.85; `false`
-/// sets GRPC_EXPERIMENTAL_XDS_SNI=false, and its first call does not wait for the channel
-/// (it is expected to fail).
-fn grpcio(b: &Bed, boot: &Path, a101: bool) -> Judge {
+/// sets GRPC_EXPERIMENTAL_XDS_SNI=false. `fail_fast`: the first call does not wait for the
+/// channel (for calls expected to fail).
+fn grpcio(b: &Bed, boot: &Path, a101: bool, fail_fast: bool) -> Judge {
     let n1 = cluster(&b.net, "cluster1");
     let mut cmd = n1.command(judges::python().unwrap().to_str().unwrap());
     cmd.arg(judges::script("grpc_client.py"))
@@ -309,8 +320,10 @@ fn grpcio(b: &Bed, boot: &Path, a101: bool) -> Judge {
     if a101 {
         cmd.env_remove("GRPC_EXPERIMENTAL_XDS_SNI");
     } else {
-        cmd.env("GRPC_EXPERIMENTAL_XDS_SNI", "false")
-            .arg("--fail-fast");
+        cmd.env("GRPC_EXPERIMENTAL_XDS_SNI", "false");
+    }
+    if fail_fast {
+        cmd.arg("--fail-fast");
     }
     Judge::spawn(cmd.into(), "grpcio client").unwrap()
 }
@@ -437,7 +450,7 @@ fn peer_ip(seen: &Value) -> IpAddr {
 async fn grpcio_reaches_another_network_through_its_gateway_with_mtls() {
     let b = bed().await;
     let boot = bootstrap(&b);
-    let client = grpcio(&b, boot.path(), true);
+    let client = grpcio(&b, boot.path(), true, false);
     calls_go_through_the_gateway(b, client).await;
 }
 
@@ -460,7 +473,7 @@ async fn grpc_js_xds_reaches_another_network_through_its_gateway_with_mtls() {
 async fn grpcio_without_a101_sends_no_server_name_and_cannot_cross() {
     let b = bed().await;
     let boot = bootstrap(&b);
-    let client = grpcio(&b, boot.path(), false);
+    let client = grpcio(&b, boot.path(), false, true);
     without_the_sni_nothing_crosses(b, client, "no_sni").await;
 }
 
@@ -473,4 +486,23 @@ async fn grpc_js_xds_without_a_server_name_override_cannot_cross() {
     let boot = bootstrap(&b);
     let client = grpc_js(&b, boot.path(), None);
     without_the_sni_nothing_crosses(b, client, "no_route").await;
+}
+
+/// Istio's SAN check for proxyless clients (match_subject_alt_names = the service's
+/// identities): a server in network2 presenting a mesh certificate for another
+/// ServiceAccount than helloworld's pods run as is refused by grpcio, though the gateway
+/// relays the connection and the chain is valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_refuses_a_server_whose_identity_is_not_the_services() {
+    let mut b = bed_serving_as("impostor").await;
+    let boot = bootstrap(&b);
+    let mut client = grpcio(&b, boot.path(), true, true);
+    let first = client.json(T).await.unwrap();
+    let details = first["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains("SANs from certificate did not match SANs from xDS control plane"),
+        "{first}"
+    );
+    client.kill().await;
+    b.server.kill().await;
 }
