@@ -53,7 +53,7 @@ pub fn transport_socket(
 }
 
 /// The cluster's endpoints (its port, its subset's labels) all carry `tlsMode: istio` and
-/// some are on another network than `proxy` (reached through that network's gateway). A
+/// some are on a known network other than `proxy`'s (reached through its gateway). A
 /// mix with plaintext endpoints cannot be served by one gRPC transport socket (gRPC has no
 /// `transport_socket_matches`), so it stays plaintext as before.
 fn mesh_across_networks(proxy: &Proxy, spec: &ClusterSpec<'_>) -> bool {
@@ -70,7 +70,12 @@ fn mesh_across_networks(proxy: &Proxy, spec: &ClusterSpec<'_>) -> bool {
         .collect();
     let mesh =
         |e: &&EndpointView| e.labels.get(TLS_MODE).map(String::as_str) == Some(TLS_MODE_ISTIO);
-    endpoints.iter().all(mesh) && endpoints.iter().any(|e| e.network != proxy.network)
+    endpoints.iter().all(mesh) && endpoints.iter().any(|e| across(&e.network, &proxy.network))
+}
+
+/// Istio's `IsSameOrEmpty`: an unknown network (empty on either side) counts as the same.
+fn across(network: &str, client: &str) -> bool {
+    !network.is_empty() && !client.is_empty() && network != client
 }
 
 /// Istio's proxyless context: the workload certificate and the root from the bootstrap's

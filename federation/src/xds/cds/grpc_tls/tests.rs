@@ -234,6 +234,9 @@ fn within_one_network_mesh_workloads_stay_plaintext_as_in_istio() {
     let grpc = proxy(Some("grpc"));
     let local = snapshot_in(&[("network1", "v1", "helloworld", true)]);
     assert!(tls(named(&clusters(&local, &[], &grpc), "")).is_none());
+    // Istio's IsSameOrEmpty: an endpoint of no known network is not across one.
+    let unknown = snapshot_in(&[("", "v1", "helloworld", true)]);
+    assert!(tls(named(&clusters(&unknown, &[], &grpc), "")).is_none());
 
     let both = snapshot_in(&[
         ("network1", "v1", "helloworld", true),
