@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cache_key;
 pub mod cds;
 pub mod delta;
+pub mod duration;
 pub mod eds;
 pub mod generate;
 pub mod lds;

@@ -4,9 +4,10 @@
 //! healthy panic threshold at `minHealthPercent` (0 unless set), so a service with a few pods
 //! does not spray requests at ejected ones.
 
+use crate::xds::duration::duration;
 use envoy_types::pb::envoy::config::cluster::v3::OutlierDetection;
 use envoy_types::pb::envoy::r#type::v3::Percent;
-use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use serde_json::Value as Json;
 
 /// Envoy's OutlierDetection for `od` (the rule's `outlierDetection`); None when unset.
@@ -52,23 +53,4 @@ pub fn panic_threshold(od: &Json) -> Option<Percent> {
     }
     let value = od["minHealthPercent"].as_f64().unwrap_or(0.0);
     (value >= 0.0).then_some(Percent { value })
-}
-
-/// Istio's durations: a number with `h`, `m`, `s` or `ms` (fractions allowed).
-pub fn duration(v: &Json) -> Option<Duration> {
-    let s = v.as_str()?.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration {
-        seconds: secs.trunc() as i64,
-        nanos: (secs.fract() * 1e9).round() as i32,
-    })
 }

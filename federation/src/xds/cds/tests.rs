@@ -237,18 +237,6 @@ fn no_rule_means_round_robin_and_no_outlier_detection() {
     assert!(c.outlier_detection.is_none() && c.common_lb_config.is_none());
 }
 
-#[test]
-fn istio_durations() {
-    let d = |s: &str| outlier::duration(&json!(s)).map(|d| (d.seconds, d.nanos));
-    assert_eq!(d("1s"), Some((1, 0)));
-    assert_eq!(d("100ms"), Some((0, 100_000_000)));
-    assert_eq!(d("1.5m"), Some((90, 0)));
-    assert_eq!(d("2h"), Some((7200, 0)));
-    assert_eq!(d("10"), None);
-    assert_eq!(d("-1s"), None);
-    assert_eq!(d("1d"), None);
-}
-
 fn rule(tp: serde_json::Value) -> Rule {
     let dr = json!({"spec": {"host": "helloworld", "trafficPolicy": tp,
         "subsets": [{"name": "v1", "labels": {"version": "v1"},
