@@ -110,6 +110,15 @@ pub static RESOURCES: &[ResourceType] = &[
     rt!(
         ISTIO_GROUP,
         ISTIO,
+        "VirtualService",
+        "virtualservices",
+        true,
+        ["vs"],
+        false
+    ),
+    rt!(
+        ISTIO_GROUP,
+        ISTIO,
         "ServiceEntry",
         "serviceentries",
         true,
@@ -264,6 +273,27 @@ pub fn resource_list_doc(group: &str, version: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Istio's networking CRDs serve VirtualService (short name `vs`) in v1, v1beta1 and
+    /// v1alpha3 from one storage, as DestinationRule; discovery lists it in each version.
+    #[test]
+    fn virtual_services_are_served_in_every_istio_version() {
+        let v1 = find(ISTIO_GROUP, "v1", "virtualservices");
+        assert!(v1.is_some());
+        for version in ["v1beta1", "v1alpha3"] {
+            assert_eq!(find(ISTIO_GROUP, version, "virtualservices"), v1);
+            let doc = resource_list_doc(ISTIO_GROUP, version);
+            let vs = doc["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == "virtualservices")
+                .unwrap();
+            assert_eq!(vs["kind"], "VirtualService");
+            assert_eq!(vs["shortNames"], json!(["vs"]));
+        }
+        assert_ne!(v1, find(ISTIO_GROUP, "v1", "destinationrules"));
+    }
 
     #[test]
     fn istio_kinds_resolve_in_every_version_to_one_storage() {
