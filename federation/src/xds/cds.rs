@@ -1,7 +1,8 @@
 //! CDS: one EDS cluster per service port (UDP ports excepted) and per DestinationRule subset,
-//! with the rule's load balancer, outlier detection and locality settings for that port and
-//! subset, HTTP/2 upstream options for HTTP/2 ports (Envoy), and (for Envoy) the mTLS transport
-//! socket that endpoints marked `tlsMode: istio` (remote networks' gateways) are reached with.
+//! with the rule's load balancer, outlier detection, connection pool (circuit breakers) and
+//! locality settings for that port and subset, HTTP/2 upstream options for HTTP/2 ports
+//! (Envoy), and (for Envoy) the mTLS transport socket that endpoints marked `tlsMode: istio`
+//! (remote networks' gateways) are reached with.
 
 use super::locality::LocalityPolicy;
 use super::node::{Generator, Proxy, ProxyKind};
@@ -91,6 +92,7 @@ pub fn cluster(proxy: &Proxy, spec: &ClusterSpec<'_>, trust_domain: &str) -> Clu
         common_lb_config: common_lb_config(tp),
         ..Default::default()
     };
+    pool::apply(&mut c, proxy.generator, tp);
     if proxy.generator == Generator::Envoy {
         // Proxyless gRPC speaks HTTP/2 anyway; Istio's grpcgen sends no such options.
         c.typed_extension_protocol_options = protocol::options(spec.port, tp);
@@ -263,6 +265,7 @@ fn sds_grpc() -> ConfigSource {
 
 mod grpc_tls;
 mod outlier;
+mod pool;
 mod protocol;
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A Service port's protocol as Istio reads it (pkg/config/kube `ConvertProtocol`: `UDP`, else
 //! `appProtocol` when set, else the port name's prefix before `-`), and the HTTP/2 upstream
-//! options Envoy needs for the HTTP/2 ones (Istio's `setUpstreamProtocol` / `setH2Options`).
+//! options Envoy needs for the HTTP/2 ones (Istio's `setUpstreamProtocol` / `setH2Options`),
+//! in the same message as the connection pool's HTTP options.
 
 use crate::registry::PortView;
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
@@ -46,25 +47,35 @@ fn upgrade_asked(policy: &Json) -> bool {
         && http["h2UpgradePolicy"].as_str() == Some("UPGRADE")
 }
 
-/// Envoy's `typed_extension_protocol_options` for a cluster of `port`: explicit HTTP/2 for
-/// HTTP/2 ports and upgraded ones, nothing (Envoy's HTTP/1.1 or TCP) for the rest.
+/// Envoy's `typed_extension_protocol_options` for a cluster of `port`: one
+/// `HttpProtocolOptions` with explicit HTTP/2 for HTTP/2 ports and upgraded ones, and the
+/// connection pool's common HTTP options ([`super::pool::common_http_options`]); nothing
+/// (Envoy's HTTP/1.1 or TCP) when neither applies. Envoy requires an upstream protocol, so
+/// pool options alone get explicit HTTP/1.1, as Istio's `clusterWrapper.build` sets.
 pub fn options(port: &PortView, policy: &Json) -> HashMap<String, Any> {
-    if !(is_http2(port) || upgrade_asked(policy)) {
+    use http_protocol_options::explicit_http_config::ProtocolConfig;
+    let common = super::pool::common_http_options(policy);
+    let h2 = is_http2(port) || upgrade_asked(policy);
+    if !h2 && common.is_none() {
         return HashMap::new();
     }
-    let h2 = HttpProtocolOptions {
+    let protocol = if h2 {
+        let mut h2 = Http2ProtocolOptions::default();
+        super::pool::tune_http2(&mut h2, policy);
+        ProtocolConfig::Http2ProtocolOptions(h2)
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Default::default())
+    };
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: common,
         upstream_protocol_options: Some(
             http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
                 http_protocol_options::ExplicitHttpConfig {
-                    protocol_config: Some(
-                        http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                            Http2ProtocolOptions::default(),
-                        ),
-                    ),
+                    protocol_config: Some(protocol),
                 },
             ),
         ),
         ..Default::default()
     };
-    HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(h2))])
+    HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options))])
 }

@@ -481,3 +481,220 @@ fn failover_with_outlier_detection_weighs_localities() {
             .is_none()
     );
 }
+
+fn http_options(
+    c: &Cluster,
+) -> Option<envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions> {
+    let any = c
+        .typed_extension_protocol_options
+        .get(protocol::HTTP_PROTOCOL_OPTIONS)?;
+    Some(prost::Message::decode(any.value.as_slice()).unwrap())
+}
+
+/// The DEFAULT-priority thresholds as (max_connections, max_pending_requests, max_requests,
+/// max_retries, track_remaining); the cluster must have exactly one.
+fn thresholds(c: &Cluster) -> (Option<u32>, Option<u32>, Option<u32>, Option<u32>, bool) {
+    let cb = c.circuit_breakers.as_ref().expect("circuit breakers");
+    assert_eq!(cb.thresholds.len(), 1, "{cb:?}");
+    let t = &cb.thresholds[0];
+    assert_eq!(t.priority, 0, "DEFAULT priority");
+    let v =
+        |w: &Option<envoy_types::pb::google::protobuf::UInt32Value>| w.as_ref().map(|w| w.value);
+    (
+        v(&t.max_connections),
+        v(&t.max_pending_requests),
+        v(&t.max_requests),
+        v(&t.max_retries),
+        t.track_remaining,
+    )
+}
+
+/// Istio (`applyTrafficPolicy` with an empty pool, `getDefaultCircuitBreakerThresholds`):
+/// every Envoy cluster, with or without a rule, gets one DEFAULT breaker with all four limits
+/// at u32::MAX and `track_remaining` (Envoy's own 1024/1024/1024/3 would trip under churn),
+/// the mesh's 10 s connect timeout and no keepalive; proxyless gRPC gets no breaker, as
+/// grpcgen sends one only with `http2MaxRequests`, leaving gRPC's default of 1024 (A32).
+#[test]
+fn envoy_clusters_get_istios_default_circuit_breakers_and_grpc_none() {
+    let snap = snapshot();
+    let max = Some(u32::MAX);
+    let envoy = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let router = proxy(ProxyKind::Router, Generator::Envoy);
+    let no_pool = rule(json!({"loadBalancer": {"simple": "ROUND_ROBIN"}}));
+    for (p, rules) in [
+        (&envoy, vec![]),
+        (&envoy, vec![no_pool.clone()]),
+        (&router, vec![]),
+    ] {
+        for c in clusters(&snap, &rules, p) {
+            assert_eq!(thresholds(&c), (max, max, max, max, true), "{}", c.name);
+            assert_eq!(c.connect_timeout.as_ref().map(|d| d.seconds), Some(10));
+            assert!(c.upstream_connection_options.is_none());
+            assert!(c.typed_extension_protocol_options.is_empty(), "{}", c.name);
+        }
+    }
+    let grpc = proxy(ProxyKind::Sidecar, Generator::Grpc);
+    let pool_without_h2 = rule(json!({"connectionPool": {"tcp": {"maxConnections": 5},
+        "http": {"http1MaxPendingRequests": 5, "maxRetries": 2, "http2MaxRequests": 0}}}));
+    for rules in [vec![], vec![no_pool], vec![pool_without_h2]] {
+        assert!(
+            clusters(&snap, &rules, &grpc)
+                .iter()
+                .all(|c| c.circuit_breakers.is_none())
+        );
+    }
+}
+
+/// Istio (`applyConnectionPool`): each limit replaces its default when above zero
+/// (`tcp.maxConnections` → max_connections, `http.http1MaxPendingRequests` →
+/// max_pending_requests, `http.http2MaxRequests` → max_requests, `http.maxRetries` →
+/// max_retries); `tcp.connectTimeout` is the cluster's connect timeout and `tcp.tcpKeepalive`
+/// its upstream SO_KEEPALIVE (time and interval in seconds); subset pools replace the rule's.
+#[test]
+fn envoy_circuit_breakers_connect_timeout_and_keepalive_from_the_pool() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let r = rule(json!({"connectionPool": {
+        "tcp": {"maxConnections": 100, "connectTimeout": "250ms",
+            "tcpKeepalive": {"probes": 3, "time": "7200s", "interval": "75s"}},
+        "http": {"http1MaxPendingRequests": 10, "http2MaxRequests": 20, "maxRetries": 0}}}));
+    let cs = clusters(&snap, &[r], &p);
+    let max = Some(u32::MAX);
+    // maxRetries 0 keeps the default (Istio: only values above zero apply).
+    assert_eq!(
+        thresholds(&cs[0]),
+        (Some(100), Some(10), Some(20), max, true)
+    );
+    let t = cs[0].connect_timeout.as_ref().unwrap();
+    assert_eq!((t.seconds, t.nanos), (0, 250_000_000));
+    let ka = cs[0]
+        .upstream_connection_options
+        .as_ref()
+        .unwrap()
+        .tcp_keepalive
+        .as_ref()
+        .unwrap();
+    let v =
+        |w: &Option<envoy_types::pb::google::protobuf::UInt32Value>| w.as_ref().map(|w| w.value);
+    assert_eq!(
+        (
+            v(&ka.keepalive_probes),
+            v(&ka.keepalive_time),
+            v(&ka.keepalive_interval)
+        ),
+        (Some(3), Some(7200), Some(75))
+    );
+    let subset = rule(json!({}));
+    let mut subset = subset;
+    subset.subsets[0].traffic_policy = json!({"connectionPool": {"http": {"maxRetries": 9}}});
+    let cs = clusters(&snap, &[subset], &p);
+    assert_eq!(thresholds(&cs[0]), (max, max, max, max, true));
+    assert_eq!(thresholds(&cs[1]), (max, max, max, Some(9), true));
+}
+
+/// gRFC A32 and Istio's grpcgen `applyCircuitBreakers`: proxyless gRPC gets one threshold
+/// with `max_requests` from `http.http2MaxRequests` and nothing else (no other limit, no
+/// connect timeout change, no protocol options).
+#[test]
+fn grpc_gets_only_max_requests() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Grpc);
+    let r = rule(json!({"connectionPool": {
+        "tcp": {"maxConnections": 100, "connectTimeout": "1s"},
+        "http": {"http1MaxPendingRequests": 10, "http2MaxRequests": 2, "maxRetries": 4,
+            "maxRequestsPerConnection": 1}}}));
+    let c = &clusters(&snap, &[r], &p)[0];
+    assert_eq!(thresholds(c), (None, None, Some(2), None, false));
+    assert_eq!(c.connect_timeout.as_ref().map(|d| d.seconds), Some(10));
+    assert!(c.typed_extension_protocol_options.is_empty());
+    assert!(c.upstream_connection_options.is_none());
+}
+
+/// Istio (`applyConnectionPool`, `clusterWrapper.build`): the seed's locality rule's
+/// `maxRequestsPerConnection: 1` reaches Envoy as
+/// `HttpProtocolOptions.common_http_protocol_options.max_requests_per_connection`, with
+/// explicit HTTP/1.1 upstream (Envoy requires one) on its HTTP/1 port, on every subset.
+#[test]
+fn the_seeds_max_requests_per_connection_reaches_envoy() {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options as hpo;
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let cs = clusters(&snap, &[seed_rule()], &p);
+    assert_eq!(cs.len(), 3);
+    for c in &cs {
+        let o = http_options(c).expect("HttpProtocolOptions");
+        let common = o.common_http_protocol_options.expect("common options");
+        assert_eq!(common.max_requests_per_connection.map(|v| v.value), Some(1));
+        assert!(common.idle_timeout.is_none());
+        assert!(matches!(
+            o.upstream_protocol_options,
+            Some(hpo::UpstreamProtocolOptions::ExplicitHttpConfig(
+                hpo::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        hpo::explicit_http_config::ProtocolConfig::HttpProtocolOptions(_)
+                    ),
+                }
+            ))
+        ));
+    }
+}
+
+/// Istio (`applyConnectionPool`): on an HTTP/2 port the pool's HTTP options join the HTTP/2
+/// upstream options in one `HttpProtocolOptions`: `http.idleTimeout` (else `tcp.idleTimeout`)
+/// as idle_timeout, `tcp.maxConnectionDuration`, `maxRequestsPerConnection`, and
+/// `http.maxConcurrentStreams` on the HTTP/2 options.
+#[test]
+fn pool_http_options_merge_with_http2_options() {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options as hpo;
+    let mut snap = snapshot();
+    snap.services[0].ports[0].name = "grpc".into();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let r = rule(json!({"connectionPool": {
+        "tcp": {"idleTimeout": "1h", "maxConnectionDuration": "30s"},
+        "http": {"idleTimeout": "90s", "maxRequestsPerConnection": 5, "maxConcurrentStreams": 7}}}));
+    let c = &clusters(&snap, &[r], &p)[0];
+    assert!(is_http2(c));
+    assert_eq!(c.typed_extension_protocol_options.len(), 1);
+    let o = http_options(c).unwrap();
+    let common = o.common_http_protocol_options.unwrap();
+    assert_eq!(common.idle_timeout.map(|d| d.seconds), Some(90));
+    assert_eq!(common.max_connection_duration.map(|d| d.seconds), Some(30));
+    assert_eq!(common.max_requests_per_connection.map(|v| v.value), Some(5));
+    let Some(hpo::UpstreamProtocolOptions::ExplicitHttpConfig(hpo::ExplicitHttpConfig {
+        protocol_config: Some(hpo::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2)),
+    })) = o.upstream_protocol_options
+    else {
+        panic!("not HTTP/2");
+    };
+    assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(7));
+    // tcp.idleTimeout applies when http.idleTimeout is unset.
+    let r = rule(json!({"connectionPool": {"tcp": {"idleTimeout": "1h"}}}));
+    let o = http_options(&clusters(&snap, &[r], &p)[0]).unwrap();
+    assert_eq!(
+        o.common_http_protocol_options
+            .unwrap()
+            .idle_timeout
+            .map(|d| d.seconds),
+        Some(3600)
+    );
+}
+
+/// Istio (`applyRetryBudget`): a `retryBudget` puts Envoy's retry budget on the breaker,
+/// 20 % and 3 concurrent retries unless set.
+#[test]
+fn retry_budget_on_the_breaker() {
+    let snap = snapshot();
+    let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
+    let r = rule(json!({"retryBudget": {"percent": {"value": 50.0}}}));
+    let c = &clusters(&snap, &[r], &p)[0];
+    let b = c.circuit_breakers.as_ref().unwrap().thresholds[0]
+        .retry_budget
+        .unwrap();
+    assert_eq!(b.budget_percent.map(|p| p.value), Some(50.0));
+    assert_eq!(b.min_retry_concurrency.map(|v| v.value), Some(3));
+    let c = &clusters(&snap, &[rule(json!({"retryBudget": {}}))], &p)[0];
+    let b = c.circuit_breakers.as_ref().unwrap().thresholds[0]
+        .retry_budget
+        .unwrap();
+    assert_eq!(b.budget_percent.map(|p| p.value), Some(20.0));
+}
