@@ -130,8 +130,10 @@ build_image() {
 install_meshfed() {
   local i=$1
   log "cluster$i: meshfed (cluster$i, network$i, $IMAGE)"
-  k "$i" apply -f "$KIND_DIR/manifests/destinationrule-crd.yaml"
-  k "$i" wait --for=condition=established --timeout=60s crd/destinationrules.networking.istio.io
+  k "$i" apply -f "$KIND_DIR/manifests/destinationrule-crd.yaml" \
+    -f "$KIND_DIR/manifests/virtualservice-crd.yaml"
+  k "$i" wait --for=condition=established --timeout=60s \
+    crd/destinationrules.networking.istio.io crd/virtualservices.networking.istio.io
   # The federation reads its CA material (the cacerts Secret) once, when it starts: the
   # Secret comes first, in the namespace deploy/meshfed.yaml then labels.
   k "$i" create namespace istio-system --dry-run=client -o yaml | k "$i" apply -f -

@@ -87,6 +87,7 @@ fn rbac_grants_exactly_what_the_federation_reads() {
             "/nodes",
             "discovery.k8s.io/endpointslices",
             "networking.istio.io/destinationrules",
+            "networking.istio.io/virtualservices",
         ])
     );
     let [role] = &m.roles[..] else {

@@ -502,28 +502,36 @@ fn every_manifest_parses_as_its_type_before_and_after_rendering() {
             );
         }
     }
-    // The seed's DestinationRules (verify.sh applies them) are served by the bed's CRD.
-    let [crd] = &o.crds[..] else {
-        panic!("one CRD")
+    // The seed's DestinationRules (verify.sh applies them) are served by the bed's CRD, and
+    // the VirtualService CRD the federation watches is there too, in the same versions.
+    let kinds: Vec<&str> = o.crds.iter().map(|c| c.spec.names.kind.as_str()).collect();
+    assert_eq!(kinds, ["DestinationRule", "VirtualService"]);
+    let served = |crd: &CustomResourceDefinition| -> BTreeSet<String> {
+        crd.spec
+            .versions
+            .iter()
+            .filter(|v| v.served)
+            .map(|v| format!("networking.istio.io/{}", v.name))
+            .collect()
     };
-    assert_eq!(crd.spec.group, "networking.istio.io");
-    assert_eq!(crd.spec.names.kind, "DestinationRule");
-    let served: BTreeSet<String> = crd
-        .spec
-        .versions
-        .iter()
-        .filter(|v| v.served)
-        .map(|v| format!("networking.istio.io/{}", v.name))
-        .collect();
-    assert!(
-        served.contains("networking.istio.io/v1"),
-        "meshfed watches v1"
-    );
+    for crd in &o.crds {
+        assert_eq!(crd.spec.group, "networking.istio.io");
+        assert!(
+            served(crd).contains("networking.istio.io/v1"),
+            "meshfed watches v1"
+        );
+    }
+    let dr_served = served(&o.crds[0]);
+    assert_eq!(dr_served, served(&o.crds[1]));
     for dr in files(&Path::new(ROOT).join("samples"), "yaml") {
         for v in documents(&read(&dr)) {
             assert_eq!(v["kind"], "DestinationRule");
             let api = v["apiVersion"].as_str().unwrap();
-            assert!(served.contains(api), "{}: {api} not served", dr.display());
+            assert!(
+                dr_served.contains(api),
+                "{}: {api} not served",
+                dr.display()
+            );
         }
     }
     // A manifest placeholder with no value makes render fail (up.sh stops there).

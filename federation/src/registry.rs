@@ -461,16 +461,28 @@ impl Registry {
     }
 
     /// DestinationRules of every active generation (the local cluster is the only one that
-    /// watches them), as (namespace, name, object).
+    /// watches them), as (namespace, name, object), sorted.
     pub fn destination_rules(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.istio_objects(|d| &d.destination_rules)
+    }
+
+    /// VirtualServices of every active generation (local cluster only, as DestinationRules),
+    /// as (namespace, name, object), sorted.
+    pub fn virtual_services(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.istio_objects(|d| &d.virtual_services)
+    }
+
+    fn istio_objects(
+        &self,
+        map: fn(&ClusterData) -> &HashMap<(String, String), serde_json::Value>,
+    ) -> Vec<(String, String, serde_json::Value)> {
         let inner = self.lock();
         let mut out: Vec<_> = inner
             .active
             .iter()
             .filter_map(|(id, generation)| inner.entries.get(&(id.clone(), *generation)))
             .flat_map(|e| {
-                e.data
-                    .destination_rules
+                map(&e.data)
                     .iter()
                     .map(|((ns, n), v)| (ns.clone(), n.clone(), v.clone()))
             })

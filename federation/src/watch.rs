@@ -8,7 +8,7 @@ use crate::registry::{
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DynamicObject, GroupVersionKind};
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -250,15 +250,50 @@ impl Watched for Pod {
     }
 }
 
+/// How one watched object type lands in the registry: a kind's entry, key and map.
+struct Sink<O, Key, Value> {
+    kind: Kind,
+    entry: fn(&O) -> Option<(Key, Value)>,
+    key: fn(&O) -> Key,
+    map: fn(&mut ClusterData) -> &mut HashMap<Key, Value>,
+}
+
+impl<K: Watched> Sink<K, K::Key, K::Value> {
+    fn of() -> Self {
+        Sink {
+            kind: K::KIND,
+            entry: K::entry,
+            key: K::key,
+            map: K::map,
+        }
+    }
+}
+
 /// Watches one kind until aborted, feeding `target`.
 async fn run_kind<K: Watched>(api: Api<K>, target: Target) {
+    run_sink(api, target, Sink::<K, K::Key, K::Value>::of()).await
+}
+
+/// Watches `api` until aborted, feeding `target` through `sink`.
+async fn run_sink<O, Key, Value>(api: Api<O>, target: Target, sink: Sink<O, Key, Value>)
+where
+    O: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    Key: Eq + Hash + Send,
+    Value: Send,
+{
     let mut events = watcher(
         api,
         watcher::Config::default().page_size(crate::bounded::PAGE_SIZE),
     )
     .default_backoff()
     .boxed();
-    let mut staging: Option<HashMap<K::Key, K::Value>> = None;
+    let mut staging: Option<HashMap<Key, Value>> = None;
+    let Sink {
+        kind,
+        entry,
+        key,
+        map,
+    } = sink;
     while let Some(event) = events.next().await {
         let Target {
             registry,
@@ -268,103 +303,28 @@ async fn run_kind<K: Watched>(api: Api<K>, target: Target) {
         match event {
             Ok(Event::Init) => staging = Some(HashMap::new()),
             Ok(Event::InitApply(o)) => {
-                if let (Some(map), Some((k, v))) = (staging.as_mut(), o.entry()) {
-                    map.insert(k, v);
+                if let (Some(staged), Some((k, v))) = (staging.as_mut(), entry(&o)) {
+                    staged.insert(k, v);
                 }
             }
             Ok(Event::InitDone) => {
                 let fresh = staging.take().unwrap_or_default();
-                registry.update(id, *generation, |d| *K::map(d) = fresh);
-                registry.listed(id, *generation, K::KIND);
+                registry.update(id, *generation, |d| *map(d) = fresh);
+                registry.listed(id, *generation, kind);
             }
-            Ok(Event::Apply(o)) => registry.update(id, *generation, |d| match o.entry() {
+            Ok(Event::Apply(o)) => registry.update(id, *generation, |d| match entry(&o) {
                 Some((k, v)) => {
-                    K::map(d).insert(k, v);
+                    map(d).insert(k, v);
                 }
                 None => {
-                    K::map(d).remove(&o.key());
+                    map(d).remove(&key(&o));
                 }
             }),
             Ok(Event::Delete(o)) => registry.update(id, *generation, |d| {
-                K::map(d).remove(&o.key());
+                map(d).remove(&key(&o));
             }),
-            Err(e) => registry.watch_error(
-                id,
-                *generation,
-                format!(
-                    "{}: {e}",
-                    std::any::type_name::<K>()
-                        .rsplit("::")
-                        .next()
-                        .unwrap_or("watch")
-                ),
-            ),
+            Err(e) => registry.watch_error(id, *generation, format!("{kind:?}: {e}")),
         }
-    }
-}
-
-/// DestinationRules are kept unstructured (whichever version is served, see
-/// [`DESTINATION_RULE_VERSIONS`]): the xDS layer reads only the fields it knows.
-impl Watched for DynamicObject {
-    type Key = (String, String);
-    type Value = serde_json::Value;
-    const KIND: Kind = Kind::DestinationRule;
-    fn entry(&self) -> Option<(Self::Key, serde_json::Value)> {
-        Some((self.key(), serde_json::to_value(self).ok()?))
-    }
-    fn key(&self) -> Self::Key {
-        ns_name(self)
-    }
-    fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, serde_json::Value> {
-        &mut d.destination_rules
-    }
-}
-
-/// The DestinationRule versions read, newest first: Istio serves v1 since 1.22, v1beta1 since
-/// 1.8, v1alpha3 before; their specs are the same.
-pub const DESTINATION_RULE_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
-
-/// The newest served DestinationRule version, found by API discovery so that clusters whose
-/// Istio CRDs predate v1 are read too. Each version is asked for on its own, newest first (one
-/// request on a current cluster); only "not served" moves on to an older one, any other error
-/// is retried, so a blip never settles on an old version.
-async fn destination_rules(client: &Client) -> Result<Api<DynamicObject>, String> {
-    for version in DESTINATION_RULE_VERSIONS {
-        let gvk = GroupVersionKind::gvk("networking.istio.io", version, "DestinationRule");
-        match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok((resource, _)) => return Ok(Api::all_with(client.clone(), &resource)),
-            Err(e) if not_served(&e) => continue,
-            Err(e) => return Err(format!("DestinationRule discovery ({version}): {e}")),
-        }
-    }
-    Err(format!(
-        "DestinationRule discovery: none of {DESTINATION_RULE_VERSIONS:?} is served"
-    ))
-}
-
-/// The group version is not served (404), or serves no DestinationRule.
-fn not_served(e: &kube::Error) -> bool {
-    use kube::error::DiscoveryError as D;
-    match e {
-        kube::Error::Api(status) => status.is_not_found(),
-        kube::Error::Discovery(D::MissingKind(_) | D::MissingResource(_)) => true,
-        _ => false,
-    }
-}
-
-/// Watches DestinationRules once discovery finds them, retrying discovery (with backoff) while
-/// the API server cannot say which version it serves.
-async fn run_destination_rules(client: Client, target: Target) {
-    let mut delay = std::time::Duration::from_millis(500);
-    loop {
-        match destination_rules(&client).await {
-            Ok(api) => return run_kind::<DynamicObject>(api, target).await,
-            Err(e) => target
-                .registry
-                .watch_error(&target.id, target.generation, e),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(std::time::Duration::from_secs(30));
     }
 }
 
@@ -380,7 +340,7 @@ pub const REMOTE_RESOURCES: [(&str, &str); 5] = [
 
 /// How many kinds a cluster lists before it counts as synced.
 pub fn kinds(local: bool) -> usize {
-    if local { 6 } else { 5 }
+    if local { 5 + istio::KINDS.len() } else { 5 }
 }
 
 /// Watches every kind of one cluster until aborted.
@@ -394,7 +354,9 @@ pub async fn run_cluster(client: Client, target: Target, local: bool) {
         tokio::spawn(run_kind::<Node>(Api::all(client.clone()), t())),
     ];
     if local {
-        tasks.push(tokio::spawn(run_destination_rules(client, t())));
+        for kind in istio::KINDS {
+            tasks.push(tokio::spawn(istio::run(client.clone(), t(), kind)));
+        }
     }
     // Aborting this task must stop the watchers too.
     let _guard = AbortOnDrop(tasks.iter().map(|t| t.abort_handle()).collect());
@@ -411,5 +373,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
+mod istio;
 #[cfg(test)]
 mod tests;

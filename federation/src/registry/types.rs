@@ -14,6 +14,7 @@ pub enum Kind {
     Pod,
     Node,
     DestinationRule,
+    VirtualService,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,9 @@ pub struct ClusterData {
     pub pods: HashMap<(String, String), PodInfo>,
     pub nodes: HashMap<String, NodeInfo>,
     pub destination_rules: HashMap<(String, String), serde_json::Value>,
+    /// Unparsed, as served (with `metadata.creationTimestamp`, which orders them); the xDS
+    /// layer parses them on each push.
+    pub virtual_services: HashMap<(String, String), serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
