@@ -17,6 +17,7 @@ pub mod node;
 pub mod pusher;
 pub mod rules;
 pub mod sotw;
+pub mod virtual_service;
 
 use crate::registry::Registry;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
