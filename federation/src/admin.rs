@@ -1,5 +1,5 @@
-//! The admin port (`/healthz/ready`, `/metrics`, `/debug/clusterz`, `/debug/registryz`; local
-//! by default) and the public status port (`/healthz/ready` only, for probes).
+//! The admin port (`/healthz/ready`, `/metrics`, `/debug/clusterz`, `/debug/registryz`,
+//! `/debug/configz`; local by default) and the public status port (`/healthz/ready` only, for probes).
 
 use crate::registry::Registry;
 use meshfed_model::admin::Reply;
@@ -30,6 +30,10 @@ fn respond(path: &str, registry: &Registry) -> Reply {
         "/debug/registryz" => {
             Reply::json(serde_json::to_string(&registry.snapshot()).unwrap_or_default())
         }
+        "/debug/configz" => {
+            let status = crate::xds::virtual_service::status::configz(registry);
+            Reply::json(serde_json::to_string(&status).unwrap_or_default())
+        }
         _ => Reply::not_found(),
     }
 }
@@ -53,7 +57,12 @@ mod tests {
         let status = AdminClient::new(listener.local_addr().unwrap());
         tokio::spawn(serve_status(listener, registry));
         assert_eq!(status.get("/healthz/ready").await.unwrap().status, 503);
-        for path in ["/metrics", "/debug/clusterz", "/debug/registryz"] {
+        for path in [
+            "/metrics",
+            "/debug/clusterz",
+            "/debug/registryz",
+            "/debug/configz",
+        ] {
             assert_eq!(status.get(path).await.unwrap().status, 404, "{path}");
         }
     }

@@ -105,6 +105,10 @@ pub fn describe() {
             "meshfed_registry_dropped_gateways",
             "Gateway Services (or their hostnames) giving no gateway, by reason (no_gateway_port, no_address, unresolved); /debug/clusterz says which."
         );
+        describe_gauge!(
+            "meshfed_config_errors",
+            "Errors in Istio rules as of the last push, by kind and reason (a refused rule counts each of its errors; an unknown subset counts though the rule is kept); /debug/configz says which."
+        );
     });
 }
 
@@ -168,6 +172,19 @@ pub fn tls_handshake_failed(reason: &'static str) {
 
 pub fn ca_serving_expiry(unix_s: i64) {
     gauge!("meshfed_ca_serving_cert_expiry_timestamp_seconds").set(unix_s as f64);
+}
+
+/// The errors of `kind`'s rules by reason; every reason is written, so one that went away
+/// reads 0 rather than its last count.
+pub fn config_errors(
+    kind: &'static str,
+    by_reason: &std::collections::BTreeMap<crate::xds::virtual_service::Reason, usize>,
+) {
+    use crate::xds::virtual_service::Reason;
+    for reason in Reason::ALL {
+        let n = by_reason.get(&reason).copied().unwrap_or(0);
+        gauge!("meshfed_config_errors", "kind" => kind, "reason" => reason.as_str()).set(n as f64);
+    }
 }
 
 pub fn secret_event(event: &'static str) {

@@ -7,6 +7,8 @@ use super::eds;
 use super::locality::{LocalityPolicy, Place};
 use super::node::{Defaults, Generator, Proxy, ProxyKind};
 use super::rules::Rule;
+use super::virtual_service::status::Parsed;
+use super::virtual_service::{RuleError, VirtualService};
 use super::{cds, lds, nds};
 use crate::registry::Snapshot;
 use envoy_types::pb::google::protobuf::Any;
@@ -135,6 +137,11 @@ pub struct Push {
     pub changed_at: Instant,
     pub snapshot: Snapshot,
     pub rules: Vec<Rule>,
+    /// The VirtualServices that validated, sorted by namespace and name (routes are built
+    /// from them).
+    pub virtual_services: Vec<VirtualService>,
+    /// Their errors (refused rules, unknown subsets), for reporting.
+    pub config_errors: Vec<RuleError>,
     pub domain: String,
     /// The SPIFFE trust domain of the SANs peers are checked against.
     pub trust_domain: String,
@@ -177,6 +184,8 @@ impl Push {
             changed_at,
             snapshot,
             rules,
+            virtual_services: Vec::new(),
+            config_errors: Vec::new(),
             domain: domain.to_string(),
             trust_domain: domain.to_string(),
             complete: true,
@@ -193,6 +202,14 @@ impl Push {
     /// `cluster.local` is both).
     pub fn trust_domain(mut self, trust_domain: &str) -> Push {
         self.trust_domain = trust_domain.to_string();
+        self
+    }
+
+    /// The push's VirtualServices, as [`parse_all`](super::virtual_service::status::parse_all)
+    /// gives them.
+    pub fn virtual_services(mut self, parsed: Parsed) -> Push {
+        self.virtual_services = parsed.virtual_services;
+        self.config_errors = parsed.errors;
         self
     }
 

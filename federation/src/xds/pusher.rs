@@ -1,9 +1,13 @@
 //! Turns registry changes into pushes: changes are debounced briefly (a burst of watch events
-//! becomes one push), and a push whose snapshot and rules equal the last one is not made.
+//! becomes one push), and a push whose snapshot and rules (DestinationRules, VirtualServices)
+//! equal the last one is not made. VirtualServices are parsed here, once per push, and their
+//! errors reported when they change.
 
 use super::generate::Push;
 use super::node::Defaults;
 use super::rules;
+use super::virtual_service::RuleError;
+use super::virtual_service::status::{self, parse_all};
 use crate::registry::{Readiness, Registry};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +44,7 @@ pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
     let domain = registry.config().domain.clone();
     let root = &registry.config().system_namespace;
     let rules = rules::from_objects(&registry.destination_rules(), &domain, root);
+    let virtual_services = parse_all(&registry.virtual_services(), &rules, &domain);
     let complete = registry.complete();
     let trust_domain = &registry.config().trust_domain;
     let defaults = Defaults {
@@ -48,6 +53,7 @@ pub fn build(registry: &Registry, version: u64, changed_at: Instant) -> Push {
     };
     Push::new(version, changed_at, registry.snapshot(), rules, &domain)
         .trust_domain(trust_domain)
+        .virtual_services(virtual_services)
         .complete(complete)
         .defaults(defaults)
 }
@@ -84,6 +90,8 @@ pub async fn run(
     let mut changes = registry.subscribe();
     changes.borrow_and_update();
     let mut last = Arc::new(build(&registry, 1, Instant::now()));
+    let mut reported: Vec<RuleError> = last.config_errors.clone();
+    status::report(&[], &reported);
     tx.send_replace(Some(last.clone()));
     loop {
         if changes.changed().await.is_err() {
@@ -105,8 +113,13 @@ pub async fn run(
         changes.borrow_and_update();
         let started = Instant::now();
         let push = build(&registry, last.version + 1, first);
+        if push.config_errors != reported {
+            status::report(&reported, &push.config_errors);
+            reported = push.config_errors.clone();
+        }
         if last.snapshot == push.snapshot
             && last.rules == push.rules
+            && last.virtual_services == push.virtual_services
             && last.complete == push.complete
         {
             tracing::debug!(

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod parse;
+pub mod status;
 pub use parse::parse;
 
 /// One VirtualService as the route generators read it.
@@ -182,6 +183,23 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 14] = [
+        Reason::InvalidField,
+        Reason::InvalidHost,
+        Reason::InvalidDuration,
+        Reason::InvalidRegex,
+        Reason::InvalidWeight,
+        Reason::InvalidPercentage,
+        Reason::InvalidStatus,
+        Reason::InvalidPort,
+        Reason::InvalidRetries,
+        Reason::InvalidFault,
+        Reason::InvalidHeader,
+        Reason::MissingRoute,
+        Reason::UnknownSubset,
+        Reason::Unsupported,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::InvalidField => "invalid_field",
