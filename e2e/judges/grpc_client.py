@@ -12,6 +12,8 @@ Commands:
   count N                  N calls; {"counts": {backend: n}, "errors": e}
   until NAME N SECONDS     call until N calls in a row reach NAME;
                            {"ok": bool, "calls": c, "seconds": s, "counts": {...}}
+  concurrent N             N calls started at once (10 s deadline);
+                           {"counts": {outcome: n}, "seconds": {outcome: slowest}}
 """
 import collections
 import json
@@ -27,6 +29,30 @@ def call(stub):
         return stub(b"hi", timeout=2).decode()
     except grpc.RpcError as e:
         return "error:" + e.code().name
+
+
+def concurrent(stub, n):
+    """Starts n calls together and waits for all: how many had each outcome, and how long
+    the slowest call of each outcome took (a circuit breaker's drops come back at once)."""
+    start = time.monotonic()
+    done = {}
+
+    def finished(f):
+        done[id(f)] = time.monotonic() - start
+
+    calls = [stub.future(b"hi", timeout=10) for _ in range(n)]
+    for f in calls:
+        f.add_done_callback(finished)
+    counts, seconds = collections.Counter(), {}
+    for f in calls:
+        try:
+            got = f.result().decode()
+        except grpc.RpcError as e:
+            got = "error:" + e.code().name
+        counts[got] += 1
+        took = done.get(id(f), time.monotonic() - start)
+        seconds[got] = max(seconds.get(got, 0.0), took)
+    return {"counts": counts, "seconds": seconds}
 
 
 def main():
@@ -64,6 +90,8 @@ def main():
                 streak = streak + 1 if got == name else 0
             print(json.dumps({"ok": streak >= run, "calls": calls,
                               "seconds": time.monotonic() - start, "counts": counts}), flush=True)
+        elif words[0] == "concurrent":
+            print(json.dumps(concurrent(stub, int(words[1]))), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 // gRPC's proxyless xDS client for Node (@grpc/grpc-js-xds), the second judge. Same protocol
 // as grpc_client.py: resolves xds:///TARGET via $GRPC_XDS_BOOTSTRAP and answers commands on
-// stdin ("count N", "until NAME N SECONDS") with one JSON line each.
+// stdin ("count N", "until NAME N SECONDS", "concurrent N") with one JSON line each.
 // --fail-fast: the first call does not wait for the channel to be ready.
 // --xds-creds: XdsChannelCredentials (gRFC A29; plaintext fallback). --sni NAME: the TLS
 // server name (grpc.ssl_target_name_override); grpc-js-xds ignores UpstreamTlsContext.sni.
@@ -31,6 +31,25 @@ function call(timeoutS, waitForReady) {
 
 function bump(counts, k) { counts[k] = (counts[k] || 0) + 1; }
 
+// N calls started together (10 s deadline): each outcome's count and its slowest call.
+// grpc-js counts a call against the cluster's limit only once it has started on a
+// subchannel, which is a tick after its pick, so the calls are started 50 ms apart.
+async function concurrent(n) {
+  const timed = async (i) => {
+    await new Promise((r) => setTimeout(r, 50 * i));
+    const start = Date.now();
+    const got = await call(10, false);
+    return [got, (Date.now() - start) / 1000];
+  };
+  const results = await Promise.all(Array.from({ length: n }, (_, i) => timed(i)));
+  const counts = {}, seconds = {};
+  for (const [got, took] of results) {
+    bump(counts, got);
+    seconds[got] = Math.max(seconds[got] || 0, took);
+  }
+  return { counts, seconds };
+}
+
 async function main() {
   const first = await call(30, !args.includes('--fail-fast'));
   console.log(JSON.stringify({ ready: first }));
@@ -58,6 +77,8 @@ async function main() {
         streak = got === name ? streak + 1 : 0;
       }
       console.log(JSON.stringify({ ok: streak >= run, calls, seconds: (Date.now() - start) / 1000, counts }));
+    } else if (w[0] === 'concurrent') {
+      console.log(JSON.stringify(await concurrent(Number(w[1]))));
     }
   }
   client.close();

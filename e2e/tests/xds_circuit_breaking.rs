@@ -1,0 +1,230 @@
+//! DestinationRule `connectionPool` circuit breaking judged by gRPC's own proxyless clients
+//! (grpcio; @grpc/grpc-js-xds): two test bed clusters, one helloworld backend in each that
+//! holds every call, and a rule with `http.http2MaxRequests: 2` applied with kubectl. Istio's
+//! grpcgen (`applyCircuitBreakers`) sends that as the cluster's
+//! `circuit_breakers.thresholds[DEFAULT].max_requests`, and gRFC A32 has the client fail calls
+//! beyond it at once with UNAVAILABLE instead of queueing them.
+
+use meshfed_e2e::judges::{self, ChannelCreds, Judge};
+use meshfed_federation::{Controllers, FederationConfig, xds};
+use meshfed_testbed::ApiServer;
+use meshfed_testbed::seed::{self, ClusterSpec, Workload};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+const HOST: &str = "helloworld.sample.svc.cluster.local";
+/// How long each backend holds a call: long enough that calls overlap, short for the test.
+const HOLD: f64 = 1.5;
+
+const RULE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: helloworld-pool, namespace: sample}
+spec:
+  host: helloworld.sample.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      http: {http2MaxRequests: 2}
+";
+
+fn workload(index: usize, version: &str, ip: &str, port: u16) -> Workload {
+    Workload {
+        cluster: ClusterSpec {
+            name: format!("cluster{index}"),
+            index,
+            network: "network1".into(),
+            region: format!("region{index}"),
+            zone: "zone1".into(),
+            version: version.into(),
+        },
+        ip: ip.into(),
+        port,
+    }
+}
+
+/// A backend judge answering with `name` after holding each call for [`HOLD`] seconds.
+async fn held_backend(ip: &str, name: &str) -> (Judge, u16) {
+    let mut cmd = tokio::process::Command::new(judges::python().unwrap());
+    cmd.arg(judges::script("grpc_backend.py"))
+        .arg(format!("{ip}:0"))
+        .arg(name)
+        .arg(HOLD.to_string());
+    let mut j = Judge::spawn(cmd, &format!("backend {name}")).unwrap();
+    let line = j.line(Duration::from_secs(20)).await.unwrap();
+    let port = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("backend {name}: {line}"));
+    (j, port)
+}
+
+fn kubectl_apply(kubeconfig: &Path, yaml: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--validate=false", "-f"])
+        .arg(file.path())
+        .output()
+        .expect("kubectl (installed by scripts/test.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The judges each get their own bed (the gRPC clients' call counters are per process, the
+/// bed per test); they take turns so the held calls do not compete for the two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Bed {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    _servers: (ApiServer, ApiServer),
+    _backends: Vec<Judge>,
+    _fed: Controllers,
+    kubeconfig: tempfile::NamedTempFile,
+    bootstrap: tempfile::NamedTempFile,
+}
+
+async fn bed() -> Bed {
+    let serial = SERIAL.lock().await;
+    let (s1, c1) = seed::cluster("cluster1").await.unwrap();
+    let (s2, c2) = seed::cluster("cluster2").await.unwrap();
+    let v1 = held_backend("127.0.0.21", "v1").await;
+    let v2 = held_backend("127.0.0.22", "v2").await;
+    seed::helloworld(&c1, &workload(1, "v1", "127.0.0.21", v1.1))
+        .await
+        .unwrap();
+    seed::helloworld(&c2, &workload(2, "v2", "127.0.0.22", v2.1))
+        .await
+        .unwrap();
+    seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
+        .await
+        .unwrap();
+    let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
+    let mut changes = fed.registry.subscribe();
+    let endpoints = |fed: &Controllers| {
+        let snap = fed.registry.snapshot();
+        snap.services
+            .iter()
+            .filter(|s| s.hostname == HOST)
+            .map(|s| s.endpoints.len())
+            .sum::<usize>()
+    };
+    tokio::time::timeout(T, async {
+        while endpoints(&fed) < 2 {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("both clusters' endpoints in the registry");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(xds::serve(
+        listener,
+        fed.registry.clone(),
+        xds::Debounce::default(),
+    ));
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    s1.write_kubeconfig(kubeconfig.path()).unwrap();
+    let boot = judges::bootstrap(
+        &addr,
+        &ChannelCreds::Insecure,
+        "sidecar~127.0.0.1~sleep-1.sample~sample.svc.cluster.local",
+        "region1",
+        "zone1",
+        &[
+            ("GENERATOR", "grpc"),
+            ("CLUSTER_ID", "cluster1"),
+            ("NETWORK", "network1"),
+            ("NAMESPACE", "sample"),
+        ],
+    );
+    let bootstrap = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bootstrap.path(), boot.to_string()).unwrap();
+    Bed {
+        _serial: serial,
+        _servers: (s1, s2),
+        _backends: vec![v1.0, v2.0],
+        _fed: fed,
+        kubeconfig,
+        bootstrap,
+    }
+}
+
+fn n(v: &Value, outcome: &str) -> u64 {
+    v["counts"][outcome].as_u64().unwrap_or(0)
+}
+
+fn answered(v: &Value) -> u64 {
+    n(v, "v1") + n(v, "v2")
+}
+
+/// The scenario for either client: with no rule six held calls all succeed (gRPC's default
+/// limit is 1024); with `http2MaxRequests: 2` exactly two are in flight and the other four
+/// fail with UNAVAILABLE before the held ones are answered; once those end, two more fit.
+async fn scenario(b: &Bed, mut client: Judge) {
+    let ready = client.json(T).await.unwrap();
+    assert!(ready["ready"] == "v1" || ready["ready"] == "v2", "{ready}");
+
+    let r = client.ask("concurrent 6", T).await.unwrap();
+    assert_eq!(answered(&r), 6, "no rule, no limit: {r}");
+
+    kubectl_apply(b.kubeconfig.path(), RULE);
+    // The push lands within a few rounds; each round lasts one hold.
+    let mut last = Value::Null;
+    for _ in 0..20 {
+        last = client.ask("concurrent 6", T).await.unwrap();
+        if answered(&last) == 2 {
+            break;
+        }
+    }
+    let r = last;
+    assert_eq!(
+        (answered(&r), n(&r, "error:UNAVAILABLE")),
+        (2, 4),
+        "two in flight, four dropped: {r}"
+    );
+    let dropped = r["seconds"]["error:UNAVAILABLE"].as_f64().unwrap();
+    assert!(dropped < HOLD / 2.0, "drops come at once: {r}");
+    let held = ["v1", "v2"]
+        .iter()
+        .filter_map(|k| r["seconds"][*k].as_f64())
+        .fold(0.0, f64::max);
+    assert!(held >= HOLD * 0.9, "the two admitted calls were held: {r}");
+    eprintln!("circuit breaking at 2: {r}");
+
+    // The limit counts calls in flight, not calls made.
+    let r = client.ask("concurrent 2", T).await.unwrap();
+    assert_eq!(answered(&r), 2, "{r}");
+    client.kill().await;
+}
+
+/// grpcio (C-core's xds_cluster_impl policy, gRFC A32): calls beyond the cluster's
+/// `max_requests`, which Istio sets from `http2MaxRequests`, fail at once with UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_drops_calls_beyond_http2_max_requests() {
+    let b = bed().await;
+    let mut cmd = tokio::process::Command::new(judges::python().unwrap());
+    cmd.arg(judges::script("grpc_client.py"))
+        .arg(format!("xds:///{HOST}:5000"))
+        .env("GRPC_XDS_BOOTSTRAP", b.bootstrap.path());
+    let client = Judge::spawn(cmd, "grpcio client").unwrap();
+    scenario(&b, client).await;
+}
+
+/// @grpc/grpc-js-xds (its xds_cluster_impl picker, gRFC A32): the same limit, the same
+/// immediate UNAVAILABLE for calls beyond it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_js_xds_drops_calls_beyond_http2_max_requests() {
+    let b = bed().await;
+    let mut cmd = judges::node().unwrap();
+    cmd.arg("xds_client.js")
+        .arg(format!("xds:///{HOST}:5000"))
+        .env("GRPC_XDS_BOOTSTRAP", b.bootstrap.path());
+    let client = Judge::spawn(cmd, "grpc-js-xds client").unwrap();
+    scenario(&b, client).await;
+}
