@@ -197,4 +197,62 @@ mod tests {
             "{pushes} pushes for a 200 ms burst"
         );
     }
+
+    /// The names and first route timeouts of push `version`, and its error count.
+    async fn next(
+        rx: &mut watch::Receiver<Option<Arc<Push>>>,
+        version: u64,
+    ) -> (Vec<(String, Option<Duration>)>, usize) {
+        let wanted = rx.wait_for(|p| p.as_ref().is_some_and(|p| p.version == version));
+        // Time is paused: a push that never comes fails here at once.
+        let push = tokio::time::timeout(Duration::from_secs(5), wanted)
+            .await
+            .expect("no such push")
+            .unwrap()
+            .clone()
+            .unwrap();
+        let names = push
+            .virtual_services
+            .iter()
+            .map(|v| (v.name.clone(), v.http[0].timeout))
+            .collect();
+        (names, push.config_errors.len())
+    }
+
+    /// Istio pushes on a VirtualService change alone (`ConfigUpdate` for the kind): a valid
+    /// rule added, changed or removed makes a push carrying the rules that validated; a
+    /// refused rule is not carried.
+    #[tokio::test(start_paused = true)]
+    async fn a_virtual_service_change_alone_makes_a_push() {
+        let registry = Arc::new(Registry::new(RegistryConfig {
+            system_namespace: "istio-system".into(),
+            domain: "cluster.local".into(),
+            trust_domain: "cluster.local".into(),
+            stale_endpoint_ttl: None,
+            sync_timeout: Duration::from_secs(30),
+        }));
+        let generation = registry.add_generation("c1", "", None, 1);
+        registry.listed("c1", generation, Kind::Namespace);
+        registry.mark_secrets_listed();
+        let (tx, mut rx) = watch::channel(None);
+        tokio::spawn(run(registry.clone(), tx, Debounce::default()));
+        rx.wait_for(Option::is_some).await.unwrap();
+        let set = |name: &str, timeout: &str| {
+            let spec = serde_json::json!({"spec": {"hosts": ["a"],
+                "http": [{"route": [{"destination": {"host": "a"}}], "timeout": timeout}]}});
+            registry.update("c1", generation, |d| {
+                d.virtual_services
+                    .insert(("sample".into(), name.into()), spec);
+            });
+        };
+        set("a", "1s");
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(next(&mut rx, 2).await, (vec![("a".into(), secs(1))], 0));
+        set("a", "2s");
+        assert_eq!(next(&mut rx, 3).await, (vec![("a".into(), secs(2))], 0));
+        set("b", "never");
+        // The refused rule changes nothing pushed: no push for it...
+        set("a", "3s");
+        assert_eq!(next(&mut rx, 4).await, (vec![("a".into(), secs(3))], 1));
+    }
 }
