@@ -354,17 +354,24 @@ fn the_status_port_serves_health_only_and_the_admin_address_the_rest() {
     assert_eq!(bed.admin_get("/healthz/ready").0, 200);
 }
 
+/// Swaps the file's contents in one step (write aside, then rename), as editors and kubelet's
+/// ConfigMap updates do: a plain write truncates first, and the poller could read it empty.
+fn replace(path: &Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
 #[test]
 fn route_file_changes_are_picked_up_and_bad_edits_ignored() {
     let bed = Bed::start(false, |_| {});
     let mut changed = bed.routes.subscribe();
     let before = bed.routes.generation();
     let text = std::fs::read_to_string(&bed.file).unwrap();
-    std::fs::write(
+    replace(
         &bed.file,
-        format!("{text}  - {{name: all-v2, labels: {{version: v2}}}}\n"),
-    )
-    .unwrap();
+        &format!("{text}  - {{name: all-v2, labels: {{version: v2}}}}\n"),
+    );
     bed.rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), changed.changed())
             .await
@@ -378,7 +385,7 @@ fn route_file_changes_are_picked_up_and_bad_edits_ignored() {
     );
 
     let failed = bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}");
-    std::fs::write(&bed.file, "services: [{host: x, port: 0, typo: 1}]\n").unwrap();
+    replace(&bed.file, "services: [{host: x, port: 0, typo: 1}]\n");
     // Polled from this thread: the admin client's blocking GET may not run inside the runtime.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while bed.metric("meshfed_gateway_route_reloads_total{result=\"error\"}") <= failed {
