@@ -195,21 +195,7 @@ fn istio_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> CommonTlsCon
         name: name.to_string(),
         sds_config: Some(sds_grpc()),
     };
-    let mut accounts: Vec<String> = spec
-        .service
-        .endpoints
-        .iter()
-        .filter(|e| !e.service_account.is_empty())
-        .map(|e| {
-            format!(
-                "spiffe://{trust_domain}/ns/{}/sa/{}",
-                spec.service.namespace, e.service_account
-            )
-        })
-        .collect();
-    accounts.sort();
-    accounts.dedup();
-    let sans = accounts
+    let sans = identities(spec, trust_domain)
         .into_iter()
         .map(|id| SubjectAltNameMatcher {
             san_type: subject_alt_name_matcher::SanType::Uri as i32,
@@ -237,6 +223,26 @@ fn istio_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> CommonTlsCon
         ),
         ..Default::default()
     }
+}
+
+/// `spiffe://<trust domain>/ns/<ns>/sa/<sa>` of every endpoint of the service, sorted and
+/// once each (Istio's ServiceAccounts(hostname, namespace)).
+fn identities(spec: &ClusterSpec<'_>, trust_domain: &str) -> Vec<String> {
+    let mut ids: Vec<String> = spec
+        .service
+        .endpoints
+        .iter()
+        .filter(|e| !e.service_account.is_empty())
+        .map(|e| {
+            format!(
+                "spiffe://{trust_domain}/ns/{}/sa/{}",
+                spec.service.namespace, e.service_account
+            )
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn sds_grpc() -> ConfigSource {

@@ -92,7 +92,7 @@ fn upstream_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> UpstreamT
     };
     let validation = CertificateValidationContext {
         ca_certificate_provider_instance: Some(instance(ROOT_CERT)),
-        match_subject_alt_names: identities(spec, trust_domain)
+        match_subject_alt_names: super::identities(spec, trust_domain)
             .into_iter()
             .map(|id| StringMatcher {
                 match_pattern: Some(string_matcher::MatchPattern::Exact(id)),
@@ -118,26 +118,6 @@ fn upstream_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> UpstreamT
         sni: spec.name.sni(),
         ..Default::default()
     }
-}
-
-/// `spiffe://<trust domain>/ns/<ns>/sa/<sa>` of every endpoint of the service, sorted and
-/// once each (Istio's ServiceAccounts(hostname, namespace)).
-fn identities(spec: &ClusterSpec<'_>, trust_domain: &str) -> Vec<String> {
-    let mut ids: Vec<String> = spec
-        .service
-        .endpoints
-        .iter()
-        .filter(|e| !e.service_account.is_empty())
-        .map(|e| {
-            format!(
-                "spiffe://{trust_domain}/ns/{}/sa/{}",
-                spec.service.namespace, e.service_account
-            )
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
 }
 
 #[cfg(test)]
