@@ -21,6 +21,10 @@ use tokio::task::AbortHandle;
 pub const MIN_TTL: Duration = Duration::from_secs(30);
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 
+/// At most this many hostnames are resolved at once: Service status comes from remote
+/// clusters, and each name costs a task and a lookup per TTL.
+pub const MAX_NAMES: usize = 256;
+
 /// What a gateway hostname stands for right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
@@ -74,6 +78,11 @@ impl GatewayNames {
         let mut entries = self.lock();
         if let Some(e) = entries.get(name) {
             return e.state.clone();
+        }
+        if entries.len() >= MAX_NAMES {
+            return Resolution::Failed(format!(
+                "over {MAX_NAMES} gateway hostnames are being resolved already"
+            ));
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Resolution::Failed("no async runtime to resolve it in".into());

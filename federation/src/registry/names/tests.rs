@@ -128,6 +128,25 @@ async fn names_no_longer_wanted_are_forgotten() {
     assert_eq!(kept, ["b.example.com"]);
 }
 
+/// Service status is remote input: the names resolved at once are capped, so a cluster that
+/// publishes thousands of gateway hostnames cannot start thousands of lookups; a name past
+/// the cap fails with a reason, and is taken once another is forgotten.
+#[tokio::test]
+async fn the_names_resolved_at_once_are_capped() {
+    let (names, _rx) = names(dns_server(answer(Some(&[Ipv4Addr::LOCALHOST]))).await);
+    for i in 0..MAX_NAMES {
+        names.lookup(&format!("gw{i}.example.com"));
+    }
+    let refused = names.lookup("one-more.example.com");
+    assert!(
+        matches!(&refused, Resolution::Failed(why) if why.contains("256")),
+        "{refused:?}"
+    );
+    assert_eq!(names.lookup_keys().len(), MAX_NAMES);
+    names.retain(&["gw0.example.com".to_string()].into_iter().collect());
+    assert_eq!(names.lookup("one-more.example.com"), Resolution::Pending);
+}
+
 impl GatewayNames {
     fn lookup_keys(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
