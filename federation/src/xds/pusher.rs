@@ -148,10 +148,8 @@ mod tests {
     use super::*;
     use crate::registry::{Kind, RegistryConfig};
 
-    /// A burst of watch events becomes few pushes: one per debounce maximum at most, the last
-    /// with the final state (time is paused: the waits pass as soon as nothing else can run).
-    #[tokio::test(start_paused = true)]
-    async fn a_burst_of_changes_is_coalesced_up_to_the_maximum_delay() {
+    /// A registry whose one cluster `c1` has listed: ready, so the pusher pushes.
+    fn synced_registry() -> (Arc<Registry>, u64) {
         let registry = Arc::new(Registry::new(RegistryConfig {
             system_namespace: "istio-system".into(),
             domain: "cluster.local".into(),
@@ -162,6 +160,14 @@ mod tests {
         let generation = registry.add_generation("c1", "", None, 1);
         registry.listed("c1", generation, Kind::Namespace);
         registry.mark_secrets_listed();
+        (registry, generation)
+    }
+
+    /// A burst of watch events becomes few pushes: one per debounce maximum at most, the last
+    /// with the final state (time is paused: the waits pass as soon as nothing else can run).
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_coalesced_up_to_the_maximum_delay() {
+        let (registry, generation) = synced_registry();
         let (tx, mut rx) = watch::channel(None);
         let debounce = Debounce {
             quiet: Duration::from_millis(5),
@@ -224,16 +230,7 @@ mod tests {
     /// refused rule is not carried.
     #[tokio::test(start_paused = true)]
     async fn a_virtual_service_change_alone_makes_a_push() {
-        let registry = Arc::new(Registry::new(RegistryConfig {
-            system_namespace: "istio-system".into(),
-            domain: "cluster.local".into(),
-            trust_domain: "cluster.local".into(),
-            stale_endpoint_ttl: None,
-            sync_timeout: Duration::from_secs(30),
-        }));
-        let generation = registry.add_generation("c1", "", None, 1);
-        registry.listed("c1", generation, Kind::Namespace);
-        registry.mark_secrets_listed();
+        let (registry, generation) = synced_registry();
         let (tx, mut rx) = watch::channel(None);
         tokio::spawn(run(registry.clone(), tx, Debounce::default()));
         rx.wait_for(Option::is_some).await.unwrap();
