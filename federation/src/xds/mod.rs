@@ -18,6 +18,7 @@ pub mod pusher;
 pub mod rules;
 pub mod sotw;
 pub mod virtual_service;
+pub mod vs_index;
 
 use crate::registry::Registry;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
