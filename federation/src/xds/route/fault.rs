@@ -23,7 +23,6 @@ pub fn http_fault(fault: &Fault) -> HttpFault {
             fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(to_envoy(
                 d.fixed_delay,
             ))),
-            ..Default::default()
         }),
         abort: fault.abort.as_ref().map(|a| FaultAbort {
             percentage: Some(percent(a.percentage)),

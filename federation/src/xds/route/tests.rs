@@ -316,8 +316,10 @@ fn source_labels_select_the_client() {
 /// Istio: the route name is `http.name` and `.match.name`.
 #[test]
 fn route_names() {
-    let mut m = HttpMatch::default();
-    m.name = "jason".into();
+    let mut m = HttpMatch {
+        name: "jason".into(),
+        ..Default::default()
+    };
     m.headers
         .insert("end-user".into(), StringMatch::Exact("jason".into()));
     let v = vs(vec![HttpRoute {
