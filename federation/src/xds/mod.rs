@@ -15,6 +15,7 @@ pub mod locality;
 pub mod nds;
 pub mod node;
 pub mod pusher;
+pub mod rds;
 pub mod route;
 pub mod rules;
 pub mod sotw;
