@@ -156,3 +156,83 @@ fn rds_names_are_service_port_clusters() {
     assert_eq!(target(&format!("outbound|5000|v1|{FQDN}"), &s), None);
     assert_eq!(target("helloworld.sample:5000", &s), None);
 }
+
+/// End to end through a push, as a proxyless client asks: the listener `helloworld:5000`
+/// names RDS `outbound|5000||fqdn`, and that RouteConfiguration carries the seed's
+/// `end-user: jason` VirtualService (parsed from its object) with a fault and a timeout.
+#[test]
+fn a_push_serves_the_virtual_service_to_a_proxyless_client() {
+    use crate::xds::generate::{Kind, Push, Subscription};
+    use crate::xds::virtual_service::status::parse_all;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    use prost::Message;
+    use serde_json::json;
+    let obj = json!({"metadata": {"name": "helloworld", "namespace": "sample",
+        "creationTimestamp": "2026-01-02T03:04:05Z"},
+      "spec": {"hosts": ["helloworld"], "http": [
+        {"match": [{"headers": {"end-user": {"exact": "jason"}}}],
+         "fault": {"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 100}}},
+         "route": [{"destination": {"host": "helloworld", "subset": "v2"}}]},
+        {"timeout": "0.5s", "route": [{"destination": {"host": "helloworld", "subset": "v1"}}]}]}});
+    let parsed = parse_all(
+        &[("sample".into(), "helloworld".into(), obj)],
+        &[],
+        "cluster.local",
+    );
+    let push = Push::new(
+        1,
+        std::time::Instant::now(),
+        snapshot(),
+        vec![],
+        "cluster.local",
+    )
+    .virtual_services(parsed);
+    let p = proxy("sample");
+    let sub = |n: &str| Subscription {
+        wildcard: false,
+        names: [n.to_string()].into(),
+    };
+    let lds = push.resources(&p, Kind::Listener, &sub("helloworld:5000"));
+    let l = Listener::decode(lds["helloworld:5000"].body.value.as_slice()).unwrap();
+    let hcm_any = l.api_listener.unwrap().api_listener.unwrap();
+    let hcm = HttpConnectionManager::decode(hcm_any.value.as_slice()).unwrap();
+    let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
+        panic!("no RDS")
+    };
+    let name = rds.route_config_name;
+    assert_eq!(name, format!("outbound|5000||{FQDN}"));
+    let res = push.resources(&p, Kind::Route, &sub(&name));
+    let rc = RouteConfiguration::decode(res[&name].body.value.as_slice()).unwrap();
+    assert_eq!(
+        clusters(&rc),
+        [
+            format!("outbound|5000|v2|{FQDN}"),
+            format!("outbound|5000|v1|{FQDN}")
+        ]
+    );
+    let routes = &rc.virtual_hosts[0].routes;
+    assert!(
+        routes[0]
+            .typed_per_filter_config
+            .contains_key("envoy.filters.http.fault")
+    );
+    let Some(route::Action::Route(a)) = &routes[1].action else {
+        panic!("no route action")
+    };
+    assert_eq!(
+        a.max_stream_duration
+            .unwrap()
+            .max_stream_duration
+            .unwrap()
+            .nanos,
+        500_000_000
+    );
+    assert!(
+        push.resources(&p, Kind::Route, &sub("helloworld.sample:5000"))
+            .is_empty(),
+        "the old RDS name (the listener's) is no longer a route configuration"
+    );
+}
