@@ -9,11 +9,11 @@ use super::node::{Defaults, Generator, Proxy, ProxyKind};
 use super::rules::Rule;
 use super::virtual_service::status::Parsed;
 use super::virtual_service::{RuleError, VirtualService};
-use super::{cds, lds, nds};
+use super::{cds, lds, nds, rds};
 use crate::registry::Snapshot;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
-use meshfed_model::labels;
+use meshfed_model::{ClusterName, labels};
 use meshfed_proto::nds::NameTable;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -366,7 +366,8 @@ impl Push {
             .collect()
     }
 
-    /// LDS/RDS: only gRPC's proxyless clients get any (one listener and route per target).
+    /// LDS/RDS: only gRPC's proxyless clients get any: a listener per target `host:port`
+    /// and a route configuration per service port `outbound|port||fqdn`.
     fn api_listeners(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
         if proxy.generator != Generator::Grpc {
             return Resources::new();
@@ -376,21 +377,33 @@ impl Push {
                 .services
                 .iter()
                 .flat_map(|s| {
-                    s.ports
-                        .iter()
-                        .map(move |p| format!("{}:{}", s.hostname, p.port))
+                    s.ports.iter().map(move |p| match kind {
+                        Kind::Listener => format!("{}:{}", s.hostname, p.port),
+                        _ => ClusterName::new(p.port, None, &s.hostname).cluster(),
+                    })
                 })
                 .collect()
         } else {
             sub.names.iter().cloned().collect()
         };
+        let src = rds::Sources {
+            snapshot: &self.snapshot,
+            virtual_services: &self.virtual_services,
+            domain: &self.domain,
+        };
         names
             .into_iter()
             .filter_map(|name| {
-                let cluster = lds::target(&name, &self.snapshot, &proxy.namespace, &self.domain)?;
                 let any = match kind {
-                    Kind::Listener => pack_any(lds::listener(&name)),
-                    _ => pack_any(lds::route_configuration(&name, &cluster)),
+                    Kind::Listener => {
+                        let cluster =
+                            lds::target(&name, &self.snapshot, &proxy.namespace, &self.domain)?;
+                        pack_any(lds::listener(&name, &cluster))
+                    }
+                    _ => {
+                        let cluster = rds::target(&name, &self.snapshot)?;
+                        pack_any(rds::grpc(&cluster, proxy, &src))
+                    }
                 };
                 Some((name.clone(), Resource::new(name, any)))
             })

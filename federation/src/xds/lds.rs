@@ -1,18 +1,18 @@
-//! LDS and RDS for gRPC's proxyless clients, as Istio writes them for `GENERATOR=grpc`: the
-//! target `xds:///host:port` asks for a listener named `host:port`, which is an ApiListener
-//! whose HttpConnectionManager takes its routes over RDS (same name) and ends in the router
-//! filter; the route sends everything to `outbound|port||fqdn`.
+//! LDS for gRPC's proxyless clients, as Istio writes it for `GENERATOR=grpc`
+//! (`grpcgen/lds.go`): the target `xds:///host:port` asks for a listener named `host:port`,
+//! an ApiListener whose HttpConnectionManager takes its routes over RDS under the service
+//! port's cluster name (`outbound|port||fqdn`, see [`super::rds`]) and runs the fault filter
+//! then the router. Only filters gRPC knows are sent, and the router last: gRPC NACKs an
+//! unknown filter that is not optional, or a router before the end of the list.
 
+use super::route::fault::FAULT_FILTER;
 use super::rules::qualify;
 use crate::registry::Snapshot;
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source,
 };
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
-use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
-};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
@@ -39,7 +39,16 @@ pub fn target(
         .then(|| ClusterName::new(port, None, &fqdn))
 }
 
-pub fn listener(name: &str) -> Listener {
+/// The listener `name` (as the client asked) for the service port `cluster`.
+pub fn listener(name: &str, cluster: &ClusterName) -> Listener {
+    // An empty HTTPFault: the per-route configs carry the faults (gRFC A33).
+    let fault = HttpFilter {
+        name: FAULT_FILTER.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            HttpFault::default(),
+        ))),
+        ..Default::default()
+    };
     let router = HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
@@ -56,9 +65,9 @@ pub fn listener(name: &str) -> Listener {
                 resource_api_version: ApiVersion::V3 as i32,
                 ..Default::default()
             }),
-            route_config_name: name.to_string(),
+            route_config_name: cluster.cluster(),
         })),
-        http_filters: vec![router],
+        http_filters: vec![fault, router],
         ..Default::default()
     };
     Listener {
@@ -66,30 +75,6 @@ pub fn listener(name: &str) -> Listener {
         api_listener: Some(ApiListener {
             api_listener: Some(pack_any(hcm)),
         }),
-        ..Default::default()
-    }
-}
-
-pub fn route_configuration(name: &str, cluster: &ClusterName) -> RouteConfiguration {
-    let route = Route {
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix(String::new())),
-            ..Default::default()
-        }),
-        action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.cluster())),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    RouteConfiguration {
-        name: name.to_string(),
-        virtual_hosts: vec![VirtualHost {
-            name: name.to_string(),
-            domains: vec![name.to_string(), cluster.host.clone(), "*".into()],
-            routes: vec![route],
-            ..Default::default()
-        }],
         ..Default::default()
     }
 }
@@ -148,19 +133,43 @@ mod tests {
         assert_eq!(target("no-port", &s, "x", "cluster.local"), None);
     }
 
+    /// Istio grpcgen `buildOutboundListeners`: an ApiListener named as asked, whose HCM
+    /// takes RDS `outbound|port||fqdn` and runs `[fault, router]` (`supportedFilters`).
     #[test]
     fn listener_is_an_api_listener_with_rds_and_the_router() {
-        let l = listener("helloworld.sample:5000");
+        let c = ClusterName::new(5000, None, "helloworld.sample.svc.cluster.local");
+        let l = listener("helloworld.sample:5000", &c);
+        assert_eq!(
+            l.name, "helloworld.sample:5000",
+            "the name the client asked for"
+        );
         let any = l.api_listener.unwrap().api_listener.unwrap();
         assert!(any.type_url.ends_with("HttpConnectionManager"));
         let hcm: HttpConnectionManager = prost::Message::decode(any.value.as_slice()).unwrap();
         let Some(http_connection_manager::RouteSpecifier::Rds(rds)) = hcm.route_specifier else {
             panic!("no RDS")
         };
-        assert_eq!(rds.route_config_name, "helloworld.sample:5000");
         assert_eq!(
-            hcm.http_filters.last().unwrap().name,
-            "envoy.filters.http.router"
+            rds.route_config_name,
+            "outbound|5000||helloworld.sample.svc.cluster.local"
+        );
+        let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["envoy.filters.http.fault", "envoy.filters.http.router"],
+            "only filters gRPC knows, the router last"
+        );
+        for f in &hcm.http_filters {
+            assert!(f.config_type.is_some(), "{} has its typed_config", f.name);
+            assert!(!f.is_optional);
+        }
+        let Some(http_filter::ConfigType::TypedConfig(fault)) = &hcm.http_filters[0].config_type
+        else {
+            panic!("no fault config")
+        };
+        assert_eq!(
+            fault.type_url,
+            "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
         );
     }
 }

@@ -15,9 +15,12 @@ pub mod locality;
 pub mod nds;
 pub mod node;
 pub mod pusher;
+pub mod rds;
+pub mod route;
 pub mod rules;
 pub mod sotw;
 pub mod virtual_service;
+pub mod vs_index;
 
 use crate::registry::Registry;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
