@@ -19,13 +19,14 @@ pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 const RETRIABLE_STATUS_CODES: &str = "retriable-status-codes";
 
-/// Istio's default policy: 2 retries on connect failures, refused streams, gRPC
-/// UNAVAILABLE/CANCELLED and HTTP 503, each on another host.
+/// Istio's default policy: 2 retries on connect failures, refused streams and gRPC
+/// UNAVAILABLE/CANCELLED, each on another host. Since Istio 1.24 (#56023 removed the 1.23
+/// profile's `EXCLUDE_503_FROM_DEFAULT_RETRIES=false`) an HTTP 503 is not retried by default:
+/// `retriable-status-codes` stays in `retry_on` with no codes listed.
 pub fn default_policy() -> RetryPolicy {
     RetryPolicy {
         retry_on: DEFAULT_RETRY_ON.into(),
         num_retries: Some(UInt32Value { value: 2 }),
-        retriable_status_codes: vec![503],
         retry_host_predicate: vec![RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".into(),
             config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pack_any(
@@ -96,7 +97,7 @@ mod tests {
         let p = policy(None).unwrap();
         assert_eq!(p.retry_on, DEFAULT_RETRY_ON);
         assert_eq!(p.num_retries, Some(UInt32Value { value: 2 }));
-        assert_eq!(p.retriable_status_codes, vec![503]);
+        assert!(p.retriable_status_codes.is_empty(), "Istio >= 1.24 leaves 503 out");
         assert_eq!(p.host_selection_retry_max_attempts, 5);
         assert_eq!(
             p.retry_host_predicate[0].name,
