@@ -456,11 +456,9 @@ async fn query(
 async fn apply_everywhere(bed: &Bed, rule: &str) -> anyhow::Result<()> {
     for c in &bed.clusters {
         let rule = rule.to_string();
-        c.kube(move |client| async move {
-            super::objects::apply_destination_rule(&client, &rule).await
-        })
-        .await
-        .with_context(|| format!("applying the DestinationRule in {}", c.spec.name))?;
+        c.kube(move |client| async move { super::objects::apply_istio(&client, &rule).await })
+            .await
+            .with_context(|| format!("applying the DestinationRule in {}", c.spec.name))?;
     }
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! Plain HTTP/1.1 as the test bed's sleep client speaks it: `curl -x SIDECAR URL`, one request
 //! per connection. (Admin endpoints are read with `meshfed_model::admin::AdminClient`.)
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,13 +39,63 @@ impl Answer {
 
 /// `GET url` through the HTTP proxy at `proxy` (the sleep pod's sidecar).
 pub async fn via_proxy(proxy: SocketAddr, url: &str) -> anyhow::Result<Answer> {
+    Ok(via_proxy_with(proxy, url, &[]).await?.0)
+}
+
+/// `curl -x PROXY -H 'name: value'... URL`: `GET url` through the HTTP proxy at `proxy` with
+/// extra request headers; the answer and how long it took, from the connect to the last
+/// byte (what a route's delay or timeout shows as).
+pub async fn via_proxy_with(
+    proxy: SocketAddr,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(Answer, Duration)> {
+    let start = Instant::now();
+    let answer = exchange(proxy, &request_head(url, headers)?).await?;
+    Ok((answer, start.elapsed()))
+}
+
+fn request_head(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
     let authority = url
         .strip_prefix("http://")
         .and_then(|r| r.split('/').next())
         .with_context(|| format!("not an http URL: {url}"))?;
-    let head =
-        format!("GET {url} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: meshfed-testbed\r\n\r\n");
-    exchange(proxy, &head).await
+    let mut head =
+        format!("GET {url} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: meshfed-testbed\r\n");
+    for (name, value) in headers {
+        if [name, value].iter().any(|s| s.contains(['\r', '\n'])) {
+            bail!("header {name:?} breaks the request head");
+        }
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    Ok(head)
+}
+
+impl super::ClusterBed {
+    /// One request from sleep through its sidecar, made inside the cluster, with extra
+    /// request headers (`curl -H`); the answer and how long it took.
+    pub async fn curl_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(Answer, Duration)> {
+        let proxy = self.addrs.sleep_proxy;
+        let url = url.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.rt
+            .spawn(async move {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                via_proxy_with(proxy, &url, &headers).await
+            })
+            .await?
+    }
 }
 
 async fn exchange(addr: SocketAddr, head: &str) -> anyhow::Result<Answer> {
@@ -99,5 +149,24 @@ mod tests {
             Some("spiffe://cluster.local/ns/sample/sa/sleep")
         );
         assert!(parse("HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    /// `curl -x` sends the absolute URI with Host set to its authority, then each `-H`
+    /// header as given (what a route's header match reads, e.g. Istio's `end-user: jason`);
+    /// a header that would split the head is refused.
+    #[test]
+    fn request_heads_carry_extra_headers() {
+        let head = request_head(
+            "http://helloworld.sample:5000/hello",
+            &[("end-user", "jason"), ("x-b", "2")],
+        )
+        .unwrap();
+        assert_eq!(
+            head,
+            "GET http://helloworld.sample:5000/hello HTTP/1.1\r\nhost: helloworld.sample:5000\r\n\
+             user-agent: meshfed-testbed\r\nend-user: jason\r\nx-b: 2\r\n\r\n"
+        );
+        assert!(request_head("http://h:1/", &[("a", "b\r\nc: d")]).is_err());
+        assert!(request_head("https://h:1/", &[]).is_err());
     }
 }

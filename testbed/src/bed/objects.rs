@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use meshfed_model::labels::TLS_MODE;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// One pod of the sample namespace and the Service selecting it.
@@ -117,38 +118,105 @@ pub async fn set_ready(
     Ok(())
 }
 
-/// Creates the DestinationRule in `yaml`, or replaces the one of the same name.
-pub async fn apply_destination_rule(c: &kube::Client, yaml: &str) -> Result<(), kube::Error> {
-    let mut obj: DynamicObject = serde_yaml::from_str(yaml)
-        .map_err(|e| kube::Error::Service(format!("DestinationRule YAML: {e}").into()))?;
-    let version = obj
+/// The `networking.istio.io` kinds the test bed's API server serves, with their plurals.
+const ISTIO_KINDS: [(&str, &str); 4] = [
+    ("DestinationRule", "destinationrules"),
+    ("VirtualService", "virtualservices"),
+    ("ServiceEntry", "serviceentries"),
+    ("Gateway", "gateways"),
+];
+
+fn yaml_error(what: impl std::fmt::Display) -> kube::Error {
+    kube::Error::Service(format!("Istio YAML: {what}").into())
+}
+
+/// The API resource and namespace of an Istio object: its `kind` and version as the object
+/// says, in `sample` when it names no namespace.
+fn istio_resource(obj: &DynamicObject) -> Result<(ApiResource, String), kube::Error> {
+    let types = obj
         .types
         .as_ref()
-        .and_then(|t| t.api_version.split_once('/').map(|(_, v)| v.to_string()))
-        .unwrap_or_else(|| "v1".into());
+        .ok_or_else(|| yaml_error("no apiVersion and kind"))?;
+    // A bare version (`v1`) is the core group.
+    let (group, version) = types
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", &types.api_version));
+    if group != "networking.istio.io" {
+        return Err(yaml_error(format!(
+            "{} is not networking.istio.io",
+            types.api_version
+        )));
+    }
+    let plural = ISTIO_KINDS
+        .iter()
+        .find(|(k, _)| *k == types.kind)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| {
+            yaml_error(format!(
+                "kind {:?} is not one the test bed serves",
+                types.kind
+            ))
+        })?;
     let resource = ApiResource {
-        group: "networking.istio.io".into(),
-        version: version.clone(),
-        api_version: format!("networking.istio.io/{version}"),
-        kind: "DestinationRule".into(),
-        plural: "destinationrules".into(),
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: types.kind.clone(),
+        plural: plural.into(),
     };
     let ns = obj
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "sample".into());
-    let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns, &resource);
-    let name = obj.metadata.name.clone().unwrap_or_default();
-    match api.get_opt(&name).await? {
-        Some(existing) => {
-            obj.metadata.resource_version = existing.metadata.resource_version;
-            api.replace(&name, &PostParams::default(), &obj)
-                .await
-                .map(|_| ())
+    Ok((resource, ns))
+}
+
+/// The objects of a (multi-document) YAML text; empty documents are skipped, as kubectl does.
+fn istio_objects(yaml: &str) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(doc).map_err(yaml_error)?;
+        if !value.is_null() {
+            out.push(serde_yaml::from_value(value).map_err(yaml_error)?);
         }
-        None => api.create(&PostParams::default(), &obj).await.map(|_| ()),
     }
+    Ok(out)
+}
+
+/// `kubectl apply -f` for Istio networking objects (DestinationRule, VirtualService,
+/// ServiceEntry, Gateway): each object of `yaml` is created, or replaces the one of the same
+/// name.
+pub async fn apply_istio(c: &kube::Client, yaml: &str) -> Result<(), kube::Error> {
+    for mut obj in istio_objects(yaml)? {
+        let (resource, ns) = istio_resource(&obj)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns, &resource);
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        match api.get_opt(&name).await? {
+            Some(existing) => {
+                obj.metadata.resource_version = existing.metadata.resource_version;
+                api.replace(&name, &PostParams::default(), &obj).await?;
+            }
+            None => {
+                api.create(&PostParams::default(), &obj).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kubectl delete --ignore-not-found -f` for the Istio networking objects of `yaml`.
+pub async fn delete_istio(c: &kube::Client, yaml: &str) -> Result<(), kube::Error> {
+    for obj in istio_objects(yaml)? {
+        let (resource, ns) = istio_resource(&obj)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), &ns, &resource);
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        if api.get_opt(&name).await?.is_some() {
+            api.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the remote secret for `cluster` (what `istioctl create-remote-secret | kubectl
@@ -171,4 +239,54 @@ pub async fn cacerts(c: &kube::Client, yaml: &str) -> Result<(), kube::Error> {
     api.create(&PostParams::default(), &secret)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As `kubectl apply -f` reads a file: every document of a multi-document YAML (empty ones
+    /// skipped), each at its own kind's plural and version, in its namespace (`sample` when
+    /// it names none); kinds outside `networking.istio.io`, or ones the test bed does not
+    /// serve, are refused before anything is sent.
+    #[test]
+    fn istio_objects_map_to_their_resources() {
+        let yaml = "# a comment\n---\napiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\n\
+metadata: {name: helloworld}\nspec: {hosts: [helloworld]}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: helloworld, namespace: other}\n\
+spec: {host: helloworld}\n";
+        let objs = istio_objects(yaml).unwrap();
+        let seen: Vec<(String, String, String, String)> = objs
+            .iter()
+            .map(|o| {
+                let (r, ns) = istio_resource(o).unwrap();
+                (r.kind, r.plural, r.api_version, ns)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "VirtualService".to_string(),
+                    "virtualservices".to_string(),
+                    "networking.istio.io/v1alpha3".to_string(),
+                    "sample".to_string()
+                ),
+                (
+                    "DestinationRule".to_string(),
+                    "destinationrules".to_string(),
+                    "networking.istio.io/v1".to_string(),
+                    "other".to_string()
+                ),
+            ]
+        );
+        assert_eq!(objs[0].data["spec"]["hosts"][0], "helloworld");
+        let refused = |y: &str| istio_objects(y).and_then(|o| istio_resource(&o[0]).map(|_| ()));
+        assert!(refused("apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n").is_err());
+        assert!(
+            refused("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: x}\n")
+                .is_err()
+        );
+        assert!(istio_objects("kind: [").is_err());
+    }
 }
