@@ -163,7 +163,7 @@ impl Delta {
         let settles = push.complete && !state.resumed.is_empty();
         let follows = state.base != 0 && state.base + 1 == push.version && !settles;
         let changes = if follows {
-            push.changes(&self.proxy, kind)
+            push.changes(&self.proxy, kind, &state.sub)
         } else {
             None
         };

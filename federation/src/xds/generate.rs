@@ -1,6 +1,15 @@
 //! What each client is sent: the resources of one type for one proxy, built from one push
-//! (a registry snapshot and the DestinationRules) and shared by every proxy that would get
-//! the same ones.
+//! (a registry snapshot, the DestinationRules and VirtualServices) and shared by every proxy
+//! that would get the same ones.
+//!
+//! [`builder`] is the one place that says how each generator's resources are built: CDS, EDS
+//! and NDS all at once per [`cache_key`]; LDS and RDS per name ([`Push::build_named`] names
+//! the builders), each built once per key and name; or, for resources that depend on the
+//! proxy alone, per client.
+
+mod named;
+#[cfg(test)]
+mod tests;
 
 use super::cache_key::{self, CacheKey};
 use super::eds;
@@ -15,6 +24,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use meshfed_model::{ClusterName, labels};
 use meshfed_proto::nds::NameTable;
+pub use named::MAX_NAMED;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -153,6 +163,8 @@ pub struct Push {
     vips: BTreeMap<String, (Ipv4Addr, Ipv6Addr)>,
     /// Proxy labels some `failoverPriority` reads: part of the EDS cache key.
     label_keys: BTreeSet<String>,
+    /// Proxy labels some VirtualService `sourceLabels` reads: part of the RDS cache key.
+    source_label_keys: BTreeSet<String>,
     /// At most [`MAX_CACHED`] builds; past it, resources are built per client (the cost is
     /// CPU, not memory that grows with the number of distinct clients).
     cache: Mutex<HashMap<CacheKey, Arc<Resources>>>,
@@ -160,6 +172,9 @@ pub struct Push {
     /// that what changed is worked out once per kind of proxy rather than once per client.
     previous: HashMap<CacheKey, Arc<Resources>>,
     changes: Mutex<HashMap<CacheKey, Arc<Changes>>>,
+    /// LDS/RDS by key and name, at most [`MAX_NAMED`].
+    named: Mutex<named::Named>,
+    previous_named: named::Built,
 }
 
 /// What changed for one kind of proxy between the previous push and this one.
@@ -167,6 +182,44 @@ pub struct Push {
 pub struct Changes {
     pub updated: Vec<Arc<Resource>>,
     pub removed: Vec<String>,
+    /// For kinds built per name: the names compared (those the previous push built).
+    covers: Option<BTreeSet<String>>,
+}
+
+impl Changes {
+    /// Whether these changes tell everything for `sub`: the kinds built all at once always
+    /// do; those built per name only for names the previous push built (a client that asked
+    /// for one only after this push copied that push's builds is compared name by name).
+    fn cover(&self, sub: &Subscription) -> bool {
+        match &self.covers {
+            None => true,
+            Some(names) => !sub.wildcard && sub.names.iter().all(|n| names.contains(n)),
+        }
+    }
+}
+
+/// How a proxy's resources of one kind are built.
+enum Builder {
+    /// All at once, shared by every proxy with the same [`cache_key`].
+    Shared,
+    /// One per name ([`Push::build_named`]), shared by proxies with the same key.
+    ByName,
+    /// All at once for this proxy alone (what depends on its address or own endpoints).
+    #[allow(dead_code)] // Envoy sidecars' listeners (issue 20) are the first.
+    ForProxy(fn(&Push, &Proxy) -> Resources),
+    /// Not served to this generator.
+    Nothing,
+}
+
+/// The dispatch: how `generator`'s resources of `kind` are built.
+fn builder(generator: Generator, kind: Kind) -> Builder {
+    match (generator, kind) {
+        (_, Kind::Cluster | Kind::Endpoint | Kind::NameTable) => Builder::Shared,
+        (Generator::Grpc, Kind::Listener | Kind::Route) => Builder::ByName,
+        // Envoy sidecars: RDS by name ("5000", "http_proxy") in `build_named`, and their
+        // listeners per proxy, e.g. `ForProxy(|push, proxy| lds::sidecar::listeners(..))`.
+        (Generator::Envoy, Kind::Listener | Kind::Route) => Builder::Nothing,
+    }
 }
 
 impl Push {
@@ -179,6 +232,7 @@ impl Push {
     ) -> Push {
         let vips = nds::vips(snapshot.services.iter().map(|s| s.hostname.as_str()));
         let label_keys = cache_key::failover_labels(&rules);
+        let source_label_keys = BTreeSet::new();
         Push {
             version,
             changed_at,
@@ -192,9 +246,12 @@ impl Push {
             defaults: Defaults::default(),
             vips,
             label_keys,
+            source_label_keys,
             cache: Mutex::new(HashMap::new()),
             previous: HashMap::new(),
             changes: Mutex::new(HashMap::new()),
+            named: Mutex::new(named::Named::default()),
+            previous_named: named::Built::new(),
         }
     }
 
@@ -210,6 +267,7 @@ impl Push {
     pub fn virtual_services(mut self, parsed: Parsed) -> Push {
         self.virtual_services = parsed.virtual_services;
         self.config_errors = parsed.errors;
+        self.source_label_keys = cache_key::source_labels(&self.virtual_services);
         self
     }
 
@@ -228,42 +286,66 @@ impl Push {
     /// Remembers `previous`'s resources so that [`Push::changes`] can answer.
     pub fn follow(mut self, previous: &Push) -> Push {
         self.previous = lock(&previous.cache).clone();
+        self.previous_named = lock(&previous.named).built.clone();
         self
     }
 
-    /// What changed for proxies like `proxy` since the push just before this one; None when
-    /// that push never built them (the caller then compares resource by resource).
-    pub fn changes(&self, proxy: &Proxy, kind: Kind) -> Option<Arc<Changes>> {
-        if matches!(kind, Kind::Listener | Kind::Route) {
-            return None; // built per subscription, not cached
+    /// What changed for proxies like `proxy` since the push just before this one, for a
+    /// client subscribed to `sub`; None when that push never built them (the caller then
+    /// compares resource by resource).
+    pub fn changes(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Option<Arc<Changes>> {
+        let key = self.key(proxy, kind);
+        let c = match builder(proxy.generator, kind) {
+            Builder::Shared => {
+                let before = self.previous.get(&key)?;
+                self.memo(&key, || {
+                    let now = self.all(proxy, kind);
+                    let updated = now
+                        .iter()
+                        .filter(|(n, r)| before.get(*n).is_none_or(|b| b.hash != r.hash))
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    let removed = before
+                        .keys()
+                        .filter(|n| !now.contains_key(*n))
+                        .cloned()
+                        .collect();
+                    Changes {
+                        updated,
+                        removed,
+                        covers: None,
+                    }
+                })
+            }
+            Builder::ByName => {
+                let before = self.previous_named.get(&key)?;
+                self.memo(&key, || {
+                    named::changes(before, |n| self.named(proxy, kind, &key, n))
+                })
+            }
+            Builder::ForProxy(_) | Builder::Nothing => return None,
+        };
+        c.cover(sub).then_some(c)
+    }
+
+    /// The changes for `key`, worked out once per push.
+    fn memo(&self, key: &CacheKey, work: impl FnOnce() -> Changes) -> Arc<Changes> {
+        if let Some(c) = lock(&self.changes).get(key) {
+            return c.clone();
         }
-        let key = cache_key::key(proxy, kind, &self.label_keys);
-        let before = self.previous.get(&key)?.clone();
-        if let Some(c) = lock(&self.changes).get(&key) {
-            return Some(c.clone());
-        }
-        let now = self.all(proxy, kind);
-        let updated = now
-            .iter()
-            .filter(|(n, r)| before.get(*n).is_none_or(|b| b.hash != r.hash))
-            .map(|(_, r)| r.clone())
-            .collect();
-        let removed = before
-            .keys()
-            .filter(|n| !now.contains_key(*n))
-            .cloned()
-            .collect();
-        let c = Arc::new(Changes { updated, removed });
-        lock(&self.changes).insert(key, c.clone());
-        Some(c)
+        let c = Arc::new(work());
+        lock(&self.changes).insert(key.clone(), c.clone());
+        c
     }
 
     /// The resources of `kind` that `proxy` subscribed to.
     pub fn resources(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
-        if matches!(kind, Kind::Listener | Kind::Route) {
-            return self.api_listeners(proxy, kind, sub);
-        }
-        let all = self.all(proxy, kind);
+        let all = match builder(proxy.generator, kind) {
+            Builder::Shared => self.all(proxy, kind),
+            Builder::ByName => return self.by_name(proxy, kind, sub),
+            Builder::ForProxy(build) => Arc::new(build(self, proxy)),
+            Builder::Nothing => return Resources::new(),
+        };
         if sub.wildcard {
             return (*all).clone();
         }
@@ -273,9 +355,17 @@ impl Push {
             .collect()
     }
 
+    fn key(&self, proxy: &Proxy, kind: Kind) -> CacheKey {
+        let labels = match kind {
+            Kind::Route => &self.source_label_keys,
+            _ => &self.label_keys,
+        };
+        cache_key::key(proxy, kind, labels)
+    }
+
     /// Every resource of `kind` for proxies like `proxy`, built once per push.
     pub fn all(&self, proxy: &Proxy, kind: Kind) -> Arc<Resources> {
-        let key = cache_key::key(proxy, kind, &self.label_keys);
+        let key = self.key(proxy, kind);
         let mut cache = lock(&self.cache);
         if let Some(r) = cache.get(&key) {
             return r.clone();
@@ -366,46 +456,78 @@ impl Push {
             .collect()
     }
 
-    /// LDS/RDS: only gRPC's proxyless clients get any: a listener per target `host:port`
-    /// and a route configuration per service port `outbound|port||fqdn`.
-    fn api_listeners(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
-        if proxy.generator != Generator::Grpc {
-            return Resources::new();
-        }
+    /// The subscribed resources of a kind built per name, each looked up (or built once)
+    /// under the proxy's key.
+    fn by_name(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
+        let key = self.key(proxy, kind);
         let names: Vec<String> = if sub.wildcard {
-            self.snapshot
-                .services
-                .iter()
-                .flat_map(|s| {
-                    s.ports.iter().map(move |p| match kind {
-                        Kind::Listener => format!("{}:{}", s.hostname, p.port),
-                        _ => ClusterName::new(p.port, None, &s.hostname).cluster(),
-                    })
-                })
-                .collect()
+            self.every_name(kind)
         } else {
             sub.names.iter().cloned().collect()
         };
-        let src = rds::Sources {
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let r = self.named(proxy, kind, &key, &n)?;
+                Some((n, r))
+            })
+            .collect()
+    }
+
+    /// The resource `name` of `kind` for proxies with `key` (that of `proxy`), built once
+    /// per push while there is room (see [`MAX_NAMED`]). Built under the lock, as [`Push::all`]
+    /// builds: a thousand clients woken by one push wait for one build.
+    fn named(
+        &self,
+        proxy: &Proxy,
+        kind: Kind,
+        key: &CacheKey,
+        name: &str,
+    ) -> Option<Arc<Resource>> {
+        lock(&self.named).get_or_build(key, name, || {
+            let any = self.build_named(proxy, kind, name)?;
+            Some(Resource::new(name.to_string(), any))
+        })
+    }
+
+    /// The builders of the resources built per name, by generator: whatever they read of
+    /// `proxy` must be in its [`cache_key`].
+    fn build_named(&self, proxy: &Proxy, kind: Kind, name: &str) -> Option<Any> {
+        match (proxy.generator, kind) {
+            // A listener per target `host:port`, short names resolved in the namespace.
+            (Generator::Grpc, Kind::Listener) => {
+                let cluster = lds::target(name, &self.snapshot, &proxy.namespace, &self.domain)?;
+                Some(pack_any(lds::listener(name, &cluster)))
+            }
+            // A route configuration per service port, `outbound|port||fqdn`.
+            (Generator::Grpc, Kind::Route) => {
+                let cluster = rds::target(name, &self.snapshot)?;
+                Some(pack_any(rds::grpc(&cluster, proxy, &self.sources())))
+            }
+            _ => None,
+        }
+    }
+
+    /// What route configurations are built from.
+    fn sources(&self) -> rds::Sources<'_> {
+        rds::Sources {
             snapshot: &self.snapshot,
             virtual_services: &self.virtual_services,
             domain: &self.domain,
-        };
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let any = match kind {
-                    Kind::Listener => {
-                        let cluster =
-                            lds::target(&name, &self.snapshot, &proxy.namespace, &self.domain)?;
-                        pack_any(lds::listener(&name, &cluster))
-                    }
-                    _ => {
-                        let cluster = rds::target(&name, &self.snapshot)?;
-                        pack_any(rds::grpc(&cluster, proxy, &src))
-                    }
-                };
-                Some((name.clone(), Resource::new(name, any)))
+        }
+    }
+
+    /// A wildcard subscription to proxyless LDS or RDS: every service port, as a listener
+    /// `fqdn:port` or a route configuration `outbound|port||fqdn`.
+    fn every_name(&self, kind: Kind) -> Vec<String> {
+        self.snapshot
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.ports.iter().map(move |p| match kind {
+                    Kind::Listener => format!("{}:{}", s.hostname, p.port),
+                    _ => ClusterName::new(p.port, None, &s.hostname).cluster(),
+                })
             })
             .collect()
     }

@@ -114,7 +114,10 @@ impl Sotw {
             return false;
         }
         let follows = state.base != 0 && state.base + 1 == push.version;
-        if let Some(c) = follows.then(|| push.changes(&self.proxy, kind)).flatten() {
+        if let Some(c) = follows
+            .then(|| push.changes(&self.proxy, kind, &state.sub))
+            .flatten()
+        {
             let changed = c.updated.iter().any(|r| state.sub.wants(&r.name))
                 || c.removed
                     .iter()

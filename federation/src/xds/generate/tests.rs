@@ -1,0 +1,227 @@
+//! LDS/RDS built once per key and name, and what a VirtualService change sends.
+
+use super::*;
+use crate::xds::delta::Delta;
+use crate::xds::node::test_sidecar;
+use crate::xds::virtual_service::{
+    Destination, HttpMatch, HttpRoute, RouteDestination, VirtualService,
+};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+const A: &str = "a.ns.svc.cluster.local";
+const B: &str = "b.ns.svc.cluster.local";
+
+fn route_name(fqdn: &str) -> String {
+    format!("outbound|80||{fqdn}")
+}
+
+fn grpc(ns: &str, labels: &[(&str, &str)], ip: &str) -> Proxy {
+    let mut p = test_sidecar();
+    p.generator = Generator::Grpc;
+    p.namespace = ns.into();
+    p.ip = ip.into();
+    p.id = format!("sidecar~{ip}~x.{ns}~{ns}.svc.cluster.local");
+    p.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    p
+}
+
+fn dest(subset: &str, weight: u32) -> RouteDestination {
+    RouteDestination {
+        destination: Destination {
+            host: A.into(),
+            subset: Some(subset.into()),
+            port: None,
+        },
+        weight,
+        headers: Default::default(),
+    }
+}
+
+/// A rule for service `a`: v1/v2 by `weights`; with `source` labels, only clients carrying
+/// them get the split, everyone else v1.
+fn rule(weights: (u32, u32), source: &[(&str, &str)]) -> VirtualService {
+    let mut split = HttpRoute {
+        route: vec![dest("v1", weights.0), dest("v2", weights.1)],
+        ..Default::default()
+    };
+    let mut http = vec![];
+    if !source.is_empty() {
+        let m = HttpMatch {
+            source_labels: source
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        split.matches = vec![m];
+        http.push(split);
+        http.push(HttpRoute {
+            route: vec![dest("v1", 0)],
+            ..Default::default()
+        });
+    } else {
+        http.push(split);
+    }
+    VirtualService {
+        namespace: "ns".into(),
+        name: "a".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        hosts: vec![A.into()],
+        gateways: vec![],
+        mesh: true,
+        export_to: vec![],
+        http,
+        tcp: vec![],
+        warnings: vec![],
+    }
+}
+
+fn push(version: u64, rules: Vec<VirtualService>) -> Push {
+    crate::xds::ads::test_push(version, &["a", "b"]).virtual_services(
+        crate::xds::virtual_service::status::Parsed {
+            virtual_services: rules,
+            errors: vec![],
+        },
+    )
+}
+
+fn sub(names: &[&str]) -> Subscription {
+    Subscription {
+        wildcard: false,
+        names: names.iter().map(|n| n.to_string()).collect(),
+    }
+}
+
+fn route(p: &Push, proxy: &Proxy, fqdn: &str) -> Arc<Resource> {
+    let name = route_name(fqdn);
+    p.resources(proxy, Kind::Route, &sub(&[&name]))
+        .remove(&name)
+        .expect("the route configuration")
+}
+
+fn decode(r: &Resource) -> RouteConfiguration {
+    prost::Message::decode(r.body.value.as_slice()).expect("a RouteConfiguration")
+}
+
+/// Istio's RDS cache (`route_cache.go`) shares a route configuration between proxies of one
+/// namespace and cluster: two proxyless clients that differ only in address and in labels no
+/// `sourceLabels` reads get the very same build; a client in another namespace gets its own
+/// (its domains differ: `a:80` resolves only in `ns`).
+#[test]
+fn clients_with_the_same_key_share_one_route_configuration() {
+    let p = push(2, vec![rule((50, 50), &[])]);
+    let one = grpc("ns", &[("app", "x")], "10.0.0.1");
+    let two = grpc("ns", &[("app", "y")], "10.0.0.2");
+    let (r1, r2) = (route(&p, &one, A), route(&p, &two, A));
+    assert!(Arc::ptr_eq(&r1, &r2), "one build for both clients");
+    let other = route(&p, &grpc("other", &[], "10.0.0.3"), A);
+    assert!(!Arc::ptr_eq(&r1, &other));
+    assert_ne!(r1.hash, other.hash);
+    let domains = |r: &Resource| decode(r).virtual_hosts[0].domains.clone();
+    assert!(domains(&r1).contains(&"a:80".to_string()));
+    assert!(!domains(&other).contains(&"a:80".to_string()));
+    // The listener is shared the same way.
+    let l = |proxy: &Proxy| {
+        p.resources(proxy, Kind::Listener, &sub(&["a:80"]))
+            .remove("a:80")
+            .expect("the listener")
+    };
+    assert!(Arc::ptr_eq(&l(&one), &l(&two)));
+}
+
+/// Istio `TranslateRoute`: a match whose `sourceLabels` the client lacks is left out, so the
+/// labels a rule's `sourceLabels` read split the builds: `version: v2` clients get the
+/// split, `version: v1` ones v1 only; labels no rule reads still share one build.
+#[test]
+fn source_labels_split_the_route_builds_by_those_labels_only() {
+    let p = push(2, vec![rule((50, 50), &[("version", "v2")])]);
+    let v2a = grpc("ns", &[("version", "v2"), ("app", "x")], "10.0.0.1");
+    let v2b = grpc("ns", &[("version", "v2"), ("app", "y")], "10.0.0.2");
+    let v1 = grpc("ns", &[("version", "v1"), ("app", "x")], "10.0.0.3");
+    let (a, b, c) = (route(&p, &v2a, A), route(&p, &v2b, A), route(&p, &v1, A));
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_ne!(a.hash, c.hash);
+    let first = |r: &Resource| format!("{:?}", decode(r).virtual_hosts[0].routes[0]);
+    assert!(
+        first(&a).contains("outbound|80|v2|"),
+        "the split: {}",
+        first(&a)
+    );
+    assert!(
+        !first(&c).contains("outbound|80|v2|"),
+        "v1 only: {}",
+        first(&c)
+    );
+    // Without such a rule, the version label is no part of the key.
+    let plain = push(3, vec![rule((50, 50), &[])]);
+    assert!(Arc::ptr_eq(&route(&plain, &v2a, A), &route(&plain, &v1, A)));
+}
+
+/// The xDS incremental protocol: a VirtualService change (weights flipped on `a`) sends a
+/// delta client only the RouteConfiguration that changed; `b`'s is not resent. The push's
+/// precomputed changes say the same, once for every client with that key.
+#[test]
+fn a_virtual_service_change_sends_only_the_changed_route() {
+    let proxy = grpc("ns", &[], "10.0.0.1");
+    let names = [route_name(A), route_name(B)];
+    let before = push(2, vec![rule((90, 10), &[])]);
+    let mut d = Delta::new(proxy.clone());
+    let req = DeltaDiscoveryRequest {
+        type_url: Kind::Route.url().into(),
+        resource_names_subscribe: names.to_vec(),
+        ..Default::default()
+    };
+    let first = d.request(&req, &before).expect("the first answer");
+    assert_eq!(first.resources.len(), 2);
+    let after = push(3, vec![rule((10, 90), &[])]).follow(&before);
+    let c = after
+        .changes(&proxy, Kind::Route, &sub(&[&names[0], &names[1]]))
+        .expect("changes worked out from the previous push's builds");
+    let updated: Vec<&str> = c.updated.iter().map(|r| &*r.name).collect();
+    assert_eq!(updated, [names[0].as_str()]);
+    assert!(c.removed.is_empty());
+    let sent = d.push(&after);
+    assert_eq!(sent.len(), 1);
+    let sent_names: Vec<&str> = sent[0].resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(sent_names, [names[0].as_str()]);
+    let weights = |r: &Resource| format!("{:?}", decode(r).virtual_hosts[0].routes[0]);
+    assert!(weights(&c.updated[0]).contains("value: 90"));
+    // Removing the rule goes back to the default route, again for `a` alone.
+    let plain = push(4, vec![]).follow(&after);
+    let sent = d.push(&plain);
+    let sent_names: Vec<&str> = sent[0].resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(sent_names, [names[0].as_str()]);
+}
+
+/// A name the previous push did not build for this key (a client asked for it only after
+/// this push copied that push's builds) is not covered by the precomputed changes: the
+/// client is then compared name by name, so no change is missed.
+#[test]
+fn changes_cover_only_the_names_the_previous_push_built() {
+    let proxy = grpc("ns", &[], "10.0.0.1");
+    let before = push(2, vec![]);
+    let _ = route(&before, &proxy, A);
+    let after = push(3, vec![rule((10, 90), &[])]).follow(&before);
+    let (a, b) = (route_name(A), route_name(B));
+    assert!(after.changes(&proxy, Kind::Route, &sub(&[&a])).is_some());
+    assert!(
+        after
+            .changes(&proxy, Kind::Route, &sub(&[&a, &b]))
+            .is_none()
+    );
+    let wildcard = Subscription {
+        wildcard: true,
+        names: Default::default(),
+    };
+    assert!(after.changes(&proxy, Kind::Route, &wildcard).is_none());
+    // Envoy sidecars get no proxyless routes, and no changes for them.
+    assert!(
+        after
+            .changes(&test_sidecar(), Kind::Route, &sub(&[&a]))
+            .is_none()
+    );
+}
