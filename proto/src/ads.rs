@@ -140,9 +140,15 @@ pub trait DeltaState: Send {
 /// (the connect, the handshake, an unreadable token, the stream) keeps what it holds and
 /// reconnects with backoff (0.1 s doubling to 5 s).
 pub async fn run(server: XdsServer, identity: Identity, state: &mut impl DeltaState) {
+    run_node(server, identity.node(), state).await
+}
+
+/// As [`run`], for a client that sends more than an [`Identity`] says (the test bed's
+/// sidecar adds Istio's `HTTP_PROXY_PORT`, `INTERCEPTION_MODE` and `LABELS` metadata).
+pub async fn run_node(server: XdsServer, node: Node, state: &mut impl DeltaState) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session(&server, &identity, state).await {
+        match session(&server, &node, state).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(server = %server, error = %e, "xDS stream ended; keeping what was received")
@@ -155,14 +161,13 @@ pub async fn run(server: XdsServer, identity: Identity, state: &mut impl DeltaSt
 
 async fn session(
     server: &XdsServer,
-    identity: &Identity,
+    node: &Node,
     state: &mut impl DeltaState,
 ) -> Result<(), String> {
     let (channel, bearer) = server.connect().await.map_err(|e| e.to_string())?;
     let mut client = AggregatedDiscoveryServiceClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(MAX_XDS_MESSAGE);
     let (tx, rx) = mpsc::channel(16);
-    let node = identity.node();
     for s in state.subscriptions() {
         let first = DeltaDiscoveryRequest {
             node: Some(node.clone()),

@@ -613,6 +613,7 @@ fn sidecar_config(
                 sub_zone: String::new(),
             },
         },
+        labels: [("app".to_string(), "sleep".to_string())].into(),
         listen: addrs.sleep_proxy,
         domain: "cluster.local".into(),
         credentials: credentials.clone(),

@@ -1,18 +1,28 @@
 //! The test bed's sidecar: a small client-side proxy for workloads on the local test bed.
 //! Envoy is the production sidecar; this one exists so the test bed runs without containers.
-//! It consumes meshfed's xDS as an Istio sidecar node (CDS and EDS over delta ADS), picks
-//! hosts by priority and weight ([`pick`]), ejects failing ones (outlier detection from CDS)
-//! and originates mTLS with its workload certificate and the `outbound_` SNI ([`proxy`]).
+//! It consumes meshfed's xDS as an Istio sidecar node (CDS, EDS, LDS and RDS over delta ADS,
+//! with the node metadata Istio's agent sends for an HTTP proxy without traffic capture),
+//! routes as Envoy does by the HTTP proxy listener's routes ([`routes`], [`proxy`]: virtual
+//! hosts, matches, weights, faults, timeouts, retries, mirrors, header edits, circuit
+//! breakers), picks hosts by priority and weight ([`pick`]), ejects failing ones (outlier
+//! detection from CDS) and originates mTLS with its workload certificate and the `outbound_`
+//! SNI.
 
+pub mod breaker;
+mod forward;
 pub mod pick;
 pub mod proxy;
+pub mod routes;
 pub mod sds;
 pub mod xds;
 
 use crate::mesh_tls::Credentials;
 use anyhow::Context;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use meshfed_model::Locality;
 use meshfed_proto::ads::{Identity, XdsServer};
+use routes::{HttpProxyListener, RouteTable};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,10 +30,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Every cluster the sidecar knows, by Istio cluster name (`outbound|port|subset|fqdn`).
+/// Every cluster the sidecar knows, by Istio cluster name (`outbound|port|subset|fqdn`),
+/// and the routes of its listeners.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
     pub clusters: BTreeMap<String, Upstream>,
+    /// Listeners with an HTTP connection manager, by name (`127.0.0.1_15001`).
+    pub listeners: BTreeMap<String, HttpProxyListener>,
+    /// RouteConfigurations by RDS name (`http_proxy`).
+    pub routes: BTreeMap<String, Arc<RouteTable>>,
+}
+
+impl Table {
+    /// Istio's name for the HTTP proxy listener on `port` (`buildHTTPProxy`).
+    pub fn http_proxy_name(port: u16) -> String {
+        format!("127.0.0.1_{port}")
+    }
+
+    /// The HTTP proxy listener on `port` and its routes, once both have arrived.
+    pub fn http_proxy(&self, port: u16) -> Option<(&HttpProxyListener, &RouteTable)> {
+        let l = self.listeners.get(&Table::http_proxy_name(port))?;
+        Some((l, self.routes.get(&l.rds)?))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +62,29 @@ pub struct Upstream {
     pub outlier: Option<OutlierPolicy>,
     /// How hosts marked `tlsMode: istio` are reached; others get plain TCP.
     pub tls: Option<TlsPolicy>,
+    /// The cluster's DEFAULT-priority circuit breaker thresholds.
+    pub limits: Limits,
     pub endpoints: Vec<Host>,
+}
+
+/// Circuit breaker thresholds (Envoy's defaults when CDS sets none: 1024, 1024, 1024, 3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +118,8 @@ pub struct SidecarConfig {
     pub xds: String,
     /// Who the sidecar says it is; its namespace is where short names resolve.
     pub identity: Identity,
+    /// The workload's pod labels, sent as Istio's `LABELS` (`app`, `version`, ...).
+    pub labels: BTreeMap<String, String>,
     /// The outbound HTTP proxy listener.
     pub listen: SocketAddr,
     pub domain: String,
@@ -77,6 +129,9 @@ pub struct SidecarConfig {
 pub(crate) struct Shared {
     table: watch::Receiver<Arc<Table>>,
     balancer: Mutex<pick::Balancer>,
+    breakers: breaker::Breakers,
+    /// The port the proxy listens on: its listener is `127.0.0.1_<port>`.
+    port: u16,
     credentials: Credentials,
     namespace: String,
     domain: String,
@@ -115,6 +170,8 @@ impl Sidecar {
         let shared = Arc::new(Shared {
             table,
             balancer: Mutex::new(pick::Balancer::default()),
+            breakers: breaker::Breakers::default(),
+            port: addr.port(),
             credentials: cfg.credentials,
             namespace: cfg.identity.namespace.clone(),
             domain: cfg.domain,
@@ -123,9 +180,10 @@ impl Sidecar {
             kind: "sidecar".into(),
             ..cfg.identity
         };
+        let node = node(&identity, addr.port(), &cfg.labels);
         let xds = tokio::spawn(async move {
             let mut state = xds::State::new(tx);
-            meshfed_proto::ads::run(server, identity, &mut state).await
+            meshfed_proto::ads::run_node(server, node, &mut state).await
         });
         let sync = tokio::spawn(forget_gone_hosts(shared.clone()));
         let serve = tokio::spawn(proxy::serve(listener, shared.clone()));
@@ -155,6 +213,33 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         self.tasks.iter().for_each(JoinHandle::abort);
     }
+}
+
+/// The node as Istio's agent describes a sidecar that serves an HTTP proxy port and
+/// captures no traffic: `HTTP_PROXY_PORT`, `INTERCEPTION_MODE: NONE` and the pod's `LABELS`.
+pub fn node(identity: &Identity, port: u16, labels: &BTreeMap<String, String>) -> Node {
+    let s = |v: String| Value {
+        kind: Some(value::Kind::StringValue(v)),
+    };
+    let mut node = identity.node();
+    let labels = Struct {
+        fields: labels
+            .iter()
+            .map(|(k, v)| (k.clone(), s(v.clone())))
+            .collect(),
+    };
+    let meta = node.metadata.get_or_insert_with(Struct::default);
+    meta.fields
+        .insert("HTTP_PROXY_PORT".into(), s(port.to_string()));
+    meta.fields
+        .insert("INTERCEPTION_MODE".into(), s("NONE".into()));
+    meta.fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(value::Kind::StructValue(labels)),
+        },
+    );
+    node
 }
 
 async fn forget_gone_hosts(shared: Arc<Shared>) {

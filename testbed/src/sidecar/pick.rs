@@ -69,6 +69,12 @@ impl Balancer {
         Some(hosts[chosen].clone())
     }
 
+    /// One of `items` by weight with smooth weighted round robin under `key`, so the ratio
+    /// is exact over each cycle (the sidecar's choice among a route's weighted clusters).
+    pub fn weighted(&mut self, key: &str, items: &[(String, u32)]) -> Option<usize> {
+        self.rr.entry(key.to_string()).or_default().next(items)
+    }
+
     pub fn is_ejected(&self, cluster: &str, addr: SocketAddr, now: Instant) -> bool {
         self.outliers
             .get(&(cluster.to_string(), addr))

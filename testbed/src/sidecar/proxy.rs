@@ -1,24 +1,25 @@
 //! The sidecar's outbound listener: an HTTP/1.1 forward proxy (`curl -x`), one request per
-//! connection. The Host (or absolute URI) names a mesh service in any of Kubernetes' short
-//! forms; the request goes to a host picked by [`super::pick`] over plain TCP or, for hosts
-//! marked `tlsMode: istio`, over mTLS with the cluster's `outbound_` SNI. Connect and
-//! handshake failures are retried on other hosts (Istio's default: two retries on
-//! connect-failure) and feed outlier detection, as 5xx answers do. The answer carries
-//! `x-meshfed-upstream: ADDR`, the host that served it.
+//! connection, acting as Istio's HTTP proxy listener (`127.0.0.1_<HTTP_PROXY_PORT>`, RDS
+//! `http_proxy`). Once its routes have arrived the Host (or absolute URI's authority) picks
+//! a virtual host and the request the first matching route, with its fault, weighted
+//! clusters, header edits, mirrors, timeout and retry policy. Before that, the Host names a
+//! mesh service in any of Kubernetes' short forms, sent to `outbound|port||fqdn` with
+//! Istio's default retry policy. Upstream, [`super::forward`] picks hosts, originates mTLS
+//! for hosts marked `tlsMode: istio` and adds `x-meshfed-upstream: ADDR` to the answer.
 
-use super::{Host, Shared, Upstream};
+use super::forward::{self, Local, MAX_HEAD, Plan, exchange, local_reply};
+use super::routes::{
+    Abort, Action, Fault, Forward, GrpcRetryOn, HttpProxyListener, RequestView, Retry, RetryOn,
+    RouteTable, WeightedCluster, roll,
+};
+use super::{Shared, Table};
 use anyhow::{Context, anyhow, bail};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MAX_HEAD: usize = 16 * 1024;
-const ATTEMPTS: usize = 3;
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// Requests are buffered whole for retries and mirrors; larger ones are refused.
+const MAX_BODY: usize = 1 << 20;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -41,8 +42,10 @@ pub struct Request {
     pub path: String,
     pub host: String,
     pub port: u16,
-    /// Header lines to pass on (without Host, Connection, Proxy-Connection).
-    pub headers: Vec<String>,
+    /// The Host header (or the absolute URI's authority) as sent, matched against domains.
+    pub authority: String,
+    /// Headers to pass on (without Host, Connection, Proxy-Connection), names as sent.
+    pub headers: Vec<(String, String)>,
 }
 
 pub fn parse_head(head: &str) -> anyhow::Result<Request> {
@@ -65,7 +68,7 @@ pub fn parse_head(head: &str) -> anyhow::Result<Request> {
         match name.trim().to_ascii_lowercase().as_str() {
             "host" => host_header = Some(value.trim().to_string()),
             "connection" | "proxy-connection" => {}
-            _ => headers.push(l.to_string()),
+            _ => headers.push((name.trim().to_string(), value.trim().to_string())),
         }
     }
     let (authority, path) = match target.strip_prefix("http://") {
@@ -81,13 +84,14 @@ pub fn parse_head(head: &str) -> anyhow::Result<Request> {
             p.parse()
                 .map_err(|_| anyhow!("bad port in {authority:?}"))?,
         ),
-        None => (authority, 80),
+        None => (authority.clone(), 80),
     };
     Ok(Request {
         method: method.to_string(),
         path,
         host,
         port,
+        authority,
         headers,
     })
 }
@@ -126,142 +130,261 @@ async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> anyhow::Result<(Str
     }
 }
 
-async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> anyhow::Result<()> {
-    let msg = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    Ok(stream.write_all(msg.as_bytes()).await?)
+/// Reads the request body whole (so retries and mirrors can send it again): by
+/// `content-length`, or up to the last chunk of a chunked body.
+async fn read_body(
+    stream: &mut (impl AsyncRead + Unpin),
+    req: &Request,
+    mut body: Vec<u8>,
+) -> anyhow::Result<Vec<u8>> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    let length: Option<usize> = match header("content-length") {
+        Some(v) => Some(v.trim().parse().context("bad content-length")?),
+        None => None,
+    };
+    let done = |b: &[u8]| match length {
+        _ if chunked => b.ends_with(b"0\r\n\r\n"),
+        Some(n) => b.len() >= n,
+        None => true,
+    };
+    let mut chunk = [0u8; 4096];
+    while !done(&body) {
+        if body.len() > MAX_BODY {
+            bail!("request body too large");
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed before the request body ended");
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    if let Some(n) = length.filter(|_| !chunked) {
+        body.truncate(n);
+    }
+    Ok(body)
 }
 
-async fn handle(mut client: TcpStream, shared: &Shared) -> anyhow::Result<()> {
+async fn reply(stream: &mut TcpStream, status: &str, body: &str) -> anyhow::Result<()> {
+    local_reply(stream, &Local::new(status, body)).await
+}
+
+/// A request as it goes upstream.
+fn request_bytes(req: &Request, host: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{} {} HTTP/1.1\r\nhost: {host}\r\n", req.method, req.path);
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("connection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+async fn handle(mut client: TcpStream, shared: &Arc<Shared>) -> anyhow::Result<()> {
     let (head, body_start) = read_head(&mut client).await?;
     let req = match parse_head(&head) {
         Ok(r) => r,
         Err(e) => return reply(&mut client, "400 Bad Request", &format!("{e:#}\n")).await,
     };
+    let body = match read_body(&mut client, &req, body_start).await {
+        Ok(b) => b,
+        Err(e) => return reply(&mut client, "400 Bad Request", &format!("{e:#}\n")).await,
+    };
+    let table = shared.table.borrow().clone();
+    match table.http_proxy(shared.port) {
+        Some((listener, routes)) => {
+            routed(shared, &table, (listener, routes), &req, &body, &mut client).await
+        }
+        None => unrouted(shared, &table, &req, &body, &mut client).await,
+    }
+}
+
+/// Before the first RDS: the Host names a service, routed to `outbound|port||fqdn` with
+/// Istio's default retry policy and no timeout.
+async fn unrouted(
+    shared: &Shared,
+    table: &Table,
+    req: &Request,
+    body: &[u8],
+    client: &mut TcpStream,
+) -> anyhow::Result<()> {
     let host = fqdn(&req.host, &shared.namespace, &shared.domain);
     let cluster = format!("outbound|{}||{host}", req.port);
-    let Some(up) = shared.table.borrow().clusters.get(&cluster).cloned() else {
+    let Some(up) = table.clusters.get(&cluster) else {
         let msg = format!("no mesh service {}:{}\n", req.host, req.port);
-        return reply(&mut client, "404 Not Found", &msg).await;
+        return reply(client, "404 Not Found", &msg).await;
     };
-    let Some((mut upstream, chosen)) = connect_with_retries(shared, &cluster, &up).await else {
-        return reply(
-            &mut client,
-            "503 Service Unavailable",
-            "no healthy upstream\n",
-        )
-        .await;
+    let authority = format!("{}:{}", req.host, req.port);
+    let request = request_bytes(req, &authority, &req.headers, body);
+    let plan = Plan {
+        cluster: &cluster,
+        up,
+        request: &request,
+        retry: Some(&DEFAULT_RETRY),
+        timeout: None,
+        response_edits: Vec::new(),
     };
-    let mut out = format!(
-        "{} {} HTTP/1.1\r\nhost: {}:{}\r\n",
-        req.method, req.path, req.host, req.port
-    );
-    for h in &req.headers {
-        out.push_str(h);
-        out.push_str("\r\n");
-    }
-    out.push_str("connection: close\r\n\r\n");
-    upstream.write_all(out.as_bytes()).await?;
-    upstream.write_all(&body_start).await?;
-    relay_answer(&mut upstream, &mut client, shared, &cluster, &up, chosen).await
+    exchange(shared, &plan, client).await
 }
 
-/// Copies the answer back with the upstream header added after the status line, and counts
-/// a 5xx (or no answer) against the host.
-async fn relay_answer(
-    upstream: &mut Box<dyn Io>,
+/// Istio's default retry policy (`cachedDefaultPolicy`), used until routes arrive.
+static DEFAULT_RETRY: std::sync::LazyLock<Retry> = std::sync::LazyLock::new(|| Retry {
+    on: RetryOn {
+        connect_failure: true,
+        retriable_status_codes: true,
+        grpc: GrpcRetryOn {
+            cancelled: true,
+            unavailable: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    },
+    num_retries: 2,
+    per_try_timeout: None,
+    retriable_status_codes: Vec::new(),
+    other_hosts: true,
+});
+
+/// As Envoy's HTTP connection manager with the fault filter and the router: a virtual host
+/// by authority, the first matching route, its fault, a cluster by weight, header edits,
+/// mirrors, then the upstream exchange.
+async fn routed(
+    shared: &Arc<Shared>,
+    table: &Table,
+    (listener, routes): (&HttpProxyListener, &RouteTable),
+    req: &Request,
+    body: &[u8],
     client: &mut TcpStream,
-    shared: &Shared,
-    cluster: &str,
-    up: &Upstream,
-    chosen: SocketAddr,
 ) -> anyhow::Result<()> {
-    let mut first = Vec::new();
-    let mut byte = [0u8; 1];
-    while !first.ends_with(b"\r\n") && first.len() < MAX_HEAD {
-        match upstream.read(&mut byte).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => first.push(byte[0]),
-        }
-    }
-    let status = String::from_utf8_lossy(&first);
-    let code: u16 = status
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    {
-        let mut balancer = shared.lock_balancer();
-        if (200..500).contains(&code) {
-            balancer.succeeded(cluster, chosen);
-        } else {
-            balancer.failed(cluster, up, chosen, Instant::now());
-        }
-    }
-    if code == 0 {
-        return reply(
-            client,
-            "503 Service Unavailable",
-            "upstream closed without an answer\n",
-        )
-        .await;
-    }
-    client.write_all(&first).await?;
-    client
-        .write_all(format!("x-meshfed-upstream: {chosen}\r\n").as_bytes())
-        .await?;
-    tokio::io::copy(upstream, client).await?;
-    Ok(client.shutdown().await?)
-}
-
-async fn connect_with_retries(
-    shared: &Shared,
-    cluster: &str,
-    up: &Upstream,
-) -> Option<(Box<dyn Io>, SocketAddr)> {
-    let mut tried = Vec::new();
-    for _ in 0..ATTEMPTS {
-        let host = shared
-            .lock_balancer()
-            .pick(cluster, up, &tried, Instant::now())?;
-        match connect(shared, up, &host).await {
-            Ok(stream) => return Some((stream, host.addr)),
-            Err(e) => {
-                tracing::debug!(%cluster, host = %host.addr, error = format!("{e:#}"), "upstream connect failed");
-                tried.push(host.addr);
-                let ejected = shared
-                    .lock_balancer()
-                    .failed(cluster, up, host.addr, Instant::now());
-                if ejected {
-                    tracing::info!(%cluster, host = %host.addr, "ejected by outlier detection");
-                }
-            }
-        }
-    }
-    None
-}
-
-async fn connect(shared: &Shared, up: &Upstream, host: &Host) -> anyhow::Result<Box<dyn Io>> {
-    let tcp = tokio::time::timeout(up.connect_timeout, TcpStream::connect(host.addr))
-        .await
-        .map_err(|_| anyhow!("connect timeout"))??;
-    let _ = tcp.set_nodelay(true);
-    let tls = match (&up.tls, host.tls) {
-        (Some(tls), true) => tls,
-        _ => return Ok(Box::new(tcp)),
+    let view = RequestView {
+        method: &req.method,
+        path: &req.path,
+        authority: &req.authority,
+        headers: &req.headers,
     };
-    let config = shared.credentials.client_config(&tls.sans)?;
-    let name = rustls::pki_types::ServerName::try_from(tls.sni.clone())?;
-    let stream = tokio::time::timeout(
-        up.connect_timeout,
-        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| anyhow!("TLS handshake timeout"))?
-    .context("TLS handshake")?;
-    Ok(Box::new(stream))
+    let Some(vhost) = routes.vhost(&req.authority) else {
+        return reply(client, "404 Not Found", "").await;
+    };
+    let Some((index, route)) = vhost
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.matches(&view))
+    else {
+        return reply(client, "404 Not Found", "").await;
+    };
+    let fwd = match &route.action {
+        Action::Direct { status, body } => {
+            return local_reply(client, &Local::new(&status_line(*status), body)).await;
+        }
+        Action::Forward(f) => f,
+    };
+    let fault = (route.fault.as_ref())
+        .or(vhost.fault.as_ref())
+        .or(listener.fault.as_ref());
+    if let Some(abort) = inject(fault).await {
+        return local_reply(client, &abort).await;
+    }
+    let chosen = choose(
+        shared,
+        &format!("{}|{}|{index}", routes.name, vhost.name),
+        fwd,
+    );
+    let Some(up) = table.clusters.get(&chosen.name) else {
+        // Envoy: cluster not found, 503 (NC).
+        return reply(client, "503 Service Unavailable", "").await;
+    };
+    let mut headers = req.headers.clone();
+    let levels = [
+        &chosen.headers,
+        &route.headers_ops,
+        &vhost.headers,
+        &routes.headers,
+    ];
+    for level in levels {
+        level.request.apply(&mut headers);
+    }
+    let host = (chosen.host_rewrite.as_ref())
+        .or(fwd.host_rewrite.as_ref())
+        .unwrap_or(&req.authority);
+    for m in fwd.mirrors.iter().filter(|m| roll(m.per_million)) {
+        let copy = request_bytes(req, &shadow_host(host), &headers, body);
+        let (shared, cluster) = (shared.clone(), m.cluster.clone());
+        tokio::spawn(async move { forward::mirror(&shared, &cluster, &copy).await });
+    }
+    let request = request_bytes(req, host, &headers, body);
+    let plan = Plan {
+        cluster: &chosen.name,
+        up,
+        request: &request,
+        retry: fwd.retry.as_ref(),
+        timeout: fwd.timeout,
+        response_edits: levels.iter().map(|l| &l.response).collect(),
+    };
+    exchange(shared, &plan, client).await
+}
+
+/// The route's cluster: the only one, or one by weight (smooth weighted round robin per
+/// route, so the split is exact).
+fn choose<'a>(shared: &Shared, key: &str, fwd: &'a Forward) -> &'a WeightedCluster {
+    if fwd.clusters.len() > 1 {
+        let items: Vec<(String, u32)> = (fwd.clusters.iter())
+            .map(|c| (c.name.clone(), c.weight))
+            .collect();
+        if let Some(i) = shared.lock_balancer().weighted(key, &items) {
+            return &fwd.clusters[i];
+        }
+    }
+    &fwd.clusters[0]
+}
+
+/// The fault filter: the delay (slept), then the abort as Envoy answers it (`fault filter
+/// abort`; a gRPC abort is a 200 with `grpc-status`), each rolled against its percentage.
+async fn inject(fault: Option<&Fault>) -> Option<Local> {
+    let fault = fault?;
+    if let Some((delay, pct)) = fault.delay
+        && roll(pct)
+    {
+        tokio::time::sleep(delay).await;
+    }
+    let (abort, pct) = fault.abort?;
+    if !roll(pct) {
+        return None;
+    }
+    Some(match abort {
+        Abort::Http(status) => Local::new(&status_line(status), "fault filter abort"),
+        Abort::Grpc(code) => Local {
+            status: "200 OK".into(),
+            headers: vec![
+                ("content-type".into(), "application/grpc".into()),
+                ("grpc-status".into(), code.to_string()),
+                ("grpc-message".into(), "fault filter abort".into()),
+            ],
+            body: String::new(),
+        },
+    })
+}
+
+fn status_line(status: u16) -> String {
+    let reason = hyper::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    format!("{status} {reason}")
+}
+
+/// Envoy's shadow host: `-shadow` appended to the host, before any port.
+pub fn shadow_host(authority: &str) -> String {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => format!("{h}-shadow:{p}"),
+        _ => format!("{authority}-shadow"),
+    }
 }
 
 #[cfg(test)]
@@ -278,7 +401,8 @@ mod tests {
                 path: "/hello".into(),
                 host: "helloworld.sample".into(),
                 port: 5000,
-                headers: vec!["User-Agent: curl".into()],
+                authority: "helloworld.sample:5000".into(),
+                headers: vec![("User-Agent".into(), "curl".into())],
             }
         );
         let r = parse_head("GET /hello HTTP/1.1\r\nhost: helloworld").unwrap();

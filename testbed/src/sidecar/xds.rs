@@ -1,13 +1,18 @@
-//! The sidecar's xDS client: CDS (wildcard) and EDS for every cluster, over delta ADS as an
-//! Istio `sidecar` node. Clusters carry the settings the sidecar acts on (connect timeout,
-//! locality-weighted balancing, outlier detection, the mTLS match); load assignments carry
-//! priorities, locality weights, host weights, health and the `tlsMode` metadata.
+//! The sidecar's xDS client: CDS (wildcard) and EDS for every cluster, LDS (wildcard) and RDS
+//! for every route configuration a listener's HTTP connection manager names, over delta ADS
+//! as an Istio `sidecar` node. Clusters carry the settings the sidecar acts on (connect
+//! timeout, locality-weighted balancing, outlier detection, circuit breakers, the mTLS
+//! match); load assignments carry priorities, locality weights, host weights, health and the
+//! `tlsMode` metadata; route configurations become [`super::routes::RouteTable`]s.
 
-use super::{Host, OutlierPolicy, Table, TlsPolicy, Upstream};
+use super::routes::{HttpProxyListener, RouteTable, decode as routes};
+use super::{Host, Limits, OutlierPolicy, Table, TlsPolicy, Upstream};
 use anyhow::{Context, bail};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     UpstreamTlsContext, common_tls_context,
 };
@@ -29,9 +34,14 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
 const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
 
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
 pub struct State {
     clusters: BTreeMap<String, (String, Upstream)>,
     endpoints: HashMap<String, (String, Vec<Host>)>,
+    listeners: BTreeMap<String, (String, HttpProxyListener)>,
+    routes: BTreeMap<String, (String, Arc<RouteTable>)>,
     out: watch::Sender<Arc<Table>>,
 }
 
@@ -40,8 +50,18 @@ impl State {
         State {
             clusters: BTreeMap::new(),
             endpoints: HashMap::new(),
+            listeners: BTreeMap::new(),
+            routes: BTreeMap::new(),
             out,
         }
+    }
+
+    /// The route configurations the listeners name (what RDS is subscribed to).
+    fn rds_names(&self) -> BTreeSet<String> {
+        self.listeners
+            .values()
+            .map(|(_, l)| l.rds.clone())
+            .collect()
     }
 
     fn publish(&self) {
@@ -58,7 +78,64 @@ impl State {
                 (name.clone(), up)
             })
             .collect();
-        self.out.send_replace(Arc::new(Table { clusters }));
+        self.out.send_replace(Arc::new(Table {
+            clusters,
+            listeners: self
+                .listeners
+                .iter()
+                .map(|(k, (_, l))| (k.clone(), l.clone()))
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|(k, (_, r))| (k.clone(), r.clone()))
+                .collect(),
+        }));
+    }
+
+    /// LDS; returns the RDS subscription change it implies. Listeners without an HTTP
+    /// connection manager are not kept.
+    fn apply_listeners(
+        &mut self,
+        resp: &DeltaDiscoveryResponse,
+    ) -> (Option<String>, Option<DeltaDiscoveryRequest>) {
+        let before = self.rds_names();
+        let mut error = None;
+        for r in &resp.resources {
+            match decode::<Listener>(r).and_then(|l| routes::listener(&l)) {
+                Ok(Some(l)) => {
+                    self.listeners
+                        .insert(r.name.clone(), (r.version.clone(), l));
+                }
+                Ok(None) => {
+                    self.listeners.remove(&r.name);
+                }
+                Err(e) => error = Some(format!("{}: {e:#}", r.name)),
+            }
+        }
+        for n in &resp.removed_resources {
+            self.listeners.remove(n);
+        }
+        let after = self.rds_names();
+        self.routes.retain(|name, _| after.contains(name));
+        (error, rds_follow_up(&before, &after))
+    }
+
+    fn apply_routes(&mut self, resp: &DeltaDiscoveryResponse) -> Option<String> {
+        let mut error = None;
+        for r in &resp.resources {
+            match decode::<RouteConfiguration>(r).and_then(|rc| routes::route_configuration(&rc)) {
+                Ok(table) => {
+                    self.routes
+                        .insert(r.name.clone(), (r.version.clone(), Arc::new(table)));
+                }
+                Err(e) => error = Some(format!("{}: {e:#}", r.name)),
+            }
+        }
+        for n in &resp.removed_resources {
+            self.routes.remove(n);
+        }
+        error
     }
 
     /// CDS; returns the EDS subscription change it implies.
@@ -126,6 +203,16 @@ impl DeltaState for State {
                 names: self.clusters.keys().cloned().collect(),
                 versions: endpoint_versions,
             },
+            Subscription {
+                type_url: LISTENER_TYPE.into(),
+                names: vec!["*".into()],
+                versions: versions(&self.listeners),
+            },
+            Subscription {
+                type_url: ROUTE_TYPE.into(),
+                names: self.rds_names().into_iter().collect(),
+                versions: versions(&self.routes),
+            },
         ]
     }
 
@@ -137,10 +224,33 @@ impl DeltaState for State {
             applied.follow_up.extend(change);
         } else if resp.type_url == ENDPOINT_TYPE {
             applied.error = self.apply_endpoints(resp);
+        } else if resp.type_url == LISTENER_TYPE {
+            let (error, change) = self.apply_listeners(resp);
+            applied.error = error;
+            applied.follow_up.extend(change);
+        } else if resp.type_url == ROUTE_TYPE {
+            applied.error = self.apply_routes(resp);
         }
         self.publish();
         applied
     }
+}
+
+fn versions<T>(held: &BTreeMap<String, (String, T)>) -> HashMap<String, String> {
+    held.iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The RDS subscription change an LDS update implies, as EDS follows CDS.
+pub fn rds_follow_up(
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+) -> Option<DeltaDiscoveryRequest> {
+    ads::eds_follow_up(before, after).map(|r| DeltaDiscoveryRequest {
+        type_url: ROUTE_TYPE.into(),
+        ..r
+    })
 }
 
 fn decode<M: Message + Default>(r: &Resource) -> anyhow::Result<M> {
@@ -188,8 +298,31 @@ pub fn upstream(c: &Cluster) -> anyhow::Result<Upstream> {
         locality_weighted,
         outlier,
         tls: tls_policy(c)?,
+        limits: limits(c),
         endpoints: Vec::new(),
     })
+}
+
+/// The DEFAULT-priority thresholds; each unset one keeps Envoy's default.
+fn limits(c: &Cluster) -> Limits {
+    let mut out = Limits::default();
+    let Some(t) = c
+        .circuit_breakers
+        .as_ref()
+        .and_then(|cb| cb.thresholds.iter().find(|t| t.priority == 0))
+    else {
+        return out;
+    };
+    let set = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>, d: &mut u32| {
+        if let Some(v) = v {
+            *d = v.value;
+        }
+    };
+    set(&t.max_connections, &mut out.max_connections);
+    set(&t.max_pending_requests, &mut out.max_pending_requests);
+    set(&t.max_requests, &mut out.max_requests);
+    set(&t.max_retries, &mut out.max_retries);
+    out
 }
 
 /// The transport socket for endpoints marked `tlsMode: istio`, if the cluster has one.

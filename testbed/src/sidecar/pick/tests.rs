@@ -24,6 +24,7 @@ fn upstream(endpoints: Vec<Host>, locality_weighted: bool, outlier: bool) -> Ups
             base_ejection: Duration::from_secs(60),
         }),
         tls: None,
+        limits: Default::default(),
         endpoints,
     }
 }
