@@ -193,6 +193,25 @@ print(f"| bytes per change (all clients) | {d['kib_per_change']:.0f} KiB | {s['k
 print(f"| bytes per client per change | {d['bytes_per_client_per_change']:.0f} B | {s['bytes_per_client_per_change']:.0f} B | | |")
 PY
 )
+  local vs_table
+  vs_table=$(python3 - "${runs[@]}" <<'PY'
+import json, sys
+runs = [json.load(open(f))["vs"] for f in sys.argv[1:]]
+med = lambda k: sorted(r[k] for r in runs)[len(runs) // 2]
+each = lambda k, f: ", ".join(f.format(r[k]) for r in runs)
+n = runs[0]["clients"]
+print("| figure | median | each run | goal |")
+print("|---|---:|---|---|")
+print(f"| VirtualService change to all {n} delta clients, p50 | {med('p50_ms'):.1f} ms | {each('p50_ms', '{:.1f}')} | |")
+print(f"| VirtualService change to all {n} delta clients, p99 | {med('p99_ms'):.1f} ms | {each('p99_ms', '{:.1f}')} | under 100 ms: **{'met' if med('p99_ms') < 100 else 'not met'}** |")
+print(f"| slowest client | {med('max_ms'):.1f} ms | {each('max_ms', '{:.1f}')} | |")
+print(f"| RDS bytes per client per change | {med('rds_bytes_per_client_per_change'):.0f} B | {each('rds_bytes_per_client_per_change', '{:.0f}')} | |")
+print(f"| all xDS bytes per client per change | {med('bytes_per_client_per_change'):.0f} B | {each('bytes_per_client_per_change', '{:.0f}')} | |")
+print(f"| federation CPU per change (all clients) | {med('cpu_ms_per_change'):.1f} ms | {each('cpu_ms_per_change', '{:.1f}')} | |")
+PY
+)
+  local load
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
   local body
   body=$(cat <<MD
 ## xds: a remote endpoint change reaching 1,000 clients
@@ -201,8 +220,16 @@ $(machine)
 - Command: \`bench/run.sh xds\` (runs \`cargo run --release -p meshfed-bench --bin bench -- xds --json FILE\` $ROUNDS times; medians).
 - Setup: two test bed API servers (100 services x 10 endpoints each, cluster2 on another network behind its east-west gateway) and 1,000 ADS clients, each on its own gRPC connection, in the bench process on core 0; a \`meshfed federation\` process pinned to core 1 (push debounce 5 ms). Each change rewrites one EndpointSlice in cluster2 (its endpoint count alternates, so the weight of the gateway endpoint standing for it changes); a client's latency runs from that write to its receiving the new assignment. Clients subscribe to every cluster and every assignment (delta: \`*\`; state of the world: all names) and ACK every response. CPU is the federation process's utime+stime over the changes.
 - Istio's own floor for comparison: a 100 ms push debounce (\`PILOT_DEBOUNCE_AFTER\`), about 1 s typical.
+- Load average (1, 5, 15 min) when the runs ended: $load (a shared 2-core machine: other work lengthens every figure).
 
 $table
+
+### a VirtualService change reaching 1,000 delta clients (issue 20)
+
+- Same run, same federation process (mode \`vs\`, after the two above; their clients are gone). The local cluster holds a DestinationRule (subsets v1, v2) and a VirtualService for \`svc0\` splitting v1/v2 by weight. 1,000 proxyless gRPC-style clients (node metadata \`GENERATOR=grpc\`, namespace \`bench\`), each a delta ADS stream on its own gRPC connection, subscribe as gRPC's xDS client does: the listener \`svc0:8080\`, then the RouteConfiguration its HttpConnectionManager names (\`outbound|8080||svc0.bench.svc.cluster.local\`); they ACK every response. Each change replaces the VirtualService with the weights flipped (90/10, 10/90, ...); a client's latency runs from that write to its receiving the RouteConfiguration with the new weights. Bytes are the encoded responses the clients receive; CPU is the federation process's utime+stime over the changes.
+- The federation builds that RouteConfiguration once per push for all 1,000 clients (they share namespace, cluster and the labels a \`sourceLabels\` match reads) and sends each only the changed RouteConfiguration.
+
+$vs_table
 MD
 )
   put_section xds "$body"

@@ -18,7 +18,8 @@ enum Command {
     Gateway(GatewayArgs),
     /// Federation: propagation of endpoint changes and first sync at scale.
     Federation(FederationArgs),
-    /// The xDS server: pushes to many clients, delta and state of the world.
+    /// The xDS server: pushes to many clients, delta and state of the world, and a
+    /// VirtualService change to proxyless clients.
     Xds(XdsArgs),
     /// The federation's CA: steady issuance rate, 1,000 agents at once, CFSSL as the peer.
     Ca(CaArgs),
@@ -88,8 +89,9 @@ struct XdsArgs {
     changes: usize,
     #[arg(long, default_value_t = 100)]
     services: usize,
-    /// Which of delta and sotw to measure.
-    #[arg(long, value_delimiter = ',', default_value = "delta,sotw")]
+    /// Which to measure: delta and sotw (an endpoint change), vs (a VirtualService change
+    /// reaching proxyless delta clients).
+    #[arg(long, value_delimiter = ',', default_value = "delta,sotw,vs", value_parser = ["delta", "sotw", "vs"])]
     modes: Vec<String>,
 }
 

@@ -3,7 +3,10 @@
 //! process (core 1); every client is its own gRPC connection, as every sidecar is. Each change
 //! rewrites one remote EndpointSlice (its endpoint count alternates, so the weight of the
 //! remote gateway's endpoint changes); a client's latency is from the write to its receiving
-//! the new assignment. Delta and state of the world are measured in the same run.
+//! the new assignment. Delta and state of the world are measured in the same run, and so is
+//! a VirtualService change reaching proxyless clients ([`routes`], mode `vs`).
+
+mod routes;
 
 use super::federation::{populate, remote_secret, server};
 use super::peers::cpu_seconds;
@@ -47,6 +50,31 @@ struct Shared {
 }
 
 impl Shared {
+    fn new() -> Shared {
+        Shared {
+            base: Instant::now(),
+            change: AtomicU64::new(NONE),
+            t0_us: AtomicU64::new(0),
+            arrived: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            samples: Default::default(),
+            notify: Notify::new(),
+        }
+    }
+
+    /// p50, p99 and the slowest of the samples, in ms.
+    fn percentiles(&self) -> (f64, f64, f64) {
+        let mut samples =
+            std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
+        samples.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((samples.len().max(1) - 1) as f64 * p).round() as usize;
+            samples.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        (pct(0.5), pct(0.99), pct(1.0))
+    }
+
     /// A client got an assignment of the target cluster: the first time per change counts.
     fn saw_target(&self, last: &mut u64) {
         let c = self.change.load(Ordering::Acquire);
@@ -82,6 +110,17 @@ fn node(i: usize) -> Node {
 }
 
 type Client = AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
+
+/// Client `i`'s own gRPC connection, as every sidecar has.
+async fn connect(url: &str, i: usize) -> Result<Client, String> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("client {i}: {e}"))?;
+    Ok(Client::new(channel).max_decoding_message_size(64 << 20))
+}
 
 async fn delta_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<(), String> {
     let (tx, rx) = mpsc::channel(8);
@@ -222,25 +261,10 @@ async fn measure(
     pid: u32,
     offset: usize,
 ) -> Result<Value, String> {
-    let shared = Arc::new(Shared {
-        base: Instant::now(),
-        change: AtomicU64::new(NONE),
-        t0_us: AtomicU64::new(0),
-        arrived: AtomicUsize::new(0),
-        ready: AtomicUsize::new(0),
-        bytes: AtomicU64::new(0),
-        samples: Default::default(),
-        notify: Notify::new(),
-    });
+    let shared = Arc::new(Shared::new());
     let mut tasks = Vec::with_capacity(o.clients);
     for i in 0..o.clients {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| e.to_string())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| format!("client {i}: {e}"))?;
-        let c = Client::new(channel).max_decoding_message_size(64 << 20);
+        let c = connect(url, i).await?;
         let s = shared.clone();
         tasks.push(if mode == "delta" {
             tokio::spawn(async move { delta_client(c, i, s).await })
@@ -282,13 +306,10 @@ async fn measure(
     for t in tasks {
         t.abort();
     }
-    let mut samples =
-        std::mem::take(&mut *shared.samples.lock().unwrap_or_else(|p| p.into_inner()));
-    samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    let (p50, p99, max) = shared.percentiles();
     let n = o.changes as f64;
     Ok(
-        json!({"clients": o.clients, "changes": o.changes, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0),
+        json!({"clients": o.clients, "changes": o.changes, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
         "cpu_ms_per_change": cpu * 1000.0 / n, "kib_per_change": bytes as f64 / 1024.0 / n,
         "bytes_per_client_per_change": bytes as f64 / n / o.clients as f64}),
     )
@@ -310,6 +331,7 @@ pub fn run(o: &XdsOptions) -> Result<Value, String> {
             "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]}, "status": {"loadBalancer": {"ingress": [{"ip": "172.31.0.2"}]}}}))
             .map_err(|e| e.message)?;
         remote_secret(&s1, &s2, "cluster2")?;
+        routes::seed(&s1)?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let kc = dir.path().join("kubeconfig");
         s1.write_kubeconfig(&kc).map_err(|e| e.to_string())?;
@@ -329,7 +351,11 @@ pub fn run(o: &XdsOptions) -> Result<Value, String> {
         let pid = child.id();
         let mut report = json!({"services_per_cluster": o.services});
         for (n, mode) in o.modes.iter().enumerate() {
-            match measure(o, mode, &url, &s2, pid, n * o.changes).await {
+            let r = match mode.as_str() {
+                "vs" => routes::measure(o, &url, &s1, pid).await,
+                _ => measure(o, mode, &url, &s2, pid, n * o.changes).await,
+            };
+            match r {
                 Ok(r) => report[mode.as_str()] = r,
                 Err(e) => {
                     let _ = child.kill();
