@@ -249,3 +249,6 @@ async fn forget_gone_hosts(shared: Arc<Shared>) {
         shared.lock_balancer().sync(&current.clusters);
     }
 }
+
+#[cfg(test)]
+mod tests;
