@@ -245,7 +245,7 @@ fn identities(spec: &ClusterSpec<'_>, trust_domain: &str) -> Vec<String> {
     ids
 }
 
-fn sds_grpc() -> ConfigSource {
+pub(crate) fn sds_grpc() -> ConfigSource {
     let service = GrpcService {
         target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
             grpc_service::EnvoyGrpc {
@@ -270,9 +270,10 @@ fn sds_grpc() -> ConfigSource {
 }
 
 mod grpc_tls;
+pub mod inbound;
 mod outlier;
 mod pool;
-mod protocol;
+pub mod protocol;
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,12 @@
 //! port's cluster name (`outbound|port||fqdn`, see [`super::rds`]) and runs the fault filter
 //! then the router. Only filters gRPC knows are sent, and the router last: gRPC NACKs an
 //! unknown filter that is not optional, or a router before the end of the list.
+//! Envoy sidecars' listeners are in [`sidecar`]; both share [`http_filters`] and [`rds`].
+
+mod inbound;
+mod outbound;
+pub mod sidecar;
+mod tcp;
 
 use super::route::fault::FAULT_FILTER;
 use super::rules::qualify;
@@ -41,7 +47,23 @@ pub fn target(
 
 /// The listener `name` (as the client asked) for the service port `cluster`.
 pub fn listener(name: &str, cluster: &ClusterName) -> Listener {
-    // An empty HTTPFault: the per-route configs carry the faults (gRFC A33).
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(rds(&cluster.cluster())),
+        http_filters: http_filters(),
+        ..Default::default()
+    };
+    Listener {
+        name: name.to_string(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(pack_any(hcm)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `[fault, router]`: an empty HTTPFault (the per-route configs carry the faults, gRFC A33
+/// and Envoy alike), then the router, which must be last.
+pub fn http_filters() -> Vec<HttpFilter> {
     let fault = HttpFilter {
         name: FAULT_FILTER.into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
@@ -56,27 +78,21 @@ pub fn listener(name: &str, cluster: &ClusterName) -> Listener {
         ))),
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: Some(ConfigSource {
-                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-                    AggregatedConfigSource {},
-                )),
-                resource_api_version: ApiVersion::V3 as i32,
-                ..Default::default()
-            }),
-            route_config_name: cluster.cluster(),
-        })),
-        http_filters: vec![fault, router],
-        ..Default::default()
-    };
-    Listener {
-        name: name.to_string(),
-        api_listener: Some(ApiListener {
-            api_listener: Some(pack_any(hcm)),
+    vec![fault, router]
+}
+
+/// Routes `route_config_name` over ADS (xDS v3).
+pub fn rds(route_config_name: &str) -> http_connection_manager::RouteSpecifier {
+    http_connection_manager::RouteSpecifier::Rds(Rds {
+        config_source: Some(ConfigSource {
+            config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                AggregatedConfigSource {},
+            )),
+            resource_api_version: ApiVersion::V3 as i32,
+            ..Default::default()
         }),
-        ..Default::default()
-    }
+        route_config_name: route_config_name.to_string(),
+    })
 }
 
 #[cfg(test)]

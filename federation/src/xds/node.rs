@@ -32,6 +32,33 @@ pub struct Proxy {
     pub locality: Locality,
     pub generator: Generator,
     pub labels: BTreeMap<String, String>,
+    /// Node metadata `HTTP_PROXY_PORT`: the port of the sidecar's explicit HTTP proxy listener
+    /// (Istio `buildHTTPProxy`: `127.0.0.1_<port>` with routes `http_proxy`); None: no such
+    /// listener.
+    pub http_proxy_port: Option<u16>,
+    /// Node metadata `INTERCEPTION_MODE`: how traffic reaches the sidecar.
+    pub interception: Interception,
+}
+
+/// Istio's `INTERCEPTION_MODE`: `REDIRECT` (the default, iptables), `TPROXY`, or `NONE` (no
+/// capture: outbound listeners bind their ports for real).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Interception {
+    #[default]
+    Redirect,
+    Tproxy,
+    None,
+}
+
+impl Interception {
+    /// The metadata value as Istio reads it; anything unknown is `REDIRECT` (Istio's default).
+    pub fn parse(v: Option<&str>) -> Interception {
+        match v {
+            Some("NONE") => Interception::None,
+            Some("TPROXY") => Interception::Tproxy,
+            _ => Interception::Redirect,
+        }
+    }
 }
 
 impl Proxy {
@@ -78,6 +105,8 @@ impl Proxy {
             locality,
             generator,
             labels: metadata_labels(node),
+            http_proxy_port: meta("HTTP_PROXY_PORT").and_then(|p| p.parse().ok()),
+            interception: Interception::parse(meta("INTERCEPTION_MODE").as_deref()),
         })
     }
 }
@@ -124,6 +153,8 @@ pub(crate) fn test_sidecar() -> Proxy {
         locality: Default::default(),
         generator: Generator::Envoy,
         labels: Default::default(),
+        http_proxy_port: None,
+        interception: Interception::Redirect,
     }
 }
 
@@ -255,6 +286,22 @@ mod tests {
             (p.cluster_id.as_str(), p.network.as_str()),
             ("cluster9", "")
         );
+    }
+
+    /// Istio's agent sends `HTTP_PROXY_PORT` (the explicit HTTP proxy listener) and
+    /// `INTERCEPTION_MODE` (`REDIRECT` unless said otherwise) as string metadata.
+    #[test]
+    fn reads_http_proxy_port_and_interception_mode() {
+        let id = "sidecar~10.10.0.7~sleep-1.sample~sample.svc.cluster.local";
+        let meta = [("HTTP_PROXY_PORT", "15001"), ("INTERCEPTION_MODE", "NONE")];
+        let p = Proxy::from_node(&node(id, &meta)).unwrap();
+        assert_eq!(p.http_proxy_port, Some(15001));
+        assert_eq!(p.interception, Interception::None);
+        let p = Proxy::from_node(&node(id, &[("HTTP_PROXY_PORT", "x")])).unwrap();
+        assert_eq!(p.http_proxy_port, None, "not a port: no proxy listener");
+        assert_eq!(p.interception, Interception::Redirect);
+        let p = Proxy::from_node(&node(id, &[("INTERCEPTION_MODE", "TPROXY")])).unwrap();
+        assert_eq!(p.interception, Interception::Tproxy);
     }
 
     #[test]

@@ -39,6 +39,24 @@ pub fn is_http2(port: &PortView) -> bool {
     matches!(lower.split('-').next(), Some("grpc" | "http2"))
 }
 
+/// Whether Istio reads `port` as HTTP of some kind (`HTTP`, `HTTP2`, `GRPC`, `GRPC-Web`,
+/// `kubernetes.io/h2c`, `kubernetes.io/ws(s)`): Envoy sidecars get an HTTP connection manager
+/// for it. Unnamed and other ports are TCP here (Istio would sniff them; meshfed does not).
+pub fn is_http(port: &PortView) -> bool {
+    if is_udp(port) {
+        return false;
+    }
+    if is_http2(port) {
+        return true;
+    }
+    let name = port.app_protocol.as_deref().unwrap_or(&port.name);
+    if matches!(name, "kubernetes.io/ws" | "kubernetes.io/wss") {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    matches!(lower.split('-').next(), Some("http"))
+}
+
 /// Istio's `shouldH2Upgrade` for a DestinationRule's `connectionPool.http`: `h2UpgradePolicy:
 /// UPGRADE` upgrades unless `useClientProtocol` is set (the mesh default is not to upgrade).
 fn upgrade_asked(policy: &Json) -> bool {

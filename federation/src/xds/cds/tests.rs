@@ -46,6 +46,8 @@ fn proxy(kind: ProxyKind, generator: Generator) -> Proxy {
         locality: Default::default(),
         generator,
         labels: Default::default(),
+        http_proxy_port: None,
+        interception: Default::default(),
     }
 }
 

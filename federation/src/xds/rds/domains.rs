@@ -1,8 +1,9 @@
-//! Virtual host domains for a service as Istio generates them for proxyless gRPC
-//! (`httproute.go` `generateVirtualHostDomains`, `GenerateAltVirtualHosts`,
-//! `appendDomainPort`): the FQDN, its absolute form, the short forms the client's namespace
-//! can use, and the client cluster's VIP, each also with `:port` (gRPC matches the dialed
-//! authority, `helloworld:5000`, and `SidecarIgnorePort` is off for proxyless).
+//! Virtual host domains for a service as Istio generates them (`httproute.go`
+//! `generateVirtualHostDomains`, `GenerateAltVirtualHosts`, `appendDomainPort`): the FQDN, its
+//! absolute form, the short forms the client's namespace can use, and the client cluster's
+//! VIP, each also with `:port` for proxyless gRPC (which matches the dialed authority,
+//! `helloworld:5000`; `SidecarIgnorePort` is off for it) and for Envoy's `http_proxy`
+//! routes; Envoy's per-port routes ignore the port and get the names alone ([`names`]).
 
 /// The domains of `fqdn` on `port` for a client in `client_ns` under `domain`
 /// (`cluster.local`); `vip` is the service's ClusterIP in the client's cluster.
@@ -13,15 +14,26 @@ pub fn domains(
     domain: &str,
     vip: Option<&str>,
 ) -> Vec<String> {
+    let names = names(fqdn, client_ns, domain, vip);
+    let mut out = Vec::with_capacity(names.len() * 2);
+    for n in names {
+        let with_port = format!("{n}:{port}");
+        out.push(n);
+        out.push(with_port);
+    }
+    out
+}
+
+/// The domains without ports (Istio with `SidecarIgnorePort`: Envoy's per-port route
+/// configurations set `ignore_port_in_host_matching`), deduplicated, gRPC-valid only.
+pub fn names(fqdn: &str, client_ns: &str, domain: &str, vip: Option<&str>) -> Vec<String> {
     let mut names = vec![fqdn.to_string(), format!("{fqdn}.")];
     names.extend(alt_hosts(fqdn, client_ns, domain));
     names.extend(vip.map(String::from));
-    let mut out = Vec::with_capacity(names.len() * 2);
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
     for n in names.into_iter().filter(|n| valid(n)) {
-        let with_port = format!("{n}:{port}");
         if !out.contains(&n) {
             out.push(n);
-            out.push(with_port);
         }
     }
     out

@@ -111,7 +111,10 @@ fn without_a_rule_the_default_route() {
     assert!(vh.domains.contains(&"helloworld:5000".to_string()));
     assert!(vh.domains.contains(&"10.0.0.5:5000".to_string()));
     assert!(!vh.domains.contains(&"*".to_string()));
-    assert_eq!(vh.routes, vec![crate::xds::route::default_route(&c)]);
+    assert_eq!(
+        vh.routes,
+        vec![crate::xds::route::default_route(&c, Generator::Grpc)]
+    );
 }
 
 /// Istio: the VirtualService that applies gives the routes, in order; a client that

@@ -1,5 +1,6 @@
 use super::*;
 use crate::registry::{PortView, ServiceView};
+use crate::xds::node::Generator;
 use crate::xds::virtual_service::{Abort, AbortStatus, Fault, Percentage, Retries, StringMatch};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use std::collections::BTreeMap;
@@ -65,6 +66,7 @@ fn build(v: &VirtualService, labels: &BTreeMap<String, String>) -> Vec<Route> {
             labels,
             port: 5000,
         },
+        generator: Generator::Grpc,
     };
     routes(v, &t)
 }
@@ -85,7 +87,7 @@ fn zero() -> Option<PbDuration> {
 /// default retry policy (pitfall 12).
 #[test]
 fn default_route_has_no_timeout_and_the_default_retries() {
-    let r = default_route(&ClusterName::new(5000, None, FQDN));
+    let r = default_route(&ClusterName::new(5000, None, FQDN), Generator::Grpc);
     assert_eq!(r.r#match, Some(matching::catch_all()));
     let a = action(&r);
     assert_eq!(
@@ -329,4 +331,179 @@ fn route_names() {
         ..Default::default()
     }]);
     assert_eq!(build(&v, &BTreeMap::new())[0].name, "canary.jason");
+}
+
+fn build_envoy(v: &VirtualService) -> Vec<Route> {
+    let s = snapshot();
+    let labels = BTreeMap::new();
+    let t = Target {
+        snapshot: &s,
+        client: Client {
+            namespace: "sample",
+            labels: &labels,
+            port: 5000,
+        },
+        generator: Generator::Envoy,
+    };
+    routes(v, &t)
+}
+
+/// Istio `setTimeout` for sidecars: `timeout` and `max_grpc_timeout` both the rule's
+/// timeout (0s when unset), and no `max_stream_duration` (that is proxyless's).
+#[test]
+fn envoy_timeout_also_caps_grpc_timeouts() {
+    let r = build_envoy(&vs(vec![HttpRoute {
+        route: vec![dest(FQDN, None, 0)],
+        timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
+    }]));
+    let a = action(&r[0]);
+    let half = Some(PbDuration {
+        seconds: 0,
+        nanos: 500_000_000,
+    });
+    assert_eq!(a.timeout, half);
+    #[allow(deprecated)]
+    let grpc = a.max_grpc_timeout;
+    assert_eq!(grpc, half);
+    assert_eq!(a.max_stream_duration, None);
+    let d = default_route(&ClusterName::new(5000, None, FQDN), Generator::Envoy);
+    #[allow(deprecated)]
+    let grpc = action(&d).max_grpc_timeout;
+    assert_eq!((action(&d).timeout, grpc), (zero(), zero()));
+    assert_eq!(d.decorator.unwrap().operation, format!("{FQDN}:5000/*"));
+}
+
+/// Istio `TranslateFault` for sidecars: an abort without a percentage has none (Envoy
+/// reads 0 %), a delay without one gets `percent` 0 out of a hundred; given percentages are
+/// as for proxyless. (Proxyless always writes them; see `fault_is_per_route_filter_config`.)
+#[test]
+fn envoy_fault_percentages_as_istio_leaves_them() {
+    use crate::xds::virtual_service::Delay;
+    use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+    let r = build_envoy(&vs(vec![HttpRoute {
+        route: vec![dest(FQDN, None, 0)],
+        fault: Some(Fault {
+            delay: Some(Delay {
+                fixed_delay: Duration::from_secs(7),
+                percentage: Percentage::Unset,
+            }),
+            abort: Some(Abort {
+                status: AbortStatus::Http(500),
+                percentage: Percentage::Unset,
+            }),
+        }),
+        ..Default::default()
+    }]));
+    let any = &r[0].typed_per_filter_config["envoy.filters.http.fault"];
+    let f: HttpFault = prost::Message::decode(any.value.as_slice()).unwrap();
+    assert_eq!(f.abort.unwrap().percentage, None);
+    assert_eq!(
+        f.delay.unwrap().percentage,
+        Some(FractionalPercent {
+            numerator: 0,
+            denominator: 0
+        })
+    );
+}
+
+/// Istio `TranslateHeadersOperations` / `processDestination` /
+/// `processWeightedDestination`: the route's header operations then a single destination's
+/// on the Route, a weighted destination's on its ClusterWeight; `host` set becomes
+/// `host_rewrite_literal`. Proxyless gets none of them.
+#[test]
+fn envoy_header_operations_on_routes_and_weighted_clusters() {
+    use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+    use envoy_types::pb::envoy::config::route::v3::route_action::HostRewriteSpecifier;
+    let mut one = dest(FQDN, Some("v1"), 0);
+    one.headers.request.set.insert("x-dest".into(), "1".into());
+    one.headers
+        .request
+        .set
+        .insert("host".into(), "rewritten".into());
+    let mut http = HttpRoute {
+        route: vec![one],
+        ..Default::default()
+    };
+    http.headers.request.add.insert("x-add".into(), "a".into());
+    http.headers.response.remove = vec!["x-secret".into()];
+    let r = &build_envoy(&vs(vec![http.clone()]))[0];
+    let keys: Vec<(&str, i32)> = r
+        .request_headers_to_add
+        .iter()
+        .map(|o| (o.header.as_ref().unwrap().key.as_str(), o.append_action))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("x-add", HeaderAppendAction::AppendIfExistsOrAdd as i32),
+            ("x-dest", HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+        ]
+    );
+    assert_eq!(r.response_headers_to_remove, ["x-secret"]);
+    assert_eq!(
+        action(r).host_rewrite_specifier,
+        Some(HostRewriteSpecifier::HostRewriteLiteral("rewritten".into()))
+    );
+    let p = &build(&vs(vec![http]), &BTreeMap::new())[0];
+    assert!(p.request_headers_to_add.is_empty() && p.response_headers_to_remove.is_empty());
+
+    let mut v2 = dest(FQDN, Some("v2"), 50);
+    v2.headers.response.add.insert("x-v".into(), "2".into());
+    let r = &build_envoy(&vs(vec![HttpRoute {
+        route: vec![dest(FQDN, Some("v1"), 50), v2],
+        ..Default::default()
+    }]))[0];
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &action(r).cluster_specifier else {
+        panic!("not weighted")
+    };
+    assert!(w.clusters[0].response_headers_to_add.is_empty());
+    assert_eq!(
+        w.clusters[1].response_headers_to_add[0]
+            .header
+            .as_ref()
+            .unwrap()
+            .key,
+        "x-v"
+    );
+    assert!(r.request_headers_to_add.is_empty());
+    assert_eq!(
+        r.decorator.as_ref().unwrap().operation,
+        "helloworld:5000/*",
+        "GetRouteOperation: several clusters give the rule's name"
+    );
+}
+
+/// Istio `MirrorPercent`/`TranslateRequestMirrorPolicy`: `mirror` + `mirrorPercentage`
+/// becomes a request mirror policy to the mirror's cluster (the seed's httpbin v1 → v2 at
+/// 100 %); an explicit 0 % mirrors nothing; proxyless gets none.
+#[test]
+fn envoy_mirror_policies() {
+    use crate::xds::virtual_service::Mirror;
+    let mirror = |p| Mirror {
+        destination: Destination {
+            host: FQDN.into(),
+            subset: Some("v2".into()),
+            port: None,
+        },
+        percentage: p,
+    };
+    let http = HttpRoute {
+        route: vec![dest(FQDN, Some("v1"), 100)],
+        mirrors: vec![mirror(Some(100.0)), mirror(Some(0.0))],
+        ..Default::default()
+    };
+    let r = &build_envoy(&vs(vec![http.clone()]))[0];
+    let m = &action(r).request_mirror_policies;
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].cluster, format!("outbound|5000|v2|{FQDN}"));
+    let f = m[0]
+        .runtime_fraction
+        .as_ref()
+        .unwrap()
+        .default_value
+        .unwrap();
+    assert_eq!(f.numerator, 1_000_000);
+    let p = &build(&vs(vec![http]), &BTreeMap::new())[0];
+    assert!(action(p).request_mirror_policies.is_empty());
 }

@@ -1,0 +1,133 @@
+//! Envoy sidecars' inbound clusters, `inbound|P||`: STATIC at `127.0.0.1:P`, the app's own
+//! port (Istio's older localhost form of `buildInboundClusters`). The virtual inbound
+//! listener ([`crate::xds::lds::sidecar`]) sends accepted connections to them.
+//!
+//! Deviation from Istio, so that CDS stays one build shared by every sidecar: each sidecar
+//! gets the inbound clusters of every app port in the mesh, not only its own (an unused
+//! STATIC localhost cluster costs Envoy nothing).
+//!
+//! The kind bed's no-capture convention: a Service whose `targetPort` is the sidecar's
+//! inbound port 15006 sends its traffic to the sidecar itself, and the app listens on the
+//! service port, so such an endpoint's app port is its service port ([`app_port`]).
+
+use crate::registry::{EndpointView, Snapshot};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::google::protobuf::Duration;
+use std::collections::BTreeSet;
+
+/// The sidecar's inbound listener port (Istio's `virtualInbound`).
+pub const INBOUND_PORT: u16 = 15006;
+
+/// Where the app behind endpoint `e` listens: its target port, or, when the Service targets
+/// the sidecar's inbound port (kind convention), its service port.
+pub fn app_port(e: &EndpointView) -> u16 {
+    if e.port == INBOUND_PORT {
+        e.service_port
+    } else {
+        e.port
+    }
+}
+
+/// `inbound|P||`, Istio's inbound cluster name with no service or subset.
+pub fn name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// The inbound clusters of every app port some endpoint in the snapshot serves.
+pub fn clusters(snapshot: &Snapshot) -> Vec<Cluster> {
+    let ports: BTreeSet<u16> = snapshot
+        .services
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(app_port))
+        .filter(|p| *p != 0)
+        .collect();
+    ports.into_iter().map(cluster).collect()
+}
+
+/// `inbound|P||`: STATIC, one endpoint `127.0.0.1:P`.
+pub fn cluster(port: u16) -> Cluster {
+    let endpoint = LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(crate::xds::lds::sidecar::socket("127.0.0.1", port)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Cluster {
+        name: name(port),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name(port),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![endpoint],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{ServiceView, Snapshot};
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+
+    fn ep(port: u16, service_port: u16) -> EndpointView {
+        EndpointView {
+            address: "10.0.0.9".into(),
+            port,
+            service_port,
+            ..Default::default()
+        }
+    }
+
+    /// Istio's inbound cluster `inbound|P||` is STATIC 127.0.0.1:P; with the kind bed's
+    /// Services targeting the sidecar (15006), the app port is the service port (5000).
+    #[test]
+    fn inbound_clusters_reach_the_app_on_localhost() {
+        let s = Snapshot {
+            services: vec![ServiceView {
+                hostname: "h.sample.svc.cluster.local".into(),
+                endpoints: vec![ep(15006, 5000), ep(8080, 80), ep(8080, 80)],
+                ..Default::default()
+            }],
+            gateways: vec![],
+        };
+        let cs = clusters(&s);
+        let names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["inbound|5000||", "inbound|8080||"]);
+        let c = &cs[0];
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Static as i32
+            ))
+        );
+        let la = c.load_assignment.as_ref().unwrap();
+        assert_eq!(la.cluster_name, "inbound|5000||");
+        let Some(lb_endpoint::HostIdentifier::Endpoint(e)) =
+            &la.endpoints[0].lb_endpoints[0].host_identifier
+        else {
+            panic!("no endpoint")
+        };
+        let Some(address::Address::SocketAddress(sa)) = &e.address.as_ref().unwrap().address else {
+            panic!("no socket address")
+        };
+        assert_eq!(sa.address, "127.0.0.1");
+        assert_eq!(
+            sa.port_specifier,
+            Some(socket_address::PortSpecifier::PortValue(5000))
+        );
+    }
+}
