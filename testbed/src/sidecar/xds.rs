@@ -408,3 +408,114 @@ fn tls_mode_istio(e: &LbEndpoint) -> bool {
         .and_then(|v| v.kind.as_ref())
         == Some(&value::Kind::StringValue("istio".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sidecar::routes::decode::tests::{
+        config, istio_filters, proxy_listener, route, to_cluster,
+    };
+    use envoy_types::util::pack_any;
+
+    fn response(
+        type_url: &str,
+        resources: Vec<Resource>,
+        removed: &[&str],
+    ) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            type_url: type_url.into(),
+            resources,
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            nonce: "n".into(),
+            ..Default::default()
+        }
+    }
+
+    fn resource(name: &str, any: envoy_types::pb::google::protobuf::Any) -> Resource {
+        Resource {
+            name: name.into(),
+            version: "1".into(),
+            resource: Some(any),
+            ..Default::default()
+        }
+    }
+
+    /// Envoy's LDS → RDS chain: a listener's HCM names `http_proxy`, so RDS subscribes to it
+    /// (as EDS follows CDS); the RouteConfiguration lands in the table; the listener's
+    /// removal unsubscribes and drops the routes. A reconnect resubscribes LDS `*` and RDS by
+    /// name with the versions held.
+    #[test]
+    fn listeners_bring_their_route_configurations() {
+        let (tx, rx) = watch::channel(Arc::new(Table::default()));
+        let mut s = State::new(tx);
+        let l = proxy_listener("127.0.0.1_15001", "http_proxy", istio_filters());
+        let a = s.apply(&response(
+            LISTENER_TYPE,
+            vec![resource("127.0.0.1_15001", pack_any(l))],
+            &[],
+        ));
+        assert_eq!(a.error, None);
+        let follow: Vec<_> = a
+            .follow_up
+            .iter()
+            .map(|r| (r.type_url.as_str(), r.resource_names_subscribe.clone()))
+            .collect();
+        assert_eq!(follow, [(ROUTE_TYPE, vec!["http_proxy".to_string()])]);
+        let rc = config(&["helloworld:5000"], vec![route("/", to_cluster("c"))]);
+        let a = s.apply(&response(
+            ROUTE_TYPE,
+            vec![resource("http_proxy", pack_any(rc))],
+            &[],
+        ));
+        assert_eq!(a.error, None);
+        assert!(
+            rx.borrow().http_proxy(15001).is_some(),
+            "listener and routes in the table"
+        );
+        let subs = s.subscriptions();
+        let rds = subs.iter().find(|x| x.type_url == ROUTE_TYPE).expect("RDS");
+        assert_eq!(
+            (rds.names.clone(), rds.versions.get("http_proxy").cloned()),
+            (vec!["http_proxy".to_string()], Some("1".to_string()))
+        );
+        assert!(
+            subs.iter()
+                .any(|x| x.type_url == LISTENER_TYPE && x.names == ["*"])
+        );
+        let a = s.apply(&response(LISTENER_TYPE, vec![], &["127.0.0.1_15001"]));
+        assert_eq!(a.follow_up[0].resource_names_unsubscribe, ["http_proxy"]);
+        assert!(rx.borrow().routes.is_empty() && rx.borrow().http_proxy(15001).is_none());
+    }
+
+    /// What the sidecar cannot honour is NACKed (the reply carries the error), as Envoy
+    /// rejects a config it cannot load; what it holds stays.
+    #[test]
+    fn unsupported_routes_are_nacked_and_the_old_ones_kept() {
+        let (tx, rx) = watch::channel(Arc::new(Table::default()));
+        let mut s = State::new(tx);
+        let l = proxy_listener("127.0.0.1_15001", "http_proxy", istio_filters());
+        s.apply(&response(
+            LISTENER_TYPE,
+            vec![resource("127.0.0.1_15001", pack_any(l))],
+            &[],
+        ));
+        let good = config(&["helloworld:5000"], vec![route("/", to_cluster("c"))]);
+        s.apply(&response(
+            ROUTE_TYPE,
+            vec![resource("http_proxy", pack_any(good))],
+            &[],
+        ));
+        let mut bad_action = to_cluster("c");
+        bad_action.prefix_rewrite = "/v2".into();
+        let bad = config(&["helloworld:5000"], vec![route("/", bad_action)]);
+        let a = s.apply(&response(
+            ROUTE_TYPE,
+            vec![resource("http_proxy", pack_any(bad))],
+            &[],
+        ));
+        assert!(a.error.is_some_and(|e| e.contains("path rewrites")));
+        let t = rx.borrow();
+        let (_, routes) = t.http_proxy(15001).expect("still routed");
+        assert_eq!(routes.vhosts[0].routes.len(), 1);
+    }
+}
