@@ -288,7 +288,10 @@ impl Cx<'_> {
             .array(get("http"), "http")
             .iter()
             .enumerate()
-            .map(|(i, h)| self.http_route(h, &format!("http[{i}]")))
+            .filter_map(|(i, h)| {
+                let route = self.http_route(h, &format!("http[{i}]"));
+                self.forwarding(route, i)
+            })
             .collect();
         let tcp = self
             .array(get("tcp"), "tcp")
@@ -337,6 +340,21 @@ impl Cx<'_> {
                 format!("{host:?} is not a valid host name"),
             );
         }
+    }
+
+    /// An HTTP route that forwards somewhere; one whose only action is a `redirect`,
+    /// `directResponse` or `delegate` (not supported) is left out with a warning rather than
+    /// sent with no destinations: gRPC NACKs a route with an empty `weighted_clusters`
+    /// (and grpc-js any action but `route`), which would take every other route with it.
+    fn forwarding(&mut self, route: HttpRoute, i: usize) -> Option<HttpRoute> {
+        if route.route.is_empty() && self.errors.is_empty() {
+            self.warn(
+                &format!("http[{i}]"),
+                "a route without destinations (redirect, directResponse or delegate) is left out",
+            );
+            return None;
+        }
+        Some(route)
     }
 
     fn http_route(&mut self, v: &Value, at: &str) -> HttpRoute {
