@@ -15,9 +15,22 @@
 #   distribute             with samples/locality-lb-weight.yaml, 80/20 between regions (±10)
 #   failover               with samples/locality-lb-failover.yaml and helloworld-v1 scaled to
 #                          0, all of cluster1's traffic goes to v2
+#   traffic_shift          with samples/vs-traffic-shift.yaml (VirtualService weights over the
+#                          subsets of samples/vs-subsets-dr.yaml), 50/50 between v1 in cluster1
+#                          and v2 in cluster2 from each cluster (±15: Envoy picks at random)
+#   header_route           with samples/vs-header-route.yaml, 'end-user: jason' goes to v2
+#                          across the network and everyone else to v1
+#   fault                  with samples/vs-fault.yaml, jason gets 500 "fault filter abort" and
+#                          no request leaves sleep's Envoy for helloworld (its upstream request
+#                          counters do not move); tester is delayed 1s; others are not
+#   timeout                with samples/vs-timeout.yaml and v2's app stopped (SIGSTOP from its
+#                          kind node: it takes connections but answers nothing), cluster1 gets
+#                          504 "upstream request timeout" after 0.5s; without the rule's timeout
+#                          the request waits until v2 is resumed 1.5s later and gets its answer
 #   remote_secret_removal  deleting cluster1's remote secret for cluster2 drops cluster2 from
 #                          cluster1's federation and its names from meshfed-dns (restored after)
-# Every step restores what it changed (rules deleted, v1 scaled back, the secret re-made).
+# Every step restores what it changed (rules deleted, v1 scaled back, v2 resumed, the secret
+# re-made).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -46,10 +59,21 @@ k() {
 NOTES=()
 note() { NOTES+=("$*"); }
 
-# hello I COUNT: COUNT requests from cluster I's sleep through its sidecar; the responses.
+# hello I COUNT [CURL_ARG...]: COUNT requests from cluster I's sleep through its sidecar (with
+# extra curl arguments, such as -H 'end-user: jason'), one line each: the body with its
+# newlines folded, then " |CODE SECONDS".
 hello() {
-  k "$1" -n sample exec deploy/sleep -c sleep -- sh -c \
-    "for n in \$(seq $2); do curl -s -m 5 -H 'Host: $HOST:5000' http://127.0.0.1:15001/hello; echo; done"
+  local i=$1 n=$2
+  shift 2
+  # shellcheck disable=SC2016 # expanded by sh in the sleep container
+  k "$i" -n sample exec deploy/sleep -c sleep -- sh -c '
+    n=$1 host=$2
+    shift 2
+    for _ in $(seq "$n"); do
+      curl -s -m 5 -w " |%{http_code} %{time_total}" -H "Host: $host:5000" "$@" \
+        http://127.0.0.1:15001/hello | tr "\n" " "
+      echo
+    done' sh "$n" "$HOST" "$@"
 }
 
 # count VERSION TEXT: how many responses came from VERSION.
@@ -272,6 +296,144 @@ step_failover() {
   return "$ok"
 }
 
+# with_status CODE TEXT: how many of hello's lines have status CODE.
+with_status() {
+  grep -c " |$1 " <<<"$2" || true
+}
+
+# within LOW HIGH TEXT: every request took at least LOW and less than HIGH seconds.
+within() {
+  awk -v lo="$1" -v hi="$2" '{ t = $NF + 0; if (t < lo || t >= hi) bad = 1 } END { exit bad }' <<<"$3"
+}
+
+# took TEXT: the fastest and slowest request, as "MIN-MAX s".
+took() {
+  awk '{ t = $NF + 0; if (NR == 1 || t < lo) lo = t; if (t > hi) hi = t } END { printf "%.3f-%.3f s", lo, hi }' <<<"$1"
+}
+
+# apply_vs FILE [SED]: helloworld's subsets and the VirtualService in FILE (edited by the sed
+# script SED, if given) in every cluster, as apply_rule does.
+apply_vs() {
+  local i
+  for i in 1 2; do
+    k "$i" apply -f "$REPO/samples/vs-subsets-dr.yaml" >/dev/null || return 1
+    sed -e "${2:-}" "$1" | k "$i" apply -f - >/dev/null || return 1
+  done
+  # As in apply_rule: a push, then Envoy warms the new subset clusters before routing to them.
+  sleep 20
+}
+
+delete_vs() {
+  local i
+  for i in 1 2; do
+    k "$i" -n sample delete virtualservice helloworld --ignore-not-found >/dev/null || return 1
+  done
+  delete_rules
+}
+
+# upstream_requests I: requests cluster I's sleep sidecar has sent to any helloworld cluster
+# (Envoy's upstream_rq_total counters, read from its admin port).
+upstream_requests() {
+  k "$1" -n sample exec deploy/sleep -c sleep -- curl -s -m 5 http://127.0.0.1:15000/stats |
+    awk -F': ' -v h="$HOST" 'index($1, "cluster.outbound|5000|") == 1 && index($1, "|" h ".upstream_rq_total") { n += $2 } END { print n + 0 }'
+}
+
+# signal_app I SIGNAL: sends SIGNAL (STOP or CONT) to helloworld's app in cluster I and its child
+# processes, from the kind node: in the pod it is PID 1 of its namespace, which ignores
+# signals sent from inside. A stopped app still takes connections but never answers.
+signal_app() {
+  local node=cluster$1-control-plane cid pid
+  cid=$(docker exec "$node" crictl ps -q --name '^helloworld$' --label io.kubernetes.pod.namespace=sample | head -1)
+  [ -n "$cid" ] || {
+    note "no helloworld container on $node"
+    return 1
+  }
+  pid=$(docker exec "$node" crictl inspect -o go-template --template '{{.info.pid}}' "$cid") || return 1
+  # shellcheck disable=SC2016 # expanded by sh on the kind node
+  docker exec "$node" sh -c 'kill -"$1" "$2" $(cat /proc/"$2"/task/*/children 2>/dev/null)' sh "$2" "$pid"
+}
+
+step_traffic_shift() {
+  local i out v1 v2 ok=0
+  apply_vs "$REPO/samples/vs-traffic-shift.yaml" || ok=1
+  for i in 1 2; do
+    out=$(hello "$i" 100) || ok=1
+    v1=$(count v1 "$out")
+    v2=$(count v2 "$out")
+    note "from cluster$i: v1=$v1 v2=$v2 of 100 (want 50/50 ±15)"
+    ((v1 >= 35 && v1 <= 65 && v2 >= 35 && v2 <= 65 && v1 + v2 == 100)) || ok=1
+  done
+  delete_vs || ok=1
+  return "$ok"
+}
+
+step_header_route() {
+  local i jason others v1 v2 ok=0
+  apply_vs "$REPO/samples/vs-header-route.yaml" || ok=1
+  for i in 1 2; do
+    jason=$(hello "$i" 20 -H 'end-user: jason') || ok=1
+    others=$(hello "$i" 20) || ok=1
+    v2=$(count v2 "$jason")
+    v1=$(count v1 "$others")
+    note "from cluster$i: end-user jason -> v2=$v2 of 20, others -> v1=$v1 of 20"
+    ((v2 == 20 && v1 == 20)) || ok=1
+  done
+  delete_vs || ok=1
+  return "$ok"
+}
+
+step_fault() {
+  local before after jason tester others aborted ok=0
+  apply_vs "$REPO/samples/vs-fault.yaml" || ok=1
+  before=$(upstream_requests 1) || ok=1
+  jason=$(hello 1 20 -H 'end-user: jason') || ok=1
+  after=$(upstream_requests 1) || ok=1
+  aborted=$(grep -c '^fault filter abort |500 ' <<<"$jason" || true)
+  note "end-user jason: $aborted of 20 answered 500 \"fault filter abort\"; sleep's Envoy sent $((after - before)) request(s) to helloworld meanwhile"
+  ((aborted == 20 && after == before)) || ok=1
+  tester=$(hello 1 5 -H 'end-user: tester') || ok=1
+  note "end-user tester: $(with_status 200 "$tester") of 5 answered in $(took "$tester") (want >= 1 s)"
+  if [ "$(with_status 200 "$tester")" -ne 5 ] || ! within 1.0 5 "$tester"; then ok=1; fi
+  others=$(hello 1 10) || ok=1
+  note "others: $(with_status 200 "$others") of 10 answered in $(took "$others") (want < 0.5 s)"
+  if [ "$(with_status 200 "$others")" -ne 10 ] || ! within 0 0.5 "$others"; then ok=1; fi
+  delete_vs || ok=1
+  return "$ok"
+}
+
+step_timeout() {
+  local cut waited timed_out ok=0
+  apply_vs "$REPO/samples/vs-timeout.yaml" || ok=1
+  if signal_app 2 STOP; then
+    cut=$(hello 1 5) || ok=1
+    signal_app 2 CONT || ok=1
+    timed_out=$(grep -c '^upstream request timeout |504 ' <<<"$cut" || true)
+    note "v2 stopped, timeout 0.5s: $timed_out of 5 answered 504 \"upstream request timeout\" in $(took "$cut") (want 0.5-1 s)"
+    if ((timed_out != 5)) || ! within 0.5 1.0 "$cut"; then ok=1; fi
+  else
+    note "could not stop helloworld-v2's app"
+    ok=1
+  fi
+  apply_vs "$REPO/samples/vs-timeout.yaml" '/timeout:/d' || ok=1
+  if signal_app 2 STOP; then
+    (
+      sleep 1.5
+      signal_app 2 CONT
+    ) &
+    waited=$(hello 1 1) || ok=1
+    wait $! || ok=1
+    note "without the timeout, v2 resumed after 1.5s: $(count v2 "$waited") of 1 answered by v2 in $(took "$waited") (want >= 1.5 s)"
+    if [ "$(count v2 "$waited")" -ne 1 ] || ! within 1.5 5 "$waited"; then ok=1; fi
+  else
+    note "could not stop helloworld-v2's app"
+    ok=1
+  fi
+  # Whatever happened above, v2 answers again.
+  signal_app 2 CONT || ok=1
+  delete_vs || ok=1
+  return "$ok"
+}
+
 step_remote_secret_removal() {
   local secret=istio-remote-secret-cluster2 out v1 v2 ok=0
   k 1 -n istio-system get secret "$secret" >/dev/null || {
@@ -344,6 +506,18 @@ report distribute "$r"
 r=0
 step_failover || r=$?
 report failover "$r"
+r=0
+step_traffic_shift || r=$?
+report traffic_shift "$r"
+r=0
+step_header_route || r=$?
+report header_route "$r"
+r=0
+step_fault || r=$?
+report fault "$r"
+r=0
+step_timeout || r=$?
+report timeout "$r"
 r=0
 step_remote_secret_removal || r=$?
 report remote_secret_removal "$r"
