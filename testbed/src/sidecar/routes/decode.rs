@@ -45,13 +45,18 @@ pub fn listener(l: &Listener) -> anyhow::Result<Option<HttpProxyListener>> {
     };
     let hcm =
         HttpConnectionManager::decode(any.value.as_slice()).context("HttpConnectionManager")?;
-    http_connection_manager(&hcm).map(Some)
+    http_connection_manager(&hcm)
 }
 
-fn http_connection_manager(hcm: &HttpConnectionManager) -> anyhow::Result<HttpProxyListener> {
+/// Only managers taking RDS are outbound routes; inline ones (Istio's inbound chains) are
+/// not the forward proxy's and are skipped.
+fn http_connection_manager(
+    hcm: &HttpConnectionManager,
+) -> anyhow::Result<Option<HttpProxyListener>> {
     let rds = match &hcm.route_specifier {
         Some(http_connection_manager::RouteSpecifier::Rds(rds)) => rds.route_config_name.clone(),
-        Some(_) => bail!("only RDS routes are supported (no inline or scoped routes)"),
+        Some(http_connection_manager::RouteSpecifier::RouteConfig(_)) => return Ok(None),
+        Some(_) => bail!("only RDS routes are supported (no scoped routes)"),
         None => bail!("HttpConnectionManager without routes"),
     };
     if rds.is_empty() {
@@ -78,7 +83,7 @@ fn http_connection_manager(hcm: &HttpConnectionManager) -> anyhow::Result<HttpPr
     if hcm.http_filters.is_empty() {
         bail!("no HTTP filters (router expected)");
     }
-    Ok(HttpProxyListener { rds, fault })
+    Ok(Some(HttpProxyListener { rds, fault }))
 }
 
 /// A RouteConfiguration.

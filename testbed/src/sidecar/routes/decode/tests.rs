@@ -256,6 +256,31 @@ fn filter_chains_envoy_would_refuse_are_nacked() {
     assert!(listener(&l).is_err(), "RDS without a name");
 }
 
+/// Istio's inbound chains carry their routes inline (`inbound|P||`): not the forward
+/// proxy's, so skipped rather than refused.
+#[test]
+fn inline_route_configs_are_not_the_proxys() {
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            Default::default(),
+        )),
+        http_filters: vec![http_filter("istio.metadata_exchange", None)],
+        ..Default::default()
+    };
+    let l = Listener {
+        name: "virtualInbound".into(),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(listener(&l).expect("skipped, not refused"), None);
+}
+
 /// Istio's default route (`BuildDefaultHTTPOutboundRoute`): `timeout: 0s` means none, and
 /// the default retry policy (`connect-failure,refused-stream,unavailable,cancelled,
 /// retriable-status-codes`, 2 retries, previous_hosts). An unset timeout is Envoy's 15 s.
