@@ -68,7 +68,6 @@ impl Delta {
                 req.resource_names_subscribe.is_empty() && kind.wildcard_when_empty();
         }
         let mut changed = false;
-        state.base = 0;
         let mut asked = Vec::new();
         for name in &req.resource_names_subscribe {
             changed = true;
@@ -82,6 +81,7 @@ impl Delta {
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 state.sub.wildcard = false;
+                state.base = 0; // what it holds beyond its names goes at the next compare
             } else {
                 state.sub.names.remove(name);
                 state.held.remove(name.as_str());
@@ -89,8 +89,13 @@ impl Delta {
             }
         }
         if !first && !changed {
-            return None; // an ACK, a NACK or an unsubscribe: nothing new to send
+            // An ACK, a NACK or an unsubscribe: nothing new to send, and what the client holds
+            // still matches `base`, so the next push can send its precomputed changes.
+            return None;
         }
+        // New names are compared in full (the push at hand may be newer than `base`, and
+        // its changes list only what changed since the one before).
+        state.base = 0;
         let resp = self.diff(kind, push, &asked);
         // The first answer is always sent, even empty, so the client stops waiting.
         if first {

@@ -225,3 +225,58 @@ fn changes_cover_only_the_names_the_previous_push_built() {
             .is_none()
     );
 }
+
+fn subscribe(names: &[String], nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: Kind::Route.url().into(),
+        resource_names_subscribe: names.to_vec(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+/// xDS incremental protocol: an ACK changes nothing the client holds, so the push after it
+/// is sent from the changes worked out once for every client with the same key (not by
+/// comparing each client's resources): every client ACKs every response, and otherwise the
+/// precomputed changes would never be used.
+#[test]
+fn after_an_ack_the_next_push_is_sent_from_the_precomputed_changes() {
+    let proxy = grpc("ns", &[], "10.0.0.1");
+    let before = push(2, vec![rule((90, 10), &[])]);
+    let mut d = Delta::new(proxy.clone());
+    let first = d
+        .request(&subscribe(&[route_name(A)], ""), &before)
+        .expect("the first answer");
+    assert!(d.request(&subscribe(&[], &first.nonce), &before).is_none());
+    let after = push(3, vec![rule((10, 90), &[])]).follow(&before);
+    let sent = d.push(&after);
+    assert_eq!(sent.len(), 1);
+    let key = after.key(&proxy, Kind::Route);
+    assert!(
+        lock(&after.changes).contains_key(&key),
+        "the push's changes were used"
+    );
+}
+
+/// A name subscribed to while the stream handles a push newer than the one the client
+/// holds is sent even though it did not change between the two: new names are compared in
+/// full, not through the newer push's changes.
+#[test]
+fn a_name_subscribed_with_a_newer_push_is_sent_though_unchanged() {
+    let proxy = grpc("ns", &[], "10.0.0.1");
+    let before = push(2, vec![]);
+    let mut d = Delta::new(proxy.clone());
+    let first = d
+        .request(&subscribe(&[route_name(A)], ""), &before)
+        .expect("the first answer");
+    assert!(d.request(&subscribe(&[], &first.nonce), &before).is_none());
+    let _ = route(&before, &grpc("ns", &[], "10.0.0.2"), B); // another client had `b` built
+    // `a` changes in push 3, `b` does not; the client asks for `b` before it is pushed 3.
+    let after = push(3, vec![rule((10, 90), &[])]).follow(&before);
+    let resp = d
+        .request(&subscribe(&[route_name(B)], &first.nonce), &after)
+        .expect("an answer");
+    let names: Vec<&str> = resp.resources.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&route_name(B).as_str()), "{names:?}");
+    assert!(resp.removed_resources.is_empty(), "{resp:?}");
+}
