@@ -1,16 +1,15 @@
 //! Envoy sidecars' inbound clusters, `inbound|P||`: STATIC at `127.0.0.1:P`, the app's own
-//! port (Istio's older localhost form of `buildInboundClusters`). The virtual inbound
-//! listener ([`crate::xds::lds::sidecar`]) sends accepted connections to them.
-//!
-//! Deviation from Istio, so that CDS stays one build shared by every sidecar: each sidecar
-//! gets the inbound clusters of every app port in the mesh, not only its own (an unused
-//! STATIC localhost cluster costs Envoy nothing).
+//! port (Istio's older localhost form of `buildInboundClusters`), one per app port of the
+//! proxy's own endpoints (those at its IP in its cluster). The virtual inbound listener
+//! ([`crate::xds::lds::sidecar`]) sends accepted connections to them. They depend on the
+//! proxy, so they are added to the shared CDS build per client.
 //!
 //! The kind bed's no-capture convention: a Service whose `targetPort` is the sidecar's
 //! inbound port 15006 sends its traffic to the sidecar itself, and the app listens on the
 //! service port, so such an endpoint's app port is its service port ([`app_port`]).
 
 use crate::registry::{EndpointView, Snapshot};
+use crate::xds::node::{Generator, Proxy, ProxyKind};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -36,12 +35,28 @@ pub fn name(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
-/// The inbound clusters of every app port some endpoint in the snapshot serves.
-pub fn clusters(snapshot: &Snapshot) -> Vec<Cluster> {
-    let ports: BTreeSet<u16> = snapshot
+/// The endpoints at the proxy's own address (in its cluster, when it names one).
+pub fn own_endpoints<'a>(
+    proxy: &'a Proxy,
+    snapshot: &'a Snapshot,
+) -> impl Iterator<Item = &'a EndpointView> + 'a {
+    snapshot
         .services
         .iter()
-        .flat_map(|s| s.endpoints.iter().map(app_port))
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| {
+            e.address == proxy.ip && (proxy.cluster_id.is_empty() || e.cluster == proxy.cluster_id)
+        })
+}
+
+/// An Envoy sidecar's inbound clusters, one per app port of its own endpoints; nothing for
+/// proxyless clients and gateways.
+pub fn for_proxy(proxy: &Proxy, snapshot: &Snapshot) -> Vec<Cluster> {
+    if proxy.generator != Generator::Envoy || proxy.kind != ProxyKind::Sidecar {
+        return Vec::new();
+    }
+    let ports: BTreeSet<u16> = own_endpoints(proxy, snapshot)
+        .map(app_port)
         .filter(|p| *p != 0)
         .collect();
     ports.into_iter().map(cluster).collect()
@@ -85,26 +100,32 @@ mod tests {
 
     fn ep(port: u16, service_port: u16) -> EndpointView {
         EndpointView {
-            address: "10.0.0.9".into(),
+            cluster: "c1".into(),
+            address: "10.0.0.1".into(),
             port,
             service_port,
             ..Default::default()
         }
     }
 
-    /// Istio's inbound cluster `inbound|P||` is STATIC 127.0.0.1:P; with the kind bed's
+    /// Istio's inbound cluster `inbound|P||` is STATIC 127.0.0.1:P, one per app port of the
+    /// proxy's own endpoints (another pod's are not its business); with the kind bed's
     /// Services targeting the sidecar (15006), the app port is the service port (5000).
+    /// Proxyless clients and gateways get none.
     #[test]
     fn inbound_clusters_reach_the_app_on_localhost() {
+        let mut other = ep(9999, 99);
+        other.address = "10.0.0.2".into();
         let s = Snapshot {
             services: vec![ServiceView {
                 hostname: "h.sample.svc.cluster.local".into(),
-                endpoints: vec![ep(15006, 5000), ep(8080, 80), ep(8080, 80)],
+                endpoints: vec![ep(15006, 5000), ep(8080, 80), ep(8080, 80), other],
                 ..Default::default()
             }],
             gateways: vec![],
         };
-        let cs = clusters(&s);
+        let mut p = crate::xds::node::test_sidecar();
+        let cs = for_proxy(&p, &s);
         let names: Vec<&str> = cs.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["inbound|5000||", "inbound|8080||"]);
         let c = &cs[0];
@@ -129,5 +150,10 @@ mod tests {
             sa.port_specifier,
             Some(socket_address::PortSpecifier::PortValue(5000))
         );
+        p.generator = Generator::Grpc;
+        assert!(for_proxy(&p, &s).is_empty());
+        p.generator = Generator::Envoy;
+        p.kind = ProxyKind::Router;
+        assert!(for_proxy(&p, &s).is_empty());
     }
 }

@@ -9,7 +9,7 @@
 //! They depend on the proxy itself (its IP, namespace, labels, cluster, `HTTP_PROXY_PORT`,
 //! `INTERCEPTION_MODE` and its own endpoints), so they are built per proxy.
 
-use super::super::node::Proxy;
+use super::super::node::{Proxy, ProxyKind};
 use super::super::rds::{Sources, envoy::HTTP_PROXY};
 use super::{http_filters, rds};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -24,8 +24,11 @@ use envoy_types::util::pack_any;
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 
 /// Every listener of `proxy`: the outbound ones by port, the HTTP proxy, the inbound one;
-/// `trust_domain` is whose SPIFFE ids inbound mTLS accepts.
+/// `trust_domain` is whose SPIFFE ids inbound mTLS accepts. Gateways (routers) get none.
 pub fn listeners(proxy: &Proxy, src: &Sources, trust_domain: &str) -> Vec<Listener> {
+    if proxy.kind != ProxyKind::Sidecar {
+        return Vec::new();
+    }
     let mut out = super::outbound::listeners(proxy, src);
     out.extend(proxy.http_proxy_port.map(http_proxy));
     out.extend(super::inbound::listener(proxy, src.snapshot, trust_domain));

@@ -411,3 +411,68 @@ fn virtual_inbound_has_tls_and_plain_chains_per_own_port() {
         "envoy.filters.listener.original_dst"
     );
 }
+
+/// What generate.rs serves an Envoy sidecar (as Istio's sidecars receive LDS/RDS/CDS):
+/// wildcard LDS gives its listeners, RDS by name the port and `http_proxy` configurations,
+/// and its CDS has its own `inbound|5000||` beside the outbound clusters; another sidecar
+/// (no endpoints of its own) has none, and a proxyless client gets no Envoy listener.
+#[test]
+fn a_push_serves_envoy_sidecars_their_listeners_routes_and_inbound_clusters() {
+    use crate::xds::generate::{Kind, Push, Subscription};
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    let push = Push::new(
+        1,
+        std::time::Instant::now(),
+        mesh(),
+        vec![],
+        "cluster.local",
+    );
+    let mut p = test_sidecar();
+    p.http_proxy_port = Some(15001);
+    p.interception = Interception::None;
+    let all = Subscription {
+        wildcard: true,
+        ..Default::default()
+    };
+    let lds = push.resources(&p, Kind::Listener, &all);
+    let names: Vec<&str> = lds.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["127.0.0.1_15001", "127.0.0.1_9000", "virtualInbound"]
+    );
+    let rds = Subscription {
+        wildcard: false,
+        names: [
+            "http_proxy".to_string(),
+            "5000".to_string(),
+            "nope".to_string(),
+        ]
+        .into(),
+    };
+    let routes = push.resources(&p, Kind::Route, &rds);
+    assert_eq!(routes.keys().collect::<Vec<_>>(), ["5000", "http_proxy"]);
+    let rc = RouteConfiguration::decode(routes["http_proxy"].body.value.as_slice()).unwrap();
+    assert_eq!(rc.virtual_hosts[0].name, format!("{FQDN}:5000"));
+    let cds = push.resources(&p, Kind::Cluster, &all);
+    assert!(cds.contains_key("inbound|5000||"), "{:?}", cds.keys());
+    assert!(cds.contains_key(&format!("outbound|5000||{FQDN}")));
+    assert!(
+        push.changes(&p, Kind::Cluster, &all).is_none(),
+        "compared per client"
+    );
+    let mut sleep = p.clone();
+    sleep.ip = "10.0.0.2".into();
+    assert!(
+        !push
+            .resources(&sleep, Kind::Cluster, &all)
+            .keys()
+            .any(|n| n.starts_with("inbound|"))
+    );
+    let mut grpc = p.clone();
+    grpc.generator = crate::xds::node::Generator::Grpc;
+    assert!(
+        !push
+            .resources(&grpc, Kind::Listener, &all)
+            .contains_key("virtualInbound")
+    );
+}
