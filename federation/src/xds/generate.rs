@@ -20,6 +20,7 @@ use super::virtual_service::status::Parsed;
 use super::virtual_service::{RuleError, VirtualService};
 use super::{cds, lds, nds, rds};
 use crate::registry::Snapshot;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use meshfed_model::{ClusterName, labels};
@@ -205,10 +206,7 @@ enum Builder {
     /// One per name ([`Push::build_named`]), shared by proxies with the same key.
     ByName,
     /// All at once for this proxy alone (what depends on its address or own endpoints).
-    #[allow(dead_code)] // Envoy sidecars' listeners (issue 20) are the first.
     ForProxy(fn(&Push, &Proxy) -> Resources),
-    /// Not served to this generator.
-    Nothing,
 }
 
 /// The dispatch: how `generator`'s resources of `kind` are built.
@@ -216,9 +214,15 @@ fn builder(generator: Generator, kind: Kind) -> Builder {
     match (generator, kind) {
         (_, Kind::Cluster | Kind::Endpoint | Kind::NameTable) => Builder::Shared,
         (Generator::Grpc, Kind::Listener | Kind::Route) => Builder::ByName,
-        // Envoy sidecars: RDS by name ("5000", "http_proxy") in `build_named`, and their
-        // listeners per proxy, e.g. `ForProxy(|push, proxy| lds::sidecar::listeners(..))`.
-        (Generator::Envoy, Kind::Listener | Kind::Route) => Builder::Nothing,
+        // Envoy sidecars: RDS by name ("5000", "http_proxy") in `build_named`; listeners per
+        // proxy (its IP, HTTP_PROXY_PORT, interception mode and own endpoints).
+        (Generator::Envoy, Kind::Route) => Builder::ByName,
+        (Generator::Envoy, Kind::Listener) => Builder::ForProxy(|push, proxy| {
+            lds::sidecar::listeners(proxy, &push.sources(), &push.trust_domain)
+                .into_iter()
+                .map(|l| (l.name.clone(), Resource::new(l.name.clone(), pack_any(l))))
+                .collect()
+        }),
     }
 }
 
@@ -294,6 +298,9 @@ impl Push {
     /// client subscribed to `sub`; None when that push never built them (the caller then
     /// compares resource by resource).
     pub fn changes(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Option<Arc<Changes>> {
+        if kind == Kind::Cluster && !cds::inbound::for_proxy(proxy, &self.snapshot).is_empty() {
+            return None; // its own inbound clusters are not in the shared build
+        }
         let key = self.key(proxy, kind);
         let c = match builder(proxy.generator, kind) {
             Builder::Shared => {
@@ -323,7 +330,7 @@ impl Push {
                     named::changes(before, |n| self.named(proxy, kind, &key, n))
                 })
             }
-            Builder::ForProxy(_) | Builder::Nothing => return None,
+            Builder::ForProxy(_) => return None,
         };
         c.cover(sub).then_some(c)
     }
@@ -340,12 +347,22 @@ impl Push {
 
     /// The resources of `kind` that `proxy` subscribed to.
     pub fn resources(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
-        let all = match builder(proxy.generator, kind) {
+        let mut all = match builder(proxy.generator, kind) {
             Builder::Shared => self.all(proxy, kind),
             Builder::ByName => return self.by_name(proxy, kind, sub),
             Builder::ForProxy(build) => Arc::new(build(self, proxy)),
-            Builder::Nothing => return Resources::new(),
         };
+        // An Envoy sidecar's own inbound clusters (`inbound|P||`), beside the shared ones.
+        if kind == Kind::Cluster {
+            let own = cds::inbound::for_proxy(proxy, &self.snapshot);
+            if !own.is_empty() {
+                let pack =
+                    |c: Cluster| (c.name.clone(), Resource::new(c.name.clone(), pack_any(c)));
+                let mut with = (*all).clone();
+                with.extend(own.into_iter().map(pack));
+                all = Arc::new(with);
+            }
+        }
         if sub.wildcard {
             return (*all).clone();
         }
@@ -503,6 +520,10 @@ impl Push {
             (Generator::Grpc, Kind::Route) => {
                 let cluster = rds::target(name, &self.snapshot)?;
                 Some(pack_any(rds::grpc(&cluster, proxy, &self.sources())))
+            }
+            // Envoy sidecars: "<port>" or "http_proxy".
+            (Generator::Envoy, Kind::Route) if proxy.kind == ProxyKind::Sidecar => {
+                rds::envoy::by_name(name, proxy, &self.sources()).map(pack_any)
             }
             _ => None,
         }
