@@ -7,10 +7,14 @@ the first call fails. That call waits for xDS to resolve the target (wait_for_re
 with --fail-fast it does not, so a channel whose xDS server refused it fails at once with
 the resolver's error. --xds-creds: gRPC's xDS channel credentials (gRFC A29; plaintext
 fallback), so clusters' UpstreamTlsContext and the bootstrap's certificate providers apply.
-Commands:
+Commands (an outcome is the backend's name or "error:CODE"; k=v words are metadata sent
+with each call, except deadline=S, the call's deadline in seconds, 2 by default):
 
-  count N                  N calls; {"counts": {backend: n}, "errors": e}
-  until NAME N SECONDS     call until N calls in a row reach NAME;
+  count N [k=v ...]        N calls one after another; {"counts": {outcome: n}, "errors": e,
+                           "ms": {"min": .., "p50": .., "max": ..},
+                           "ms_by": {outcome: {"min": .., "p50": .., "max": ..}}}
+  until NAME N SECONDS [k=v ...]
+                           call until N calls in a row have outcome NAME;
                            {"ok": bool, "calls": c, "seconds": s, "counts": {...}}
   concurrent N             N calls started at once (10 s deadline);
                            {"counts": {outcome: n}, "seconds": {outcome: slowest}}
@@ -24,11 +28,45 @@ import grpc
 import grpc.experimental
 
 
-def call(stub):
+def options(words):
+    """The metadata and deadline of k=v words (metadata keys are lower case on the wire)."""
+    metadata, deadline = [], 2.0
+    for word in words:
+        key, _, value = word.partition("=")
+        if key == "deadline":
+            deadline = float(value)
+        else:
+            metadata.append((key.lower(), value))
+    return metadata, deadline
+
+
+def call(stub, metadata=(), deadline=2.0):
     try:
-        return stub(b"hi", timeout=2).decode()
+        return stub(b"hi", timeout=deadline, metadata=metadata).decode()
     except grpc.RpcError as e:
         return "error:" + e.code().name
+
+
+def spread(ms):
+    ms = sorted(ms)
+    if not ms:
+        return {}
+    return {"min": ms[0], "p50": ms[len(ms) // 2], "max": ms[-1]}
+
+
+def count(stub, n, words):
+    """n calls in a row: each outcome's count, and how long the calls took (milliseconds)."""
+    metadata, deadline = options(words)
+    counts, took = collections.Counter(), collections.defaultdict(list)
+    for _ in range(n):
+        start = time.monotonic()
+        got = call(stub, metadata, deadline)
+        counts[got] += 1
+        took[got].append((time.monotonic() - start) * 1000.0)
+    errors = sum(v for k, v in counts.items() if k.startswith("error:"))
+    return {"counts": counts, "errors": errors,
+            "ms": spread([t for ts in took.values() for t in ts]),
+            "ms_by": {k: spread(v) for k, v in took.items()}}
 
 
 def concurrent(stub, n):
@@ -76,15 +114,14 @@ def main():
         if not words:
             continue
         if words[0] == "count":
-            counts = collections.Counter(call(stub) for _ in range(int(words[1])))
-            errors = sum(v for k, v in counts.items() if k.startswith("error:"))
-            print(json.dumps({"counts": counts, "errors": errors}), flush=True)
+            print(json.dumps(count(stub, int(words[1]), words[2:])), flush=True)
         elif words[0] == "until":
             name, run, limit = words[1], int(words[2]), float(words[3])
+            metadata, deadline = options(words[4:])
             start, calls, streak = time.monotonic(), 0, 0
             counts = collections.Counter()
             while streak < run and time.monotonic() - start < limit:
-                got = call(stub)
+                got = call(stub, metadata, deadline)
                 calls += 1
                 counts[got] += 1
                 streak = streak + 1 if got == name else 0

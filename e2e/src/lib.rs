@@ -2,3 +2,5 @@
 //! gRPC's own proxyless xDS clients, that decide whether our protocols are right.
 
 pub mod judges;
+pub mod kubectl;
+pub mod proxyless;
