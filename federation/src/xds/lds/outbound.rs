@@ -9,10 +9,11 @@
 //! With capture (`REDIRECT`, `TPROXY`) the listeners are not bound (`bind_to_port: false`):
 //! iptables hands them the connections. With `INTERCEPTION_MODE: NONE` Istio binds each for
 //! real on `127.0.0.1`. Deviation from Istio: meshfed then leaves out the ports the proxy's own
-//! app listens on (its endpoints' target and service ports), the HTTP proxy port and the
-//! sidecar's own ports (15000 admin, 15006 inbound): an app on `[::]:5000` would make Envoy
-//! fail to bind `127.0.0.1:5000` and refuse the listener. Shared TCP ports cannot be told
-//! apart without capture and get no listener then.
+//! app listens on (its endpoints' target and service ports), the HTTP proxy port, the
+//! sidecar's own ports (15000 admin, 15006 inbound) and the privileged ports below 1024: an
+//! app on `[::]:5000` would make Envoy fail to bind `127.0.0.1:5000`, and Envoy running
+//! unprivileged cannot bind `127.0.0.1:53`; either way Envoy refuses the listener. Shared TCP
+//! ports cannot be told apart without capture and get no listener then.
 
 use super::super::cds::{inbound, protocol};
 use super::super::node::{Interception, Proxy};
@@ -49,7 +50,7 @@ pub fn listeners(proxy: &Proxy, src: &Sources) -> Vec<Listener> {
     let bind = if capture { "0.0.0.0" } else { "127.0.0.1" };
     let mut out = Vec::new();
     for (port, on) in by_port(proxy, src) {
-        if skip.contains(&port) {
+        if skip.contains(&port) || (!capture && port < 1024) {
             continue;
         }
         if on.http {

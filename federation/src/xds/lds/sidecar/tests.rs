@@ -125,6 +125,11 @@ fn mesh() -> Snapshot {
         .push(tcp("db-a.sample.svc.cluster.local", 3306, "10.96.0.10"));
     s.services
         .push(tcp("db-b.sample.svc.cluster.local", 3306, "10.96.0.11"));
+    s.services.push(tcp(
+        "kube-dns.kube-system.svc.cluster.local",
+        53,
+        "10.96.0.53",
+    ));
     s
 }
 
@@ -188,6 +193,7 @@ fn outbound_listeners_by_port_with_capture() {
         ))
     );
     find(&ls, "10.96.0.11_3306");
+    find(&ls, "0.0.0.0_53");
     assert!(!ls.iter().any(|l| l.name == "0.0.0.0_3306"));
 }
 
@@ -257,7 +263,8 @@ fn tcp_routes_weight_the_tcp_proxy() {
 
 /// `INTERCEPTION_MODE: NONE`: Istio binds outbound listeners on 127.0.0.1 for real; meshfed
 /// (a documented deviation) leaves out the ports the proxy's own app serves (helloworld's pod
-/// serves 5000) and the HTTP proxy port, and shared TCP ports.
+/// serves 5000), the HTTP proxy port, privileged ports (kube-dns 53: the kind bed's Envoy runs
+/// as uid 101) and shared TCP ports.
 #[test]
 fn without_capture_listeners_bind_loopback_and_skip_the_apps_ports() {
     let s = mesh();
@@ -289,6 +296,7 @@ fn without_capture_listeners_bind_loopback_and_skip_the_apps_ports() {
     assert_eq!(l.address, Some(socket("127.0.0.1", 5000)));
     find(&ls, "127.0.0.1_9000");
     find(&ls, "127.0.0.1_15001");
+    assert!(!ls.iter().any(|l| l.name.ends_with("_53")));
     assert!(!ls.iter().any(|l| l.name == "virtualInbound"));
 }
 
