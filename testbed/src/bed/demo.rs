@@ -1,6 +1,9 @@
 //! `meshfed testbed demo`: the seed walkthrough (seed 003) on a two-cluster test bed, as
 //! numbered steps, each judged by what the workloads saw: which version answered, through
-//! which address, with which peer identity and which of its certificates.
+//! which address, with which peer identity and which of its certificates. The
+//! VirtualService steps are in [`traffic`].
+
+mod traffic;
 
 use super::agents::{Counters, WORKLOAD_CERT_TTL};
 use super::faults::Fault;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 const WEIGHT_RULE: &str = include_str!("../../../samples/locality-lb-weight.yaml");
 const FAILOVER_RULE: &str = include_str!("../../../samples/locality-lb-failover.yaml");
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 12] = [
     "isolation",
     "cross_network",
     "mtls_identity",
@@ -24,6 +27,10 @@ const STEPS: [&str; 8] = [
     "dns",
     "distribute",
     "failover",
+    "traffic_shift",
+    "header_route",
+    "fault",
+    "timeout",
     "remote_secret_removal",
 ];
 
@@ -68,6 +75,10 @@ pub async fn run(bed: &Bed, mut on_step: impl FnMut(usize, &Step)) -> Report {
             "dns" => dns(bed).await,
             "distribute" => distribute(bed).await,
             "failover" => failover(bed).await,
+            "traffic_shift" => traffic::traffic_shift(bed).await,
+            "header_route" => traffic::header_route(bed).await,
+            "fault" => traffic::fault(bed).await,
+            "timeout" => traffic::timeout(bed).await,
             _ => remote_secret_removal(bed).await,
         };
         let step = match result {
@@ -453,12 +464,13 @@ async fn query(
         .collect())
 }
 
+/// Applies the Istio objects of `rule` in every cluster (each federation reads its own).
 async fn apply_everywhere(bed: &Bed, rule: &str) -> anyhow::Result<()> {
     for c in &bed.clusters {
         let rule = rule.to_string();
         c.kube(move |client| async move { super::objects::apply_istio(&client, &rule).await })
             .await
-            .with_context(|| format!("applying the DestinationRule in {}", c.spec.name))?;
+            .with_context(|| format!("applying Istio rules in {}", c.spec.name))?;
     }
     Ok(())
 }
