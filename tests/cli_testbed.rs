@@ -9,7 +9,7 @@ use common::{Killed, MESHFED};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 12] = [
     "isolation",
     "cross_network",
     "mtls_identity",
@@ -17,6 +17,10 @@ const STEPS: [&str; 8] = [
     "dns",
     "distribute",
     "failover",
+    "traffic_shift",
+    "header_route",
+    "fault",
+    "timeout",
     "remote_secret_removal",
 ];
 
@@ -134,6 +138,24 @@ fn demo_passes_every_step_of_the_seed_walkthrough() {
         detail("failover").contains(" ms "),
         "time to recover: {}",
         detail("failover")
+    );
+    // VirtualServices across the clusters (issue 20): the other cluster's version through
+    // its gateway, jason routed by header, aborts that never reach helloworld, timeouts.
+    let shift = detail("traffic_shift");
+    assert!(shift.contains("v2 all via cluster2's gateway"), "{shift}");
+    assert!(shift.contains("v1 all via cluster1's gateway"), "{shift}");
+    let header = detail("header_route");
+    assert!(header.contains("end-user jason -> v2 x20"), "{header}");
+    let fault = detail("fault");
+    assert!(fault.contains("500 x20 \"fault filter abort\""), "{fault}");
+    let counters = (fault.split("requests reaching helloworld ").nth(1))
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|c| c.split_once(" -> "));
+    assert!(counters.is_some_and(|(a, b)| a == b), "{fault}");
+    let timeout = detail("timeout");
+    assert!(
+        timeout.contains("504 x5 \"upstream request timeout\""),
+        "{timeout}"
     );
     if root() {
         assert!(
