@@ -116,7 +116,7 @@ async fn bed(which: Client) -> Bed {
         fed.registry.clone(),
         xds::Debounce::default(),
     ));
-    let boot = judges::bootstrap(
+    let mut boot = judges::bootstrap(
         &addr,
         &ChannelCreds::Insecure,
         "sidecar~127.0.0.1~sleep-1.sample~sample.svc.cluster.local",
@@ -129,6 +129,8 @@ async fn bed(which: Client) -> Bed {
             ("NAMESPACE", "sample"),
         ],
     );
+    // The sleep pod's labels, as Istio's agent sends them (a struct).
+    boot["node"]["metadata"]["LABELS"] = serde_json::json!({"app": "sleep", "version": "v1"});
     let bootstrap = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bootstrap.path(), boot.to_string()).unwrap();
     let nacks = nacks();
@@ -291,7 +293,7 @@ async fn grpc_js_xds_splits_traffic_by_route_weights() {
 /// `match.headers` to v2, everything else to v1.
 fn header_to_v2(matcher: &str) -> String {
     format!(
-        "  - match: [{{headers: {{end-user: {matcher}}}}}]
+        "  - match: [{{{matcher}}}]
     route: [{{destination: {{host: helloworld, subset: v2}}}}]
   - route: [{{destination: {{host: helloworld, subset: v1}}}}]
 "
@@ -301,22 +303,36 @@ fn header_to_v2(matcher: &str) -> String {
 /// gRFC A28 header matchers from Istio's `match.headers` (`string_match`): the seed's
 /// `end-user: {exact: jason}` sends jason to v2 across clusters and everyone else to v1;
 /// `prefix: jas`; `regex: "jas.*n"`, which is RE2 matched against the whole value (so
-/// `xjason` and `jasonx` do not match).
+/// `xjason` and `jasonx` do not match); `withoutHeaders` (Istio: `invert_match` with
+/// `treat_missing_header_as_empty`, so that a call without the header matches too, as it
+/// does in Envoy and grpc-js). grpcio 1.85 does not read `treat_missing_header_as_empty`:
+/// a call without the header does not match the inverted matcher and goes on to v1.
 async fn headers(which: Client) {
     let mut b = bed(which).await;
-    let cases: [(&str, &str, &[&str], &[&str]); 3] = [
+    let cases: [(&str, &str, &[&str], &[&str]); 4] = [
         (
             "exact",
-            "{exact: jason}",
+            "headers: {end-user: {exact: jason}}",
             &["jason"],
             &["jasonx", "Jason", ""],
         ),
-        ("prefix", "{prefix: jas}", &["jason", "jas"], &["ajason"]),
+        (
+            "prefix",
+            "headers: {end-user: {prefix: jas}}",
+            &["jason", "jas"],
+            &["ajason"],
+        ),
         (
             "regex",
-            "{regex: \"jas.*n\"}",
+            "headers: {end-user: {regex: \"jas.*n\"}}",
             &["jason", "jasn"],
             &["xjason", "jasonx"],
+        ),
+        (
+            "without",
+            "withoutHeaders: {end-user: {exact: jason}}",
+            &["bob"],
+            &["jason"],
         ),
     ];
     for (marker, matcher, to_v2, to_v1) in cases {
@@ -340,6 +356,15 @@ async fn headers(which: Client) {
             );
         }
     }
+    // Still the withoutHeaders rule: a call without the header at all.
+    let missing = if which == Client::Grpcio { "v1" } else { "v2" };
+    let r = count(&mut b, 20, "").await;
+    assert_eq!(
+        calls(&r, missing),
+        20,
+        "{}: withoutHeaders, header missing: {r}",
+        b.name()
+    );
     b.done().await;
 }
 
@@ -399,6 +424,44 @@ async fn grpcio_routes_by_uri_prefix_exact_and_regex() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_js_xds_routes_by_uri_prefix_exact_and_regex() {
     uris(Client::GrpcJs).await;
+}
+
+// --- which matches apply to this client ------------------------------------------------
+
+/// Istio's `TranslateRoute` decides on the server which matches apply to the client (gRPC
+/// never sees them): `match.port` must be the service port the client dialled,
+/// `sourceLabels` a subset of its node's `LABELS`, `sourceNamespace` its namespace. A
+/// match that does not apply is left out, so calls fall through to the next route.
+async fn applicability(which: Client) {
+    let mut b = bed(which).await;
+    let cases = [
+        ("port", "port: 5000", "v2"),
+        ("port-other", "port: 5001", "v1"),
+        ("labels", "sourceLabels: {app: sleep}", "v2"),
+        (
+            "labels-other",
+            "sourceLabels: {app: sleep, version: v9}",
+            "v1",
+        ),
+        ("namespace", "sourceNamespace: sample", "v2"),
+        ("namespace-other", "sourceNamespace: other", "v1"),
+    ];
+    for (marker, matcher, want) in cases {
+        b.route(marker, &header_to_v2(matcher)).await;
+        let r = count(&mut b, 20, "").await;
+        assert_eq!(calls(&r, want), 20, "{}: {matcher}: {r}", b.name());
+    }
+    b.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_gets_only_the_matches_for_its_port_labels_and_namespace() {
+    applicability(Client::Grpcio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_js_xds_gets_only_the_matches_for_its_port_labels_and_namespace() {
+    applicability(Client::GrpcJs).await;
 }
 
 // --- faults ----------------------------------------------------------------------------------
