@@ -12,6 +12,8 @@
 
 #[path = "common/envoy_schema.rs"]
 mod envoy_schema;
+#[path = "kind_static/xds.rs"]
+mod xds;
 
 use envoy_schema::Schema;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,7 +24,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meshfed_federation::ca::DEFAULT_TOKEN_AUDIENCE;
 use meshfed_federation::ca::serving;
-use meshfed_federation::xds::node::{Generator, Proxy, ProxyKind};
+use meshfed_federation::xds::node::{Generator, Interception, Proxy, ProxyKind};
 use meshfed_model::{ClusterName, Locality};
 use meshfed_proto::ads::{SDS_CLUSTER, SDS_ROOT_SECRET, SDS_WORKLOAD_SECRET};
 use serde::Deserialize;
@@ -570,9 +572,42 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
         ads["grpc_services"][0]["envoy_grpc"]["cluster_name"],
         "xds-grpc"
     );
-    assert!(b["dynamic_resources"]["cds_config"]["ads"].is_mapping());
-    // meshfed serves Envoy sidecars no listeners: they are static.
-    assert!(b["dynamic_resources"]["lds_config"].is_null());
+    // Listeners and clusters come from meshfed over ADS (RDS follows the listeners).
+    for config in ["cds_config", "lds_config"] {
+        assert!(
+            b["dynamic_resources"][config]["ads"].is_mapping(),
+            "{config}"
+        );
+        assert_eq!(b["dynamic_resources"][config]["resource_api_version"], "V3");
+    }
+    assert!(
+        b["static_resources"]["listeners"].is_null(),
+        "no static listeners: meshfed serves them"
+    );
+    let statics: Vec<&str> = b["static_resources"]["clusters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statics,
+        [SDS_CLUSTER, "xds-grpc"],
+        "only SDS and xDS are static"
+    );
+    // Istio's agent metadata for a pod without capture.
+    assert_eq!(
+        str_at(&b, &["node", "metadata", "HTTP_PROXY_PORT"], "node"),
+        "15001"
+    );
+    assert_eq!(
+        str_at(&b, &["node", "metadata", "INTERCEPTION_MODE"], "node"),
+        "NONE"
+    );
+    assert_eq!(
+        str_at(&b, &["node", "metadata", "LABELS", "app"], "node"),
+        "${APP}"
+    );
 
     let cluster = |name: &str| static_cluster(&b, name);
     // The federation's secure port, by the cluster-local name Envoy resolves (STRICT_DNS).
@@ -595,82 +630,13 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
     cluster(SDS_CLUSTER);
     xds_grpc_is_tls_with_the_agents_credentials(&b, &secure);
 
-    // The outbound listener routes helloworld:5000 to meshfed's cluster for it.
+    // The outbound route and the inbound listener are meshfed's: see
+    // meshfed_serves_the_sidecars_listeners_routes_and_clusters.
     let expected = ClusterName::new(5000, None, HELLOWORLD).cluster();
     assert_eq!(
         expected,
         "outbound|5000||helloworld.sample.svc.cluster.local"
     );
-    let listeners = b["static_resources"]["listeners"].as_sequence().unwrap();
-    let outbound = listeners
-        .iter()
-        .find(|l| l["address"]["socket_address"]["port_value"] == 15001)
-        .expect("outbound listener on 15001");
-    let hcm = &outbound["filter_chains"][0]["filters"][0]["typed_config"];
-    assert!(
-        hcm["@type"]
-            .as_str()
-            .unwrap()
-            .ends_with("http_connection_manager.v3.HttpConnectionManager")
-    );
-    let vhosts = hcm["route_config"]["virtual_hosts"].as_sequence().unwrap();
-    let vh = vhosts
-        .iter()
-        .find(|v| {
-            v["domains"]
-                .as_sequence()
-                .unwrap()
-                .contains(&Value::from(format!("{HELLOWORLD}:5000")))
-        })
-        .expect("a virtual host for helloworld:5000");
-    assert_eq!(
-        vh["routes"][0]["route"]["cluster"].as_str(),
-        Some(&*expected)
-    );
-    let routed: Vec<&str> = vhosts
-        .iter()
-        .flat_map(|v| v["routes"].as_sequence().unwrap())
-        .filter_map(|r| r["route"]["cluster"].as_str())
-        .collect();
-    for c in routed {
-        assert!(
-            ClusterName::parse_cluster(c).is_ok(),
-            "{c}: not a meshfed cluster name"
-        );
-    }
-
-    // The inbound listener is what the helloworld Services target, and leads to the app.
-    let hw_service = service(&raw, "helloworld");
-    let port = &hw_service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
-    assert_eq!(port.port, 5000);
-    let target = match port.target_port.as_ref().unwrap() {
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
-        other => panic!("targetPort {other:?}"),
-    };
-    let inbound = listeners
-        .iter()
-        .find(|l| l["address"]["socket_address"]["port_value"] == target)
-        .expect("an inbound listener on the Services' targetPort");
-    let chains = inbound["filter_chains"].as_sequence().unwrap();
-    let protocols: BTreeSet<&str> = chains
-        .iter()
-        .filter_map(|c| c["filter_chain_match"]["transport_protocol"].as_str())
-        .collect();
-    assert_eq!(protocols, BTreeSet::from(["raw_buffer", "tls"]));
-    let app_port = container(deployment(&raw, "helloworld-${VERSION}"), "helloworld")
-        .ports
-        .as_ref()
-        .unwrap()[0]
-        .container_port;
-    for chain in chains {
-        let to = chain["filters"][0]["typed_config"]["cluster"]
-            .as_str()
-            .unwrap();
-        let addr = &cluster(to)["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            ["socket_address"];
-        assert_eq!(addr["address"], "127.0.0.1");
-        assert_eq!(addr["port_value"], app_port);
-    }
 
     // Rendered by up.sh for cluster 1, then by the sidecar's own start command: a node
     // meshfed's xDS server takes for a sidecar of cluster1/network1 in region1/zone1.
@@ -693,20 +659,7 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
             str_at(&b, &["node", "cluster"], name),
             format!("{app}.sample")
         );
-        let meta = |k: &str| str_at(&b, &["node", "metadata", k], name).to_string();
-        let mut node = meshfed_proto::ads::Identity {
-            kind: "sidecar".into(),
-            cluster_id: meta("CLUSTER_ID"),
-            network: meta("NETWORK"),
-            namespace: meta("NAMESPACE"),
-            ..Default::default()
-        }
-        .node();
-        node.id = str_at(&b, &["node", "id"], name).to_string();
-        let loc = node.locality.as_mut().unwrap();
-        loc.region = str_at(&b, &["node", "locality", "region"], name).to_string();
-        loc.zone = str_at(&b, &["node", "locality", "zone"], name).to_string();
-        let p = Proxy::from_node(&node).unwrap();
+        let p = Proxy::from_node(&node_of(&b, name)).unwrap();
         assert_eq!(p.kind, ProxyKind::Sidecar);
         assert_eq!(p.generator, Generator::Envoy);
         assert_eq!(p.ip, "10.11.0.7");
@@ -717,7 +670,50 @@ fn the_sidecars_reach_meshfed_and_route_helloworld_to_its_cds_cluster() {
         assert_eq!(p.cluster_id, "cluster1");
         assert_eq!(p.network, "network1");
         assert_eq!(p.locality, Locality::new("region1", "zone1", ""));
+        assert_eq!(p.http_proxy_port, Some(15001));
+        assert_eq!(p.interception, Interception::None);
+        assert_eq!(p.labels.get("app"), Some(&app));
     }
+}
+
+/// The node a sidecar started with the bootstrap `b` sends, as Envoy sends it: the id, the
+/// locality and the metadata (strings, and `LABELS` as a struct).
+fn node_of(b: &Value, what: &str) -> envoy_types::pb::envoy::config::core::v3::Node {
+    use envoy_types::pb::google::protobuf::{Struct, Value as Pb, value};
+    let meta = |k: &str| str_at(b, &["node", "metadata", k], what).to_string();
+    let mut node = meshfed_proto::ads::Identity {
+        kind: "sidecar".into(),
+        cluster_id: meta("CLUSTER_ID"),
+        network: meta("NETWORK"),
+        namespace: meta("NAMESPACE"),
+        ..Default::default()
+    }
+    .node();
+    node.id = str_at(b, &["node", "id"], what).to_string();
+    let loc = node.locality.as_mut().unwrap();
+    loc.region = str_at(b, &["node", "locality", "region"], what).to_string();
+    loc.zone = str_at(b, &["node", "locality", "zone"], what).to_string();
+    let s = |v: &str| Pb {
+        kind: Some(value::Kind::StringValue(v.to_string())),
+    };
+    let fields = &mut node.metadata.as_mut().unwrap().fields;
+    for k in ["HTTP_PROXY_PORT", "INTERCEPTION_MODE"] {
+        fields.insert(k.into(), s(&meta(k)));
+    }
+    let labels = b["node"]["metadata"]["LABELS"]
+        .as_mapping()
+        .expect("LABELS");
+    let labels = labels
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), s(v.as_str().unwrap())))
+        .collect();
+    fields.insert(
+        "LABELS".into(),
+        Pb {
+            kind: Some(value::Kind::StructValue(Struct { fields: labels })),
+        },
+    );
+    node
 }
 
 /// xds-grpc reaches the federation's secure port as Envoy reaches a peer: TLS (Envoy's

@@ -3,8 +3,10 @@
 //! generated from), so YAML written for Envoy can be checked as Envoy's loader reads it: YAML is
 //! turned into proto3 JSON, and the JSON parser refuses a key that is not a field of its message
 //! (by proto or JSON name), an enum value that is not one of its names, a `typed_config` whose
-//! `@type` is no message Envoy knows, and a value of the wrong JSON kind. Only the parts of
-//! protobuf's wire format a descriptor set uses are decoded here.
+//! `@type` is no message Envoy knows, and a value of the wrong JSON kind. Resources meshfed
+//! serves are checked in their wire form ([`Schema::check_wire`]): every field number one of
+//! its message's, every `Any` a message Envoy knows, strings UTF-8. Only the parts of
+//! protobuf's wire format a descriptor set and those resources use are decoded here.
 
 use serde_yaml::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -29,12 +31,15 @@ enum Kind {
 struct Field {
     repeated: bool,
     kind: Kind,
+    name: String,
 }
 
 #[derive(Debug, Default)]
 struct Message {
     /// By proto name and by JSON name (Envoy takes both).
     fields: HashMap<String, Field>,
+    /// By field number (the wire form).
+    numbers: HashMap<u64, Field>,
     map_entry: bool,
 }
 
@@ -108,13 +113,15 @@ fn number(w: &Wire) -> u64 {
     }
 }
 
-/// FieldDescriptorProto: name 1, label 4, type 5, type_name 6, json_name 10.
-fn field(b: &[u8]) -> (String, Option<String>, Field) {
+/// FieldDescriptorProto: name 1, number 3, label 4, type 5, type_name 6, json_name 10.
+fn field(b: &[u8]) -> (String, Option<String>, u64, Field) {
     let (mut name, mut json, mut label, mut ty, mut type_name) =
         (String::new(), None, 0, 0, String::new());
+    let mut tag = 0;
     for (n, w) in decode(b) {
         match n {
             1 => name = text(&w),
+            3 => tag = number(&w),
             4 => label = number(&w),
             5 => ty = number(&w),
             6 => type_name = text(&w).trim_start_matches('.').to_string(),
@@ -130,7 +137,12 @@ fn field(b: &[u8]) -> (String, Option<String>, Field) {
         _ => Kind::Scalar(Scalar::Number),
     };
     let repeated = label == 3;
-    (name, json, Field { repeated, kind })
+    let f = Field {
+        repeated,
+        kind,
+        name: name.clone(),
+    };
+    (name, json, tag, f)
 }
 
 impl Schema {
@@ -171,7 +183,8 @@ impl Schema {
         for (n, w) in &fields {
             match n {
                 2 => {
-                    let (name, json, f) = field(bytes(w));
+                    let (name, json, tag, f) = field(bytes(w));
+                    message.numbers.insert(tag, f.clone());
                     if let Some(json) = json {
                         message.fields.insert(json, f.clone());
                     }
@@ -210,6 +223,61 @@ impl Schema {
 
     pub fn has_message(&self, full_name: &str) -> bool {
         self.messages.contains_key(full_name)
+    }
+
+    /// What Envoy would refuse in `bytes` decoded as the message `full_name` (a resource as
+    /// xDS sends it), one line each with the path to it: a field number the message does not
+    /// have, a message field that is not length-delimited, a string that is not UTF-8, an
+    /// `Any` whose type is no message Envoy knows (its value checked as that message).
+    pub fn check_wire(&self, full_name: &str, bytes: &[u8]) -> Vec<String> {
+        let mut errors = Vec::new();
+        self.wire_message(full_name, bytes, full_name, &mut errors);
+        errors
+    }
+
+    fn wire_message(&self, name: &str, b: &[u8], path: &str, errors: &mut Vec<String>) {
+        if name == "google.protobuf.Any" {
+            return self.wire_any(b, path, errors);
+        }
+        let Some(message) = self.messages.get(name) else {
+            return errors.push(format!("{path}: no message {name} in Envoy's API"));
+        };
+        for (n, w) in decode(b) {
+            let Some(f) = message.numbers.get(&n) else {
+                errors.push(format!("{path}: {name} has no field number {n}"));
+                continue;
+            };
+            let at = format!("{path}.{}", f.name);
+            match (&f.kind, &w) {
+                (Kind::Message(m), Wire::Bytes(inner)) => self.wire_message(m, inner, &at, errors),
+                (Kind::Message(_), _) => errors.push(format!("{at}: a message on the wire")),
+                (Kind::Scalar(Scalar::String), Wire::Bytes(t))
+                    if std::str::from_utf8(t).is_err() =>
+                {
+                    errors.push(format!("{at}: not UTF-8"))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Any: type_url 1, value 2.
+    fn wire_any(&self, b: &[u8], path: &str, errors: &mut Vec<String>) {
+        let fields = decode(b);
+        let url = fields.iter().find(|(n, _)| *n == 1).map(|(_, w)| text(w));
+        let value = fields.iter().find(|(n, _)| *n == 2).map(|(_, w)| bytes(w));
+        let Some(name) = url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("type.googleapis.com/"))
+        else {
+            return errors.push(format!("{path}: Any type_url {url:?}"));
+        };
+        self.wire_message(
+            name,
+            value.unwrap_or_default(),
+            &format!("{path}<{name}>"),
+            errors,
+        );
     }
 
     /// What Envoy's loader would refuse in `v` read as the message `full_name`, one line each
