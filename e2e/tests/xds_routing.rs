@@ -479,10 +479,13 @@ fn fault_route(value: &str, fault: &str) -> String {
 
 /// gRFC A33 fault injection from Istio's `fault` (the route's
 /// `typed_per_filter_config["envoy.filters.http.fault"]`): `abort.grpcStatus: UNAVAILABLE`
-/// fails every call with it; `abort.httpStatus: 503` becomes UNAVAILABLE and 404
-/// UNIMPLEMENTED (gRPC's HTTP-to-gRPC status mapping); `percentage: 50` aborts about half
-/// (the fault is decided once per call, before retries); `delay.fixedDelay: 1s` holds each
-/// call a second; calls without the header are untouched.
+/// fails every call with it; `abort.httpStatus: 503` becomes UNAVAILABLE, 404
+/// UNIMPLEMENTED and 500 (the seed's) UNKNOWN (gRPC's HTTP-to-gRPC status mapping); no
+/// `percentage` aborts nothing (0 %, as Envoy reads Istio's unset one); `percentage: 50`
+/// aborts about half (the fault is decided once per call, before retries, although the
+/// route has Istio's default retry policy on UNAVAILABLE); `delay.fixedDelay: 1s` holds each
+/// call a second, also with the seed's deprecated `percent: 100`; calls without the header
+/// are untouched.
 async fn faults(which: Client) {
     let mut b = bed(which).await;
     let aborts = [
@@ -500,6 +503,11 @@ async fn faults(which: Client) {
             "http404",
             "{abort: {httpStatus: 404, percentage: {value: 100}}}",
             "UNIMPLEMENTED",
+        ),
+        (
+            "http500",
+            "{abort: {httpStatus: 500, percentage: {value: 100.0}}}",
+            "UNKNOWN",
         ),
     ];
     for (marker, fault, code) in aborts {
@@ -520,6 +528,12 @@ async fn faults(which: Client) {
         );
     }
 
+    // No percentage: Istio leaves it unset, which Envoy reads as 0 %; nothing is aborted.
+    let unset = "{abort: {grpcStatus: UNAVAILABLE}}";
+    b.route("unset", &fault_route("yes", unset)).await;
+    let r = count(&mut b, 20, "x-fault=yes").await;
+    assert_eq!(calls(&r, "v2"), 20, "{}: {unset}: {r}", b.name());
+
     let half = "{abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}";
     b.route("half", &fault_route("yes", half)).await;
     let r = count(&mut b, 400, "x-fault=yes").await;
@@ -538,6 +552,16 @@ async fn faults(which: Client) {
     assert!(
         calls(&r, "v2") == 3 && min >= 950.0,
         "{}: fixedDelay 1s: {r}",
+        b.name()
+    );
+    // The seed's deprecated integer `percent: 100` (a FractionalPercent out of a hundred).
+    let percent = "{delay: {percent: 100, fixedDelay: 1s}}";
+    b.route("percent", &fault_route("yes", percent)).await;
+    let r = count(&mut b, 2, "x-fault=yes").await;
+    let min = ms(&r, None, "min").unwrap_or(0.0);
+    assert!(
+        calls(&r, "v2") == 2 && min >= 950.0,
+        "{}: {percent}: {r}",
         b.name()
     );
     let r = count(&mut b, 20, "").await;
