@@ -23,6 +23,9 @@ pub struct RouteTable {
     pub vhosts: Vec<VirtualHost>,
     /// Applied after the vhost's and the route's (Envoy's default order).
     pub headers: HeaderOps,
+    /// `ignore_port_in_host_matching` (Istio's per-port route configurations): the Host's
+    /// port is dropped before domains are matched.
+    pub ignore_port: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -249,7 +252,13 @@ impl RouteTable {
     /// The virtual host for `authority`, in Envoy's order: an exact domain, then the longest
     /// `*.suffix` wildcard, then the longest `prefix.*` one, then `*`. Case does not matter.
     pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
-        let host = authority.to_ascii_lowercase();
+        let mut host = authority.to_ascii_lowercase();
+        if self.ignore_port
+            && let Some((h, p)) = host.rsplit_once(':')
+            && p.chars().all(|c| c.is_ascii_digit())
+        {
+            host = h.to_string();
+        }
         let domains = || {
             self.vhosts
                 .iter()

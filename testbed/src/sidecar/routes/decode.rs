@@ -108,6 +108,7 @@ pub fn route_configuration(rc: &rt::RouteConfiguration) -> anyhow::Result<RouteT
             &rc.response_headers_to_add,
             &rc.response_headers_to_remove,
         )?,
+        ignore_port: rc.ignore_port_in_host_matching,
     })
 }
 

@@ -89,6 +89,23 @@ fn vhosts_are_found_in_envoys_order() {
     );
 }
 
+/// `ignore_port_in_host_matching` (Istio's per-port route configuration `"5000"`, whose
+/// domains carry no port): the Host's port is not matched.
+#[test]
+fn ignore_port_in_host_matching_drops_the_port() {
+    let mut t = RouteTable {
+        vhosts: vec![vhost("hw", &["helloworld"])],
+        ..Default::default()
+    };
+    assert!(t.vhost("helloworld:5000").is_none());
+    t.ignore_port = true;
+    assert_eq!(
+        t.vhost("helloworld:5000").map(|v| v.name.as_str()),
+        Some("hw")
+    );
+    assert_eq!(t.vhost("helloworld").map(|v| v.name.as_str()), Some("hw"));
+}
+
 /// Routes are tried in order and the first match wins; `prefix` and `path` ignore the query
 /// string; `case_sensitive: false` folds case; `safe_regex` must match the whole path.
 #[test]
