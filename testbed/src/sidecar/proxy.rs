@@ -10,7 +10,7 @@
 use super::forward::{self, Local, MAX_HEAD, Plan, exchange, local_reply};
 use super::routes::{
     Abort, Action, Fault, Forward, GrpcRetryOn, HttpProxyListener, RequestView, Retry, RetryOn,
-    RouteTable, WeightedCluster, roll,
+    Route, RouteTable, VirtualHost, WeightedCluster, roll,
 };
 use super::{Shared, Table};
 use anyhow::{Context, anyhow, bail};
@@ -262,21 +262,7 @@ async fn routed(
     body: &[u8],
     client: &mut TcpStream,
 ) -> anyhow::Result<()> {
-    let view = RequestView {
-        method: &req.method,
-        path: &req.path,
-        authority: &req.authority,
-        headers: &req.headers,
-    };
-    let Some(vhost) = routes.vhost(&req.authority) else {
-        return reply(client, "404 Not Found", "").await;
-    };
-    let Some((index, route)) = vhost
-        .routes
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.matches(&view))
-    else {
+    let Some((vhost, index, route)) = select(routes, req) else {
         return reply(client, "404 Not Found", "").await;
     };
     let fwd = match &route.action {
@@ -291,33 +277,26 @@ async fn routed(
     if let Some(abort) = inject(fault).await {
         return local_reply(client, &abort).await;
     }
-    let chosen = choose(
-        shared,
-        &format!("{}|{}|{index}", routes.name, vhost.name),
-        fwd,
-    );
+    let key = format!("{}|{}|{index}", routes.name, vhost.name);
+    let chosen = choose(shared, &key, fwd);
     let Some(up) = table.clusters.get(&chosen.name) else {
         // Envoy: cluster not found, 503 (NC).
         return reply(client, "503 Service Unavailable", "").await;
     };
-    let mut headers = req.headers.clone();
     let levels = [
         &chosen.headers,
         &route.headers_ops,
         &vhost.headers,
         &routes.headers,
     ];
+    let mut headers = req.headers.clone();
     for level in levels {
         level.request.apply(&mut headers);
     }
     let host = (chosen.host_rewrite.as_ref())
         .or(fwd.host_rewrite.as_ref())
         .unwrap_or(&req.authority);
-    for m in fwd.mirrors.iter().filter(|m| roll(m.per_million)) {
-        let copy = request_bytes(req, &shadow_host(host), &headers, body);
-        let (shared, cluster) = (shared.clone(), m.cluster.clone());
-        tokio::spawn(async move { forward::mirror(&shared, &cluster, &copy).await });
-    }
+    mirror(shared, fwd, req, host, &headers, body);
     let request = request_bytes(req, host, &headers, body);
     let plan = Plan {
         cluster: &chosen.name,
@@ -328,6 +307,40 @@ async fn routed(
         response_edits: levels.iter().map(|l| &l.response).collect(),
     };
     exchange(shared, &plan, client).await
+}
+
+/// The virtual host for the authority and the first route of it that matches (with its
+/// index, which keys the route's weighted choice).
+fn select<'a>(
+    routes: &'a RouteTable,
+    req: &Request,
+) -> Option<(&'a VirtualHost, usize, &'a Route)> {
+    let view = RequestView {
+        method: &req.method,
+        path: &req.path,
+        authority: &req.authority,
+        headers: &req.headers,
+    };
+    let vhost = routes.vhost(&req.authority)?;
+    let (index, route) = (vhost.routes.iter().enumerate()).find(|(_, r)| r.matches(&view))?;
+    Some((vhost, index, route))
+}
+
+/// Envoy's shadowing: each mirror policy that rolls gets a copy (Host `-shadow`), sent in
+/// the background; its answer is dropped.
+fn mirror(
+    shared: &Arc<Shared>,
+    fwd: &Forward,
+    req: &Request,
+    host: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) {
+    for m in fwd.mirrors.iter().filter(|m| roll(m.per_million)) {
+        let copy = request_bytes(req, &shadow_host(host), headers, body);
+        let (shared, cluster) = (shared.clone(), m.cluster.clone());
+        tokio::spawn(async move { forward::mirror(&shared, &cluster, &copy).await });
+    }
 }
 
 /// The route's cluster: the only one, or one by weight (smooth weighted round robin per
