@@ -58,7 +58,7 @@ struct Bed {
     _servers: (ApiServer, ApiServer),
     fed: Controllers,
     kubeconfig: tempfile::NamedTempFile,
-    _bootstrap: tempfile::NamedTempFile,
+    bootstrap: tempfile::NamedTempFile,
     /// The v1 backend (cluster1), whose knobs the timeout and retry tests turn.
     v1: Judge,
     _v2: Judge,
@@ -142,7 +142,7 @@ async fn bed(which: Client) -> Bed {
         _servers: (s1, s2),
         fed,
         kubeconfig,
-        _bootstrap: bootstrap,
+        bootstrap,
         v1,
         _v2: v2,
         client,
@@ -462,6 +462,44 @@ async fn grpcio_gets_only_the_matches_for_its_port_labels_and_namespace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_js_xds_gets_only_the_matches_for_its_port_labels_and_namespace() {
     applicability(Client::GrpcJs).await;
+}
+
+// --- the name forms a client may dial ----------------------------------------------------
+
+/// gRPC picks the virtual host by the authority it dialled, so Istio's vhost domains
+/// (`generateVirtualHostDomains` with ports, for proxyless) must hold every short form a
+/// client in the service's namespace may use: `helloworld:5000`, `helloworld.sample:5000`,
+/// `helloworld.sample.svc:5000` (and the FQDN the bed's client uses). Each form's client
+/// gets the VirtualService's header route.
+async fn name_forms(which: Client) {
+    let mut b = bed(which).await;
+    b.route(
+        "names",
+        &header_to_v2("headers: {end-user: {exact: jason}}"),
+    )
+    .await;
+    for name in ["helloworld", "helloworld.sample", "helloworld.sample.svc"] {
+        let target = format!("{name}:5000");
+        let mut c = proxyless::spawn(which, &target, b.bootstrap.path()).unwrap();
+        let first = c.json(T).await.unwrap();
+        assert_eq!(first["ready"], "v1", "{}: {target}: {first}", b.name());
+        for (meta, want) in [("end-user=jason", "v2"), ("", "v1")] {
+            let r = c.ask(&format!("count 20 {meta}"), T).await.unwrap();
+            assert_eq!(calls(&r, want), 20, "{}: {target} {meta}: {r}", b.name());
+        }
+        c.kill().await;
+    }
+    b.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_routes_every_short_name_of_the_service() {
+    name_forms(Client::Grpcio).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_js_xds_routes_every_short_name_of_the_service() {
+    name_forms(Client::GrpcJs).await;
 }
 
 // --- faults ----------------------------------------------------------------------------------
