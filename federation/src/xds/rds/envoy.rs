@@ -175,4 +175,6 @@ pub fn block_all() -> VirtualHost {
 }
 
 #[cfg(test)]
+mod seed_tests;
+#[cfg(test)]
 mod tests;
