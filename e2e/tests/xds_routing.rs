@@ -470,7 +470,7 @@ async fn grpc_js_xds_gets_only_the_matches_for_its_port_labels_and_namespace() {
 /// (`generateVirtualHostDomains` with ports, for proxyless) must hold every short form a
 /// client in the service's namespace may use: `helloworld:5000`, `helloworld.sample:5000`,
 /// `helloworld.sample.svc:5000` (and the FQDN the bed's client uses). Each form's client
-/// gets the VirtualService's header route.
+/// gets the VirtualService's header route. Then [`other_namespace`].
 async fn name_forms(which: Client) {
     let mut b = bed(which).await;
     b.route(
@@ -489,7 +489,54 @@ async fn name_forms(which: Client) {
         }
         c.kill().await;
     }
+    other_namespace(&mut b).await;
     b.done().await;
+}
+
+/// A client in namespace `other` dialling `helloworld.sample:5000` gets the rule of
+/// namespace `sample` (Istio: VirtualService hosts resolve in the rule's namespace, the
+/// client's short names in its own; no `exportTo` means every namespace), until the rule
+/// says `exportTo: ["."]`: then that client gets the default route again (both
+/// localities), while the bed's client in `sample` keeps the rule.
+async fn other_namespace(b: &mut Bed) {
+    let text = std::fs::read_to_string(b.bootstrap.path()).unwrap();
+    let mut boot: Value = serde_json::from_str(&text).unwrap();
+    boot["node"]["id"] = "sidecar~127.0.0.1~sleep-1.other~other.svc.cluster.local".into();
+    boot["node"]["metadata"]["NAMESPACE"] = "other".into();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), boot.to_string()).unwrap();
+    let mut c = proxyless::spawn(b.which, "helloworld.sample:5000", file.path()).unwrap();
+    let first = c.json(T).await.unwrap();
+    assert_eq!(
+        first["ready"],
+        "v1",
+        "{}: other namespace: {first}",
+        b.name()
+    );
+    let r = c.ask("count 20 end-user=jason", T).await.unwrap();
+    assert_eq!(calls(&r, "v2"), 20, "{}: other namespace: {r}", b.name());
+
+    let own = virtual_service("own", &header_to_v2("headers: {end-user: {exact: jason}}")).replace(
+        "  hosts: [helloworld]",
+        "  hosts: [helloworld]\n  exportTo: [\".\"]",
+    );
+    b.apply("own", &own).await;
+    let r = c.ask("until v1 1 30 end-user=jason", T).await.unwrap();
+    assert_eq!(r["ok"], true, "{}: exportTo . still seen: {r}", b.name());
+    let r = c.ask("count 40 end-user=jason", T).await.unwrap();
+    assert!(
+        calls(&r, "v1") > 0 && calls(&r, "v2") > 0 && r["errors"] == 0,
+        "{}: other namespace, default route: {r}",
+        b.name()
+    );
+    c.kill().await;
+    let r = count(b, 20, "end-user=jason").await;
+    assert_eq!(
+        calls(&r, "v2"),
+        20,
+        "{}: own namespace keeps it: {r}",
+        b.name()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
