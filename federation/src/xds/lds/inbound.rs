@@ -53,16 +53,10 @@ pub const MTLS_LOG_FORMAT: &str = "inbound_mtls peer=%DOWNSTREAM_PEER_URI_SAN% s
 /// and the app port behind it.
 pub fn own_ports(proxy: &Proxy, snapshot: &Snapshot) -> BTreeMap<Option<u16>, u16> {
     let mut out = BTreeMap::new();
-    let own = snapshot
-        .services
-        .iter()
-        .flat_map(|s| &s.endpoints)
-        .filter(|e| {
-            e.address == proxy.ip && (proxy.cluster_id.is_empty() || e.cluster == proxy.cluster_id)
-        });
-    for e in own {
+    for e in inbound::own_endpoints(proxy, snapshot) {
         let matched = (e.port != inbound::INBOUND_PORT).then_some(e.port);
-        // The first (lowest) app port wins when one destination port leads to several.
+        // The first in registry order wins when one destination port would lead to several
+        // app ports (two Services targeting 15006 with different ports).
         out.entry(matched).or_insert_with(|| inbound::app_port(e));
     }
     out

@@ -9,8 +9,9 @@
 //! With capture (`REDIRECT`, `TPROXY`) the listeners are not bound (`bind_to_port: false`):
 //! iptables hands them the connections. With `INTERCEPTION_MODE: NONE` Istio binds each for
 //! real on `127.0.0.1`. Deviation from Istio: meshfed then leaves out the ports the proxy's own
-//! app listens on (its endpoints' target and service ports), the HTTP proxy port, the
-//! sidecar's own ports (15000 admin, 15006 inbound) and the privileged ports below 1024: an
+//! app listens on (its endpoints' target and service ports), the HTTP proxy port, the ports
+//! Istio reserves for the sidecar and its agent (15000-15090: Envoy's admin 15000, inbound
+//! 15006, the agent's 15020, status 15021) and the privileged ports below 1024: an
 //! app on `[::]:5000` would make Envoy fail to bind `127.0.0.1:5000`, and Envoy running
 //! unprivileged cannot bind `127.0.0.1:53`; either way Envoy refuses the listener. Shared TCP
 //! ports cannot be told apart without capture and get no listener then.
@@ -29,8 +30,8 @@ use envoy_types::util::pack_any;
 use meshfed_model::ClusterName;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Envoy's admin port in the sidecars' bootstrap.
-const ADMIN_PORT: u16 = 15000;
+/// The ports Istio reserves for the sidecar and its agent.
+const RESERVED: std::ops::RangeInclusive<u16> = 15000..=15090;
 
 /// What is on one port: HTTP services, and the TCP ones.
 #[derive(Default)]
@@ -50,7 +51,7 @@ pub fn listeners(proxy: &Proxy, src: &Sources) -> Vec<Listener> {
     let bind = if capture { "0.0.0.0" } else { "127.0.0.1" };
     let mut out = Vec::new();
     for (port, on) in by_port(proxy, src) {
-        if skip.contains(&port) || (!capture && port < 1024) {
+        if skip.contains(&port) || (!capture && (port < 1024 || RESERVED.contains(&port))) {
             continue;
         }
         if on.http {
@@ -95,17 +96,9 @@ fn by_port<'a>(proxy: &Proxy, src: &Sources<'a>) -> BTreeMap<u16, OnPort<'a>> {
 
 /// Ports a listener bound on loopback would take from the app or the sidecar itself.
 fn own_ports(proxy: &Proxy, src: &Sources) -> BTreeSet<u16> {
-    let mut out: BTreeSet<u16> = [ADMIN_PORT, inbound::INBOUND_PORT].into();
+    let mut out = BTreeSet::new();
     out.extend(proxy.http_proxy_port);
-    let own = src
-        .snapshot
-        .services
-        .iter()
-        .flat_map(|s| &s.endpoints)
-        .filter(|e| {
-            e.address == proxy.ip && (proxy.cluster_id.is_empty() || e.cluster == proxy.cluster_id)
-        });
-    for e in own {
+    for e in inbound::own_endpoints(proxy, src.snapshot) {
         out.extend([e.port, e.service_port]);
     }
     out

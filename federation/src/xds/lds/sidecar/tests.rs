@@ -130,6 +130,8 @@ fn mesh() -> Snapshot {
         53,
         "10.96.0.53",
     ));
+    let status = tcp("status.istio-system.svc.cluster.local", 15021, "10.96.0.21");
+    s.services.push(status);
     s
 }
 
@@ -194,6 +196,7 @@ fn outbound_listeners_by_port_with_capture() {
     );
     find(&ls, "10.96.0.11_3306");
     find(&ls, "0.0.0.0_53");
+    find(&ls, "0.0.0.0_15021");
     assert!(!ls.iter().any(|l| l.name == "0.0.0.0_3306"));
 }
 
@@ -264,7 +267,8 @@ fn tcp_routes_weight_the_tcp_proxy() {
 /// `INTERCEPTION_MODE: NONE`: Istio binds outbound listeners on 127.0.0.1 for real; meshfed
 /// (a documented deviation) leaves out the ports the proxy's own app serves (helloworld's pod
 /// serves 5000), the HTTP proxy port, privileged ports (kube-dns 53: the kind bed's Envoy runs
-/// as uid 101) and shared TCP ports.
+/// as uid 101), Istio's reserved 15000-15090 (the agent's 15020, status 15021) and shared TCP
+/// ports.
 #[test]
 fn without_capture_listeners_bind_loopback_and_skip_the_apps_ports() {
     let s = mesh();
@@ -297,6 +301,10 @@ fn without_capture_listeners_bind_loopback_and_skip_the_apps_ports() {
     find(&ls, "127.0.0.1_9000");
     find(&ls, "127.0.0.1_15001");
     assert!(!ls.iter().any(|l| l.name.ends_with("_53")));
+    assert!(
+        !ls.iter().any(|l| l.name.ends_with("_15021")),
+        "Istio's reserved ports"
+    );
     assert!(!ls.iter().any(|l| l.name == "virtualInbound"));
 }
 
