@@ -287,6 +287,16 @@ where
 /// of a 300-service mesh: 880 MiB; cut to 16 KiB: 283 MiB). State of the world cannot be cut.
 const RESPONSE_TARGET: usize = 16 << 10;
 
+/// What one response may take: delta responses are cut to [`RESPONSE_TARGET`]; a state of
+/// the world response cannot be cut, so only the message limit applies to it.
+fn response_limit<S: Stream>() -> usize {
+    if S::MODE == "delta" {
+        RESPONSE_TARGET.min(MAX_XDS_MESSAGE)
+    } else {
+        MAX_XDS_MESSAGE
+    }
+}
+
 /// Sends `responses`, each within the size limit; false when the stream is over. A client
 /// that takes nothing for the send timeout is disconnected (its whole connection: HTTP/2
 /// would otherwise keep the unsent responses).
@@ -296,7 +306,7 @@ async fn send<S: Stream>(
     responses: Vec<S::Resp>,
     cx: &StreamCx,
 ) -> bool {
-    let target = RESPONSE_TARGET.min(MAX_XDS_MESSAGE);
+    let target = response_limit::<S>();
     for r in responses.into_iter().flat_map(|r| conn.fit(r, target)) {
         match tokio::time::timeout(cx.limits.send_timeout, tx.send(Ok(r))).await {
             Ok(Ok(())) => {}
@@ -373,4 +383,26 @@ pub(crate) fn test_push(version: u64, hosts: &[&str]) -> Push {
         Vec::new(),
         "cluster.local",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xDS state of the world: each response carries every subscribed resource and cannot be
+    /// split, so one over the delta cut (16 KiB, a few dozen clusters with mTLS) must still
+    /// go out whole; only delta responses are cut.
+    #[test]
+    fn state_of_the_world_responses_are_not_held_to_the_delta_cut() {
+        let big = DiscoveryResponse {
+            resources: vec![envoy_types::pb::google::protobuf::Any {
+                type_url: "t".into(),
+                value: vec![7; 100 << 10],
+            }],
+            ..Default::default()
+        };
+        let mut s = Sotw::new(crate::xds::node::test_sidecar());
+        assert_eq!(s.fit(big, response_limit::<Sotw>()).len(), 1);
+        assert_eq!(response_limit::<Delta>(), RESPONSE_TARGET);
+    }
 }
