@@ -97,3 +97,47 @@ pub fn options(port: &PortView, policy: &Json) -> HashMap<String, Any> {
     };
     HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options))])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_http;
+    use crate::registry::PortView;
+
+    fn port(name: &str, app: Option<&str>, protocol: &str) -> PortView {
+        PortView {
+            name: name.into(),
+            port: 80,
+            protocol: protocol.into(),
+            app_protocol: app.map(String::from),
+        }
+    }
+
+    /// Istio `ConvertProtocol`: `appProtocol` wins over the name; names by their prefix
+    /// before `-` (`http`, `http2`, `grpc`, `grpc-web`), case-insensitive, are HTTP and get
+    /// an HTTP listener; `tcp`, `mongo`, unnamed and UDP ports are not.
+    #[test]
+    fn http_ports_as_istio_reads_them() {
+        for (name, app) in [
+            ("http", None),
+            ("HTTP-web", None),
+            ("http2", None),
+            ("grpc", None),
+            ("grpc-web", None),
+            ("tcp", Some("http")),
+            ("x", Some("kubernetes.io/h2c")),
+            ("x", Some("kubernetes.io/ws")),
+        ] {
+            assert!(is_http(&port(name, app, "TCP")), "{name} {app:?}");
+        }
+        for (name, app, proto) in [
+            ("tcp", None, "TCP"),
+            ("mongo", None, "TCP"),
+            ("", None, "TCP"),
+            ("httpx", None, "TCP"),
+            ("http", Some("tcp"), "TCP"),
+            ("http", None, "UDP"),
+        ] {
+            assert!(!is_http(&port(name, app, proto)), "{name} {app:?} {proto}");
+        }
+    }
+}
