@@ -73,7 +73,7 @@ pub(crate) fn populate(
                 s,
                 "Pod",
                 "bench",
-                json!({"metadata": {"name": pod, "labels": {"app": name, "version": "v1"}}, "spec": {"nodeName": format!("node{}", e % 10), "containers": []}}),
+                json!({"metadata": {"name": pod, "labels": {"app": name, "version": "v1", "security.istio.io/tlsMode": "istio"}}, "spec": {"nodeName": format!("node{}", e % 10), "containers": []}}),
             )?;
             eps.push(json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": format!("node{}", e % 10), "targetRef": {"kind": "Pod", "namespace": "bench", "name": pod}}));
         }

@@ -242,9 +242,13 @@ async fn until(
     .map_err(|_| format!("only {} of {want} clients within {limit:?}", count(shared)))
 }
 
+/// svc0's slice in cluster2 with its first `count` pods (at most the 10 `populate` made):
+/// mesh workloads (`tlsMode: istio`), so cluster1's clients reach them through cluster2's
+/// gateway and the gateway endpoint's weight follows their count.
 fn slice(count: usize) -> Value {
     let eps: Vec<Value> = (0..count)
-        .map(|e| json!({"addresses": [format!("10.2.200.{e}")], "conditions": {"ready": true}, "nodeName": format!("node{}", e % 10)}))
+        .map(|e| json!({"addresses": [format!("10.2.0.{e}")], "conditions": {"ready": true}, "nodeName": format!("node{}", e % 10),
+            "targetRef": {"kind": "Pod", "namespace": "bench", "name": format!("svc0-{e}")}}))
         .collect();
     json!({"metadata": {"name": "svc0-x", "labels": {"kubernetes.io/service-name": "svc0"}}, "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080}], "endpoints": eps})
@@ -288,7 +292,7 @@ async fn measure(
                 "EndpointSlice",
                 "bench",
                 slice(if (offset + i).is_multiple_of(2) {
-                    11
+                    9
                 } else {
                     10
                 }),
