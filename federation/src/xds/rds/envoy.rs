@@ -24,7 +24,7 @@ use super::super::cds::protocol;
 use super::super::node::{Generator, Proxy};
 use super::{Sources, domains, service_routes, vip};
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, Route, RouteConfiguration, VirtualHost, route,
+    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
 };
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use meshfed_model::ClusterName;
@@ -155,12 +155,8 @@ pub fn block_all() -> VirtualHost {
         domains: vec!["*".into()],
         routes: vec![Route {
             name: BLOCK_ALL.into(),
-            r#match: Some(envoy_types::pb::envoy::config::route::v3::RouteMatch {
-                path_specifier: Some(
-                    envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::Prefix(
-                        "/".into(),
-                    ),
-                ),
+            r#match: Some(RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
                 ..Default::default()
             }),
             action: Some(route::Action::DirectResponse(DirectResponseAction {
