@@ -72,8 +72,15 @@ pub struct DnsProxyArgs {
         default_value = "default"
     )]
     namespace: String,
-    /// This cluster's id: the federation answers its services with their ClusterIPs.
-    #[arg(long, value_name = "ID", env = "CLUSTER_ID", default_value = "")]
+    /// This cluster's id: the federation answers its services with their ClusterIPs; unset
+    /// means the federation's own cluster.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CLUSTER_ID",
+        default_value = "",
+        hide_default_value = true
+    )]
     cluster_id: String,
     /// The cluster's DNS domain.
     #[arg(long, value_name = "DOMAIN", default_value = meshfed_model::DEFAULT_DOMAIN)]

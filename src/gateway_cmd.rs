@@ -69,8 +69,14 @@ pub struct GatewayArgs {
     xds: Option<String>,
     #[command(flatten)]
     xds_tls: XdsTlsArgs,
-    /// This gateway's cluster id (with --xds).
-    #[arg(long, value_name = "ID", env = "CLUSTER_ID", default_value = "")]
+    /// This gateway's cluster id (with --xds); unset means the federation's own cluster.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "CLUSTER_ID",
+        default_value = "",
+        hide_default_value = true
+    )]
     cluster_id: String,
     /// This gateway's network: the endpoints it routes to (with --xds).
     #[arg(long, value_name = "NET", env = "NETWORK")]
