@@ -1,7 +1,7 @@
 //! `bench xds --modes vs`: a VirtualService change reaching many proxyless gRPC clients
 //! (issue 20). Each client is a delta ADS stream with `GENERATOR=grpc`, as gRPC's xDS client
 //! is: it subscribes to the listener of its target, then to the RouteConfiguration that
-//! listener names. Each change flips the weights of the VirtualService of that service
+//! listener names. Each change flips the weights of the VirtualService of that service (svc1)
 //! (v1/v2 90/10, then 10/90, ...) in the local cluster; a client's latency is from the write
 //! to its receiving the RouteConfiguration with the new weights.
 
@@ -26,9 +26,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-const HOST: &str = "svc0.bench.svc.cluster.local";
-/// The target as a gRPC client in namespace `bench` dials it: `xds:///svc0:8080`.
-const LISTENER: &str = "svc0:8080";
+/// Not svc0, whose endpoints the endpoint-change modes rewrite: subsets on it would add
+/// assignments to their figure.
+const HOST: &str = "svc1.bench.svc.cluster.local";
+/// The target as a gRPC client in namespace `bench` dials it: `xds:///svc1:8080`.
+const LISTENER: &str = "svc1:8080";
 
 /// The VirtualService in state `state`: v1/v2 at 90/10 when even, 10/90 when odd.
 fn virtual_service(state: usize) -> Value {
@@ -38,16 +40,16 @@ fn virtual_service(state: usize) -> Value {
         (10, 90)
     };
     json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": "svc0"},
-        "spec": {"hosts": ["svc0"], "http": [{"route": [
-            {"destination": {"host": "svc0", "subset": "v1"}, "weight": v1},
-            {"destination": {"host": "svc0", "subset": "v2"}, "weight": v2}]}]}})
+        "metadata": {"name": "svc1"},
+        "spec": {"hosts": ["svc1"], "http": [{"route": [
+            {"destination": {"host": "svc1", "subset": "v1"}, "weight": v1},
+            {"destination": {"host": "svc1", "subset": "v2"}, "weight": v2}]}]}})
 }
 
 fn destination_rule() -> Value {
     json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
-        "metadata": {"name": "svc0"},
-        "spec": {"host": "svc0", "subsets": [
+        "metadata": {"name": "svc1"},
+        "spec": {"host": "svc1", "subsets": [
             {"name": "v1", "labels": {"version": "v1"}},
             {"name": "v2", "labels": {"version": "v2"}}]}})
 }
