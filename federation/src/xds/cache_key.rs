@@ -25,6 +25,16 @@ pub struct CacheKey {
     locality: Option<Locality>,
     /// Only the labels some rule reads: `failoverPriority` (EDS), `sourceLabels` (RDS).
     labels: Vec<(String, String)>,
+    /// An Envoy sidecar's own app ports: its CDS carries their `inbound|P||` clusters.
+    inbound_ports: Vec<u16>,
+}
+
+impl CacheKey {
+    /// The key with the proxy's own app ports (CDS of an Envoy sidecar).
+    pub fn with_inbound_ports(mut self, ports: Vec<u16>) -> CacheKey {
+        self.inbound_ports = ports;
+        self
+    }
 }
 
 /// The key of `proxy`'s resources of `kind`; `label_keys` are the proxy labels the kind's
@@ -39,6 +49,7 @@ pub fn key(proxy: &Proxy, kind: Kind, label_keys: &BTreeSet<String>) -> CacheKey
         network: None,
         locality: None,
         labels: Vec::new(),
+        inbound_ports: Vec::new(),
     };
     match kind {
         // Which rule applies (by namespace), the dialect, and the proxy kind's cluster names.

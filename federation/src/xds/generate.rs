@@ -29,7 +29,7 @@ pub use named::MAX_NAMED;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 pub use meshfed_proto::ads::{CLUSTER_TYPE, ENDPOINT_TYPE};
@@ -176,6 +176,8 @@ pub struct Push {
     /// LDS/RDS by key and name, at most [`MAX_NAMED`].
     named: Mutex<named::Named>,
     previous_named: named::Built,
+    /// Endpoints' app ports by address, for Envoy sidecars' inbound clusters.
+    own_ports: OnceLock<cds::inbound::OwnPorts>,
 }
 
 /// What changed for one kind of proxy between the previous push and this one.
@@ -256,6 +258,7 @@ impl Push {
             changes: Mutex::new(HashMap::new()),
             named: Mutex::new(named::Named::default()),
             previous_named: named::Built::new(),
+            own_ports: OnceLock::new(),
         }
     }
 
@@ -298,9 +301,6 @@ impl Push {
     /// client subscribed to `sub`; None when that push never built them (the caller then
     /// compares resource by resource).
     pub fn changes(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Option<Arc<Changes>> {
-        if kind == Kind::Cluster && !cds::inbound::for_proxy(proxy, &self.snapshot).is_empty() {
-            return None; // its own inbound clusters are not in the shared build
-        }
         let key = self.key(proxy, kind);
         let c = match builder(proxy.generator, kind) {
             Builder::Shared => {
@@ -347,22 +347,11 @@ impl Push {
 
     /// The resources of `kind` that `proxy` subscribed to.
     pub fn resources(&self, proxy: &Proxy, kind: Kind, sub: &Subscription) -> Resources {
-        let mut all = match builder(proxy.generator, kind) {
+        let all = match builder(proxy.generator, kind) {
             Builder::Shared => self.all(proxy, kind),
             Builder::ByName => return self.by_name(proxy, kind, sub),
             Builder::ForProxy(build) => Arc::new(build(self, proxy)),
         };
-        // An Envoy sidecar's own inbound clusters (`inbound|P||`), beside the shared ones.
-        if kind == Kind::Cluster {
-            let own = cds::inbound::for_proxy(proxy, &self.snapshot);
-            if !own.is_empty() {
-                let pack =
-                    |c: Cluster| (c.name.clone(), Resource::new(c.name.clone(), pack_any(c)));
-                let mut with = (*all).clone();
-                with.extend(own.into_iter().map(pack));
-                all = Arc::new(with);
-            }
-        }
         if sub.wildcard {
             return (*all).clone();
         }
@@ -377,7 +366,17 @@ impl Push {
             Kind::Route => &self.source_label_keys,
             _ => &self.label_keys,
         };
-        cache_key::key(proxy, kind, labels)
+        let key = cache_key::key(proxy, kind, labels);
+        if kind == Kind::Cluster && cds::inbound::has_inbound(proxy) {
+            return key.with_inbound_ports(self.own_ports().of(proxy));
+        }
+        key
+    }
+
+    /// Every endpoint's app port by address, indexed once per push.
+    fn own_ports(&self) -> &cds::inbound::OwnPorts {
+        self.own_ports
+            .get_or_init(|| cds::inbound::OwnPorts::new(&self.snapshot))
     }
 
     /// Every resource of `kind` for proxies like `proxy`, built once per push.
@@ -407,13 +406,19 @@ impl Push {
         }
     }
 
+    /// CDS: a cluster per service port and subset, and an Envoy sidecar's own inbound
+    /// clusters (`inbound|P||`, by the app ports in its cache key).
     fn clusters(&self, proxy: &Proxy) -> Resources {
+        let inbound = self
+            .own_ports()
+            .of(proxy)
+            .into_iter()
+            .map(cds::inbound::cluster);
         cds::specs(&self.snapshot, &self.rules, proxy)
             .iter()
-            .map(|spec| {
-                let c = cds::cluster(proxy, spec, &self.trust_domain);
-                (c.name.clone(), Resource::new(c.name.clone(), pack_any(c)))
-            })
+            .map(|spec| cds::cluster(proxy, spec, &self.trust_domain))
+            .chain(inbound)
+            .map(|c: Cluster| (c.name.clone(), Resource::new(c.name.clone(), pack_any(c))))
             .collect()
     }
 

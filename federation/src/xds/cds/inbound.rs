@@ -1,8 +1,9 @@
 //! Envoy sidecars' inbound clusters, `inbound|P||`: STATIC at `127.0.0.1:P`, the app's own
 //! port (Istio's older localhost form of `buildInboundClusters`), one per app port of the
 //! proxy's own endpoints (those at its IP in its cluster). The virtual inbound listener
-//! ([`crate::xds::lds::sidecar`]) sends accepted connections to them. They depend on the
-//! proxy, so they are added to the shared CDS build per client.
+//! ([`crate::xds::lds::sidecar`]) sends accepted connections to them. They depend only on
+//! the set of app ports, which is part of an Envoy sidecar's CDS cache key: sidecars with
+//! the same ports (the pods of one Deployment) share one build and its precomputed changes.
 //!
 //! The kind bed's no-capture convention: a Service whose `targetPort` is the sidecar's
 //! inbound port 15006 sends its traffic to the sidecar itself, and the app listens on the
@@ -15,7 +16,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::google::protobuf::Duration;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// The sidecar's inbound listener port (Istio's `virtualInbound`).
 pub const INBOUND_PORT: u16 = 15006;
@@ -52,7 +53,7 @@ pub fn own_endpoints<'a>(
 /// An Envoy sidecar's inbound clusters, one per app port of its own endpoints; nothing for
 /// proxyless clients and gateways.
 pub fn for_proxy(proxy: &Proxy, snapshot: &Snapshot) -> Vec<Cluster> {
-    if proxy.generator != Generator::Envoy || proxy.kind != ProxyKind::Sidecar {
+    if !has_inbound(proxy) {
         return Vec::new();
     }
     let ports: BTreeSet<u16> = own_endpoints(proxy, snapshot)
@@ -60,6 +61,49 @@ pub fn for_proxy(proxy: &Proxy, snapshot: &Snapshot) -> Vec<Cluster> {
         .filter(|p| *p != 0)
         .collect();
     ports.into_iter().map(cluster).collect()
+}
+
+/// Whether `proxy` is one that gets inbound clusters (an Envoy sidecar).
+pub fn has_inbound(proxy: &Proxy) -> bool {
+    proxy.generator == Generator::Envoy && proxy.kind == ProxyKind::Sidecar
+}
+
+/// Every endpoint's app port by address, built once per push: a thousand sidecars asking for
+/// their CDS each look their own ports up instead of scanning every endpoint of the mesh.
+#[derive(Debug, Default)]
+pub struct OwnPorts(HashMap<String, Vec<(String, u16)>>);
+
+impl OwnPorts {
+    pub fn new(snapshot: &Snapshot) -> OwnPorts {
+        let mut by_ip: HashMap<String, Vec<(String, u16)>> = HashMap::new();
+        for e in snapshot.services.iter().flat_map(|s| &s.endpoints) {
+            let port = app_port(e);
+            if port != 0 {
+                by_ip
+                    .entry(e.address.clone())
+                    .or_default()
+                    .push((e.cluster.clone(), port));
+            }
+        }
+        OwnPorts(by_ip)
+    }
+
+    /// The app ports of `proxy`'s own endpoints, sorted, as [`for_proxy`] builds clusters for
+    /// them (none for a proxy that gets no inbound clusters).
+    pub fn of(&self, proxy: &Proxy) -> Vec<u16> {
+        if !has_inbound(proxy) {
+            return Vec::new();
+        }
+        let Some(all) = self.0.get(&proxy.ip) else {
+            return Vec::new();
+        };
+        let ports: BTreeSet<u16> = all
+            .iter()
+            .filter(|(c, _)| proxy.cluster_id.is_empty() || *c == proxy.cluster_id)
+            .map(|(_, p)| *p)
+            .collect();
+        ports.into_iter().collect()
+    }
 }
 
 /// `inbound|P||`: STATIC, one endpoint `127.0.0.1:P`.

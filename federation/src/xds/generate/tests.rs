@@ -280,3 +280,48 @@ fn a_name_subscribed_with_a_newer_push_is_sent_though_unchanged() {
     assert!(names.contains(&route_name(B).as_str()), "{names:?}");
     assert!(resp.removed_resources.is_empty(), "{resp:?}");
 }
+
+fn envoy_sidecar_at(ip: &str) -> Proxy {
+    let mut p = test_sidecar();
+    p.ip = ip.into();
+    p.id = format!("sidecar~{ip}~x.ns~ns.svc.cluster.local");
+    p
+}
+
+/// Istio builds a sidecar's inbound clusters from its own endpoints (`buildInboundClusters`).
+/// Here they depend only on the app ports, which are part of the CDS key: the sidecars of
+/// `a` and `b` (both apps on 8080) share one CDS build with `inbound|8080||`, a proxy with
+/// no endpoints gets one without it, and a push that adds a service tells the sidecar just
+/// that cluster from the precomputed changes instead of a compare per client.
+#[test]
+fn sidecars_with_the_same_app_ports_share_cds_and_its_changes() {
+    let first = crate::xds::ads::test_push(1, &["a", "b"]);
+    let (a, b, none) = (
+        envoy_sidecar_at("10.0.0.10"),
+        envoy_sidecar_at("10.0.0.11"),
+        envoy_sidecar_at("10.9.9.9"),
+    );
+    let built = first.all(&a, Kind::Cluster);
+    assert!(Arc::ptr_eq(&built, &first.all(&b, Kind::Cluster)));
+    assert!(built.contains_key("inbound|8080||"));
+    let bare = first.all(&none, Kind::Cluster);
+    assert!(!bare.contains_key("inbound|8080||"));
+    assert!(bare.contains_key("outbound|80||a.ns.svc.cluster.local"));
+
+    let second = crate::xds::ads::test_push(2, &["a", "b", "c"]).follow(&first);
+    let all = Subscription {
+        wildcard: true,
+        names: Default::default(),
+    };
+    let changes = second
+        .changes(&a, Kind::Cluster, &all)
+        .expect("changes worked out once for the key, not compared per client");
+    let names: Vec<&str> = changes.updated.iter().map(|r| &*r.name).collect();
+    assert_eq!(names, ["outbound|80||c.ns.svc.cluster.local"]);
+    assert!(changes.removed.is_empty());
+    assert!(
+        second
+            .resources(&a, Kind::Cluster, &all)
+            .contains_key("inbound|8080||")
+    );
+}
