@@ -97,7 +97,10 @@ mod tests {
         let p = policy(None).unwrap();
         assert_eq!(p.retry_on, DEFAULT_RETRY_ON);
         assert_eq!(p.num_retries, Some(UInt32Value { value: 2 }));
-        assert!(p.retriable_status_codes.is_empty(), "Istio >= 1.24 leaves 503 out");
+        assert!(
+            p.retriable_status_codes.is_empty(),
+            "Istio >= 1.24 leaves 503 out"
+        );
         assert_eq!(p.host_selection_retry_max_attempts, 5);
         assert_eq!(
             p.retry_host_predicate[0].name,
