@@ -6,7 +6,7 @@ use crate::registry::{
     SliceInfo,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
+
+use projection::PodLite;
 
 /// Which cluster generation a watcher feeds.
 #[derive(Clone)]
@@ -227,18 +229,19 @@ impl Watched for EndpointSlice {
     }
 }
 
-impl Watched for Pod {
+impl Watched for PodLite {
     type Key = (String, String);
     type Value = PodInfo;
     const KIND: Kind = Kind::Pod;
     fn entry(&self) -> Option<(Self::Key, PodInfo)> {
-        let spec = self.spec.as_ref();
         let info = PodInfo {
             labels: labels(self),
-            service_account: spec
-                .and_then(|s| s.service_account_name.clone())
+            service_account: self
+                .spec
+                .service_account_name
+                .clone()
                 .unwrap_or_else(|| "default".into()),
-            node: spec.and_then(|s| s.node_name.clone()),
+            node: self.spec.node_name.clone(),
         };
         Some((self.key(), info))
     }
@@ -350,7 +353,7 @@ pub async fn run_cluster(client: Client, target: Target, local: bool) {
         tokio::spawn(run_kind::<Namespace>(Api::all(client.clone()), t())),
         tokio::spawn(run_kind::<Service>(Api::all(client.clone()), t())),
         tokio::spawn(run_kind::<EndpointSlice>(Api::all(client.clone()), t())),
-        tokio::spawn(run_kind::<Pod>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<PodLite>(Api::all(client.clone()), t())),
         tokio::spawn(run_kind::<Node>(Api::all(client.clone()), t())),
     ];
     if local {
@@ -374,5 +377,6 @@ impl Drop for AbortOnDrop {
 }
 
 mod istio;
+mod projection;
 #[cfg(test)]
 mod tests;
