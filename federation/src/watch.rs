@@ -1,13 +1,12 @@
 //! One cluster's watchers: a kube-rs watcher per kind, each relist swapped in whole at
-//! `InitDone` so a `410 Gone` loses and duplicates nothing.
+//! `InitDone` so a `410 Gone` loses and duplicates nothing. Objects are decoded as
+//! [`projection`]s, only the fields the entries below read.
 
 use crate::registry::{
     ClusterData, Kind, NodeInfo, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint,
     SliceInfo,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
@@ -19,7 +18,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use projection::PodLite;
+use projection::{EndpointSliceLite, NamespaceLite, NodeLite, PodLite, ServiceLite};
 
 /// Which cluster generation a watcher feeds.
 #[derive(Clone)]
@@ -50,7 +49,7 @@ fn labels<K: Resource>(o: &K) -> BTreeMap<String, String> {
     o.meta().labels.clone().unwrap_or_default()
 }
 
-impl Watched for Namespace {
+impl Watched for NamespaceLite {
     type Key = String;
     type Value = BTreeMap<String, String>;
     const KIND: Kind = Kind::Namespace;
@@ -65,7 +64,7 @@ impl Watched for Namespace {
     }
 }
 
-impl Watched for Node {
+impl Watched for NodeLite {
     type Key = String;
     type Value = NodeInfo;
     const KIND: Kind = Kind::Node;
@@ -108,7 +107,7 @@ impl Watched for Node {
     }
 }
 
-impl Watched for Service {
+impl Watched for ServiceLite {
     type Key = (String, String);
     type Value = ServiceInfo;
     const KIND: Kind = Kind::Service;
@@ -160,12 +159,12 @@ impl Watched for Service {
 
 /// Istio's getNodeSelectorsForService: the annotation's JSON label map; one that does not
 /// parse selects every node.
-fn node_selector(svc: &Service) -> Option<BTreeMap<String, String>> {
+fn node_selector(svc: &ServiceLite) -> Option<BTreeMap<String, String>> {
     let raw = svc.annotations().get(labels::NODE_SELECTOR)?;
     Some(serde_json::from_str(raw).unwrap_or_default())
 }
 
-impl Watched for EndpointSlice {
+impl Watched for EndpointSliceLite {
     type Key = (String, String);
     type Value = SliceInfo;
     const KIND: Kind = Kind::EndpointSlice;
@@ -350,11 +349,11 @@ pub fn kinds(local: bool) -> usize {
 pub async fn run_cluster(client: Client, target: Target, local: bool) {
     let t = || target.clone();
     let mut tasks = vec![
-        tokio::spawn(run_kind::<Namespace>(Api::all(client.clone()), t())),
-        tokio::spawn(run_kind::<Service>(Api::all(client.clone()), t())),
-        tokio::spawn(run_kind::<EndpointSlice>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<NamespaceLite>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<ServiceLite>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<EndpointSliceLite>(Api::all(client.clone()), t())),
         tokio::spawn(run_kind::<PodLite>(Api::all(client.clone()), t())),
-        tokio::spawn(run_kind::<Node>(Api::all(client.clone()), t())),
+        tokio::spawn(run_kind::<NodeLite>(Api::all(client.clone()), t())),
     ];
     if local {
         for kind in istio::KINDS {
@@ -380,3 +379,5 @@ mod istio;
 mod projection;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod whole;

@@ -10,7 +10,7 @@ fn from<K: DeserializeOwned>(v: serde_json::Value) -> K {
 /// ExternalIP addresses are kept for NodePort gateways (InternalIPs are not).
 #[test]
 fn nodes_read_legacy_failure_domain_labels_and_external_ips() {
-    let node: Node = from(json!({
+    let node: NodeLite = from(json!({
         "metadata": {"name": "n1", "labels": {
             "failure-domain.beta.kubernetes.io/region": "old-region",
             "failure-domain.beta.kubernetes.io/zone": "old-zone",
@@ -31,7 +31,7 @@ fn nodes_read_legacy_failure_domain_labels_and_external_ips() {
     assert_eq!(info.external_ips, ["203.0.113.1"]);
 }
 
-fn slice(address_type: &str, conditions: serde_json::Value) -> EndpointSlice {
+fn slice(address_type: &str, conditions: serde_json::Value) -> EndpointSliceLite {
     from(json!({
         "metadata": {"name": "hw-abc", "namespace": "sample",
             "labels": {"kubernetes.io/service-name": "helloworld"}},
@@ -58,7 +58,7 @@ fn fqdn_slices_are_skipped_and_terminating_is_read() {
 /// one that does not parse selects every node.
 #[test]
 fn the_node_selector_annotation_is_read() {
-    let svc = |annotation: &str| -> Service {
+    let svc = |annotation: &str| -> ServiceLite {
         from(json!({
             "metadata": {"name": "gw", "namespace": "istio-system",
                 "annotations": {"traffic.istio.io/nodeSelector": annotation}},
