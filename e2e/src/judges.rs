@@ -108,10 +108,21 @@ impl Judge {
 
 /// A gRPC backend answering with `name` on `ip` (a free port); returns it and its port.
 pub async fn backend(ip: &str, name: &str) -> Result<(Judge, u16), String> {
+    backend_with(ip, name, &[]).await
+}
+
+/// [`backend`] holding each call `hold` seconds before it answers, so that calls overlap.
+pub async fn held_backend(ip: &str, name: &str, hold: f64) -> Result<(Judge, u16), String> {
+    backend_with(ip, name, &[hold.to_string()]).await
+}
+
+/// `grpc_backend.py IP:0 NAME ARGS..`, ready once it has said its port.
+async fn backend_with(ip: &str, name: &str, args: &[String]) -> Result<(Judge, u16), String> {
     let mut cmd = Command::new(python()?);
     cmd.arg(script("grpc_backend.py"))
         .arg(format!("{ip}:0"))
-        .arg(name);
+        .arg(name)
+        .args(args);
     let mut j = Judge::spawn(cmd, &format!("backend {name}"))?;
     let line = j.line(Duration::from_secs(20)).await?;
     let port = line

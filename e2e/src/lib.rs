@@ -3,4 +3,6 @@
 
 pub mod judges;
 pub mod kubectl;
+pub mod metrics;
 pub mod proxyless;
+pub mod workloads;

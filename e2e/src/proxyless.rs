@@ -2,7 +2,7 @@
 //! replies say: grpcio (`grpc_client.py`) and @grpc/grpc-js-xds (`xds_client.js`), each
 //! resolving `xds:///TARGET` through a bootstrap file.
 
-use crate::judges::{self, Judge};
+use crate::judges::{self, ChannelCreds, Judge};
 use serde_json::Value;
 use std::path::Path;
 
@@ -42,6 +42,26 @@ pub fn spawn(client: Client, target: &str, bootstrap: &Path) -> Result<Judge, St
     cmd.arg(format!("xds:///{target}"))
         .env("GRPC_XDS_BOOTSTRAP", bootstrap);
     Judge::spawn(cmd, &format!("{} client", client.name()))
+}
+
+/// Istio's proxyless gRPC bootstrap (pkg/istio-agent/grpcxds) for the sleep pod at `ip` in
+/// namespace `ns` of cluster1, reaching the xDS server `xds` with `creds`: node id
+/// `sidecar~IP~sleep-1.NS~NS.svc.cluster.local`, locality region1/zone1, and the metadata
+/// GENERATOR=grpc, CLUSTER_ID, NETWORK and NAMESPACE.
+pub fn sleep_bootstrap(xds: &str, creds: &ChannelCreds, ip: &str, ns: &str) -> Value {
+    judges::bootstrap(
+        xds,
+        creds,
+        &format!("sidecar~{ip}~sleep-1.{ns}~{ns}.svc.cluster.local"),
+        "region1",
+        "zone1",
+        &[
+            ("GENERATOR", "grpc"),
+            ("CLUSTER_ID", "cluster1"),
+            ("NETWORK", "network1"),
+            ("NAMESPACE", ns),
+        ],
+    )
 }
 
 /// How many calls of a `count`/`until` reply had `outcome` (a backend's name or

@@ -5,6 +5,7 @@
 
 use meshfed_certs::{CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions};
 use meshfed_e2e::judges::{self, openssl_peer};
+use meshfed_e2e::kubectl;
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{Gateway, GatewayConfig};
@@ -64,23 +65,6 @@ endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
         ip = target.ip(),
         port = target.port()
     )
-}
-
-fn kubectl_apply(kubeconfig: &std::path::Path, yaml: &str) {
-    let file = kubeconfig.with_extension("apply.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "--validate=false", "-f"])
-        .arg(&file)
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The API server behind `apiserver-alias` is not reachable through the gateway: openssl,
@@ -176,9 +160,9 @@ async fn gateway_routes_by_sni_from_pushed_local_endpoints() {
         .unwrap();
     let kubeconfig = dir.path().join("cluster2.kubeconfig");
     s2.write_kubeconfig(&kubeconfig).unwrap();
-    kubectl_apply(&kubeconfig, SUBSETS);
+    kubectl::apply(&kubeconfig, SUBSETS).unwrap();
     // The observed attack: a selector-less Service whose EndpointSlice names the API server.
-    kubectl_apply(&kubeconfig, &apiserver_alias(s2.addr()));
+    kubectl::apply(&kubeconfig, &apiserver_alias(s2.addr())).unwrap();
 
     let fed = Controllers::start(c2.clone(), &FederationConfig::new("cluster2", "network2"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,6 +13,8 @@ use meshfed_certs::{
     CertificateAuthority, IntermediateOptions, KeyAlgorithm, RootOptions, SpiffeId, WorkloadOptions,
 };
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
+use meshfed_e2e::metrics;
+use meshfed_e2e::proxyless;
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_gateway::routes::RouteHandle;
 use meshfed_gateway::{Gateway, GatewayConfig};
@@ -283,19 +285,9 @@ async fn until_routes(routes: &RouteHandle, n: usize) {
 fn bootstrap(b: &Bed) -> tempfile::NamedTempFile {
     let n1 = cluster(&b.net, "cluster1");
     let ip = n1.pod_ip(POD_SLEEP).unwrap();
-    let mut boot = judges::bootstrap(
-        &b.xds1.to_string(),
-        &ChannelCreds::Insecure,
-        &format!("sidecar~{ip}~sleep-1.sample~sample.svc.cluster.local"),
-        "region1",
-        "zone1",
-        &[
-            ("GENERATOR", "grpc"),
-            ("CLUSTER_ID", "cluster1"),
-            ("NETWORK", "network1"),
-            ("NAMESPACE", "sample"),
-        ],
-    );
+    let xds = b.xds1.to_string();
+    let mut boot =
+        proxyless::sleep_bootstrap(&xds, &ChannelCreds::Insecure, &ip.to_string(), "sample");
     let file = |name: &str| b.certs.path().join("sleep").join(name);
     boot["certificate_providers"] = json!({"default": {"plugin_name": "file_watcher", "config": {
         "certificate_file": file("cert-chain.pem"), "private_key_file": file("key.pem"),
@@ -349,12 +341,9 @@ fn grpc_js(b: &Bed, boot: &Path, sni: Option<&str>) -> Judge {
 
 /// Connections the gateway has closed with `outcome` (meshfed_gateway_connections_total).
 fn gateway_outcome(outcome: &str) -> u64 {
-    let series = format!("meshfed_gateway_connections_total{{outcome=\"{outcome}\"}}");
-    let text = meshfed_model::telemetry::prometheus().render();
-    text.lines()
-        .filter(|l| l.starts_with(&series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metrics::sum(&format!(
+        "meshfed_gateway_connections_total{{outcome=\"{outcome}\"}}"
+    ))
 }
 
 /// Connections the gateway holds open to v2 for the default cluster's SNI.

@@ -6,11 +6,13 @@
 //! beyond it at once with UNAVAILABLE instead of queueing them.
 
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
+use meshfed_e2e::kubectl;
+use meshfed_e2e::proxyless::{self, Client, calls};
+use meshfed_e2e::workloads;
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
-use meshfed_testbed::seed::{self, ClusterSpec, Workload};
+use meshfed_testbed::seed;
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -27,54 +29,6 @@ spec:
     connectionPool:
       http: {http2MaxRequests: 2}
 ";
-
-fn workload(index: usize, version: &str, ip: &str, port: u16) -> Workload {
-    Workload {
-        cluster: ClusterSpec {
-            name: format!("cluster{index}"),
-            index,
-            network: "network1".into(),
-            region: format!("region{index}"),
-            zone: "zone1".into(),
-            version: version.into(),
-        },
-        ip: ip.into(),
-        port,
-    }
-}
-
-/// A backend judge answering with `name` after holding each call for [`HOLD`] seconds.
-async fn held_backend(ip: &str, name: &str) -> (Judge, u16) {
-    let mut cmd = tokio::process::Command::new(judges::python().unwrap());
-    cmd.arg(judges::script("grpc_backend.py"))
-        .arg(format!("{ip}:0"))
-        .arg(name)
-        .arg(HOLD.to_string());
-    let mut j = Judge::spawn(cmd, &format!("backend {name}")).unwrap();
-    let line = j.line(Duration::from_secs(20)).await.unwrap();
-    let port = line
-        .strip_prefix("ready ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("backend {name}: {line}"));
-    (j, port)
-}
-
-fn kubectl_apply(kubeconfig: &Path, yaml: &str) {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), yaml).unwrap();
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "--validate=false", "-f"])
-        .arg(file.path())
-        .output()
-        .expect("kubectl (installed by scripts/test.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The judges each get their own bed (the gRPC clients' call counters are per process, the
 /// bed per test); they take turns so the held calls do not compete for the two cores.
@@ -93,12 +47,16 @@ async fn bed() -> Bed {
     let serial = SERIAL.lock().await;
     let (s1, c1) = seed::cluster("cluster1").await.unwrap();
     let (s2, c2) = seed::cluster("cluster2").await.unwrap();
-    let v1 = held_backend("127.0.0.21", "v1").await;
-    let v2 = held_backend("127.0.0.22", "v2").await;
-    seed::helloworld(&c1, &workload(1, "v1", "127.0.0.21", v1.1))
+    let v1 = judges::held_backend("127.0.0.21", "v1", HOLD)
         .await
         .unwrap();
-    seed::helloworld(&c2, &workload(2, "v2", "127.0.0.22", v2.1))
+    let v2 = judges::held_backend("127.0.0.22", "v2", HOLD)
+        .await
+        .unwrap();
+    seed::helloworld(&c1, &workloads::helloworld(1, "127.0.0.21", v1.1))
+        .await
+        .unwrap();
+    seed::helloworld(&c2, &workloads::helloworld(2, "127.0.0.22", v2.1))
         .await
         .unwrap();
     seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
@@ -130,19 +88,7 @@ async fn bed() -> Bed {
     ));
     let kubeconfig = tempfile::NamedTempFile::new().unwrap();
     s1.write_kubeconfig(kubeconfig.path()).unwrap();
-    let boot = judges::bootstrap(
-        &addr,
-        &ChannelCreds::Insecure,
-        "sidecar~127.0.0.1~sleep-1.sample~sample.svc.cluster.local",
-        "region1",
-        "zone1",
-        &[
-            ("GENERATOR", "grpc"),
-            ("CLUSTER_ID", "cluster1"),
-            ("NETWORK", "network1"),
-            ("NAMESPACE", "sample"),
-        ],
-    );
+    let boot = proxyless::sleep_bootstrap(&addr, &ChannelCreds::Insecure, "127.0.0.1", "sample");
     let bootstrap = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bootstrap.path(), boot.to_string()).unwrap();
     Bed {
@@ -155,12 +101,8 @@ async fn bed() -> Bed {
     }
 }
 
-fn n(v: &Value, outcome: &str) -> u64 {
-    v["counts"][outcome].as_u64().unwrap_or(0)
-}
-
 fn answered(v: &Value) -> u64 {
-    n(v, "v1") + n(v, "v2")
+    calls(v, "v1") + calls(v, "v2")
 }
 
 /// The scenario for either client: with no rule six held calls all succeed (gRPC's default
@@ -173,7 +115,7 @@ async fn scenario(b: &Bed, mut client: Judge) {
     let r = client.ask("concurrent 6", T).await.unwrap();
     assert_eq!(answered(&r), 6, "no rule, no limit: {r}");
 
-    kubectl_apply(b.kubeconfig.path(), RULE);
+    kubectl::apply(b.kubeconfig.path(), RULE).unwrap();
     // The push lands within a few rounds; each round lasts one hold.
     let mut last = Value::Null;
     for _ in 0..20 {
@@ -184,7 +126,7 @@ async fn scenario(b: &Bed, mut client: Judge) {
     }
     let r = last;
     assert_eq!(
-        (answered(&r), n(&r, "error:UNAVAILABLE")),
+        (answered(&r), calls(&r, "error:UNAVAILABLE")),
         (2, 4),
         "two in flight, four dropped: {r}"
     );
@@ -208,11 +150,8 @@ async fn scenario(b: &Bed, mut client: Judge) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_drops_calls_beyond_http2_max_requests() {
     let b = bed().await;
-    let mut cmd = tokio::process::Command::new(judges::python().unwrap());
-    cmd.arg(judges::script("grpc_client.py"))
-        .arg(format!("xds:///{HOST}:5000"))
-        .env("GRPC_XDS_BOOTSTRAP", b.bootstrap.path());
-    let client = Judge::spawn(cmd, "grpcio client").unwrap();
+    let client =
+        proxyless::spawn(Client::Grpcio, &format!("{HOST}:5000"), b.bootstrap.path()).unwrap();
     scenario(&b, client).await;
 }
 
@@ -221,10 +160,7 @@ async fn grpcio_drops_calls_beyond_http2_max_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_js_xds_drops_calls_beyond_http2_max_requests() {
     let b = bed().await;
-    let mut cmd = judges::node().unwrap();
-    cmd.arg("xds_client.js")
-        .arg(format!("xds:///{HOST}:5000"))
-        .env("GRPC_XDS_BOOTSTRAP", b.bootstrap.path());
-    let client = Judge::spawn(cmd, "grpc-js-xds client").unwrap();
+    let client =
+        proxyless::spawn(Client::GrpcJs, &format!("{HOST}:5000"), b.bootstrap.path()).unwrap();
     scenario(&b, client).await;
 }

@@ -5,47 +5,19 @@
 //! `tls` channel creds, where its certificate decides which namespace its node may claim.
 
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
+use meshfed_e2e::kubectl;
+use meshfed_e2e::metrics::{self, nacks};
+use meshfed_e2e::proxyless::{self, Client, calls};
+use meshfed_e2e::workloads;
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
-use meshfed_testbed::seed::{self, ClusterSpec, Workload};
+use meshfed_testbed::seed::{self, Workload};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 const HOST: &str = "helloworld.sample.svc.cluster.local";
-
-fn workload(cluster: &str, version: &str, ip: &str, port: u16, region: &str) -> Workload {
-    let index = cluster[cluster.len() - 1..].parse().expect("clusterN");
-    Workload {
-        cluster: ClusterSpec {
-            name: cluster.into(),
-            index,
-            network: "network1".into(),
-            region: region.into(),
-            zone: "zone1".into(),
-            version: version.into(),
-        },
-        ip: ip.into(),
-        port,
-    }
-}
-
-fn kubectl_apply(kubeconfig: &Path, file: &Path) {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "--validate=false", "-f"])
-        .arg(file)
-        .output()
-        .expect("kubectl (installed by scripts/test.sh)");
-    assert!(
-        out.status.success(),
-        "kubectl apply {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The NACK count is process-wide: the judges take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -68,14 +40,11 @@ async fn bed() -> Bed {
     let (s2, c2) = seed::cluster("cluster2").await.unwrap();
     let v1 = judges::backend("127.0.0.11", "v1").await.unwrap();
     let v2 = judges::backend("127.0.0.12", "v2").await.unwrap();
-    let w1 = workload("cluster1", "v1", "127.0.0.11", v1.1, "region1");
+    let w1 = workloads::helloworld(1, "127.0.0.11", v1.1);
     seed::helloworld(&c1, &w1).await.unwrap();
-    seed::helloworld(
-        &c2,
-        &workload("cluster2", "v2", "127.0.0.12", v2.1, "region2"),
-    )
-    .await
-    .unwrap();
+    seed::helloworld(&c2, &workloads::helloworld(2, "127.0.0.12", v2.1))
+        .await
+        .unwrap();
     seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
         .await
         .unwrap();
@@ -125,44 +94,16 @@ fn client_bootstrap(b: &Bed) -> tempfile::NamedTempFile {
 /// The bootstrap of a sleep pod whose node claims namespace `ns` (Istio's node id
 /// `sidecar~IP~POD.NS~NS.svc.cluster.local` and NAMESPACE metadata).
 fn bootstrap_file(xds: &str, creds: &ChannelCreds, ns: &str) -> tempfile::NamedTempFile {
-    let boot = judges::bootstrap(
-        xds,
-        creds,
-        &format!("sidecar~127.0.0.1~sleep-1.{ns}~{ns}.svc.cluster.local"),
-        "region1",
-        "zone1",
-        &[
-            ("GENERATOR", "grpc"),
-            ("CLUSTER_ID", "cluster1"),
-            ("NETWORK", "network1"),
-            ("NAMESPACE", ns),
-        ],
-    );
+    let boot = proxyless::sleep_bootstrap(xds, creds, "127.0.0.1", ns);
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), boot.to_string()).unwrap();
     f
 }
 
-fn count(v: &Value, name: &str) -> u64 {
-    v["counts"][name].as_u64().unwrap_or(0)
-}
-
-/// The sum of the process's metric series starting with `series` (a name, or a name and
-/// its first labels).
-fn metric(series: &str) -> u64 {
-    let text = meshfed_model::telemetry::prometheus().render();
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn nacks() -> u64 {
-    metric("meshfed_xds_nacks_total")
-}
-
-fn sample(name: &str) -> std::path::PathBuf {
-    judges::root().join("samples").join(name)
+/// The text of the seed's `samples/NAME`, applied unchanged with kubectl.
+fn sample(name: &str) -> String {
+    let path = judges::root().join("samples").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The judge scenario, for either client.
@@ -174,17 +115,17 @@ async fn scenario(mut b: Bed, mut client: Judge) {
     let r = client.ask("count 200", T).await.unwrap();
     assert_eq!(r["errors"], 0, "{r}");
     assert!(
-        count(&r, "v1") >= 40 && count(&r, "v2") >= 40,
+        calls(&r, "v1") >= 40 && calls(&r, "v2") >= 40,
         "both localities serve: {r}"
     );
 
     // The seed's distribute rule: 80/20 within 10 points (retried while the push lands).
-    kubectl_apply(b.kubeconfig.path(), &sample("locality-lb-weight.yaml"));
+    kubectl::apply(b.kubeconfig.path(), &sample("locality-lb-weight.yaml")).unwrap();
     let mut last = Value::Null;
     let mut settled = false;
     for _ in 0..20 {
         last = client.ask("count 400", T).await.unwrap();
-        let share = count(&last, "v1") as f64 / 400.0;
+        let share = calls(&last, "v1") as f64 / 400.0;
         if (0.70..=0.90).contains(&share) && last["errors"] == 0 {
             settled = true;
             break;
@@ -194,12 +135,12 @@ async fn scenario(mut b: Bed, mut client: Judge) {
     eprintln!("distribute 80/20: {last}");
 
     // The seed's failover rule: everything stays in region1.
-    kubectl_apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml"));
+    kubectl::apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml")).unwrap();
     let r = client.ask("until v1 100 30", T).await.unwrap();
     assert_eq!(r["ok"], true, "{r}");
     let r = client.ask("count 100", T).await.unwrap();
     assert_eq!(
-        (count(&r, "v1"), r["errors"].as_u64()),
+        (calls(&r, "v1"), r["errors"].as_u64()),
         (100, Some(0)),
         "{r}"
     );
@@ -223,12 +164,8 @@ async fn scenario(mut b: Bed, mut client: Judge) {
     // A resource the client rejects (gRPC has no RANDOM balancer): NACKed, counted, and the
     // client keeps serving from its last good version.
     let before = nacks();
-    let dr = std::fs::read_to_string(sample("locality-lb-failover.yaml"))
-        .unwrap()
-        .replace("simple: ROUND_ROBIN", "simple: RANDOM");
-    let bad = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(bad.path(), dr).unwrap();
-    kubectl_apply(b.kubeconfig.path(), bad.path());
+    let bad = sample("locality-lb-failover.yaml").replace("simple: ROUND_ROBIN", "simple: RANDOM");
+    kubectl::apply(b.kubeconfig.path(), &bad).unwrap();
     let mut wait = b.fed.registry.subscribe();
     tokio::time::timeout(T, async {
         while nacks() == before {
@@ -239,13 +176,13 @@ async fn scenario(mut b: Bed, mut client: Judge) {
     .expect("the client NACKs the RANDOM cluster");
     let r = client.ask("count 50", T).await.unwrap();
     assert_eq!(
-        (count(&r, "v1"), r["errors"].as_u64()),
+        (calls(&r, "v1"), r["errors"].as_u64()),
         (50, Some(0)),
         "{r}"
     );
 
     // Back to the valid rule, then v1 dies: everything fails over to region2.
-    kubectl_apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml"));
+    kubectl::apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml")).unwrap();
     b.backends[0].0.kill().await;
     let r = client.ask("until v2 50 30", T).await.unwrap();
     assert_eq!(r["ok"], true, "{r}");
@@ -255,7 +192,7 @@ async fn scenario(mut b: Bed, mut client: Judge) {
         r["counts"]
     );
     let r = client.ask("count 50", T).await.unwrap();
-    assert_eq!(count(&r, "v2"), 50, "{r}");
+    assert_eq!(calls(&r, "v2"), 50, "{r}");
     client.kill().await;
 }
 
@@ -271,11 +208,7 @@ async fn grpcio_proxyless_client_follows_locality_rules() {
 async fn grpc_js_xds_client_follows_locality_rules() {
     let b = bed().await;
     let boot = client_bootstrap(&b);
-    let mut cmd = judges::node().unwrap();
-    cmd.arg("xds_client.js")
-        .arg(format!("xds:///{HOST}:5000"))
-        .env("GRPC_XDS_BOOTSTRAP", boot.path());
-    let client = Judge::spawn(cmd, "grpc-js-xds client").unwrap();
+    let client = proxyless::spawn(Client::GrpcJs, &format!("{HOST}:5000"), boot.path()).unwrap();
     scenario(b, client).await;
 }
 
@@ -373,23 +306,23 @@ async fn grpcio_over_mtls_gets_xds_from_the_secure_port_for_its_own_namespace() 
     let b = bed().await;
     let secure = secure_port(&b).await;
     let by_certificate = r#"meshfed_ca_authentications_total{method="certificate"}"#;
-    let before = metric(by_certificate);
+    let before = metrics::sum(by_certificate);
     let boot = secure.bootstrap(true, "sample");
     let mut client = grpcio_client(boot.path(), false);
     let ready = client.json(T).await.unwrap();
     assert!(ready["ready"] == "v1" || ready["ready"] == "v2", "{ready}");
     assert!(
-        metric(by_certificate) > before,
+        metrics::sum(by_certificate) > before,
         "not authenticated by its certificate"
     );
 
     let r = client.ask("count 100", T).await.unwrap();
     assert_eq!(r["errors"], 0, "{r}");
     assert!(
-        count(&r, "v1") >= 20 && count(&r, "v2") >= 20,
+        calls(&r, "v1") >= 20 && calls(&r, "v2") >= 20,
         "both localities serve: {r}"
     );
-    kubectl_apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml"));
+    kubectl::apply(b.kubeconfig.path(), &sample("locality-lb-failover.yaml")).unwrap();
     let r = client.ask("until v1 50 30", T).await.unwrap();
     assert_eq!(r["ok"], true, "the failover rule was not pushed: {r}");
     client.kill().await;
@@ -403,7 +336,7 @@ async fn grpcio_over_mtls_gets_xds_from_the_secure_port_for_its_own_namespace() 
 async fn grpcio_over_mtls_claiming_another_namespace_gets_no_channel() {
     let b = bed().await;
     let secure = secure_port(&b).await;
-    let before = metric("meshfed_xds_rejected_streams_total");
+    let before = metrics::sum("meshfed_xds_rejected_streams_total");
     let boot = secure.bootstrap(true, "other");
     let mut client = grpcio_client(boot.path(), true);
     let r = client.json(T).await.unwrap();
@@ -414,7 +347,7 @@ async fn grpcio_over_mtls_claiming_another_namespace_gets_no_channel() {
             && details.contains("may not act as a proxy of namespace \"other\""),
         "{r}"
     );
-    assert!(metric("meshfed_xds_rejected_streams_total") > before);
+    assert!(metrics::sum("meshfed_xds_rejected_streams_total") > before);
 }
 
 /// Istio's 15012 authenticates every xDS caller: TLS that only checks the server (A65 `tls`
@@ -425,7 +358,7 @@ async fn grpcio_over_tls_without_a_client_certificate_is_unauthenticated() {
     let b = bed().await;
     let secure = secure_port(&b).await;
     let missing = r#"meshfed_ca_auth_failures_total{reason="missing"}"#;
-    let before = metric(missing);
+    let before = metrics::sum(missing);
     let boot = secure.bootstrap(false, "sample");
     let mut client = grpcio_client(boot.path(), true);
     let r = client.json(T).await.unwrap();
@@ -436,5 +369,5 @@ async fn grpcio_over_tls_without_a_client_certificate_is_unauthenticated() {
             && details.contains("no client certificate and no bearer token"),
         "{r}"
     );
-    assert!(metric(missing) > before);
+    assert!(metrics::sum(missing) > before);
 }

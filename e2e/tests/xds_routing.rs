@@ -13,11 +13,13 @@
 
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
 use meshfed_e2e::kubectl;
+use meshfed_e2e::metrics::{self, nacks};
 use meshfed_e2e::proxyless::{self, Client, calls, ms, total};
+use meshfed_e2e::workloads;
 use meshfed_federation::xds::virtual_service::status;
 use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
-use meshfed_testbed::seed::{self, ClusterSpec, Workload};
+use meshfed_testbed::seed;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -34,21 +36,6 @@ spec:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
 ";
-
-fn workload(index: usize, version: &str, ip: &str, port: u16) -> Workload {
-    Workload {
-        cluster: ClusterSpec {
-            name: format!("cluster{index}"),
-            index,
-            network: "network1".into(),
-            region: format!("region{index}"),
-            zone: "zone1".into(),
-            version: version.into(),
-        },
-        ip: ip.into(),
-        port,
-    }
-}
 
 /// The NACK counter is process-wide and the latency checks want the cores: beds take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -77,10 +64,10 @@ async fn bed(which: Client) -> Bed {
     let (s2, c2) = seed::cluster("cluster2").await.unwrap();
     let (v1, p1) = judges::backend("127.0.0.41", "v1").await.unwrap();
     let (v2, p2) = judges::backend("127.0.0.42", "v2").await.unwrap();
-    seed::helloworld(&c1, &workload(1, "v1", "127.0.0.41", p1))
+    seed::helloworld(&c1, &workloads::helloworld(1, "127.0.0.41", p1))
         .await
         .unwrap();
-    seed::helloworld(&c2, &workload(2, "v2", "127.0.0.42", p2))
+    seed::helloworld(&c2, &workloads::helloworld(2, "127.0.0.42", p2))
         .await
         .unwrap();
     seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
@@ -116,19 +103,8 @@ async fn bed(which: Client) -> Bed {
         fed.registry.clone(),
         xds::Debounce::default(),
     ));
-    let mut boot = judges::bootstrap(
-        &addr,
-        &ChannelCreds::Insecure,
-        "sidecar~127.0.0.1~sleep-1.sample~sample.svc.cluster.local",
-        "region1",
-        "zone1",
-        &[
-            ("GENERATOR", "grpc"),
-            ("CLUSTER_ID", "cluster1"),
-            ("NETWORK", "network1"),
-            ("NAMESPACE", "sample"),
-        ],
-    );
+    let mut boot =
+        proxyless::sleep_bootstrap(&addr, &ChannelCreds::Insecure, "127.0.0.1", "sample");
     // The sleep pod's labels, as Istio's agent sends them (a struct).
     boot["node"]["metadata"]["LABELS"] = serde_json::json!({"app": "sleep", "version": "v1"});
     let bootstrap = tempfile::NamedTempFile::new().unwrap();
@@ -149,19 +125,6 @@ async fn bed(which: Client) -> Bed {
         nacks,
         which,
     }
-}
-
-/// The sum of the process's metric series starting with `series`.
-fn metric(series: &str) -> u64 {
-    let text = meshfed_model::telemetry::prometheus().render();
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn nacks() -> u64 {
-    metric("meshfed_xds_nacks_total")
 }
 
 /// The VirtualService `helloworld` with the marker route first, then `http` (YAML list
@@ -838,7 +801,7 @@ async fn bad_rule(which: Client) {
     );
     let r = count(&mut b, 20, "").await;
     assert_eq!(calls(&r, "v1"), 20, "{}: {r}", b.name());
-    assert!(metric(refused) >= 1, "the bad rule is reported");
+    assert!(metrics::sum(refused) >= 1, "the bad rule is reported");
     b.done().await;
 }
 
