@@ -176,8 +176,9 @@ pub struct Push {
     /// LDS/RDS by key and name, at most [`MAX_NAMED`].
     named: Mutex<named::Named>,
     previous_named: named::Built,
-    /// Endpoints' app ports by address, for Envoy sidecars' inbound clusters.
-    own_ports: OnceLock<cds::inbound::OwnPorts>,
+    /// Endpoints by address, for Envoy sidecars' own endpoints (inbound clusters and their
+    /// CDS key, listeners).
+    own_endpoints: OnceLock<cds::inbound::OwnEndpoints>,
 }
 
 /// What changed for one kind of proxy between the previous push and this one.
@@ -220,7 +221,11 @@ fn builder(generator: Generator, kind: Kind) -> Builder {
         // proxy (its IP, HTTP_PROXY_PORT, interception mode and own endpoints).
         (Generator::Envoy, Kind::Route) => Builder::ByName,
         (Generator::Envoy, Kind::Listener) => Builder::ForProxy(|push, proxy| {
-            lds::sidecar::listeners(proxy, &push.sources(), &push.trust_domain)
+            if proxy.kind != ProxyKind::Sidecar {
+                return Resources::new(); // Gateways get none: no need to index endpoints.
+            }
+            let own: Vec<_> = push.own_endpoints().of(&push.snapshot, proxy).collect();
+            lds::sidecar::listeners_with(proxy, &push.sources(), &own, &push.trust_domain)
                 .into_iter()
                 .map(|l| (l.name.clone(), Resource::new(l.name.clone(), pack_any(l))))
                 .collect()
@@ -258,7 +263,7 @@ impl Push {
             changes: Mutex::new(HashMap::new()),
             named: Mutex::new(named::Named::default()),
             previous_named: named::Built::new(),
-            own_ports: OnceLock::new(),
+            own_endpoints: OnceLock::new(),
         }
     }
 
@@ -368,15 +373,16 @@ impl Push {
         };
         let key = cache_key::key(proxy, kind, labels);
         if kind == Kind::Cluster && cds::inbound::has_inbound(proxy) {
-            return key.with_inbound_ports(self.own_ports().of(proxy));
+            let ports = self.own_endpoints().app_ports(&self.snapshot, proxy);
+            return key.with_inbound_ports(ports);
         }
         key
     }
 
-    /// Every endpoint's app port by address, indexed once per push.
-    fn own_ports(&self) -> &cds::inbound::OwnPorts {
-        self.own_ports
-            .get_or_init(|| cds::inbound::OwnPorts::new(&self.snapshot))
+    /// Every endpoint by address, indexed once per push.
+    fn own_endpoints(&self) -> &cds::inbound::OwnEndpoints {
+        self.own_endpoints
+            .get_or_init(|| cds::inbound::OwnEndpoints::new(&self.snapshot))
     }
 
     /// Every resource of `kind` for proxies like `proxy`, built once per push.
@@ -410,8 +416,8 @@ impl Push {
     /// clusters (`inbound|P||`, by the app ports in its cache key).
     fn clusters(&self, proxy: &Proxy) -> Resources {
         let inbound = self
-            .own_ports()
-            .of(proxy)
+            .own_endpoints()
+            .app_ports(&self.snapshot, proxy)
             .into_iter()
             .map(cds::inbound::cluster);
         cds::specs(&self.snapshot, &self.rules, proxy)

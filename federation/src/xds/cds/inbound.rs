@@ -1,6 +1,7 @@
 //! Envoy sidecars' inbound clusters, `inbound|P||`: STATIC at `127.0.0.1:P`, the app's own
 //! port (Istio's older localhost form of `buildInboundClusters`), one per app port of the
-//! proxy's own endpoints (those at its IP in its cluster). The virtual inbound listener
+//! proxy's own endpoints (those at its IP in its cluster, looked up in a per-push index,
+//! [`OwnEndpoints`]). The virtual inbound listener
 //! ([`crate::xds::lds::sidecar`]) sends accepted connections to them. They depend only on
 //! the set of app ports, which is part of an Envoy sidecar's CDS cache key: sidecars with
 //! the same ports (the pods of one Deployment) share one build and its precomputed changes.
@@ -9,6 +10,10 @@
 //! inbound port 15006 sends its traffic to the sidecar itself, and the app listens on the
 //! service port, so such an endpoint's app port is its service port ([`app_port`]).
 
+mod own_endpoints;
+
+pub use own_endpoints::OwnEndpoints;
+
 use crate::registry::{EndpointView, Snapshot};
 use crate::xds::node::{Generator, Proxy, ProxyKind};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
@@ -16,7 +21,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::google::protobuf::Duration;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::hash::BuildHasher;
 
 /// The sidecar's inbound listener port (Istio's `virtualInbound`).
 pub const INBOUND_PORT: u16 = 15006;
@@ -36,31 +42,18 @@ pub fn name(port: u16) -> String {
     format!("inbound|{port}||")
 }
 
-/// The endpoints at the proxy's own address (in its cluster, when it names one).
-pub fn own_endpoints<'a>(
-    proxy: &'a Proxy,
-    snapshot: &'a Snapshot,
-) -> impl Iterator<Item = &'a EndpointView> + 'a {
-    snapshot
-        .services
-        .iter()
-        .flat_map(|s| &s.endpoints)
-        .filter(|e| {
-            e.address == proxy.ip && (proxy.cluster_id.is_empty() || e.cluster == proxy.cluster_id)
-        })
-}
-
 /// An Envoy sidecar's inbound clusters, one per app port of its own endpoints; nothing for
-/// proxyless clients and gateways.
+/// proxyless clients and gateways. Indexes `snapshot` for this one proxy: a push looks the
+/// ports up in its own index ([`OwnEndpoints::app_ports`]).
 pub fn for_proxy(proxy: &Proxy, snapshot: &Snapshot) -> Vec<Cluster> {
     if !has_inbound(proxy) {
         return Vec::new();
     }
-    let ports: BTreeSet<u16> = own_endpoints(proxy, snapshot)
-        .map(app_port)
-        .filter(|p| *p != 0)
-        .collect();
-    ports.into_iter().map(cluster).collect()
+    OwnEndpoints::new(snapshot)
+        .app_ports(snapshot, proxy)
+        .into_iter()
+        .map(cluster)
+        .collect()
 }
 
 /// Whether `proxy` is one that gets inbound clusters (an Envoy sidecar).
@@ -68,39 +61,17 @@ pub fn has_inbound(proxy: &Proxy) -> bool {
     proxy.generator == Generator::Envoy && proxy.kind == ProxyKind::Sidecar
 }
 
-/// Every endpoint's app port by address, built once per push: a thousand sidecars asking for
-/// their CDS each look their own ports up instead of scanning every endpoint of the mesh.
-#[derive(Debug, Default)]
-pub struct OwnPorts(HashMap<String, Vec<(String, u16)>>);
-
-impl OwnPorts {
-    pub fn new(snapshot: &Snapshot) -> OwnPorts {
-        let mut by_ip: HashMap<String, Vec<(String, u16)>> = HashMap::new();
-        for e in snapshot.services.iter().flat_map(|s| &s.endpoints) {
-            let port = app_port(e);
-            if port != 0 {
-                by_ip
-                    .entry(e.address.clone())
-                    .or_default()
-                    .push((e.cluster.clone(), port));
-            }
-        }
-        OwnPorts(by_ip)
-    }
-
+impl<S: BuildHasher> OwnEndpoints<S> {
     /// The app ports of `proxy`'s own endpoints, sorted, as [`for_proxy`] builds clusters for
-    /// them (none for a proxy that gets no inbound clusters).
-    pub fn of(&self, proxy: &Proxy) -> Vec<u16> {
+    /// them (none for a proxy that gets no inbound clusters); `snapshot` is the one indexed.
+    pub fn app_ports(&self, snapshot: &Snapshot, proxy: &Proxy) -> Vec<u16> {
         if !has_inbound(proxy) {
             return Vec::new();
         }
-        let Some(all) = self.0.get(&proxy.ip) else {
-            return Vec::new();
-        };
-        let ports: BTreeSet<u16> = all
-            .iter()
-            .filter(|(c, _)| proxy.cluster_id.is_empty() || *c == proxy.cluster_id)
-            .map(|(_, p)| *p)
+        let ports: BTreeSet<u16> = self
+            .of(snapshot, proxy)
+            .map(app_port)
+            .filter(|p| *p != 0)
             .collect();
         ports.into_iter().collect()
     }

@@ -18,7 +18,7 @@ use super::super::cds::{inbound, sds_grpc};
 use super::super::node::{Interception, Proxy};
 use super::sidecar::{network_filter, socket};
 use super::tcp::TCP_PROXY_FILTER;
-use crate::registry::Snapshot;
+use crate::registry::EndpointView;
 use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
 use envoy_types::pb::envoy::config::core::v3::{
     DataSource, SubstitutionFormatString, TrafficDirection, TransportSocket, data_source,
@@ -50,10 +50,10 @@ pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 pub const MTLS_LOG_FORMAT: &str = "inbound_mtls peer=%DOWNSTREAM_PEER_URI_SAN% serial=%DOWNSTREAM_PEER_SERIAL% issuer=\"%DOWNSTREAM_PEER_ISSUER%\"\n";
 
 /// The proxy's own app ports: destination port to match (None: any, the kind convention)
-/// and the app port behind it.
-pub fn own_ports(proxy: &Proxy, snapshot: &Snapshot) -> BTreeMap<Option<u16>, u16> {
+/// and the app port behind it, from its own endpoints `own` in registry order.
+pub fn own_ports(own: &[&EndpointView]) -> BTreeMap<Option<u16>, u16> {
     let mut out = BTreeMap::new();
-    for e in inbound::own_endpoints(proxy, snapshot) {
+    for &e in own {
         let matched = (e.port != inbound::INBOUND_PORT).then_some(e.port);
         // The first in registry order wins when one destination port would lead to several
         // app ports (two Services targeting 15006 with different ports).
@@ -62,9 +62,9 @@ pub fn own_ports(proxy: &Proxy, snapshot: &Snapshot) -> BTreeMap<Option<u16>, u1
     out
 }
 
-/// `virtualInbound` for `proxy`, None when it serves nothing.
-pub fn listener(proxy: &Proxy, snapshot: &Snapshot, trust_domain: &str) -> Option<Listener> {
-    let ports = own_ports(proxy, snapshot);
+/// `virtualInbound` for `proxy`, whose own endpoints are `own`; None when it serves nothing.
+pub fn listener(proxy: &Proxy, own: &[&EndpointView], trust_domain: &str) -> Option<Listener> {
+    let ports = own_ports(own);
     if ports.is_empty() {
         return None;
     }

@@ -16,12 +16,13 @@
 //! unprivileged cannot bind `127.0.0.1:53`; either way Envoy refuses the listener. Shared TCP
 //! ports cannot be told apart without capture and get no listener then.
 
-use super::super::cds::{inbound, protocol};
+use super::super::cds::protocol;
 use super::super::node::{Interception, Proxy};
 use super::super::rds::Sources;
 use super::sidecar::{HCM_FILTER, network_filter, socket};
 use super::tcp::{TCP_PROXY_FILTER, proxy_for};
 use super::{http_filters, rds};
+use crate::registry::EndpointView;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
@@ -40,13 +41,13 @@ struct OnPort<'a> {
     tcp: Vec<(&'a str, Option<&'a String>)>,
 }
 
-/// The outbound listeners of `proxy`, by port.
-pub fn listeners(proxy: &Proxy, src: &Sources) -> Vec<Listener> {
+/// The outbound listeners of `proxy`, whose own endpoints are `own`, by port.
+pub fn listeners(proxy: &Proxy, src: &Sources, own: &[&EndpointView]) -> Vec<Listener> {
     let capture = proxy.interception != Interception::None;
     let skip = if capture {
         BTreeSet::new()
     } else {
-        own_ports(proxy, src)
+        own_ports(proxy, own)
     };
     let bind = if capture { "0.0.0.0" } else { "127.0.0.1" };
     let mut out = Vec::new();
@@ -95,10 +96,10 @@ fn by_port<'a>(proxy: &Proxy, src: &Sources<'a>) -> BTreeMap<u16, OnPort<'a>> {
 }
 
 /// Ports a listener bound on loopback would take from the app or the sidecar itself.
-fn own_ports(proxy: &Proxy, src: &Sources) -> BTreeSet<u16> {
+fn own_ports(proxy: &Proxy, own: &[&EndpointView]) -> BTreeSet<u16> {
     let mut out = BTreeSet::new();
     out.extend(proxy.http_proxy_port);
-    for e in inbound::own_endpoints(proxy, src.snapshot) {
+    for e in own {
         out.extend([e.port, e.service_port]);
     }
     out

@@ -7,11 +7,14 @@
 //! - the inbound listener `virtualInbound` on 15006 ([`super::inbound`]).
 //!
 //! They depend on the proxy itself (its IP, namespace, labels, cluster, `HTTP_PROXY_PORT`,
-//! `INTERCEPTION_MODE` and its own endpoints), so they are built per proxy.
+//! `INTERCEPTION_MODE` and its own endpoints), so they are built per proxy; its own endpoints
+//! are looked up in the push's index by address, not found by scanning every endpoint.
 
 use super::super::node::{Proxy, ProxyKind};
 use super::super::rds::{Sources, envoy::HTTP_PROXY};
 use super::{http_filters, rds};
+use crate::registry::EndpointView;
+use crate::xds::cds::inbound::OwnEndpoints;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, Http1ProtocolOptions, SocketAddress, TrafficDirection, address, socket_address,
 };
@@ -23,15 +26,33 @@ use envoy_types::util::pack_any;
 /// The network filter an HTTP connection manager is installed under.
 pub const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 
-/// Every listener of `proxy`: the outbound ones by port, the HTTP proxy, the inbound one;
-/// `trust_domain` is whose SPIFFE ids inbound mTLS accepts. Gateways (routers) get none.
+/// Every listener of `proxy` (see [`listeners_with`]), its own endpoints found by indexing
+/// `src.snapshot` for this one proxy: a push looks them up in the index it keeps
+/// ([`OwnEndpoints`]) and calls [`listeners_with`].
 pub fn listeners(proxy: &Proxy, src: &Sources, trust_domain: &str) -> Vec<Listener> {
     if proxy.kind != ProxyKind::Sidecar {
         return Vec::new();
     }
-    let mut out = super::outbound::listeners(proxy, src);
+    let index = OwnEndpoints::new(src.snapshot);
+    let own: Vec<&EndpointView> = index.of(src.snapshot, proxy).collect();
+    listeners_with(proxy, src, &own, trust_domain)
+}
+
+/// Every listener of `proxy`, whose own endpoints (at its IP, in its cluster, in registry
+/// order) are `own`: the outbound ones by port, the HTTP proxy, the inbound one;
+/// `trust_domain` is whose SPIFFE ids inbound mTLS accepts. Gateways (routers) get none.
+pub fn listeners_with(
+    proxy: &Proxy,
+    src: &Sources,
+    own: &[&EndpointView],
+    trust_domain: &str,
+) -> Vec<Listener> {
+    if proxy.kind != ProxyKind::Sidecar {
+        return Vec::new();
+    }
+    let mut out = super::outbound::listeners(proxy, src, own);
     out.extend(proxy.http_proxy_port.map(http_proxy));
-    out.extend(super::inbound::listener(proxy, src.snapshot, trust_domain));
+    out.extend(super::inbound::listener(proxy, own, trust_domain));
     out
 }
 
@@ -81,5 +102,7 @@ pub fn network_filter(name: &str, config: Any) -> Filter {
     }
 }
 
+#[cfg(test)]
+mod own_tests;
 #[cfg(test)]
 mod tests;
