@@ -2,7 +2,8 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use meshfed_federation::registry::{Registry, RegistryConfig, Status};
+use meshfed_federation::FederationConfig;
+use meshfed_federation::registry::{Registry, Status};
 use meshfed_federation::watch::{self, Target};
 use meshfed_testbed::{ApiServer, ApiServerConfig};
 use serde_json::json;
@@ -42,13 +43,9 @@ async fn read_through(served: &[&str], version: &str) -> (String, String, String
         Api::namespaced_with(client.clone(), "sample", &ApiResource::from_gvk(&gvk));
     create(rules, json!({"apiVersion": format!("networking.istio.io/{version}"), "kind": "DestinationRule", "metadata": {"name": "helloworld"}, "spec": {"host": "helloworld.sample.svc.cluster.local"}})).await;
 
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        system_namespace: "istio-system".into(),
-        domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        stale_endpoint_ttl: None,
-        sync_timeout: Duration::from_secs(30),
-    }));
+    let registry = Arc::new(Registry::new(
+        FederationConfig::new("cluster1", "network1").registry(),
+    ));
     let generation = registry.add_generation("cluster1", "", None, watch::kinds(true));
     let target = Target {
         registry: registry.clone(),

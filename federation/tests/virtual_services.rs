@@ -3,7 +3,8 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
-use meshfed_federation::registry::{Registry, RegistryConfig, Status};
+use meshfed_federation::FederationConfig;
+use meshfed_federation::registry::{Registry, Status};
 use meshfed_federation::watch::{self, Target};
 use meshfed_federation::xds;
 use meshfed_model::admin::AdminClient;
@@ -79,13 +80,9 @@ async fn virtual_services_reach_the_registry_and_errors_reach_configz() {
     )
     .await;
 
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        system_namespace: "istio-system".into(),
-        domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        stale_endpoint_ttl: None,
-        sync_timeout: Duration::from_secs(30),
-    }));
+    let registry = Arc::new(Registry::new(
+        FederationConfig::new("cluster1", "network1").registry(),
+    ));
     let generation = registry.add_generation("cluster1", "", None, watch::kinds(true));
     registry.mark_secrets_listed();
     let target = Target {

@@ -5,8 +5,9 @@
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use meshfed_federation::FederationConfig;
 use meshfed_federation::registry::{
-    Kind, PodInfo, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+    Kind, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
 use meshfed_federation::xds::{self, generate::*};
 use meshfed_model::labels;
@@ -85,13 +86,9 @@ fn fill(registry: &Registry, id: &str, generation: u64, seen: [&str; 4]) {
 /// cluster1 (local; configured network `configured`, but its system namespace is labelled
 /// network1, which wins) and cluster2 on network2, each with service `a` and a gateway.
 async fn serve() -> String {
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        system_namespace: "istio-system".into(),
-        domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        stale_endpoint_ttl: None,
-        sync_timeout: Duration::from_secs(30),
-    }));
+    let registry = Arc::new(Registry::new(
+        FederationConfig::new("cluster1", "network1").registry(),
+    ));
     let g1 = registry.add_generation("cluster1", "", Some("configured".into()), 1);
     registry.update("cluster1", g1, |d| {
         let label = map(&[(labels::NETWORK, "network1")]);

@@ -8,13 +8,13 @@
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use meshfed_federation::FederationConfig;
 use meshfed_federation::registry::{
-    Kind, PodInfo, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+    Kind, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
 use meshfed_federation::xds::{self, generate::*};
 use meshfed_proto::ads::Identity;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -35,13 +35,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn registry() -> Arc<Registry> {
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        system_namespace: "istio-system".into(),
-        domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        stale_endpoint_ttl: None,
-        sync_timeout: Duration::from_secs(30),
-    }));
+    let registry = Arc::new(Registry::new(
+        FederationConfig::new("cluster1", "network1").registry(),
+    ));
     let generation = registry.add_generation("cluster1", "", Some("network1".into()), 1);
     registry.update("cluster1", generation, |d| {
         for s in 0..SERVICES {

@@ -5,8 +5,9 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use meshfed_federation::FederationConfig;
 use meshfed_federation::registry::{
-    Kind, Registry, RegistryConfig, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
+    Kind, Registry, ServiceInfo, ServicePort, SliceEndpoint, SliceInfo,
 };
 use meshfed_federation::xds::{self, generate::*};
 use meshfed_proto::ads::Identity;
@@ -22,13 +23,9 @@ const NOPE: &str = "outbound|80||nope.ns.svc.cluster.local";
 
 /// The xDS server over a synced local cluster with service `a` (one ready endpoint).
 async fn serve() -> String {
-    let registry = Arc::new(Registry::new(RegistryConfig {
-        system_namespace: "istio-system".into(),
-        domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        stale_endpoint_ttl: None,
-        sync_timeout: Duration::from_secs(30),
-    }));
+    let registry = Arc::new(Registry::new(
+        FederationConfig::new("cluster1", "network1").registry(),
+    ));
     let g = registry.add_generation("cluster1", "", Some("network1".into()), 1);
     registry.update("cluster1", g, |d| {
         let port = ServicePort {
