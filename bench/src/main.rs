@@ -77,6 +77,17 @@ struct FederationArgs {
     services: usize,
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
+    /// Endpoint changes timed with the registry holding the whole clusters x services x
+    /// endpoints state (mode `registry`).
+    #[arg(long, default_value_t = 100)]
+    registry_changes: usize,
+    /// Seconds a first full sync may take before the run fails.
+    #[arg(long, default_value_t = 600)]
+    sync_timeout: u64,
+    /// Which to measure: propagation (a change, small state), scale (first sync of a
+    /// `meshfed federation` process), registry (a change, registry holding the scale state).
+    #[arg(long, value_delimiter = ',', default_value = "propagation,scale,registry", value_parser = ["propagation", "scale", "registry"])]
+    modes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -87,8 +98,21 @@ struct XdsArgs {
     clients: usize,
     #[arg(long, default_value_t = 20)]
     changes: usize,
+    /// Clusters: cluster1 holds the clients, the others are remote (each on its own network
+    /// behind its east-west gateway); an endpoint change rewrites svc0's slice in cluster2.
+    #[arg(long, default_value_t = 2)]
+    clusters: usize,
+    /// Services per cluster (svc0..; the same names in every cluster).
     #[arg(long, default_value_t = 100)]
     services: usize,
+    /// Endpoints (pods) per service and cluster.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// What the endpoint-change clients subscribe to: every cluster and assignment
+    /// (wildcard), or only svc0's (named, as proxyless gRPC or a sidecar scoped by a
+    /// Sidecar resource).
+    #[arg(long, default_value = "wildcard", value_parser = ["wildcard", "named"])]
+    subscribe: String,
     /// Which to measure: delta and sotw (an endpoint change), vs (a VirtualService change
     /// reaching proxyless delta clients).
     #[arg(long, value_delimiter = ',', default_value = "delta,sotw,vs", value_parser = ["delta", "sotw", "vs"])]
@@ -141,13 +165,23 @@ fn main() -> ExitCode {
             clusters: a.clusters,
             services: a.services,
             endpoints: a.endpoints,
+            registry_changes: a.registry_changes,
+            sync_timeout: std::time::Duration::from_secs(a.sync_timeout),
+            modes: a.modes,
         }),
         Command::Xds(a) => bench::xds::run(&bench::xds::XdsOptions {
             json: a.common.json.unwrap_or_else(|| "bench-xds.json".into()),
             meshfed: a.common.meshfed,
             clients: a.clients,
             changes: a.changes,
+            clusters: a.clusters,
             services: a.services,
+            endpoints: a.endpoints,
+            subscribe: if a.subscribe == "named" {
+                bench::xds::Subscribe::Named
+            } else {
+                bench::xds::Subscribe::Wildcard
+            },
             modes: a.modes,
         }),
         Command::Ca(a) => bench::ca::run(&bench::ca::CaOptions {

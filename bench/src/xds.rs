@@ -1,14 +1,21 @@
-//! `bench xds`: a remote endpoint change reaching many connected ADS clients. Two test bed
-//! API servers (in this process, with the clients, on core 0) and a `meshfed federation`
-//! process (core 1); every client is its own gRPC connection, as every sidecar is. Each change
-//! rewrites one remote EndpointSlice (its endpoint count alternates, so the weight of the
-//! remote gateway's endpoint changes); a client's latency is from the write to its receiving
-//! the new assignment. Delta and state of the world are measured in the same run, and so is
-//! a VirtualService change reaching proxyless clients ([`routes`], mode `vs`).
+//! `bench xds`: a remote endpoint change reaching many connected ADS clients. Test bed API
+//! servers (`--clusters`, each `--services` x `--endpoints`; in this process, with the
+//! clients, on core 0) and a `meshfed federation` process (core 1); every client is its own
+//! gRPC connection, as every sidecar is. Each change rewrites one remote EndpointSlice (svc0's
+//! in cluster2; its endpoint count alternates, so the weight of the remote gateway's endpoint
+//! changes); a client's latency is from the write to its receiving the new assignment. Delta
+//! and state of the world are measured in the same run, and so is a VirtualService change
+//! reaching proxyless clients ([`routes`], mode `vs`).
+//!
+//! What clients subscribe to ([`Subscribe`]): every cluster and assignment (wildcard, an
+//! Envoy sidecar without a `Sidecar` scope), or only those of the service they call (named,
+//! as proxyless gRPC asks for the clusters its routes name, and as a sidecar scoped by a
+//! `Sidecar` egress list gets them): at a million endpoints the wildcard would send each
+//! client every assignment.
 
 mod routes;
+mod setup;
 
-use super::federation::{populate, remote_secret, server};
 use super::peers::cpu_seconds;
 use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -28,9 +35,39 @@ pub struct XdsOptions {
     pub meshfed: PathBuf,
     pub clients: usize,
     pub changes: usize,
+    /// Clusters in the mesh (cluster1 local, the others remote on networks of their own).
+    pub clusters: usize,
     pub services: usize,
+    /// Endpoints (pods) per service and cluster.
+    pub endpoints: usize,
+    pub subscribe: Subscribe,
     /// Which of "delta" and "sotw" to measure.
     pub modes: Vec<String>,
+}
+
+/// What the endpoint-change clients subscribe to (CDS and EDS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribe {
+    /// Every cluster and assignment: delta `*`, state of the world every name CDS gave.
+    Wildcard,
+    /// Only the cluster and assignment of the service they call ([`TARGET`]).
+    Named,
+}
+
+impl Subscribe {
+    fn names(self) -> Vec<String> {
+        match self {
+            Subscribe::Wildcard => vec!["*".into()],
+            Subscribe::Named => vec![TARGET.into()],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subscribe::Wildcard => "wildcard",
+            Subscribe::Named => "named",
+        }
+    }
 }
 
 use meshfed_proto::ads::{CLUSTER_TYPE as CDS, ENDPOINT_TYPE as EDS};
@@ -45,6 +82,8 @@ struct Shared {
     arrived: AtomicUsize,
     ready: AtomicUsize,
     bytes: AtomicU64,
+    /// Of `bytes`, those of EDS responses (the rest: CDS, and for `vs` LDS/RDS).
+    eds_bytes: AtomicU64,
     samples: std::sync::Mutex<Vec<u64>>,
     notify: Notify,
 }
@@ -58,12 +97,21 @@ impl Shared {
             arrived: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
+            eds_bytes: AtomicU64::new(0),
             samples: Default::default(),
             notify: Notify::new(),
         }
     }
 
     /// p50, p99 and the slowest of the samples, in ms.
+    /// Counts a response of `type_url` that encodes to `len` bytes.
+    fn received(&self, type_url: &str, len: usize) {
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if type_url == EDS {
+            self.eds_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        }
+    }
+
     fn percentiles(&self) -> (f64, f64, f64) {
         let mut samples =
             std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
@@ -122,13 +170,18 @@ async fn connect(url: &str, i: usize) -> Result<Client, String> {
     Ok(Client::new(channel).max_decoding_message_size(64 << 20))
 }
 
-async fn delta_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<(), String> {
+async fn delta_client(
+    mut c: Client,
+    i: usize,
+    sub: Subscribe,
+    shared: Arc<Shared>,
+) -> Result<(), String> {
     let (tx, rx) = mpsc::channel(8);
     for t in [CDS, EDS] {
         let req = DeltaDiscoveryRequest {
             node: Some(node(i)),
             type_url: t.into(),
-            resource_names_subscribe: vec!["*".into()],
+            resource_names_subscribe: sub.names(),
             ..Default::default()
         };
         tx.send(req).await.map_err(|e| e.to_string())?;
@@ -140,9 +193,7 @@ async fn delta_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<()
         .into_inner();
     let (mut last, mut ready) = (NONE, false);
     while let Some(r) = s.message().await.map_err(|e| e.to_string())? {
-        shared
-            .bytes
-            .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
+        shared.received(&r.type_url, r.encoded_len());
         let ack = DeltaDiscoveryRequest {
             type_url: r.type_url.clone(),
             response_nonce: r.nonce.clone(),
@@ -161,7 +212,12 @@ async fn delta_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<()
     Ok(())
 }
 
-async fn sotw_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<(), String> {
+async fn sotw_client(
+    mut c: Client,
+    i: usize,
+    sub: Subscribe,
+    shared: Arc<Shared>,
+) -> Result<(), String> {
     let (tx, rx) = mpsc::channel(8);
     let req = |t: &str, names: Vec<String>, last: Option<(&str, &str)>| DiscoveryRequest {
         node: Some(node(i)),
@@ -171,7 +227,12 @@ async fn sotw_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<(),
         response_nonce: last.map(|l| l.1.to_string()).unwrap_or_default(),
         ..Default::default()
     };
-    tx.send(req(CDS, vec![], None))
+    // State of the world names no `*`: all is an empty list.
+    let cds_names = match sub {
+        Subscribe::Wildcard => vec![],
+        Subscribe::Named => sub.names(),
+    };
+    tx.send(req(CDS, cds_names.clone(), None))
         .await
         .map_err(|e| e.to_string())?;
     let mut s = c
@@ -181,13 +242,15 @@ async fn sotw_client(mut c: Client, i: usize, shared: Arc<Shared>) -> Result<(),
         .into_inner();
     let (mut last, mut ready, mut eds_names) = (NONE, false, None::<Vec<String>>);
     while let Some(r) = s.message().await.map_err(|e| e.to_string())? {
-        shared
-            .bytes
-            .fetch_add(r.encoded_len() as u64, Ordering::Relaxed);
+        shared.received(&r.type_url, r.encoded_len());
         if r.type_url == CDS {
-            tx.send(req(CDS, vec![], Some((&r.version_info, &r.nonce))))
-                .await
-                .map_err(|e| e.to_string())?;
+            tx.send(req(
+                CDS,
+                cds_names.clone(),
+                Some((&r.version_info, &r.nonce)),
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
             if eds_names.is_none() {
                 let names: Vec<String> = r
                     .resources
@@ -242,71 +305,111 @@ async fn until(
     .map_err(|_| format!("only {} of {want} clients within {limit:?}", count(shared)))
 }
 
-/// svc0's slice in cluster2 with its first `count` pods (at most the 10 `populate` made):
-/// mesh workloads (`tlsMode: istio`), so cluster1's clients reach them through cluster2's
-/// gateway and the gateway endpoint's weight follows their count.
+/// svc0's slice in cluster2 with its first `count` pods (at most the `endpoints` `populate`
+/// made, with its addresses): mesh workloads (`tlsMode: istio`), so cluster1's clients reach
+/// them through cluster2's gateway and the gateway endpoint's weight follows their count.
 fn slice(count: usize) -> Value {
     let eps: Vec<Value> = (0..count)
-        .map(|e| json!({"addresses": [format!("10.2.0.{e}")], "conditions": {"ready": true}, "nodeName": format!("node{}", e % 10),
+        .map(|e| json!({"addresses": [format!("10.2.{}.{}", e / 250 % 250, e % 250)], "conditions": {"ready": true}, "nodeName": format!("node{}", e % 10),
             "targetRef": {"kind": "Pod", "namespace": "bench", "name": format!("svc0-{e}")}}))
         .collect();
     json!({"metadata": {"name": "svc0-x", "labels": {"kubernetes.io/service-name": "svc0"}}, "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080}], "endpoints": eps})
 }
 
-/// One mode: connect every client, make the changes, report latency, CPU and bytes.
-/// `offset`: changes made before, so that the endpoint count keeps alternating (a write
-/// that changes nothing is no event).
-async fn measure(
+/// How long the clients may take to connect and get their first assignment, and one change
+/// to reach them all: generous at a million endpoints, where a push rebuilds much today.
+fn limits(o: &XdsOptions) -> (Duration, Duration) {
+    let big = o.clusters * o.services * o.endpoints >= 100_000 || o.clients > 2000;
+    if big {
+        (Duration::from_secs(900), Duration::from_secs(120))
+    } else {
+        (Duration::from_secs(120), Duration::from_secs(30))
+    }
+}
+
+/// Connects every client of `mode`, each on its own connection; returns their tasks once
+/// all hold the target's assignment.
+async fn connect_all(
     o: &XdsOptions,
     mode: &str,
     url: &str,
-    remote: &meshfed_testbed::ApiServer,
-    pid: u32,
-    offset: usize,
-) -> Result<Value, String> {
-    let shared = Arc::new(Shared::new());
+    shared: &Arc<Shared>,
+) -> Result<Vec<tokio::task::JoinHandle<Result<(), String>>>, String> {
     let mut tasks = Vec::with_capacity(o.clients);
     for i in 0..o.clients {
         let c = connect(url, i).await?;
-        let s = shared.clone();
+        let (s, sub) = (shared.clone(), o.subscribe);
         tasks.push(if mode == "delta" {
-            tokio::spawn(async move { delta_client(c, i, s).await })
+            tokio::spawn(async move { delta_client(c, i, sub, s).await })
         } else {
-            tokio::spawn(async move { sotw_client(c, i, s).await })
+            tokio::spawn(async move { sotw_client(c, i, sub, s).await })
         });
     }
-    until(&shared, o.clients, Duration::from_secs(120), |s| {
+    until(shared, o.clients, limits(o).0, |s| {
         s.ready.load(Ordering::Acquire)
     })
     .await?;
-    let (cpu0, bytes0) = (cpu_seconds(pid), shared.bytes.load(Ordering::Relaxed));
+    settle(shared, limits(o).0).await;
+    Ok(tasks)
+}
+
+/// Waits until no response has arrived for a quarter second (at most `limit`): a client is
+/// ready once it holds the target's assignment, but a delta first sync comes in 16 KiB
+/// messages, and the rest of it must not be counted (nor compete) as the first change.
+async fn settle(shared: &Shared, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let before = shared.bytes.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if shared.bytes.load(Ordering::Relaxed) == before || Instant::now() > deadline {
+            return;
+        }
+    }
+}
+
+/// One mode: connect every client, make the changes, report latency, CPU, bytes and the
+/// federation's memory. `offset`: changes made before, so that the endpoint count keeps
+/// alternating (a write that changes nothing is no event).
+async fn measure(
+    o: &XdsOptions,
+    mode: &str,
+    fed: &setup::Federation,
+    remote: &meshfed_testbed::ApiServer,
+    offset: usize,
+) -> Result<Value, String> {
+    let shared = Arc::new(Shared::new());
+    let started = Instant::now();
+    let tasks = connect_all(o, mode, &fed.url, &shared).await?;
+    let connect_s = started.elapsed().as_secs_f64();
+    let first_sync_bytes = shared.bytes.load(Ordering::Relaxed);
+    let (cpu0, bytes0) = (cpu_seconds(fed.pid), first_sync_bytes);
+    let eds0 = shared.eds_bytes.load(Ordering::Relaxed);
     for i in 0..o.changes {
         shared.arrived.store(0, Ordering::Release);
         shared
             .t0_us
             .store(shared.base.elapsed().as_micros() as u64, Ordering::Release);
         shared.change.store(i as u64, Ordering::Release);
+        let count = if (offset + i).is_multiple_of(2) {
+            o.endpoints.saturating_sub(1)
+        } else {
+            o.endpoints
+        };
         remote
-            .replace(
-                "EndpointSlice",
-                "bench",
-                slice(if (offset + i).is_multiple_of(2) {
-                    9
-                } else {
-                    10
-                }),
-            )
+            .replace("EndpointSlice", "bench", slice(count))
             .map_err(|e| e.message)?;
-        until(&shared, o.clients, Duration::from_secs(30), |s| {
+        until(&shared, o.clients, limits(o).1, |s| {
             s.arrived.load(Ordering::Acquire)
         })
         .await?;
     }
     let (cpu, bytes) = (
-        cpu_seconds(pid) - cpu0,
+        cpu_seconds(fed.pid) - cpu0,
         shared.bytes.load(Ordering::Relaxed) - bytes0,
     );
+    let eds = shared.eds_bytes.load(Ordering::Relaxed) - eds0;
+    let (rss, hwm) = fed.memory_mib();
     for t in tasks {
         t.abort();
     }
@@ -315,60 +418,61 @@ async fn measure(
     Ok(
         json!({"clients": o.clients, "changes": o.changes, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
         "cpu_ms_per_change": cpu * 1000.0 / n, "kib_per_change": bytes as f64 / 1024.0 / n,
-        "bytes_per_client_per_change": bytes as f64 / n / o.clients as f64}),
+        "bytes_per_client_per_change": bytes as f64 / n / o.clients as f64,
+        "eds_bytes_per_client_per_change": eds as f64 / n / o.clients as f64,
+        "connect_s": round2(connect_s), "first_sync_bytes_per_client": first_sync_bytes as f64 / o.clients as f64,
+        "federation_rss_mib": rss, "federation_peak_rss_mib": hwm}),
     )
 }
 
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Checks that this process may hold every client's connection (and the API servers').
+fn check_fd_limit(o: &XdsOptions) -> Result<(), String> {
+    let limit = super::raise_fd_limit();
+    let need = (o.clients + 64 * o.clusters + 256) as u64;
+    if limit < need {
+        return Err(format!(
+            "{} clients need about {need} open files; the hard limit (ulimit -Hn) is {limit}",
+            o.clients
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(o: &XdsOptions) -> Result<Value, String> {
+    if o.clusters < 2 || o.services == 0 || o.endpoints == 0 {
+        return Err("xds needs at least 2 clusters, 1 service and 1 endpoint".into());
+    }
     super::pin_self(super::LOAD_CORE)?;
-    super::raise_fd_limit();
+    check_fd_limit(o)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let report = rt.block_on(async {
-        let (s1, s2) = (server("cluster1").await?, server("cluster2").await?);
-        populate(&s1, 1, o.services, 10)?;
-        populate(&s2, 2, o.services, 10)?;
-        s2.insert("Service", "istio-system", json!({"metadata": {"name": "istio-eastwestgateway", "labels": {"topology.istio.io/network": "network2"}},
-            "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": 15443}]}, "status": {"loadBalancer": {"ingress": [{"ip": "172.31.0.2"}]}}}))
-            .map_err(|e| e.message)?;
-        remote_secret(&s1, &s2, "cluster2")?;
-        routes::seed(&s1)?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let kc = dir.path().join("kubeconfig");
-        s1.write_kubeconfig(&kc).map_err(|e| e.to_string())?;
-        let mut child = std::process::Command::new("taskset")
-            .args(["-c", &super::PROXY_CORE.to_string()])
-            .arg(&o.meshfed)
-            .args(["federation", "--cluster-id", "cluster1", "--network", "network1", "--admin", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kc)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", o.meshfed.display()))?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?), &mut line).map_err(|e| e.to_string())?;
-        let xds = line.split("xds ").nth(1).and_then(|r| r.split(',').next()).ok_or_else(|| format!("no xds address in {line:?}"))?;
-        let url = format!("http://{xds}");
-        let pid = child.id();
-        let mut report = json!({"services_per_cluster": o.services});
+        let mesh = setup::seed(o).await?;
+        let started = Instant::now();
+        let fed = setup::start(o, &mesh)?;
+        let endpoints = fed.synced(o, Duration::from_secs(1800)).await?;
+        let sync_s = started.elapsed().as_secs_f64();
+        let (rss, _) = fed.memory_mib();
+        let mut report = json!({"services_per_cluster": o.services,
+            "setup": {"clusters": o.clusters, "services_per_cluster": o.services, "endpoints_per_service": o.endpoints,
+                "endpoints": endpoints, "subscribe": o.subscribe.as_str(), "seed_s": round2(mesh.seed_s),
+                "federation_sync_s": round2(sync_s), "federation_rss_mib_synced": rss}});
         for (n, mode) in o.modes.iter().enumerate() {
             let r = match mode.as_str() {
-                "vs" => routes::measure(o, &url, &s1, pid).await,
-                _ => measure(o, mode, &url, &s2, pid, n * o.changes).await,
+                "vs" => routes::measure(o, &fed.url, &mesh.local, fed.pid).await,
+                _ => measure(o, mode, &fed, &mesh.remotes[0], n * o.changes).await,
             };
-            match r {
-                Ok(r) => report[mode.as_str()] = r,
-                Err(e) => {
-                    let _ = child.kill();
-                    return Err(format!("{mode}: {e}"));
-                }
-            }
+            report[mode.as_str()] = r.map_err(|e| format!("{mode}: {e}"))?;
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        let (_, bench_peak) = setup::memory_mib(std::process::id());
+        report["setup"]["bench_peak_rss_mib"] = json!(bench_peak);
         Ok::<_, String>(report)
     })?;
     std::fs::write(
