@@ -210,6 +210,48 @@ print(f"| all xDS bytes per client per change | {med('bytes_per_client_per_chang
 print(f"| federation CPU per change (all clients) | {med('cpu_ms_per_change'):.1f} ms | {each('cpu_ms_per_change', '{:.1f}')} | |")
 PY
 )
+  # Issue 21's case: 5,000 delta clients, 20 clusters x 5,000 services x 10 endpoints
+  # (1,000,000). MESHFED_XDS_SCALE=0 skips it; MESHFED_XDS_SCALE_ARGS sets its size (smoke runs).
+  local scale_args=${MESHFED_XDS_SCALE_ARGS:---clients 5000 --clusters 20 --services 5000 --endpoints 10 --subscribe named --modes delta}
+  local scale_table="Not run (MESHFED_XDS_SCALE=0)."
+  if [ "${MESHFED_XDS_SCALE:-1}" != 0 ]; then
+    local i scale_runs=()
+    for i in $(seq "$ROUNDS"); do
+      # shellcheck disable=SC2086 # the arguments are words
+      target/release/bench xds $scale_args --json "target/bench-xds-scale.json.$i" >/dev/null || { echo "bench xds (scale) failed" >&2; exit 1; }
+      scale_runs+=("target/bench-xds-scale.json.$i")
+    done
+    scale_table=$(python3 - "${scale_runs[@]}" <<'PY'
+import json, sys
+runs = [json.load(open(f)) for f in sys.argv[1:]]
+d = [r["delta"] for r in runs]
+st = [r["setup"] for r in runs]
+med = lambda xs: sorted(xs)[len(xs) // 2]
+def row(what, xs, fmt, goal=""):
+    num = fmt.split(" ")[0]
+    print(f"| {what} | {fmt.format(med(xs))} | {', '.join(num.format(x) for x in xs)} | {goal} |")
+n, s0 = d[0]["clients"], st[0]
+p99 = med([x["p99_ms"] for x in d])
+print(f"Size: {s0['clusters']} clusters x {s0['services_per_cluster']} services x {s0['endpoints_per_service']} endpoints ({s0['endpoints']:,} endpoints and as many pods in the registry), {n:,} delta clients subscribed `{s0['subscribe']}`, {d[0]['changes']} changes per run.")
+print()
+print("| figure | median | each run | goal |")
+print("|---|---:|---|---|")
+row(f"endpoint change to all {n:,} delta clients, p50", [x["p50_ms"] for x in d], "{:.1f} ms")
+row(f"endpoint change to all {n:,} delta clients, p99", [x["p99_ms"] for x in d], "{:.1f} ms", f"under 250 ms with {s0['endpoints']:,} endpoints held: **{'met' if p99 < 250 else 'not met'}**")
+row("slowest client", [x["max_ms"] for x in d], "{:.1f} ms")
+row("bytes per client per change (all EDS)", [x["bytes_per_client_per_change"] for x in d], "{:.0f} B")
+row("federation CPU per change (utime+stime, all clients)", [x["cpu_ms_per_change"] for x in d], "{:.1f} ms")
+row("federation RSS: synced, before clients", [x["federation_rss_mib_synced"] for x in st], "{:.0f} MiB")
+row("federation RSS: after the changes, clients connected", [x["federation_rss_mib"] for x in d], "{:.0f} MiB")
+row("federation peak RSS (VmHWM)", [x["federation_peak_rss_mib"] for x in d], "{:.0f} MiB")
+row("setup: seeding the API servers", [x["seed_s"] for x in st], "{:.1f} s")
+row("setup: federation start until every endpoint is held", [x["federation_sync_s"] for x in st], "{:.1f} s")
+row(f"setup: {n:,} clients connected, first sync received and settled", [x["connect_s"] for x in d], "{:.1f} s")
+row("first sync per client", [x["first_sync_bytes_per_client"] for x in d], "{:.0f} B")
+row("bench process peak RSS (API servers and clients)", [x["bench_peak_rss_mib"] for x in st], "{:.0f} MiB")
+PY
+)
+  fi
   local load
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   local body
@@ -230,6 +272,15 @@ $table
 - The federation builds that RouteConfiguration once per push for all 1,000 clients (they share namespace, cluster and the labels a \`sourceLabels\` match reads) and sends each only the changed RouteConfiguration.
 
 $vs_table
+
+### at scale: an endpoint change reaching 5,000 delta clients with 1,000,000 endpoints held (issue 21)
+
+- Command: part of \`bench/run.sh xds\` (runs \`target/release/bench xds $scale_args --json FILE\` $ROUNDS times; medians). Same process layout as above (the API servers and every client in the bench process on core 0, each client its own gRPC connection; the federation on core 1, \`--xds-max-connections\` at least the client count, the bench raising RLIMIT_NOFILE to its hard limit for itself and the federation).
+- Mesh: cluster1 holds the clients; clusters 2 to 20 are remote, each on its own network behind its own east-west gateway, all with the same services (svc0 ... in namespace bench, as one service deployed in every cluster), so the registry holds every cluster's endpoints of every service. The change is the one above: svc0's EndpointSlice in cluster2 alternates between 9 and 10 mesh pods, changing the weight of cluster2's gateway endpoint in svc0's assignment (10 local endpoints and one gateway endpoint per remote cluster). Twenty clusters rather than two of 500,000 endpoints each: it is the shape of issue 21 (and of \`bench federation\`'s million-endpoint case), a remote cluster of ordinary size.
+- Subscriptions: each client asks by name for the cluster and the assignment of the one service it calls (\`outbound|8080||svc0.bench.svc.cluster.local\`), delta CDS and EDS, and ACKs every response. That is what a proxyless gRPC client asks for (the clusters its routes name, then their EDS names), and what Istio sends an Envoy sidecar scoped by a \`Sidecar\` resource's egress hosts; Istio's own advice for large meshes is that scoping (\`Sidecar\`, \`exportTo\`, discovery selectors), since an unscoped sidecar receives every cluster and assignment: here 5,000 clusters and 5,000 assignments of 29 endpoints per client at first sync, megabytes per client and gigabytes per push to 5,000 of them. The 1,000-client case above keeps the wildcard subscription so its figures compare with earlier runs.
+- Setup times are reported beside the figures: seeding the 20 API servers, the federation's first sync of every endpoint (the clients connect only after it), and the clients' connection and first sync.
+
+$scale_table
 MD
 )
   put_section xds "$body"
