@@ -5,11 +5,12 @@
 //! `circuit_breakers.thresholds[DEFAULT].max_requests`, and gRFC A32 has the client fail calls
 //! beyond it at once with UNAVAILABLE instead of queueing them.
 
+use meshfed_e2e::federation;
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
 use meshfed_e2e::kubectl;
 use meshfed_e2e::proxyless::{self, Client, calls};
 use meshfed_e2e::workloads;
-use meshfed_federation::{Controllers, FederationConfig, xds};
+use meshfed_federation::Controllers;
 use meshfed_testbed::ApiServer;
 use meshfed_testbed::seed;
 use serde_json::Value;
@@ -59,33 +60,16 @@ async fn bed() -> Bed {
     seed::helloworld(&c2, &workloads::helloworld(2, "127.0.0.22", v2.1))
         .await
         .unwrap();
-    seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
-        .await
-        .unwrap();
-    let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
+    let fed = federation::start(&c1, &s2).await.unwrap();
     let mut changes = fed.registry.subscribe();
-    let endpoints = |fed: &Controllers| {
-        let snap = fed.registry.snapshot();
-        snap.services
-            .iter()
-            .filter(|s| s.hostname == HOST)
-            .map(|s| s.endpoints.len())
-            .sum::<usize>()
-    };
     tokio::time::timeout(T, async {
-        while endpoints(&fed) < 2 {
+        while federation::endpoints(&fed, HOST) < 2 {
             changes.changed().await.unwrap();
         }
     })
     .await
     .expect("both clusters' endpoints in the registry");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(xds::serve(
-        listener,
-        fed.registry.clone(),
-        xds::Debounce::default(),
-    ));
+    let addr = federation::serve_xds(&fed).await.unwrap().to_string();
     let kubeconfig = tempfile::NamedTempFile::new().unwrap();
     s1.write_kubeconfig(kubeconfig.path()).unwrap();
     let boot = proxyless::sleep_bootstrap(&addr, &ChannelCreds::Insecure, "127.0.0.1", "sample");

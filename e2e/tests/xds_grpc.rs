@@ -4,12 +4,13 @@
 //! grpcio also reaches the federation's secure port (istiod's 15012) over mTLS with gRFC A65's
 //! `tls` channel creds, where its certificate decides which namespace its node may claim.
 
+use meshfed_e2e::federation;
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
 use meshfed_e2e::kubectl;
 use meshfed_e2e::metrics::{self, nacks};
 use meshfed_e2e::proxyless::{self, Client, calls};
 use meshfed_e2e::workloads;
-use meshfed_federation::{Controllers, FederationConfig, xds};
+use meshfed_federation::{Controllers, xds};
 use meshfed_testbed::ApiServer;
 use meshfed_testbed::seed::{self, Workload};
 use serde_json::Value;
@@ -45,34 +46,16 @@ async fn bed() -> Bed {
     seed::helloworld(&c2, &workloads::helloworld(2, "127.0.0.12", v2.1))
         .await
         .unwrap();
-    seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
-        .await
-        .unwrap();
-    let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
+    let fed = federation::start(&c1, &s2).await.unwrap();
     let mut changes = fed.registry.subscribe();
     tokio::time::timeout(T, async {
-        while fed
-            .registry
-            .snapshot()
-            .services
-            .iter()
-            .filter(|s| s.hostname == HOST)
-            .flat_map(|s| &s.endpoints)
-            .count()
-            < 2
-        {
+        while federation::endpoints(&fed, HOST) < 2 {
             changes.changed().await.unwrap();
         }
     })
     .await
     .expect("both clusters' endpoints in the registry");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let xds = listener.local_addr().unwrap();
-    tokio::spawn(xds::serve(
-        listener,
-        fed.registry.clone(),
-        xds::Debounce::default(),
-    ));
+    let xds = federation::serve_xds(&fed).await.unwrap();
     let kubeconfig = tempfile::NamedTempFile::new().unwrap();
     s1.write_kubeconfig(kubeconfig.path()).unwrap();
     Bed {

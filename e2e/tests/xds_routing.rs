@@ -11,13 +11,14 @@
 //! tests wait for that instead of sleeping. No client may NACK any of it
 //! (`meshfed_xds_nacks_total` stays where it was).
 
+use meshfed_e2e::federation;
 use meshfed_e2e::judges::{self, ChannelCreds, Judge};
 use meshfed_e2e::kubectl;
 use meshfed_e2e::metrics::{self, nacks};
 use meshfed_e2e::proxyless::{self, Client, calls, ms, total};
 use meshfed_e2e::workloads;
+use meshfed_federation::Controllers;
 use meshfed_federation::xds::virtual_service::status;
-use meshfed_federation::{Controllers, FederationConfig, xds};
 use meshfed_testbed::ApiServer;
 use meshfed_testbed::seed;
 use serde_json::Value;
@@ -70,24 +71,13 @@ async fn bed(which: Client) -> Bed {
     seed::helloworld(&c2, &workloads::helloworld(2, "127.0.0.42", p2))
         .await
         .unwrap();
-    seed::remote_secret(&c1, "cluster2", &s2.kubeconfig())
-        .await
-        .unwrap();
-    let fed = Controllers::start(c1.clone(), &FederationConfig::new("cluster1", "network1"));
+    let fed = federation::start(&c1, &s2).await.unwrap();
     let kubeconfig = tempfile::NamedTempFile::new().unwrap();
     s1.write_kubeconfig(kubeconfig.path()).unwrap();
     kubectl::apply(kubeconfig.path(), SUBSETS).unwrap();
     let mut changes = fed.registry.subscribe();
     let ready = |fed: &Controllers| {
-        let endpoints: usize = fed
-            .registry
-            .snapshot()
-            .services
-            .iter()
-            .filter(|s| s.hostname == HOST)
-            .map(|s| s.endpoints.len())
-            .sum();
-        endpoints >= 2 && !fed.registry.destination_rules().is_empty()
+        federation::endpoints(fed, HOST) >= 2 && !fed.registry.destination_rules().is_empty()
     };
     tokio::time::timeout(T, async {
         while !ready(&fed) {
@@ -96,13 +86,7 @@ async fn bed(which: Client) -> Bed {
     })
     .await
     .expect("both clusters' endpoints and the subsets in the registry");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(xds::serve(
-        listener,
-        fed.registry.clone(),
-        xds::Debounce::default(),
-    ));
+    let addr = federation::serve_xds(&fed).await.unwrap().to_string();
     let mut boot =
         proxyless::sleep_bootstrap(&addr, &ChannelCreds::Insecure, "127.0.0.1", "sample");
     // The sleep pod's labels, as Istio's agent sends them (a struct).
