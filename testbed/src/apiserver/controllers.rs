@@ -111,7 +111,7 @@ impl Hooks for Controllers {
             // Token secrets created before their service account are filled now.
             let waiting = secrets_of(txn, ns, name, |s| s["data"]["token"].is_null());
             for (_, _, secret) in waiting {
-                if let Some(mut next) = txn.get(by_kind("Secret"), ns, &secret).cloned() {
+                if let Some(mut next) = txn.get(by_kind("Secret"), ns, &secret) {
                     self.fill_token_secret(txn, ns, &mut next);
                     let _ = txn.replace(by_kind("Secret"), ns, next);
                 }
@@ -206,7 +206,7 @@ fn secrets_of(txn: &Txn<'_>, ns: &str, sa: &str, filter: impl Fn(&Value) -> bool
         .into_iter()
         .filter(|(r, n, name)| {
             txn.get(*r, n, name)
-                .is_some_and(|s| sa_of_secret(s) == Some(sa) && filter(s))
+                .is_some_and(|s| sa_of_secret(&s) == Some(sa) && filter(&s))
         })
         .collect()
 }
@@ -279,13 +279,13 @@ fn default_ports(spec: &mut Value) {
 /// The lowest free address of the service CIDR, skipping .0 and .1 (the apiserver's own).
 fn free_cluster_ip(txn: &Txn<'_>, (base, prefix): (u32, u8)) -> ApiResult<Ipv4Addr> {
     let size = 1u32 << (32 - u32::from(prefix));
-    let used: std::collections::HashSet<&str> = txn
+    let used: std::collections::HashSet<Ipv4Addr> = txn
         .all(by_kind("Service"))
-        .filter_map(|s| s["spec"]["clusterIP"].as_str())
+        .filter_map(|s| s["spec"]["clusterIP"].as_str()?.parse().ok())
         .collect();
     (2..size - 1)
         .map(|i| Ipv4Addr::from(base + i))
-        .find(|ip| !used.contains(ip.to_string().as_str()))
+        .find(|ip| !used.contains(ip))
         .ok_or_else(|| ApiError::new(500, "InternalError", "service CIDR exhausted"))
 }
 

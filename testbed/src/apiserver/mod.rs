@@ -216,6 +216,23 @@ impl ApiServer {
         self.shared.store.create(res, namespace, object)
     }
 
+    /// Stores many objects of one kind directly, in one critical section and without watch
+    /// events (see [`Store::insert_many`]: open watches end with 410 Gone and relist): for
+    /// seeding states of millions of objects. Each object is created as [`ApiServer::insert`]
+    /// creates it. Returns how many were stored; stops at the first refused object.
+    pub fn insert_many(
+        &self,
+        kind: &str,
+        namespace: &str,
+        objects: impl IntoIterator<Item = serde_json::Value>,
+    ) -> Result<usize, ApiError> {
+        let res = resources::by_kind(kind);
+        if resources::RESOURCES.get(res).is_none_or(|r| r.create_only) {
+            return Err(ApiError::bad_request(format!("unknown kind {kind}")));
+        }
+        self.shared.store.insert_many(res, namespace, objects)
+    }
+
     /// Replaces a stored object directly (no HTTP), as an update by a client would; watchers
     /// see MODIFIED. For driving benchmarks without a client's overhead.
     pub fn replace(

@@ -1,6 +1,10 @@
 //! The object store: every object as JSON, one resourceVersion counter, and a bounded event
 //! log so watches can resume from a resourceVersion (older ones get 410 Gone).
 //!
+//! Objects are kept as their JSON text ([`Stored`]) and parsed on each read: a parsed
+//! `serde_json::Value` costs about ten times its text in maps and small strings, and the
+//! benchmarks hold millions of objects (issue 21).
+//!
 //! Every write, a client's or a controller's, goes through a [`Txn`]: it bumps the
 //! resourceVersion, records the event and runs the [`Hooks`] the store was made with. The
 //! store knows the controllers only as those hooks; they never see its fields.
@@ -87,13 +91,30 @@ pub trait Hooks: Send + Sync {
 /// Everything behind the store's lock; only this module touches it, through [`Txn`].
 struct Inner {
     rv: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Stored>,
     log: VecDeque<Arc<Event>>,
     /// Watches may resume from any resourceVersion >= this; older ones are gone.
     oldest_rv: u64,
     tokens: HashMap<String, Identity>,
     /// Recorded by writes under the lock, published when it is released.
     pending: Vec<Arc<Event>>,
+    /// Set while seeding ([`Store::insert_many`]): writes record no events.
+    quiet: bool,
+}
+
+/// One stored object: its compact JSON text. Reads parse it, writes serialize it.
+struct Stored(Box<str>);
+
+impl Stored {
+    fn new(obj: &Value) -> Self {
+        Stored(obj.to_string().into_boxed_str())
+    }
+
+    fn value(&self) -> Value {
+        // The text was written by `new` from a Value, so it always parses; Null is never
+        // reached and would read as a missing object's fields.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
 }
 
 pub struct Store {
@@ -128,6 +149,7 @@ impl Store {
                 oldest_rv: 1,
                 tokens: HashMap::new(),
                 pending: Vec::new(),
+                quiet: false,
             }),
             hooks,
             events,
@@ -173,7 +195,7 @@ impl Store {
         inner
             .objects
             .get(&(res, ns.into(), name.into()))
-            .cloned()
+            .map(Stored::value)
             .ok_or_else(|| not_found(res, name))
     }
 
@@ -206,11 +228,12 @@ impl Store {
             .range((start, Bound::Unbounded))
             .take_while(|((r, _, _), _)| *r == res)
             .filter(|((_, n, _), _)| ns.is_none_or(|want| want == n))
+            .map(|(key, obj)| (key, obj.value()))
             .filter(|(_, obj)| sel.matches(obj));
         let mut items = Vec::new();
         let mut last = None;
         for ((_, n, name), obj) in matching.by_ref().take(limit) {
-            items.push(obj.clone());
+            items.push(obj);
             last = Some((n.clone(), name.clone()));
         }
         let more = matching.next().is_some();
@@ -219,6 +242,39 @@ impl Store {
 
     pub fn create(&self, res: ResourceId, ns: &str, obj: Value) -> ApiResult<Value> {
         self.with(|txn| txn.create(res, ns, obj))
+    }
+
+    /// Creates `objects` of kind `res` in `ns` in one critical section, each exactly as
+    /// [`Store::create`] does (name checks, uid, creationTimestamp, its own resourceVersion,
+    /// the controllers' hooks) but without recording events: for seeding large test states.
+    /// Stops at the first refused object, keeping those before it. Then the history is
+    /// compacted and open watches end with 410 Gone, as after an etcd compaction: a client
+    /// relists and sees the seeded objects, none resumes past them. Returns how many were
+    /// created.
+    pub fn insert_many(
+        &self,
+        res: ResourceId,
+        ns: &str,
+        objects: impl IntoIterator<Item = Value>,
+    ) -> ApiResult<usize> {
+        let mut created = 0;
+        let result = {
+            let mut inner = self.lock();
+            inner.quiet = true;
+            let mut txn = Txn {
+                inner: &mut inner,
+                hooks: self.hooks.as_ref(),
+            };
+            let result = objects
+                .into_iter()
+                .try_for_each(|obj| txn.create(res, ns, obj).map(|_| created += 1));
+            inner.quiet = false;
+            result
+        };
+        if created > 0 {
+            self.expire_watches();
+        }
+        result.map(|()| created)
     }
 
     /// Replaces an object with what `f` makes of the current one, atomically.
@@ -253,11 +309,8 @@ impl Store {
         let live = self.events.subscribe();
         let expired = self.expiry.subscribe();
         if snapshot {
-            let initial = inner
-                .objects
-                .iter()
-                .filter(|((r, _, _), _)| *r == res)
-                .map(|(_, o)| o.clone())
+            let initial = of_kind(&inner.objects, res)
+                .map(|(_, o)| o.value())
                 .collect();
             return Ok(WatchStart {
                 initial,
@@ -325,29 +378,31 @@ pub struct Txn<'a> {
 }
 
 impl Txn<'_> {
-    pub fn get(&self, res: ResourceId, ns: &str, name: &str) -> Option<&Value> {
+    pub fn get(&self, res: ResourceId, ns: &str, name: &str) -> Option<Value> {
         self.inner
             .objects
             .get(&(res, ns.to_string(), name.to_string()))
+            .map(Stored::value)
+    }
+
+    fn exists(&self, res: ResourceId, ns: &str, name: &str) -> bool {
+        let key = (res, ns.to_string(), name.to_string());
+        self.inner.objects.contains_key(&key)
     }
 
     /// The keys of the objects in namespace `ns`: of kind `res`, or of every kind for None.
     pub fn keys(&self, res: Option<ResourceId>, ns: &str) -> Vec<Key> {
-        self.inner
-            .objects
-            .keys()
-            .filter(|(r, n, _)| res.is_none_or(|want| want == *r) && n == ns)
-            .cloned()
-            .collect()
+        let objects = &self.inner.objects;
+        let keys: Box<dyn Iterator<Item = &Key>> = match res {
+            Some(res) => Box::new(of_kind(objects, res).map(|(k, _)| k)),
+            None => Box::new(objects.keys()),
+        };
+        keys.filter(|(_, n, _)| n == ns).cloned().collect()
     }
 
     /// Every object of kind `res`, in all namespaces.
-    pub fn all(&self, res: ResourceId) -> impl Iterator<Item = &Value> {
-        self.inner
-            .objects
-            .iter()
-            .filter(move |((r, _, _), _)| *r == res)
-            .map(|(_, obj)| obj)
+    pub fn all(&self, res: ResourceId) -> impl Iterator<Item = Value> + '_ {
+        of_kind(&self.inner.objects, res).map(|(_, obj)| obj.value())
     }
 
     /// How many objects the store holds, of every kind.
@@ -382,7 +437,7 @@ impl Txn<'_> {
         let rt = &RESOURCES[res];
         let name = object_name(&mut obj)?;
         let namespace = super::resources::by_kind("Namespace");
-        if rt.namespaced && self.get(namespace, "", ns).is_none() {
+        if rt.namespaced && !self.exists(namespace, "", ns) {
             return Err(ApiError::not_found("namespaces", ns));
         }
         let key = (res, ns.to_string(), name.clone());
@@ -398,9 +453,8 @@ impl Txn<'_> {
         hooks.on_create(self, res, ns, &mut obj)?;
         let rv = self.inner.next_rv();
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.inner.objects.insert(key, obj.clone());
-        self.inner
-            .record(res, ns, EventType::Added, obj.clone(), None);
+        self.inner.objects.insert(key, Stored::new(&obj));
+        self.inner.record(res, ns, EventType::Added, &obj, None);
         hooks.after_create(self, res, ns, &obj);
         Ok(obj)
     }
@@ -421,11 +475,11 @@ impl Txn<'_> {
             .inner
             .objects
             .remove(&key)
-            .ok_or_else(|| not_found(res, name))?;
+            .ok_or_else(|| not_found(res, name))?
+            .value();
         let rv = self.inner.next_rv();
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.inner
-            .record(res, ns, EventType::Deleted, obj.clone(), None);
+        self.inner.record(res, ns, EventType::Deleted, &obj, None);
         let hooks = self.hooks;
         hooks.after_delete(self, res, ns, &obj);
         Ok(obj)
@@ -435,7 +489,7 @@ impl Txn<'_> {
         self.inner
             .objects
             .get(key)
-            .cloned()
+            .map(Stored::value)
             .ok_or_else(|| not_found(key.0, &key.2))
     }
 
@@ -457,9 +511,9 @@ impl Txn<'_> {
         }
         let rv = self.inner.next_rv();
         next["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.inner.objects.insert(key, next.clone());
+        self.inner.objects.insert(key, Stored::new(&next));
         self.inner
-            .record(res, &ns, EventType::Modified, next.clone(), Some(current));
+            .record(res, &ns, EventType::Modified, &next, Some(current));
         Ok(next)
     }
 }
@@ -475,19 +529,33 @@ impl Inner {
         res: ResourceId,
         ns: &str,
         kind: EventType,
-        object: Value,
+        object: &Value,
         prev: Option<Value>,
     ) {
+        if self.quiet {
+            return;
+        }
         let rv = self.rv;
         self.pending.push(Arc::new(Event {
             rv,
             res,
             namespace: ns.to_string(),
             kind,
-            object,
+            object: object.clone(),
             prev,
         }));
     }
+}
+
+/// The objects of kind `res`: a range of the map, since the kind leads the key.
+fn of_kind(
+    objects: &BTreeMap<Key, Stored>,
+    res: ResourceId,
+) -> impl Iterator<Item = (&Key, &Stored)> {
+    let from = (res, String::new(), String::new());
+    objects
+        .range(from..)
+        .take_while(move |((r, _, _), _)| *r == res)
 }
 
 /// The metadata the server owns on a new object: its name and namespace (none for a
@@ -687,5 +755,52 @@ mod tests {
         .map(|(rv, kind, name)| (rv, kind, name.to_string()));
         assert_eq!(seen, want);
         assert_eq!(store.resource_version(), from + 4);
+    }
+
+    /// Seeding creates each object as a client's create would (uid, creationTimestamp, its
+    /// own resourceVersion, the controllers' hooks) but records no events: the history is
+    /// compacted, so resuming from before it is 410 Gone (as after an etcd compaction) and
+    /// an open watch ends to relist, while lists and snapshots show every seeded object.
+    #[test]
+    fn seeding_creates_like_a_client_and_compacts_the_history() {
+        let store = Store::new(Box::new(Copier), 100);
+        let cm = by_kind("ConfigMap");
+        let from = store.resource_version();
+        let mut open = store.watch(cm, None, true).unwrap();
+        let objects = (0..3).map(|i| json!({"metadata": {"name": format!("s{i}")}}));
+        assert_eq!(store.insert_many(cm, "default", objects).unwrap(), 3);
+        let s1 = store.get(cm, "default", "s1").unwrap();
+        // Each object and its hook's copy take one resourceVersion, in order.
+        assert_eq!(s1["metadata"]["resourceVersion"], (from + 3).to_string());
+        assert_eq!(s1["metadata"]["uid"].as_str().map(str::len), Some(36));
+        assert!(s1["metadata"]["creationTimestamp"].is_string());
+        assert!(store.get(cm, "default", "s1-copy").is_ok());
+        assert_eq!(store.resource_version(), from + 6);
+        assert!(open.expired.has_changed().unwrap());
+        assert!(open.live.try_recv().is_err(), "seeding published an event");
+        let gone = store.watch(cm, Some(from), false).err().unwrap();
+        assert_eq!(gone.code, 410);
+        let (items, _) = store.list(cm, Some("default"), &Selector::default());
+        assert_eq!(items.len(), 6);
+        assert_eq!(store.watch(cm, None, true).unwrap().initial.len(), 6);
+        // Later writes are watched again, from the compacted history.
+        let now = store.resource_version();
+        store
+            .create(cm, "default", json!({"metadata": {"name": "late"}}))
+            .unwrap();
+        assert_eq!(store.watch(cm, Some(now), false).unwrap().backlog.len(), 2);
+    }
+
+    /// A refused object (a name already taken: 409 AlreadyExists, as kube-apiserver answers)
+    /// stops the seeding; the objects before it stay.
+    #[test]
+    fn seeding_stops_at_a_refused_object() {
+        let store = Store::new(Box::new(Copier), 100);
+        let cm = by_kind("ConfigMap");
+        let objects = ["a", "b", "a", "c"].map(|n| json!({"metadata": {"name": n}}));
+        let err = store.insert_many(cm, "default", objects).err().unwrap();
+        assert_eq!(err.code, 409);
+        assert!(store.get(cm, "default", "b").is_ok());
+        assert!(store.get(cm, "default", "c").is_err());
     }
 }
