@@ -482,3 +482,47 @@ pub fn run(o: &XdsOptions) -> Result<Value, String> {
     .map_err(|e| format!("{}: {e}", o.json.display()))?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Subscribe, TARGET, slice};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    fn addresses(s: &EndpointSlice) -> Vec<String> {
+        s.endpoints
+            .iter()
+            .flat_map(|e| e.addresses.clone())
+            .collect()
+    }
+
+    /// An endpoint change only drops or restores svc0's last pod in cluster2: the full slice
+    /// the bench writes is the EndpointSlice `populate` seeded (as the EndpointSlice
+    /// controller would rewrite it), so each change is an update of that one object
+    /// (kube's MODIFIED), never new addresses.
+    #[tokio::test]
+    async fn the_full_slice_is_the_seeded_one() {
+        let s = super::super::federation::server("cluster2")
+            .await
+            .expect("server");
+        // Past 250 endpoints the addresses carry into the third octet.
+        super::super::federation::populate(&s, 2, 2, 260).expect("populate");
+        let client = meshfed_federation::kubeconfig::client(&s.kubeconfig(), false)
+            .await
+            .expect("client");
+        let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, "bench");
+        let seeded = api.get("svc0-x").await.expect("seeded slice");
+        let full: EndpointSlice = serde_json::from_value(slice(260)).expect("slice");
+        let fewer: EndpointSlice = serde_json::from_value(slice(259)).expect("slice");
+        assert_eq!(addresses(&full), addresses(&seeded));
+        assert_eq!(addresses(&fewer), addresses(&seeded)[..259].to_vec());
+        assert_eq!(full.metadata.name, seeded.metadata.name);
+    }
+
+    /// Named clients ask for svc0's cluster and assignment alone, as proxyless gRPC does;
+    /// wildcard ones for `*` (delta's wildcard name).
+    #[test]
+    fn named_clients_ask_for_the_target_alone() {
+        assert_eq!(Subscribe::Named.names(), vec![TARGET.to_string()]);
+        assert_eq!(Subscribe::Wildcard.names(), vec!["*".to_string()]);
+    }
+}
