@@ -77,6 +77,17 @@ struct FederationArgs {
     services: usize,
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
+    /// Endpoint changes timed with the registry holding the whole clusters x services x
+    /// endpoints state (mode `registry`).
+    #[arg(long, default_value_t = 100)]
+    registry_changes: usize,
+    /// Seconds a first full sync may take before the run fails.
+    #[arg(long, default_value_t = 600)]
+    sync_timeout: u64,
+    /// Which to measure: propagation (a change, small state), scale (first sync of a
+    /// `meshfed federation` process), registry (a change, registry holding the scale state).
+    #[arg(long, value_delimiter = ',', default_value = "propagation,scale,registry", value_parser = ["propagation", "scale", "registry"])]
+    modes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -154,6 +165,9 @@ fn main() -> ExitCode {
             clusters: a.clusters,
             services: a.services,
             endpoints: a.endpoints,
+            registry_changes: a.registry_changes,
+            sync_timeout: std::time::Duration::from_secs(a.sync_timeout),
+            modes: a.modes,
         }),
         Command::Xds(a) => bench::xds::run(&bench::xds::XdsOptions {
             json: a.common.json.unwrap_or_else(|| "bench-xds.json".into()),
