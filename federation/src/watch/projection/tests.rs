@@ -56,10 +56,11 @@ fn full_pod(sa: Option<&str>, node: Option<&str>) -> serde_json::Value {
 fn from_whole(pod: &Pod) -> ((String, String), PodInfo) {
     let spec = pod.spec.as_ref();
     let info = PodInfo {
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default().into(),
         service_account: spec
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".into()),
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or("default")
+            .into(),
         node: spec.and_then(|s| s.node_name.clone()),
     };
     let key = (

@@ -46,7 +46,8 @@ pub fn own_endpoints<'a>(
         .iter()
         .flat_map(|s| &s.endpoints)
         .filter(|e| {
-            e.address == proxy.ip && (proxy.cluster_id.is_empty() || e.cluster == proxy.cluster_id)
+            e.address == proxy.ip
+                && (proxy.cluster_id.is_empty() || *e.cluster == *proxy.cluster_id)
         })
 }
 
@@ -82,7 +83,7 @@ impl OwnPorts {
                 by_ip
                     .entry(e.address.clone())
                     .or_default()
-                    .push((e.cluster.clone(), port));
+                    .push((e.cluster.to_string(), port));
             }
         }
         OwnPorts(by_ip)
@@ -161,11 +162,11 @@ mod tests {
         let mut other = ep(9999, 99);
         other.address = "10.0.0.2".into();
         let s = Snapshot {
-            services: vec![ServiceView {
+            services: vec![std::sync::Arc::new(ServiceView {
                 hostname: "h.sample.svc.cluster.local".into(),
                 endpoints: vec![ep(15006, 5000), ep(8080, 80), ep(8080, 80), other],
                 ..Default::default()
-            }],
+            })],
             gateways: vec![],
         };
         let mut p = crate::xds::node::test_sidecar();
