@@ -42,7 +42,7 @@ fn snapshot() -> Snapshot {
     }
     services.push(service("httpbin", "default", 8000));
     Snapshot {
-        services,
+        services: services.into_iter().map(std::sync::Arc::new).collect(),
         gateways: vec![],
     }
 }

@@ -3,23 +3,31 @@
 //! network gateways that the xDS server, the gateway and the DNS proxy are built from.
 
 mod gateways;
+mod index;
+pub mod intern;
 mod merge;
 pub mod names;
+mod touch;
 pub mod types;
+mod view;
 
+pub use touch::Touch;
 pub use types::*;
 
+use intern::Interner;
 use names::{GatewayNames, Servers};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
+use touch::Tracked;
+use view::{PartKey, View};
 
 /// One connection (generation) to a cluster.
 struct Entry {
     secret: String,
     default_network: Option<String>,
-    data: ClusterData,
+    tracked: Tracked,
     listed: Vec<Kind>,
     needed: usize,
     status: Status,
@@ -83,6 +91,8 @@ struct Inner {
     conflicts: BTreeMap<(String, String), String>,
     /// The remote secrets have been listed once: until then the set of clusters is unknown.
     secrets_listed: bool,
+    /// The merged services, re-merged where changes touched them.
+    view: View,
 }
 
 /// Registry settings that shape the merged view.
@@ -106,6 +116,9 @@ pub struct Registry {
     names: Arc<GatewayNames>,
     /// The gateways last dropped, to log each only when it starts being dropped.
     dropped: Mutex<Vec<DroppedGateway>>,
+    /// Shared strings and label maps (taken with or without the registry's lock, never the
+    /// other way round).
+    interner: Mutex<Interner>,
 }
 
 impl Registry {
@@ -123,6 +136,7 @@ impl Registry {
             names: GatewayNames::new(changed.clone(), servers, min_ttl),
             changed,
             dropped: Mutex::new(Vec::new()),
+            interner: Mutex::new(Interner::default()),
         }
     }
 
@@ -132,6 +146,12 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The shared strings and label maps: watchers share what they decode through it, so
+    /// equal values are kept once.
+    pub fn interner(&self) -> std::sync::MutexGuard<'_, Interner> {
+        self.interner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bump(&self) {
@@ -158,7 +178,7 @@ impl Registry {
         let entry = Entry {
             secret: secret.to_string(),
             default_network,
-            data: ClusterData::default(),
+            tracked: Tracked::default(),
             listed: Vec::new(),
             needed: kinds,
             status: Status::Syncing,
@@ -209,13 +229,29 @@ impl Registry {
         self.bump();
     }
 
-    /// Applies a watcher's change to one generation's data.
+    /// Applies a change to one generation's data that may touch anything in it.
     pub fn update(&self, id: &str, generation: u64, f: impl FnOnce(&mut ClusterData)) {
-        let mut inner = self.lock();
+        self.update_touching(id, generation, Touch::Cluster, f)
+    }
+
+    /// Applies a watcher's change to one generation's data; `touch` says what it is about, so
+    /// that the next snapshot re-merges only the Services it can change.
+    pub fn update_touching(
+        &self,
+        id: &str,
+        generation: u64,
+        touch: Touch,
+        f: impl FnOnce(&mut ClusterData),
+    ) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(e) = inner.entries.get_mut(&(id.to_string(), generation)) else {
             return;
         };
-        f(&mut e.data);
+        let dirty = e.tracked.apply(touch, f);
+        if inner.active.get(id) == Some(&generation) {
+            inner.view.mark(dirty);
+        }
         e.last_good = Some(Instant::now());
         if e.status == Status::Unreachable {
             e.status = if e.listed.len() >= e.needed {
@@ -225,7 +261,7 @@ impl Registry {
             };
             e.error = None;
         }
-        drop(inner);
+        drop(guard);
         self.bump();
     }
 
@@ -312,17 +348,7 @@ impl Registry {
                 continue;
             };
             let status = e.shown_status(self.config.sync_timeout);
-            let endpoints = e
-                .data
-                .slices
-                .values()
-                .map(|s| {
-                    s.endpoints
-                        .iter()
-                        .map(|ep| ep.addresses.len())
-                        .sum::<usize>()
-                })
-                .sum();
+            let endpoints = e.tracked.index.endpoints();
             out.push(ClusterStatus {
                 id: id.clone(),
                 secret: e.secret.clone(),
@@ -330,9 +356,9 @@ impl Registry {
                 status,
                 error: e.error.clone(),
                 last_sync_age_s: e.last_good.map(|t| t.elapsed().as_secs_f64()),
-                services: e.data.services.len(),
+                services: e.tracked.data.services.len(),
                 endpoints,
-                dropped_gateways: self.dropped_gateways(id, &e.data),
+                dropped_gateways: self.dropped_gateways(id, &e.tracked),
             });
         }
         out.sort_by(|a, b| (&a.id, &a.secret).cmp(&(&b.id, &b.secret)));
@@ -383,31 +409,76 @@ impl Registry {
     }
 
     /// One cluster's gateway Services that give no gateway, and why.
-    fn dropped_gateways(&self, id: &str, data: &ClusterData) -> Vec<DroppedGateway> {
+    fn dropped_gateways(&self, id: &str, t: &Tracked) -> Vec<DroppedGateway> {
         let mut wanted = std::collections::HashSet::new();
-        let mut dropped = gateways::of_cluster(id, data, &self.names, &mut wanted).dropped;
+        let candidates = t.index.gateways();
+        let mut dropped =
+            gateways::of_cluster(id, &t.data, candidates, &self.names, &mut wanted).dropped;
         dropped.sort();
         dropped
     }
 
-    /// The merged view.
+    /// The merged view: the Services changed since the last snapshot are re-merged, the rest
+    /// are shared with it ([`view`]).
     pub fn snapshot(&self) -> Snapshot {
-        let inner = self.lock();
-        let mut view = merge::Merger::new(&self.config, &self.names);
-        for (id, generation) in &inner.active {
-            let Some(e) = inner.entries.get(&(id.clone(), *generation)) else {
-                continue;
-            };
-            let stale = self.config.stale_endpoint_ttl.is_some_and(|ttl| {
-                e.status == Status::Unreachable && e.last_good.is_none_or(|t| t.elapsed() > ttl)
-            });
-            view.add_cluster(id, e.default_network.as_deref(), &e.data, stale);
+        let mut guard = self.lock();
+        let Inner {
+            entries,
+            active,
+            view,
+            ..
+        } = &mut *guard;
+        let mut keys: Vec<(String, u64)> = active.iter().map(|(i, g)| (i.clone(), *g)).collect();
+        keys.sort();
+        for key in &keys {
+            if let Some(e) = entries.get_mut(key) {
+                view.mark(e.tracked.take_pod_services());
+            }
         }
-        let merged = view.finish();
-        drop(inner);
-        self.names.retain(&merged.wanted);
-        self.report_dropped(merged.dropped);
-        merged.snapshot
+        let parts: Vec<merge::Part<'_>> = keys
+            .iter()
+            .filter_map(|key| {
+                let e = entries.get(key)?;
+                let stale = self.config.stale_endpoint_ttl.is_some_and(|ttl| {
+                    e.status == Status::Unreachable && e.last_good.is_none_or(|t| t.elapsed() > ttl)
+                });
+                let (data, index) = (&e.tracked.data, &e.tracked.index);
+                let network = e.default_network.as_deref();
+                Some(merge::Part::new(
+                    &key.0,
+                    network,
+                    data,
+                    index,
+                    stale,
+                    &self.config,
+                ))
+            })
+            .collect();
+        let now = parts
+            .iter()
+            .zip(&keys)
+            .map(|(p, (id, generation))| PartKey {
+                id: id.clone(),
+                generation: *generation,
+                stale: p.stale,
+                network: p.network.clone(),
+            })
+            .collect();
+        let services = view.refresh(&self.config, &parts, now, &mut self.interner());
+        let mut wanted = std::collections::HashSet::new();
+        let (gateways, dropped) = merge::gateways(&parts, &self.names, &mut wanted);
+        drop(parts);
+        drop(guard);
+        self.names.retain(&wanted);
+        self.report_dropped(dropped);
+        Snapshot { services, gateways }
+    }
+
+    /// The merged view built from scratch, as the incremental one must equal.
+    #[cfg(test)]
+    pub fn full_snapshot(&self) -> Snapshot {
+        self.lock().view.mark_all();
+        self.snapshot()
     }
 
     /// Logs gateways as they start being dropped and sets `meshfed_registry_dropped_gateways`
@@ -453,7 +524,7 @@ impl Registry {
             .iter()
             .filter_map(|(id, g)| {
                 let e = inner.entries.get(&(id.clone(), *g))?;
-                let label = e.data.namespaces.get(system);
+                let label = e.tracked.data.namespaces.get(system);
                 let network = label.and_then(|l| l.get(meshfed_model::labels::NETWORK));
                 Some((id.clone(), network.or(e.default_network.as_ref())?.clone()))
             })
@@ -482,7 +553,7 @@ impl Registry {
             .iter()
             .filter_map(|(id, generation)| inner.entries.get(&(id.clone(), *generation)))
             .flat_map(|e| {
-                map(&e.data)
+                map(&e.tracked.data)
                     .iter()
                     .map(|((ns, n), v)| (ns.clone(), n.clone(), v.clone()))
             })

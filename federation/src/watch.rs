@@ -2,9 +2,10 @@
 //! `InitDone` so a `410 Gone` loses and duplicates nothing. Objects are decoded as
 //! [`projection`]s, only the fields the entries below read.
 
+use crate::registry::intern::Interner;
 use crate::registry::{
     ClusterData, Kind, NodeInfo, PodInfo, Registry, ServiceInfo, ServicePort, SliceEndpoint,
-    SliceInfo,
+    SliceInfo, Touch,
 };
 use futures::StreamExt;
 use kube::api::Api;
@@ -36,6 +37,15 @@ trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'stat
     fn entry(&self) -> Option<(Self::Key, Self::Value)>;
     fn key(&self) -> Self::Key;
     fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, Self::Value>;
+    /// What a change to the object `key` can change in the merged view (by default anything
+    /// in the cluster, which is always right and only slower).
+    fn touch(_key: &Self::Key) -> Touch {
+        Touch::Cluster
+    }
+    /// What a relist of the kind can change.
+    const RELIST: Touch = Touch::Cluster;
+    /// Replaces what the value repeats with the registry's shared copies.
+    fn share(_value: &mut Self::Value, _interner: &mut Interner) {}
 }
 
 fn ns_name<K: Resource>(o: &K) -> (String, String) {
@@ -62,6 +72,12 @@ impl Watched for NamespaceLite {
     fn map(d: &mut ClusterData) -> &mut HashMap<String, Self::Value> {
         &mut d.namespaces
     }
+    /// Only the system namespace's network label matters, and the registry compares each
+    /// cluster's network at every snapshot.
+    fn touch(_: &String) -> Touch {
+        Touch::Nothing
+    }
+    const RELIST: Touch = Touch::Nothing;
 }
 
 impl Watched for NodeLite {
@@ -104,6 +120,9 @@ impl Watched for NodeLite {
     }
     fn map(d: &mut ClusterData) -> &mut HashMap<String, NodeInfo> {
         &mut d.nodes
+    }
+    fn touch(key: &String) -> Touch {
+        Touch::Node(key.clone())
     }
 }
 
@@ -154,6 +173,9 @@ impl Watched for ServiceLite {
     }
     fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, ServiceInfo> {
         &mut d.services
+    }
+    fn touch(key: &Self::Key) -> Touch {
+        Touch::Service(key.clone())
     }
 }
 
@@ -226,6 +248,9 @@ impl Watched for EndpointSliceLite {
     fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, SliceInfo> {
         &mut d.slices
     }
+    fn touch(key: &Self::Key) -> Touch {
+        Touch::Slice(key.clone())
+    }
 }
 
 impl Watched for PodLite {
@@ -234,12 +259,13 @@ impl Watched for PodLite {
     const KIND: Kind = Kind::Pod;
     fn entry(&self) -> Option<(Self::Key, PodInfo)> {
         let info = PodInfo {
-            labels: labels(self),
+            labels: Arc::new(labels(self)),
             service_account: self
                 .spec
                 .service_account_name
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+                .as_deref()
+                .unwrap_or("default")
+                .into(),
             node: self.spec.node_name.clone(),
         };
         Some((self.key(), info))
@@ -250,6 +276,15 @@ impl Watched for PodLite {
     fn map(d: &mut ClusterData) -> &mut HashMap<Self::Key, PodInfo> {
         &mut d.pods
     }
+    fn touch(key: &Self::Key) -> Touch {
+        Touch::Pod(key.clone())
+    }
+    /// A Deployment's pods share their labels (but for `pod-template-hash`) and service
+    /// account: kept once, and shared by every endpoint of those pods.
+    fn share(pod: &mut PodInfo, interner: &mut Interner) {
+        pod.labels = interner.share_labels(&pod.labels);
+        pod.service_account = interner.str(&pod.service_account);
+    }
 }
 
 /// How one watched object type lands in the registry: a kind's entry, key and map.
@@ -258,6 +293,9 @@ struct Sink<O, Key, Value> {
     entry: fn(&O) -> Option<(Key, Value)>,
     key: fn(&O) -> Key,
     map: fn(&mut ClusterData) -> &mut HashMap<Key, Value>,
+    touch: fn(&Key) -> Touch,
+    relist: Touch,
+    share: fn(&mut Value, &mut Interner),
 }
 
 impl<K: Watched> Sink<K, K::Key, K::Value> {
@@ -267,6 +305,9 @@ impl<K: Watched> Sink<K, K::Key, K::Value> {
             entry: K::entry,
             key: K::key,
             map: K::map,
+            touch: K::touch,
+            relist: K::RELIST,
+            share: K::share,
         }
     }
 }
@@ -295,7 +336,16 @@ where
         entry,
         key,
         map,
+        touch,
+        relist,
+        share,
     } = sink;
+    // Shared copies are looked up outside the registry's lock.
+    let decode = |o: &O| {
+        let (k, mut v) = entry(o)?;
+        share(&mut v, &mut target.registry.interner());
+        Some((k, v))
+    };
     while let Some(event) = events.next().await {
         let Target {
             registry,
@@ -305,26 +355,37 @@ where
         match event {
             Ok(Event::Init) => staging = Some(HashMap::new()),
             Ok(Event::InitApply(o)) => {
-                if let (Some(staged), Some((k, v))) = (staging.as_mut(), entry(&o)) {
+                if let (Some(staged), Some((k, v))) = (staging.as_mut(), decode(&o)) {
                     staged.insert(k, v);
                 }
             }
             Ok(Event::InitDone) => {
-                let fresh = staging.take().unwrap_or_default();
-                registry.update(id, *generation, |d| *map(d) = fresh);
+                let mut old = staging.take().unwrap_or_default();
+                registry.update_touching(id, *generation, relist.clone(), |d| {
+                    std::mem::swap(map(d), &mut old)
+                });
+                // The replaced objects are freed after the lock is released.
+                drop(old);
                 registry.listed(id, *generation, kind);
             }
-            Ok(Event::Apply(o)) => registry.update(id, *generation, |d| match entry(&o) {
-                Some((k, v)) => {
-                    map(d).insert(k, v);
-                }
-                None => {
-                    map(d).remove(&key(&o));
-                }
-            }),
-            Ok(Event::Delete(o)) => registry.update(id, *generation, |d| {
-                map(d).remove(&key(&o));
-            }),
+            Ok(Event::Apply(o)) => {
+                let k = key(&o);
+                let decoded = decode(&o);
+                registry.update_touching(id, *generation, touch(&k), |d| match decoded {
+                    Some((k, v)) => {
+                        map(d).insert(k, v);
+                    }
+                    None => {
+                        map(d).remove(&k);
+                    }
+                })
+            }
+            Ok(Event::Delete(o)) => {
+                let k = key(&o);
+                registry.update_touching(id, *generation, touch(&k), |d| {
+                    map(d).remove(&k);
+                })
+            }
             Err(e) => registry.watch_error(id, *generation, format!("{kind:?}: {e}")),
         }
     }

@@ -123,7 +123,7 @@ fn hw(s: &Snapshot) -> Vec<(String, String, String, bool)> {
         .flat_map(|v| {
             v.endpoints.iter().map(|e| {
                 (
-                    e.cluster.clone(),
+                    e.cluster.to_string(),
                     e.address.clone(),
                     format!("{} {}", e.network, e.locality),
                     e.ready,
@@ -216,11 +216,7 @@ async fn both_clusters_endpoints_carry_network_and_locality_and_changes_propagat
         .unwrap()
         .endpoints[1];
     assert_eq!(
-        (
-            ep.labels["version"].as_str(),
-            ep.service_account.as_str(),
-            ep.port
-        ),
+        (ep.labels["version"].as_str(), &*ep.service_account, ep.port),
         ("v2", "helloworld", 5000)
     );
     assert_eq!(snap.gateways.len(), 1);

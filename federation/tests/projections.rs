@@ -79,7 +79,7 @@ fn endpoints(s: &Snapshot, hostname: &str) -> Vec<(String, bool, String, String)
         .flat_map(|v| &v.endpoints)
         .map(|e| {
             let hostname = e.hostname.clone().unwrap_or_default();
-            (e.address.clone(), e.ready, e.locality.clone(), hostname)
+            (e.address.clone(), e.ready, e.locality.to_string(), hostname)
         })
         .collect()
 }

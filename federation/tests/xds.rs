@@ -140,7 +140,7 @@ impl Mesh {
                 ("ns".into(), format!("{name}-pod")),
                 PodInfo {
                     labels: Default::default(),
-                    service_account: name.clone(),
+                    service_account: name.as_str().into(),
                     node: Some("node1".into()),
                 },
             );

@@ -64,7 +64,7 @@ fn fill(registry: &Registry, id: &str, generation: u64, seen: [&str; 4]) {
         d.pods.insert(
             ("ns".into(), "a-pod".into()),
             PodInfo {
-                labels: map(&[(labels::TLS_MODE, labels::TLS_MODE_ISTIO)]),
+                labels: map(&[(labels::TLS_MODE, labels::TLS_MODE_ISTIO)]).into(),
                 service_account: "a".into(),
                 ..Default::default()
             },

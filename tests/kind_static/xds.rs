@@ -41,16 +41,18 @@ fn registry(raw: &Objects) -> Snapshot {
             endpoints: pods
                 .iter()
                 .map(|(cluster, ip, version)| EndpointView {
-                    cluster: cluster.to_string(),
-                    network: cluster.replace("cluster", "network"),
+                    cluster: (*cluster).into(),
+                    network: cluster.replace("cluster", "network").into(),
                     address: ip.to_string(),
                     port: target,
                     service_port: p.port as u16,
-                    labels: [("app", name), ("version", version)]
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .into(),
+                    labels: std::collections::BTreeMap::from(
+                        [("app", name), ("version", version)]
+                            .map(|(k, v)| (k.to_string(), v.to_string())),
+                    )
+                    .into(),
                     ready: true,
-                    service_account: name.to_string(),
+                    service_account: name.into(),
                     ..Default::default()
                 })
                 .collect(),
@@ -59,7 +61,7 @@ fn registry(raw: &Objects) -> Snapshot {
         }
     };
     Snapshot {
-        services: vec![
+        services: [
             view(
                 "helloworld",
                 &[
@@ -68,7 +70,9 @@ fn registry(raw: &Objects) -> Snapshot {
                 ],
             ),
             view("sleep", &[("cluster1", SLEEP_IP, "")]),
-        ],
+        ]
+        .map(std::sync::Arc::new)
+        .into(),
         gateways: vec![],
     }
 }

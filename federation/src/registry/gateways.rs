@@ -21,15 +21,20 @@ pub struct Found {
     pub dropped: Vec<DroppedGateway>,
 }
 
-/// Finds one cluster's gateways; hostnames it looks up are added to `wanted`.
-pub fn of_cluster(
+/// Finds one cluster's gateways among the Services `candidates` (those labelled with a
+/// network, from the cluster's index); hostnames it looks up are added to `wanted`.
+pub fn of_cluster<'a>(
     cluster: &str,
     data: &ClusterData,
+    candidates: impl Iterator<Item = &'a (String, String)>,
     names: &Arc<GatewayNames>,
     wanted: &mut HashSet<String>,
 ) -> Found {
     let mut found = Found::default();
-    for ((ns, name), svc) in &data.services {
+    for key @ (ns, name) in candidates {
+        let Some(svc) = data.services.get(key) else {
+            continue;
+        };
         let Some(network) = svc.labels.get(label::NETWORK).filter(|n| !n.is_empty()) else {
             continue;
         };

@@ -1,142 +1,199 @@
 //! Builds the merged view from each cluster's data: services, their endpoints as Istio's
 //! endpoint slice controller keeps them, and the network gateways ([`super::gateways`]).
+//!
+//! The view is merged one service at a time ([`service`]): a change to one EndpointSlice
+//! re-merges only its service, across every cluster, with the per-cluster [`Index`] to find
+//! that service's slices.
 
 use super::RegistryConfig;
 use super::gateways;
+use super::index::{Index, Key};
+use super::intern::Interner;
 use super::names::GatewayNames;
+#[cfg(test)]
+use super::types::Snapshot;
 use super::types::{
     ClusterData, DroppedGateway, EndpointView, GatewayView, PortView, ServiceView, SliceEndpoint,
-    Snapshot,
 };
 use meshfed_model::{Locality, labels as label};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-pub struct Merger<'a> {
-    config: &'a RegistryConfig,
-    names: &'a Arc<GatewayNames>,
-    services: BTreeMap<String, ServiceView>,
-    gateways: Vec<GatewayView>,
-    dropped: Vec<DroppedGateway>,
-    /// The gateway hostnames the view used (the rest need no more lookups).
-    wanted: HashSet<String>,
+/// One active cluster, as the merge reads it.
+pub struct Part<'a> {
+    pub id: Arc<str>,
+    /// The cluster's network: its system namespace's label, else what it was configured with.
+    pub network: Arc<str>,
+    pub data: &'a ClusterData,
+    pub index: &'a Index,
+    /// Unreachable for too long: its endpoints are dropped (services and gateways kept).
+    pub stale: bool,
 }
 
-/// The merged view and what it left out.
-pub struct Merged {
-    pub snapshot: Snapshot,
-    pub dropped: Vec<DroppedGateway>,
-    pub wanted: HashSet<String>,
-}
-
-impl<'a> Merger<'a> {
-    pub fn new(config: &'a RegistryConfig, names: &'a Arc<GatewayNames>) -> Self {
-        Merger {
-            config,
-            names,
-            services: BTreeMap::new(),
-            gateways: Vec::new(),
-            dropped: Vec::new(),
-            wanted: HashSet::new(),
-        }
-    }
-
-    /// Adds one cluster; `stale` drops its endpoints (kept services and gateways).
-    pub fn add_cluster(
-        &mut self,
+impl<'a> Part<'a> {
+    pub fn new(
         id: &str,
         default_network: Option<&str>,
-        data: &ClusterData,
+        data: &'a ClusterData,
+        index: &'a Index,
         stale: bool,
-    ) {
-        // The cluster's network: its system namespace's label, else what it was configured with.
-        let cluster_network = data
-            .namespaces
-            .get(&self.config.system_namespace)
-            .and_then(|l| l.get(label::NETWORK))
-            .map(String::as_str)
-            .or(default_network)
-            .unwrap_or("");
-        for ((ns, name), svc) in &data.services {
-            let view = self.service(ns, name);
-            if let Some(ip) = svc.cluster_ip.as_ref().filter(|ip| ip.as_str() != "None") {
-                view.cluster_ips.insert(id.to_string(), ip.clone());
-            }
-            if svc.cluster_ip.as_deref() == Some("None") {
-                view.headless_in.push(id.to_string());
-            }
-            if svc.service_type == "ExternalName" {
-                view.external_name = svc.external_name.clone();
-            }
-            for p in &svc.ports {
-                let port = PortView {
-                    name: p.name.clone(),
-                    port: p.port,
-                    protocol: p.protocol.clone(),
-                    app_protocol: p.app_protocol.clone(),
-                };
-                if !view.ports.contains(&port) {
-                    view.ports.push(port);
-                }
-            }
-            view.ports.sort();
-        }
-        let found = gateways::of_cluster(id, data, self.names, &mut self.wanted);
-        self.gateways.extend(found.gateways);
-        self.dropped.extend(found.dropped);
-        if !stale {
-            self.add_endpoints(id, cluster_network, data);
+        config: &RegistryConfig,
+    ) -> Self {
+        Part {
+            id: Arc::from(id),
+            network: Arc::from(network_of(data, default_network, config)),
+            data,
+            index,
+            stale,
         }
     }
+}
 
-    fn add_endpoints(&mut self, id: &str, cluster_network: &str, data: &ClusterData) {
-        for ((ns, _), slice) in &data.slices {
-            let Some(svc) = data.services.get(&(ns.clone(), slice.service.clone())) else {
+/// A cluster's network: its system namespace's `topology.istio.io/network` label, else the
+/// network it was configured with.
+pub fn network_of<'a>(
+    data: &'a ClusterData,
+    default_network: Option<&'a str>,
+    config: &RegistryConfig,
+) -> &'a str {
+    data.namespaces
+        .get(&config.system_namespace)
+        .and_then(|l| l.get(label::NETWORK))
+        .map(String::as_str)
+        .or(default_network)
+        .unwrap_or("")
+}
+
+pub fn hostname(config: &RegistryConfig, (ns, name): &Key) -> String {
+    format!("{name}.{ns}.svc.{}", config.domain)
+}
+
+/// Service `key` merged over `parts`; None when no cluster has it.
+pub fn service(
+    config: &RegistryConfig,
+    key: &Key,
+    parts: &[Part<'_>],
+    interner: &mut Interner,
+) -> Option<ServiceView> {
+    let mut view: Option<ServiceView> = None;
+    for part in parts {
+        let Some(svc) = part.data.services.get(key) else {
+            continue;
+        };
+        let view = view.get_or_insert_with(|| ServiceView {
+            hostname: hostname(config, key),
+            namespace: key.0.clone(),
+            ..Default::default()
+        });
+        if let Some(ip) = svc.cluster_ip.as_ref().filter(|ip| ip.as_str() != "None") {
+            view.cluster_ips.insert(part.id.to_string(), ip.clone());
+        }
+        if svc.cluster_ip.as_deref() == Some("None") {
+            view.headless_in.push(part.id.to_string());
+        }
+        if svc.service_type == "ExternalName" {
+            view.external_name = svc.external_name.clone();
+        }
+        for p in &svc.ports {
+            let port = PortView {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: p.protocol.clone(),
+                app_protocol: p.app_protocol.clone(),
+            };
+            if !view.ports.contains(&port) {
+                view.ports.push(port);
+            }
+        }
+        if !part.stale {
+            add_endpoints(view, key, part, interner);
+        }
+    }
+    let mut view = view?;
+    view.ports.sort();
+    view.headless_in.sort();
+    dedup_endpoints(&mut view.endpoints);
+    Some(view)
+}
+
+/// The endpoints `part`'s slices give Service `key` (which `part` has).
+fn add_endpoints(view: &mut ServiceView, key: &Key, part: &Part<'_>, interner: &mut Interner) {
+    let Some(svc) = part.data.services.get(key) else {
+        return;
+    };
+    let mut places = Places::default();
+    for slice_name in part.index.slices_of(key) {
+        let Some(slice) = part.data.slices.get(&(key.0.clone(), slice_name.clone())) else {
+            continue;
+        };
+        for sp in &svc.ports {
+            let Some((_, target)) = slice.ports.iter().find(|(n, _)| *n == sp.name) else {
                 continue;
             };
-            let mut endpoints = Vec::new();
-            for sp in &svc.ports {
-                let Some((_, target)) = slice.ports.iter().find(|(n, _)| *n == sp.name) else {
-                    continue;
-                };
-                for ep in &slice.endpoints {
-                    let place = (id, cluster_network);
-                    endpoints.extend(endpoint_views(place, data, ep, *target, sp.port));
-                }
+            for ep in &slice.endpoints {
+                let ports = (*target, sp.port);
+                let views = endpoint_views(part, ep, ports, interner, &mut places);
+                view.endpoints.extend(views);
             }
-            self.service(ns, &slice.service).endpoints.extend(endpoints);
         }
     }
+}
 
-    fn service(&mut self, ns: &str, name: &str) -> &mut ServiceView {
-        let hostname = format!("{name}.{ns}.svc.{}", self.config.domain);
-        self.services
-            .entry(hostname.clone())
-            .or_insert_with(|| ServiceView {
-                hostname,
-                namespace: ns.to_string(),
-                ..Default::default()
-            })
+/// Gateways of every part, and the gateway Services dropped (sorted, without repeats).
+pub fn gateways(
+    parts: &[Part<'_>],
+    names: &Arc<GatewayNames>,
+    wanted: &mut HashSet<String>,
+) -> (Vec<GatewayView>, Vec<DroppedGateway>) {
+    let (mut found, mut dropped) = (Vec::new(), Vec::new());
+    for part in parts {
+        let f = gateways::of_cluster(&part.id, part.data, part.index.gateways(), names, wanted);
+        found.extend(f.gateways);
+        dropped.extend(f.dropped);
     }
+    found.sort();
+    found.dedup();
+    dropped.sort();
+    dropped.dedup();
+    (found, dropped)
+}
 
-    pub fn finish(mut self) -> Merged {
-        for svc in self.services.values_mut() {
-            svc.headless_in.sort();
-            dedup_endpoints(&mut svc.endpoints);
-        }
-        self.gateways.sort();
-        self.gateways.dedup();
-        self.dropped.sort();
-        self.dropped.dedup();
-        Merged {
-            snapshot: Snapshot {
-                services: self.services.into_values().collect(),
-                gateways: self.gateways,
-            },
-            dropped: self.dropped,
-            wanted: self.wanted,
+/// Everything merged at once (the registry merges incrementally, [`super::view`]; tests check
+/// one service's merge with this).
+#[cfg(test)]
+pub struct Merged {
+    pub snapshot: Snapshot,
+}
+
+/// Merges every service of every part.
+#[cfg(test)]
+pub fn all(
+    config: &RegistryConfig,
+    parts: &[Part<'_>],
+    names: &Arc<GatewayNames>,
+    interner: &mut Interner,
+) -> Merged {
+    let mut services = BTreeMap::new();
+    for key in keys(parts) {
+        if let Some(v) = service(config, &key, parts, interner) {
+            services.insert(v.hostname.clone(), Arc::new(v));
         }
     }
+    let (gateways, _) = gateways(parts, names, &mut HashSet::new());
+    Merged {
+        snapshot: Snapshot {
+            services: services.into_values().collect(),
+            gateways,
+        },
+    }
+}
+
+/// Every Service any part has.
+pub fn keys(parts: &[Part<'_>]) -> HashSet<Key> {
+    parts
+        .iter()
+        .flat_map(|p| p.data.services.keys().cloned())
+        .collect()
 }
 
 /// Sorts endpoints and keeps one per (cluster, address, service port): Istio's
@@ -157,22 +214,46 @@ fn dedup_endpoints(endpoints: &mut Vec<EndpointView>) {
     });
 }
 
+/// Node localities as shared strings, looked up once per node within one merge.
+#[derive(Default)]
+struct Places {
+    nodes: HashMap<String, Arc<str>>,
+}
+
+impl Places {
+    fn node(&mut self, part: &Part<'_>, node: &str, interner: &mut Interner) -> Arc<str> {
+        if let Some(l) = self.nodes.get(node) {
+            return l.clone();
+        }
+        let locality = part
+            .data
+            .nodes
+            .get(node)
+            .map(|n| n.locality.to_string())
+            // An unknown node's locality is the empty one, as `Locality::default()` writes it.
+            .unwrap_or_else(|| Locality::default().to_string());
+        let l = interner.str(&locality);
+        self.nodes.insert(node.to_string(), l.clone());
+        l
+    }
+}
+
 /// One slice endpoint's views, as Istio's endpoint slice controller builds them: terminating
 /// endpoints are left out (Istio's endpoint builder never sends them), and an endpoint whose
 /// Pod has not been seen yet waits for it (Istio queues it until the pod arrives,
 /// `pendingPods`) rather than going out without the pod's labels and identity.
 fn endpoint_views(
-    (cluster, cluster_network): (&str, &str),
-    data: &ClusterData,
+    part: &Part<'_>,
     ep: &SliceEndpoint,
-    port: u16,
-    service_port: u16,
+    (port, service_port): (u16, u16),
+    interner: &mut Interner,
+    places: &mut Places,
 ) -> Vec<EndpointView> {
     if ep.terminating && !ep.ready {
         return Vec::new();
     }
     let pod = match &ep.pod {
-        Some(key) => match data.pods.get(key) {
+        Some(key) => match part.data.pods.get(key) {
             Some(pod) => Some(pod),
             None => return Vec::new(),
         },
@@ -180,29 +261,33 @@ fn endpoint_views(
     };
     let labels = pod.map(|p| p.labels.clone()).unwrap_or_default();
     // Network: the pod's label, else the cluster's.
-    let network = labels
-        .get(label::NETWORK)
-        .cloned()
-        .unwrap_or_else(|| cluster_network.to_string());
+    let network = match labels.get(label::NETWORK) {
+        Some(n) => interner.str(n),
+        None => part.network.clone(),
+    };
     let node = ep
         .node
         .as_ref()
         .or_else(|| pod.and_then(|p| p.node.as_ref()));
-    let locality = pod_locality(&labels).unwrap_or_else(|| {
-        node.and_then(|n| data.nodes.get(n))
-            .map(|n| n.locality.clone())
-            .unwrap_or_default()
-    });
-    let service_account = pod.map(|p| p.service_account.clone()).unwrap_or_default();
+    let locality = match pod_locality(&labels) {
+        Some(l) => interner.str(&l.to_string()),
+        None => match node {
+            Some(n) => places.node(part, n, interner),
+            None => interner.str(&Locality::default().to_string()),
+        },
+    };
+    let service_account = pod
+        .map(|p| p.service_account.clone())
+        .unwrap_or_else(|| interner.str(""));
     ep.addresses
         .iter()
         .map(|address| EndpointView {
-            cluster: cluster.to_string(),
+            cluster: part.id.clone(),
             network: network.clone(),
             address: address.clone(),
             port,
             service_port,
-            locality: locality.to_string(),
+            locality: locality.clone(),
             labels: labels.clone(),
             ready: ep.ready,
             service_account: service_account.clone(),
@@ -286,7 +371,7 @@ mod tests {
         d.pods.insert(
             ("sample".into(), format!("hw-{version}")),
             PodInfo {
-                labels: labels(&[("app", "helloworld"), ("version", version)]),
+                labels: Arc::new(labels(&[("app", "helloworld"), ("version", version)])),
                 service_account: "helloworld".into(),
                 node: Some("node1".into()),
             },
@@ -308,22 +393,31 @@ mod tests {
         )
     }
 
-    /// Merges `clusters` (id, default network, data) as the registry does.
-    fn merge(clusters: &[(&str, Option<&str>, &ClusterData)]) -> Merged {
+    /// Merges `clusters` (id, default network, data, stale) as the registry does.
+    fn merge_parts(clusters: &[(&str, Option<&str>, &ClusterData, bool)]) -> Merged {
         let c = config();
-        let names = names();
-        let mut m = Merger::new(&c, &names);
-        for (id, network, data) in clusters {
-            m.add_cluster(id, *network, data, false);
-        }
-        m.finish()
+        let indexes: Vec<Index> = clusters.iter().map(|c| Index::build(c.2)).collect();
+        let parts: Vec<Part<'_>> = clusters
+            .iter()
+            .zip(&indexes)
+            .map(|((id, network, data, stale), index)| {
+                Part::new(id, *network, data, index, *stale, &c)
+            })
+            .collect();
+        all(&c, &parts, &names(), &mut Interner::default())
+    }
+
+    /// Merges `clusters` (id, default network, data), none stale.
+    fn merge(clusters: &[(&str, Option<&str>, &ClusterData)]) -> Merged {
+        let fresh: Vec<_> = clusters
+            .iter()
+            .map(|(i, n, d)| (*i, *n, *d, false))
+            .collect();
+        merge_parts(&fresh)
     }
 
     #[test]
     fn endpoints_of_both_clusters_carry_network_and_locality() {
-        let c = config();
-        let names = names();
-        let mut m = Merger::new(&c, &names);
         let mut c1 = cluster("v1", "10.10.0.5", "region1/zone1");
         c1.namespaces.insert(
             "istio-system".into(),
@@ -343,9 +437,11 @@ mod tests {
         };
         c2.services
             .insert(("istio-system".into(), "istio-eastwestgateway".into()), gw);
-        m.add_cluster("cluster1", Some("ignored"), &c1, false);
-        m.add_cluster("cluster2", Some("network2"), &c2, false);
-        let snap = m.finish().snapshot;
+        let both = [
+            ("cluster1", Some("ignored"), &c1),
+            ("cluster2", Some("network2"), &c2),
+        ];
+        let snap = merge(&both).snapshot;
         let hw = snap
             .services
             .iter()
@@ -364,9 +460,9 @@ mod tests {
             .iter()
             .map(|e| {
                 (
-                    e.cluster.as_str(),
-                    e.network.as_str(),
-                    e.locality.as_str(),
+                    &*e.cluster,
+                    &*e.network,
+                    &*e.locality,
                     e.labels["version"].as_str(),
                 )
             })
@@ -378,7 +474,7 @@ mod tests {
                 ("cluster2", "network2", "region2/zone2", "v2")
             ]
         );
-        assert_eq!(hw.endpoints[0].service_account, "helloworld");
+        assert_eq!(&*hw.endpoints[0].service_account, "helloworld");
         assert_eq!(
             snap.gateways,
             [GatewayView {
@@ -392,18 +488,18 @@ mod tests {
 
     #[test]
     fn pod_network_label_wins_and_stale_clusters_lose_endpoints() {
-        let c = config();
-        let names = names();
-        let mut m = Merger::new(&c, &names);
         let mut d = cluster("v1", "10.10.0.5", "r/z");
         d.pods.values_mut().for_each(|p| {
-            p.labels.insert(label::NETWORK.into(), "podnet".into());
+            Arc::make_mut(&mut p.labels).insert(label::NETWORK.into(), "podnet".into());
         });
-        m.add_cluster("c", Some("clusternet"), &d, false);
-        m.add_cluster("gone", None, &cluster("v2", "10.20.0.5", "r/z"), true);
-        let snap = m.finish().snapshot;
+        let gone = cluster("v2", "10.20.0.5", "r/z");
+        let snap = merge_parts(&[
+            ("c", Some("clusternet"), &d, false),
+            ("gone", None, &gone, true),
+        ])
+        .snapshot;
         assert_eq!(snap.services[0].endpoints.len(), 1);
-        assert_eq!(snap.services[0].endpoints[0].network, "podnet");
+        assert_eq!(&*snap.services[0].endpoints[0].network, "podnet");
     }
 
     /// The addresses of helloworld's endpoints after merging `data` as cluster "c".
@@ -470,10 +566,10 @@ mod tests {
         let locality = |pairs: &[(&str, &str)]| {
             let mut d = cluster("v1", "10.10.0.5", "noderegion/nodezone");
             let pod = d.pods.values_mut().next().unwrap();
-            pod.labels.extend(labels(pairs));
+            Arc::make_mut(&mut pod.labels).extend(labels(pairs));
             merge(&[("c", Some("n"), &d)]).snapshot.services[0].endpoints[0]
                 .locality
-                .clone()
+                .to_string()
         };
         assert_eq!(locality(&[]), "noderegion/nodezone");
         assert_eq!(locality(&[("istio-locality", "r1.z1.s1")]), "r1/z1/s1");

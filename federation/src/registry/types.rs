@@ -4,6 +4,11 @@
 use meshfed_model::Locality;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A label map shared by every object and endpoint that carries the same labels (a
+/// Deployment's pods, and each of their endpoints): see [`super::intern`].
+pub type Labels = Arc<BTreeMap<String, String>>;
 
 /// The kinds watched in every cluster; a cluster is synced once each has listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,8 +95,8 @@ pub struct SliceInfo {
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PodInfo {
-    pub labels: BTreeMap<String, String>,
-    pub service_account: String,
+    pub labels: Labels,
+    pub service_account: Arc<str>,
     pub node: Option<String>,
 }
 
@@ -176,13 +181,15 @@ impl DropKind {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub services: Vec<ServiceView>,
+    /// Sorted by hostname. A service that did not change between two snapshots is the same
+    /// `Arc` in both, so comparing them (and what is built from them) is cheap.
+    pub services: Vec<Arc<ServiceView>>,
     pub gateways: Vec<GatewayView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ServiceView {
     pub hostname: String,
     pub namespace: String,
@@ -209,18 +216,20 @@ pub struct PortView {
     pub app_protocol: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// One endpoint of one service port. The strings many endpoints repeat are shared (`Arc`),
+/// so a million endpoints cost little more than their addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EndpointView {
-    pub cluster: String,
-    pub network: String,
+    pub cluster: Arc<str>,
+    pub network: Arc<str>,
     pub address: String,
     /// The target port; `service_port` says which service port it serves.
     pub port: u16,
     pub service_port: u16,
-    pub locality: String,
-    pub labels: BTreeMap<String, String>,
+    pub locality: Arc<str>,
+    pub labels: Labels,
     pub ready: bool,
-    pub service_account: String,
+    pub service_account: Arc<str>,
     /// The EndpointSlice's `hostname` for this endpoint (StatefulSet pods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,

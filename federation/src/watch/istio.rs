@@ -3,6 +3,7 @@
 //! reads only the fields it knows.
 
 use super::{Sink, Target, ns_name, run_sink};
+use crate::registry::Touch;
 use crate::registry::{ClusterData, Kind};
 use kube::Client;
 use kube::api::{Api, DynamicObject, GroupVersionKind};
@@ -77,6 +78,10 @@ pub async fn run(client: Client, target: Target, kind: Kind) {
                     entry,
                     key: ns_name::<DynamicObject>,
                     map,
+                    // Read separately (`Registry::destination_rules`), not merged.
+                    touch: |_| Touch::Nothing,
+                    relist: Touch::Nothing,
+                    share: |_, _| {},
                 };
                 return run_sink(api, target, sink).await;
             }

@@ -199,10 +199,11 @@ impl Watched for Pod {
     fn entry(&self) -> Option<(Self::Key, PodInfo)> {
         let spec = self.spec.as_ref();
         let info = PodInfo {
-            labels: labels(self),
+            labels: labels(self).into(),
             service_account: spec
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
+                .and_then(|s| s.service_account_name.as_deref())
+                .unwrap_or("default")
+                .into(),
             node: spec.and_then(|s| s.node_name.clone()),
         };
         Some((self.key(), info))

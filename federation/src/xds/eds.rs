@@ -7,7 +7,7 @@
 mod network;
 
 use super::locality::{self, LocalityPolicy, Place};
-use crate::registry::{EndpointView, GatewayView, Snapshot};
+use crate::registry::{EndpointView, GatewayView, ServiceView, Snapshot};
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthStatus, Locality as EnvoyLocality, Metadata, SocketAddress, address,
     socket_address,
@@ -39,10 +39,32 @@ pub fn load_assignment(
     subset: &BTreeMap<String, String>,
     policy: &LocalityPolicy,
 ) -> ClusterLoadAssignment {
-    let endpoints: Vec<&EndpointView> = snapshot
+    let service = snapshot
         .services
         .iter()
-        .filter(|s| s.hostname == cluster.host)
+        .find(|s| s.hostname == cluster.host);
+    of_service(
+        cluster,
+        service.map(|s| &**s),
+        snapshot,
+        proxy,
+        subset,
+        policy,
+    )
+}
+
+/// [`load_assignment`] for the cluster's Service, already found (a push builds thousands of
+/// assignments: looking each Service up by name would cost a scan of the snapshot each).
+pub fn of_service(
+    cluster: &ClusterName,
+    service: Option<&ServiceView>,
+    snapshot: &Snapshot,
+    proxy: &Place,
+    subset: &BTreeMap<String, String>,
+    policy: &LocalityPolicy,
+) -> ClusterLoadAssignment {
+    let endpoints: Vec<&EndpointView> = service
+        .into_iter()
         .flat_map(|s| s.endpoints.iter())
         .filter(|e| e.service_port == cluster.port && labels_match(subset, &e.labels))
         .collect();
@@ -86,7 +108,7 @@ fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &st
     let mut via: BTreeMap<(&str, &GatewayView), u32> = BTreeMap::new();
     for e in endpoints {
         let chosen = gateways.select(&e.network, &e.cluster);
-        if e.network.is_empty() || e.network == proxy_network || chosen.is_empty() {
+        if e.network.is_empty() || *e.network == *proxy_network || chosen.is_empty() {
             out.push(direct(e, scale));
             continue;
         }
@@ -95,16 +117,16 @@ fn backends(endpoints: &[&EndpointView], snapshot: &Snapshot, proxy_network: &st
         }
         let share = scale / chosen.len().max(1) as u32;
         for gw in chosen {
-            let w = via.entry((e.locality.as_str(), *gw)).or_default();
+            let w = via.entry((&*e.locality, *gw)).or_default();
             *w = w.saturating_add(share);
         }
     }
     for ((locality, gw), weight) in via {
         let place = Place {
             locality: locality.parse().unwrap_or_default(),
-            network: gw.network.clone(),
-            cluster: gw.cluster.clone(),
-            labels: BTreeMap::new(),
+            network: gw.network.as_str().into(),
+            cluster: gw.cluster.as_str().into(),
+            labels: Default::default(),
             weight,
         };
         out.push(Backend {

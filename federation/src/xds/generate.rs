@@ -19,7 +19,7 @@ use super::rules::Rule;
 use super::virtual_service::status::Parsed;
 use super::virtual_service::{RuleError, VirtualService};
 use super::{cds, lds, nds, rds};
-use crate::registry::Snapshot;
+use crate::registry::{ServiceView, Snapshot};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
@@ -27,7 +27,7 @@ use meshfed_model::{ClusterName, labels};
 use meshfed_proto::nds::NameTable;
 pub use named::MAX_NAMED;
 use prost::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -179,6 +179,9 @@ pub struct Push {
     /// Endpoints by address, for Envoy sidecars' own endpoints (inbound clusters and their
     /// CDS key, listeners).
     own_endpoints: OnceLock<cds::inbound::OwnEndpoints>,
+    /// Hostnames whose load assignments are as in the previous push (the same Service, the
+    /// same rules and gateways): their EDS resources are taken from it, not rebuilt.
+    same_endpoints: HashSet<String>,
 }
 
 /// What changed for one kind of proxy between the previous push and this one.
@@ -264,6 +267,7 @@ impl Push {
             named: Mutex::new(named::Named::default()),
             previous_named: named::Built::new(),
             own_endpoints: OnceLock::new(),
+            same_endpoints: HashSet::new(),
         }
     }
 
@@ -299,6 +303,9 @@ impl Push {
     pub fn follow(mut self, previous: &Push) -> Push {
         self.previous = lock(&previous.cache).clone();
         self.previous_named = lock(&previous.named).built.clone();
+        if self.rules == previous.rules && self.snapshot.gateways == previous.snapshot.gateways {
+            self.same_endpoints = same_services(&previous.snapshot, &self.snapshot);
+        }
         self
     }
 
@@ -440,23 +447,30 @@ impl Push {
         };
         let place = Place {
             locality: proxy.locality.clone(),
-            network: proxy.network.clone(),
-            cluster: proxy.cluster_id.clone(),
-            labels: proxy.labels.clone(),
+            network: proxy.network.as_str().into(),
+            cluster: proxy.cluster_id.as_str().into(),
+            labels: Arc::new(proxy.labels.clone()),
             weight: 1,
         };
+        let before = self.previous.get(&self.key(proxy, Kind::Endpoint));
         cds::specs(snapshot, &self.rules, proxy)
             .iter()
             .map(|spec| {
+                let name = cds::resource_name(proxy, &spec.name);
+                let same = self.same_endpoints.contains(&spec.service.hostname);
+                if let Some(r) = before.and_then(|b| b.get(&name)).filter(|_| same) {
+                    return (name, r.clone());
+                }
                 let policy = LocalityPolicy::from_traffic_policy(&spec.policy);
-                let mut cla = eds::load_assignment(
+                let mut cla = eds::of_service(
                     &spec.name,
+                    Some(spec.service),
                     snapshot,
                     &place,
                     &spec.subset_labels,
                     &policy,
                 );
-                cla.cluster_name = cds::resource_name(proxy, &spec.name);
+                cla.cluster_name = name;
                 (
                     cla.cluster_name.clone(),
                     Resource::new(cla.cluster_name.clone(), pack_any(cla)),
@@ -588,11 +602,30 @@ pub fn name_table(resources: &Resources) -> Any {
 /// `security.istio.io/tlsMode: istio`, as Istio builds its AUTO_PASSTHROUGH (sni-dnat)
 /// clusters for mesh workloads only. A selector-less Service pointing at the API server or
 /// any other plain address is never reachable through the gateway.
+/// The hostnames whose Service is the same `Arc` in both snapshots (both are sorted by
+/// hostname): the registry re-merges only what changed, so this is what did not.
+fn same_services(before: &Snapshot, now: &Snapshot) -> HashSet<String> {
+    let before: HashMap<&str, &Arc<ServiceView>> = before
+        .services
+        .iter()
+        .map(|s| (s.hostname.as_str(), s))
+        .collect();
+    now.services
+        .iter()
+        .filter(|s| {
+            before
+                .get(s.hostname.as_str())
+                .is_some_and(|b| Arc::ptr_eq(b, s))
+        })
+        .map(|s| s.hostname.clone())
+        .collect()
+}
+
 fn router_view(snapshot: &Snapshot, network: &str) -> Snapshot {
     let mut s = snapshot.clone();
     for svc in &mut s.services {
-        svc.endpoints.retain(|e| {
-            (e.network == network || e.network.is_empty())
+        Arc::make_mut(svc).endpoints.retain(|e| {
+            (*e.network == *network || e.network.is_empty())
                 && e.labels.get(labels::TLS_MODE).map(String::as_str)
                     == Some(labels::TLS_MODE_ISTIO)
         });

@@ -102,7 +102,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
-            services: vec![ServiceView {
+            services: vec![std::sync::Arc::new(ServiceView {
                 hostname: "helloworld.sample.svc.cluster.local".into(),
                 namespace: "sample".into(),
                 ports: vec![PortView {
@@ -113,7 +113,7 @@ mod tests {
                 endpoints: vec![],
                 cluster_ips: Default::default(),
                 ..Default::default()
-            }],
+            })],
             gateways: vec![],
         }
     }

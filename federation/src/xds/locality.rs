@@ -14,6 +14,7 @@ use meshfed_model::Locality;
 use meshfed_model::labels as label;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LocalityPolicy {
@@ -86,9 +87,9 @@ impl LocalityPolicy {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Place {
     pub locality: Locality,
-    pub network: String,
-    pub cluster: String,
-    pub labels: BTreeMap<String, String>,
+    pub network: Arc<str>,
+    pub cluster: Arc<str>,
+    pub labels: crate::registry::Labels,
     /// How many endpoints this stands for (a gateway stands for those behind it); 0 counts as 1.
     pub weight: u32,
 }

@@ -129,7 +129,7 @@ fn headless(
     let ready = svc
         .endpoints
         .iter()
-        .filter(|e| e.cluster == cluster_id && e.ready && e.address.parse::<IpAddr>().is_ok());
+        .filter(|e| *e.cluster == *cluster_id && e.ready && e.address.parse::<IpAddr>().is_ok());
     for ep in ready.filter(|_| !svc.ports.is_empty()) {
         if ips.contains(&ep.address) {
             continue;
@@ -226,7 +226,7 @@ mod tests {
 
     fn table(services: Vec<ServiceView>, cluster: &str) -> BTreeMap<String, NameInfo> {
         let snap = Snapshot {
-            services,
+            services: services.into_iter().map(std::sync::Arc::new).collect(),
             gateways: vec![],
         };
         let v = vips(snap.services.iter().map(|s| s.hostname.as_str()));
@@ -305,7 +305,10 @@ mod tests {
                     "sample",
                     &[("cluster1", "10.96.0.20"), ("cluster2", "10.96.0.21")],
                 ),
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             gateways: vec![],
         };
         let v = vips(snap.services.iter().map(|s| s.hostname.as_str()));
@@ -401,7 +404,7 @@ mod tests {
         let mut none_ready = mysql();
         none_ready
             .endpoints
-            .retain(|e| !e.ready || e.cluster != "cluster1");
+            .retain(|e| !e.ready || &*e.cluster != "cluster1");
         assert!(table(vec![none_ready], "cluster1").is_empty());
         let mut no_ports = mysql();
         no_ports.ports.clear();

@@ -50,7 +50,13 @@ fn names() -> Arc<GatewayNames> {
 }
 
 fn find(data: &ClusterData) -> Found {
-    of_cluster("cluster2", data, &names(), &mut HashSet::new())
+    of_cluster(
+        "cluster2",
+        data,
+        data.services.keys(),
+        &names(),
+        &mut HashSet::new(),
+    )
 }
 
 /// (address, port) of each gateway found.

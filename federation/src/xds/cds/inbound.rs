@@ -132,11 +132,11 @@ mod tests {
         let mut other = ep(9999, 99);
         other.address = "10.0.0.2".into();
         let s = Snapshot {
-            services: vec![ServiceView {
+            services: vec![std::sync::Arc::new(ServiceView {
                 hostname: "h.sample.svc.cluster.local".into(),
                 endpoints: vec![ep(15006, 5000), ep(8080, 80), ep(8080, 80), other],
                 ..Default::default()
-            }],
+            })],
             gateways: vec![],
         };
         let mut p = crate::xds::node::test_sidecar();

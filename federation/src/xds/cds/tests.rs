@@ -19,7 +19,7 @@ fn snapshot() -> Snapshot {
         ..Default::default()
     };
     Snapshot {
-        services: vec![ServiceView {
+        services: vec![std::sync::Arc::new(ServiceView {
             hostname: HOST.into(),
             namespace: "sample".into(),
             ports: vec![PortView {
@@ -30,7 +30,7 @@ fn snapshot() -> Snapshot {
             endpoints: vec![ep("helloworld"), ep("helloworld"), ep("other")],
             cluster_ips: Default::default(),
             ..Default::default()
-        }],
+        })],
         gateways: vec![],
     }
 }
@@ -374,7 +374,7 @@ fn ports_snapshot() -> Snapshot {
         protocol: protocol.into(),
         app_protocol: app.map(str::to_string),
     };
-    snap.services[0].ports = vec![
+    std::sync::Arc::make_mut(&mut snap.services[0]).ports = vec![
         port("grpc", 1, "TCP", None),
         port("http2-web", 2, "TCP", None),
         port("GRPC-Web-x", 3, "TCP", None),
@@ -649,7 +649,7 @@ fn the_seeds_max_requests_per_connection_reaches_envoy() {
 fn pool_http_options_merge_with_http2_options() {
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options as hpo;
     let mut snap = snapshot();
-    snap.services[0].ports[0].name = "grpc".into();
+    std::sync::Arc::make_mut(&mut snap.services[0]).ports[0].name = "grpc".into();
     let p = proxy(ProxyKind::Sidecar, Generator::Envoy);
     let r = rule(json!({"connectionPool": {
         "tcp": {"idleTimeout": "1h", "maxConnectionDuration": "30s"},

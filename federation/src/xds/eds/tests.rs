@@ -21,7 +21,8 @@ fn ep(
         locality: locality.into(),
         labels: [("version".to_string(), version.to_string())]
             .into_iter()
-            .collect(),
+            .collect::<BTreeMap<_, _>>()
+            .into(),
         ready,
         service_account: "helloworld".into(),
         ..Default::default()
@@ -30,7 +31,7 @@ fn ep(
 
 /// A mesh workload (`security.istio.io/tlsMode: istio`): what a gateway may route to.
 fn mesh(mut e: EndpointView) -> EndpointView {
-    e.labels.insert(TLS.into(), "istio".into());
+    std::sync::Arc::make_mut(&mut e.labels).insert(TLS.into(), "istio".into());
     e
 }
 
@@ -64,7 +65,7 @@ fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
         )),
     ];
     Snapshot {
-        services: vec![ServiceView {
+        services: vec![std::sync::Arc::new(ServiceView {
             hostname: HOST.into(),
             namespace: "sample".into(),
             ports: vec![PortView {
@@ -75,7 +76,7 @@ fn snapshot(remote_ready: [bool; 2]) -> Snapshot {
             endpoints,
             cluster_ips: BTreeMap::new(),
             ..Default::default()
-        }],
+        })],
         gateways: vec![GatewayView {
             network: "network2".into(),
             cluster: "cluster2".into(),
@@ -90,7 +91,7 @@ fn proxy() -> Place {
         locality: "region1/zone1".parse().unwrap(),
         network: "network1".into(),
         cluster: "cluster1".into(),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         weight: 1,
     }
 }
@@ -267,7 +268,7 @@ fn seed_failover_and_distribute_rules_shape_priorities_and_weights() {
 #[test]
 fn not_ready_local_endpoints_are_marked_unhealthy() {
     let mut snap = snapshot([true, true]);
-    snap.services[0].endpoints[0].ready = false;
+    std::sync::Arc::make_mut(&mut snap.services[0]).endpoints[0].ready = false;
     let cla = load_assignment(
         &name(None),
         &snap,
@@ -293,18 +294,20 @@ fn local_pods_with_a_sidecar_are_marked_for_istio_mtls() {
         )
     };
     let mut snap = snapshot([true, true]);
-    snap.services[0].endpoints[0]
-        .labels
-        .insert("security.istio.io/tlsMode".into(), "istio".into());
+    std::sync::Arc::make_mut(
+        &mut std::sync::Arc::make_mut(&mut snap.services[0]).endpoints[0].labels,
+    )
+    .insert("security.istio.io/tlsMode".into(), "istio".into());
     let cla = assign(&snap);
     let marked: Vec<bool> = summary(&cla)
         .into_iter()
         .flat_map(|(_, _, _, eps)| eps.into_iter().map(|(_, _, tls)| tls))
         .collect();
     assert_eq!(marked, [true, true], "the local pod and the remote gateway");
-    snap.services[0].endpoints[0]
-        .labels
-        .insert("security.istio.io/tlsMode".into(), "disabled".into());
+    std::sync::Arc::make_mut(
+        &mut std::sync::Arc::make_mut(&mut snap.services[0]).endpoints[0].labels,
+    )
+    .insert("security.istio.io/tlsMode".into(), "disabled".into());
     let cla = assign(&snap);
     assert!(cla.endpoints[0].lb_endpoints[0].metadata.is_none());
 }
@@ -346,7 +349,7 @@ fn gateways_of_one_network_share_its_weight_preferring_the_endpoints_own_cluster
     let remote = |cluster: &str, address: &str, locality: &str| {
         mesh(ep(cluster, "network2", address, locality, "v2", true))
     };
-    let eps = &mut snap.services[0].endpoints;
+    let eps = &mut std::sync::Arc::make_mut(&mut snap.services[0]).endpoints;
     eps.push(remote("cluster3", "10.30.0.5", "region3/zone3"));
     eps.push(remote("cluster4", "10.40.0.5", "region4/zone4"));
     let host = |a: &str, w| (format!("{a}:15443"), w, true);
@@ -403,11 +406,17 @@ fn a_network_without_a_gateway_is_reached_directly() {
 #[test]
 fn remote_endpoints_that_are_not_mesh_workloads_do_not_go_through_gateways() {
     let mut snap = snapshot([true, true]);
-    snap.services[0].endpoints[1].labels.remove(TLS);
+    std::sync::Arc::make_mut(
+        &mut std::sync::Arc::make_mut(&mut snap.services[0]).endpoints[1].labels,
+    )
+    .remove(TLS);
     assert_eq!(
         assign(&snap)[1].3,
         [("172.31.0.12:15443".to_string(), 1, true)]
     );
-    snap.services[0].endpoints[2].labels.remove(TLS);
+    std::sync::Arc::make_mut(
+        &mut std::sync::Arc::make_mut(&mut snap.services[0]).endpoints[2].labels,
+    )
+    .remove(TLS);
     assert_eq!(assign(&snap).len(), 1, "no gateway for plaintext endpoints");
 }

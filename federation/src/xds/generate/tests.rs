@@ -325,3 +325,56 @@ fn sidecars_with_the_same_app_ports_share_cds_and_its_changes() {
             .contains_key("inbound|8080||")
     );
 }
+
+/// The push after `first` with Service `b` given another endpoint and every other Service
+/// the registry's very `Arc` (as an incremental snapshot shares them).
+fn with_b_changed(first: &Push) -> Push {
+    let mut snapshot = first.snapshot.clone();
+    let b = snapshot
+        .services
+        .iter_mut()
+        .find(|s| s.hostname == B)
+        .expect("b");
+    let mut ep = b.endpoints[0].clone();
+    ep.address = "10.0.0.99".into();
+    Arc::make_mut(b).endpoints.push(ep);
+    Push::new(2, Instant::now(), snapshot, Vec::new(), "cluster.local")
+}
+
+/// Istio rebuilds EDS only for the services a push names (`EdsUpdate` with the changed
+/// `ConfigsUpdated`); here a push takes the load assignments of Services the registry did
+/// not re-merge from the previous push, and rebuilds the rest: `a`'s is the very resource of
+/// the first push, `b`'s is new, and both equal what a push built from scratch gives.
+#[test]
+fn a_push_rebuilds_the_endpoints_of_changed_services_only() {
+    let first = crate::xds::ads::test_push(1, &["a", "b"]);
+    let p = envoy_sidecar_at("10.0.0.10");
+    let before = first.all(&p, Kind::Endpoint);
+    let second = with_b_changed(&first).follow(&first);
+    let after = second.all(&p, Kind::Endpoint);
+    let (a, b) = (format!("outbound|80||{A}"), format!("outbound|80||{B}"));
+    assert!(Arc::ptr_eq(&before[&a], &after[&a]), "a is taken over");
+    assert!(!Arc::ptr_eq(&before[&b], &after[&b]));
+    assert_ne!(before[&b].hash, after[&b].hash, "b has its new endpoint");
+    let scratch = with_b_changed(&first).all(&p, Kind::Endpoint);
+    let bodies = |r: &Resources| -> Vec<(String, u64)> {
+        r.iter().map(|(n, r)| (n.clone(), r.hash)).collect()
+    };
+    assert_eq!(bodies(&after), bodies(&scratch));
+    // New rules may change any assignment: nothing is taken over then.
+    let mut ruled = with_b_changed(&first);
+    ruled.rules = crate::xds::rules::from_objects(
+        &[(
+            "ns".into(),
+            "a".into(),
+            serde_json::json!({"spec": {"host": A, "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}}}),
+        )],
+        "cluster.local",
+        "istio-system",
+    );
+    let ruled = ruled.follow(&first);
+    assert!(!Arc::ptr_eq(
+        &before[&a],
+        &ruled.all(&p, Kind::Endpoint)[&a]
+    ));
+}

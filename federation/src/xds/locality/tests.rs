@@ -179,7 +179,8 @@ fn labelled(loc: &str, network: &str, labels: &[(&str, &str)]) -> Place {
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+            .collect::<BTreeMap<_, _>>()
+            .into(),
         ..place(loc)
     }
 }

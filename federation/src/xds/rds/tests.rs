@@ -10,7 +10,7 @@ const FQDN: &str = "helloworld.sample.svc.cluster.local";
 
 fn snapshot() -> Snapshot {
     Snapshot {
-        services: vec![ServiceView {
+        services: vec![std::sync::Arc::new(ServiceView {
             hostname: FQDN.into(),
             namespace: "sample".into(),
             ports: vec![PortView {
@@ -20,7 +20,7 @@ fn snapshot() -> Snapshot {
             }],
             cluster_ips: [("c1".to_string(), "10.0.0.5".to_string())].into(),
             ..Default::default()
-        }],
+        })],
         gateways: vec![],
     }
 }

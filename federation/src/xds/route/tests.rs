@@ -25,7 +25,10 @@ fn snapshot() -> Snapshot {
         services: vec![
             svc(FQDN, &[5000]),
             svc("multi.sample.svc.cluster.local", &[80, 81]),
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         gateways: vec![],
     }
 }

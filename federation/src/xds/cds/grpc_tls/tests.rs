@@ -48,7 +48,7 @@ fn snapshot_in(endpoints: &[(&str, &str, &str, bool)]) -> Snapshot {
         "ports": [{"name": "grpc", "port": 5000}], "endpoints": endpoints, "cluster_ips": {}}))
         .unwrap();
     Snapshot {
-        services: vec![service],
+        services: vec![service].into_iter().map(std::sync::Arc::new).collect(),
         gateways: vec![],
     }
 }

@@ -115,7 +115,10 @@ mod tests {
                         ep("c1", "10.0.0.1", 8080, 81),
                     ],
                 ),
-            ],
+            ]
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
             gateways: vec![],
         }
     }

@@ -65,7 +65,10 @@ fn mesh() -> Snapshot {
                 &[("tcp", 6060)],
                 vec![ep("c1", "10.0.0.2", 6060, 6060)],
             ),
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         gateways: vec![],
     }
 }

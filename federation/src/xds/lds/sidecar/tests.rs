@@ -8,7 +8,7 @@ const FQDN: &str = "helloworld.sample.svc.cluster.local";
 
 pub(crate) fn snapshot() -> Snapshot {
     Snapshot {
-        services: vec![ServiceView {
+        services: vec![std::sync::Arc::new(ServiceView {
             hostname: FQDN.into(),
             namespace: "sample".into(),
             ports: vec![PortView {
@@ -17,7 +17,7 @@ pub(crate) fn snapshot() -> Snapshot {
                 ..Default::default()
             }],
             ..Default::default()
-        }],
+        })],
         gateways: vec![],
     }
 }
@@ -106,7 +106,7 @@ fn port(name: &str, p: u16) -> PortView {
 /// tcp-echo (TCP 9000), and two TCP services sharing 3306.
 fn mesh() -> Snapshot {
     let mut s = snapshot();
-    s.services[0].endpoints = vec![EndpointView {
+    std::sync::Arc::make_mut(&mut s.services[0]).endpoints = vec![EndpointView {
         cluster: "c1".into(),
         address: "10.0.0.1".into(),
         port: 15006,
@@ -120,18 +120,25 @@ fn mesh() -> Snapshot {
         cluster_ips: [("c1".to_string(), vip.to_string())].into(),
         ..Default::default()
     };
-    s.services.push(tcp(ECHO, 9000, "10.96.0.9"));
     s.services
-        .push(tcp("db-a.sample.svc.cluster.local", 3306, "10.96.0.10"));
-    s.services
-        .push(tcp("db-b.sample.svc.cluster.local", 3306, "10.96.0.11"));
-    s.services.push(tcp(
+        .push(std::sync::Arc::new(tcp(ECHO, 9000, "10.96.0.9")));
+    s.services.push(std::sync::Arc::new(tcp(
+        "db-a.sample.svc.cluster.local",
+        3306,
+        "10.96.0.10",
+    )));
+    s.services.push(std::sync::Arc::new(tcp(
+        "db-b.sample.svc.cluster.local",
+        3306,
+        "10.96.0.11",
+    )));
+    s.services.push(std::sync::Arc::new(tcp(
         "kube-dns.kube-system.svc.cluster.local",
         53,
         "10.96.0.53",
-    ));
+    )));
     let status = tcp("status.istio-system.svc.cluster.local", 15021, "10.96.0.21");
-    s.services.push(status);
+    s.services.push(std::sync::Arc::new(status));
     s
 }
 
@@ -324,7 +331,7 @@ fn chain_match(m: &Option<FilterChainMatch>) -> (Option<u32>, String) {
 #[test]
 fn virtual_inbound_has_tls_and_plain_chains_per_own_port() {
     let mut s = mesh();
-    s.services[1].endpoints = vec![EndpointView {
+    std::sync::Arc::make_mut(&mut s.services[1]).endpoints = vec![EndpointView {
         cluster: "c1".into(),
         address: "10.0.0.1".into(),
         port: 9090,

@@ -38,7 +38,10 @@ fn services(ns: &str) -> Snapshot {
             svc("details", "http", 9080),
             svc("httpbin", "http", 8000),
             svc("tcp-echo", "tcp", 9000),
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         gateways: vec![],
     }
 }

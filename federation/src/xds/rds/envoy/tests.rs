@@ -32,7 +32,10 @@ fn snapshot() -> Snapshot {
         services: vec![
             svc(FQDN, "sample", vec![port("http", 5000)]),
             svc(WEB, "other", vec![port("http-web", 80), port("tcp", 9000)]),
-        ],
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect(),
         gateways: vec![],
     }
 }
