@@ -228,21 +228,23 @@ fn istio_tls_context(spec: &ClusterSpec<'_>, trust_domain: &str) -> CommonTlsCon
 /// `spiffe://<trust domain>/ns/<ns>/sa/<sa>` of every endpoint of the service, sorted and
 /// once each (Istio's ServiceAccounts(hostname, namespace)).
 fn identities(spec: &ClusterSpec<'_>, trust_domain: &str) -> Vec<String> {
-    let mut ids: Vec<String> = spec
+    // Thousands of endpoints share a handful of accounts: one id per account, not endpoint.
+    let accounts: std::collections::BTreeSet<&str> = spec
         .service
         .endpoints
         .iter()
-        .filter(|e| !e.service_account.is_empty())
-        .map(|e| {
+        .map(|e| &*e.service_account)
+        .filter(|sa| !sa.is_empty())
+        .collect();
+    accounts
+        .into_iter()
+        .map(|sa| {
             format!(
-                "spiffe://{trust_domain}/ns/{}/sa/{}",
-                spec.service.namespace, e.service_account
+                "spiffe://{trust_domain}/ns/{}/sa/{sa}",
+                spec.service.namespace
             )
         })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
+        .collect()
 }
 
 pub(crate) fn sds_grpc() -> ConfigSource {

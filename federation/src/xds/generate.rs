@@ -179,9 +179,9 @@ pub struct Push {
     /// Endpoints by address, for Envoy sidecars' own endpoints (inbound clusters and their
     /// CDS key, listeners).
     own_endpoints: OnceLock<cds::inbound::OwnEndpoints>,
-    /// Hostnames whose load assignments are as in the previous push (the same Service, the
-    /// same rules and gateways): their EDS resources are taken from it, not rebuilt.
-    same_endpoints: HashSet<String>,
+    /// Hostnames whose Service is the very one of the previous push, with the same rules and
+    /// gateways: their CDS and EDS resources are taken from it, not rebuilt.
+    same_services: HashSet<String>,
 }
 
 /// What changed for one kind of proxy between the previous push and this one.
@@ -267,7 +267,7 @@ impl Push {
             named: Mutex::new(named::Named::default()),
             previous_named: named::Built::new(),
             own_endpoints: OnceLock::new(),
-            same_endpoints: HashSet::new(),
+            same_services: HashSet::new(),
         }
     }
 
@@ -304,7 +304,7 @@ impl Push {
         self.previous = lock(&previous.cache).clone();
         self.previous_named = lock(&previous.named).built.clone();
         if self.rules == previous.rules && self.snapshot.gateways == previous.snapshot.gateways {
-            self.same_endpoints = same_services(&previous.snapshot, &self.snapshot);
+            self.same_services = same_services(&previous.snapshot, &self.snapshot);
         }
         self
     }
@@ -427,12 +427,34 @@ impl Push {
             .app_ports(&self.snapshot, proxy)
             .into_iter()
             .map(cds::inbound::cluster);
-        cds::specs(&self.snapshot, &self.rules, proxy)
-            .iter()
-            .map(|spec| cds::cluster(proxy, spec, &self.trust_domain))
-            .chain(inbound)
+        let before = self.previous.get(&self.key(proxy, Kind::Cluster));
+        let mut out: Resources = inbound
             .map(|c: Cluster| (c.name.clone(), Resource::new(c.name.clone(), pack_any(c))))
-            .collect()
+            .collect();
+        for spec in cds::specs(&self.snapshot, &self.rules, proxy) {
+            if let Some(r) = self.taken_over(before, &cds::resource_name(proxy, &spec.name), &spec)
+            {
+                out.insert(r.name.to_string(), r);
+                continue;
+            }
+            let c = cds::cluster(proxy, &spec, &self.trust_domain);
+            out.insert(c.name.clone(), Resource::new(c.name.clone(), pack_any(c)));
+        }
+        out
+    }
+
+    /// The previous push's resource `name` (of the same key), when it was built from the same
+    /// Service `spec` is for, with the same rules.
+    fn taken_over(
+        &self,
+        before: Option<&Arc<Resources>>,
+        name: &str,
+        spec: &cds::ClusterSpec<'_>,
+    ) -> Option<Arc<Resource>> {
+        if !self.same_services.contains(&spec.service.hostname) {
+            return None;
+        }
+        before?.get(name).cloned()
     }
 
     fn endpoints(&self, proxy: &Proxy) -> Resources {
@@ -457,9 +479,8 @@ impl Push {
             .iter()
             .map(|spec| {
                 let name = cds::resource_name(proxy, &spec.name);
-                let same = self.same_endpoints.contains(&spec.service.hostname);
-                if let Some(r) = before.and_then(|b| b.get(&name)).filter(|_| same) {
-                    return (name, r.clone());
+                if let Some(r) = self.taken_over(before, &name, spec) {
+                    return (name, r);
                 }
                 let policy = LocalityPolicy::from_traffic_policy(&spec.policy);
                 let mut cla = eds::of_service(

@@ -378,3 +378,24 @@ fn a_push_rebuilds_the_endpoints_of_changed_services_only() {
         &ruled.all(&p, Kind::Endpoint)[&a]
     ));
 }
+
+/// The same for CDS: the clusters of a Service the registry did not re-merge are the
+/// previous push's, the changed one's is rebuilt (its SANs read the endpoints' accounts), and
+/// the whole equals a build from scratch, the sidecar's inbound cluster included.
+#[test]
+fn a_push_rebuilds_the_clusters_of_changed_services_only() {
+    let first = crate::xds::ads::test_push(1, &["a", "b"]);
+    let p = envoy_sidecar_at("10.0.0.10");
+    let before = first.all(&p, Kind::Cluster);
+    let second = with_b_changed(&first).follow(&first);
+    let after = second.all(&p, Kind::Cluster);
+    let (a, b) = (format!("outbound|80||{A}"), format!("outbound|80||{B}"));
+    assert!(Arc::ptr_eq(&before[&a], &after[&a]), "a is taken over");
+    assert!(!Arc::ptr_eq(&before[&b], &after[&b]));
+    assert!(after.contains_key("inbound|8080||"));
+    let scratch = with_b_changed(&first).all(&p, Kind::Cluster);
+    let bodies = |r: &Resources| -> Vec<(String, u64)> {
+        r.iter().map(|(n, r)| (n.clone(), r.hash)).collect()
+    };
+    assert_eq!(bodies(&after), bodies(&scratch));
+}
