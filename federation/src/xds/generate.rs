@@ -29,7 +29,7 @@ pub use named::MAX_NAMED;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use meshfed_proto::ads::{CLUSTER_TYPE, ENDPOINT_TYPE};
@@ -138,6 +138,9 @@ impl Subscription {
     }
 }
 
+/// Clusters whose own-endpoint indexes a push keeps ([`Push::own_endpoints`]).
+pub const MAX_OWN_INDEXES: usize = 64;
+
 /// Distinct builds kept per push and kind of key (see [`cache_key`]).
 pub const MAX_CACHED: usize = 1024;
 
@@ -178,7 +181,7 @@ pub struct Push {
     previous_named: named::Built,
     /// Endpoints by address, for Envoy sidecars' own endpoints (inbound clusters and their
     /// CDS key, listeners).
-    own_endpoints: OnceLock<cds::inbound::OwnEndpoints>,
+    own_endpoints: Mutex<HashMap<String, Arc<cds::inbound::OwnEndpoints>>>,
     /// Hostnames whose Service is the very one of the previous push, with the same rules and
     /// gateways: their CDS and EDS resources are taken from it, not rebuilt.
     same_services: HashSet<String>,
@@ -227,7 +230,8 @@ fn builder(generator: Generator, kind: Kind) -> Builder {
             if proxy.kind != ProxyKind::Sidecar {
                 return Resources::new(); // Gateways get none: no need to index endpoints.
             }
-            let own: Vec<_> = push.own_endpoints().of(&push.snapshot, proxy).collect();
+            let index = push.own_endpoints(proxy);
+            let own: Vec<_> = index.of(&push.snapshot, proxy).collect();
             lds::sidecar::listeners_with(proxy, &push.sources(), &own, &push.trust_domain)
                 .into_iter()
                 .map(|l| (l.name.clone(), Resource::new(l.name.clone(), pack_any(l))))
@@ -266,7 +270,7 @@ impl Push {
             changes: Mutex::new(HashMap::new()),
             named: Mutex::new(named::Named::default()),
             previous_named: named::Built::new(),
-            own_endpoints: OnceLock::new(),
+            own_endpoints: Mutex::new(HashMap::new()),
             same_services: HashSet::new(),
         }
     }
@@ -380,16 +384,31 @@ impl Push {
         };
         let key = cache_key::key(proxy, kind, labels);
         if kind == Kind::Cluster && cds::inbound::has_inbound(proxy) {
-            let ports = self.own_endpoints().app_ports(&self.snapshot, proxy);
+            let ports = self.own_endpoints(proxy).app_ports(&self.snapshot, proxy);
             return key.with_inbound_ports(ports);
         }
         key
     }
 
-    /// Every endpoint by address, indexed once per push.
-    fn own_endpoints(&self) -> &cds::inbound::OwnEndpoints {
-        self.own_endpoints
-            .get_or_init(|| cds::inbound::OwnEndpoints::new(&self.snapshot))
+    /// The endpoints `proxy` may own by address, indexed once per push and cluster: a proxy
+    /// that names its cluster can only own endpoints of that cluster, so a federation serving
+    /// its own cluster's sidecars indexes that cluster's endpoints, not the whole mesh's. At
+    /// most [`MAX_OWN_INDEXES`] clusters (clients name them); past that, and for proxies that
+    /// name none, one index of every endpoint.
+    fn own_endpoints(&self, proxy: &Proxy) -> Arc<cds::inbound::OwnEndpoints> {
+        let mut indexes = lock(&self.own_endpoints);
+        let cluster = match indexes.contains_key(&proxy.cluster_id) {
+            true => proxy.cluster_id.as_str(),
+            false if indexes.len() < MAX_OWN_INDEXES => proxy.cluster_id.as_str(),
+            false => "",
+        };
+        if let Some(index) = indexes.get(cluster) {
+            return index.clone();
+        }
+        let only = (!cluster.is_empty()).then_some(cluster);
+        let index = Arc::new(cds::inbound::OwnEndpoints::new(&self.snapshot, only));
+        indexes.insert(cluster.to_string(), index.clone());
+        index
     }
 
     /// Every resource of `kind` for proxies like `proxy`, built once per push.
@@ -423,7 +442,7 @@ impl Push {
     /// clusters (`inbound|P||`, by the app ports in its cache key).
     fn clusters(&self, proxy: &Proxy) -> Resources {
         let inbound = self
-            .own_endpoints()
+            .own_endpoints(proxy)
             .app_ports(&self.snapshot, proxy)
             .into_iter()
             .map(cds::inbound::cluster);

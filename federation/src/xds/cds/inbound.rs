@@ -49,7 +49,7 @@ pub fn for_proxy(proxy: &Proxy, snapshot: &Snapshot) -> Vec<Cluster> {
     if !has_inbound(proxy) {
         return Vec::new();
     }
-    OwnEndpoints::new(snapshot)
+    OwnEndpoints::new(snapshot, None)
         .app_ports(snapshot, proxy)
         .into_iter()
         .map(cluster)

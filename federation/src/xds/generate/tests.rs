@@ -399,3 +399,23 @@ fn a_push_rebuilds_the_clusters_of_changed_services_only() {
     };
     assert_eq!(bodies(&after), bodies(&scratch));
 }
+
+/// Clients name their cluster, so the per-cluster indexes of own endpoints are bounded: a
+/// hundred made-up cluster names leave at most [`MAX_OWN_INDEXES`] of them plus the index of
+/// every endpoint, and a sidecar of the real cluster still gets its inbound cluster.
+#[test]
+fn own_endpoint_indexes_are_bounded_by_cluster_count() {
+    let push = crate::xds::ads::test_push(1, &["a", "b"]);
+    for i in 0..100 {
+        let mut p = envoy_sidecar_at("10.0.0.10");
+        p.cluster_id = format!("made-up-{i}");
+        push.all(&p, Kind::Cluster);
+    }
+    assert!(lock(&push.own_endpoints).len() <= MAX_OWN_INDEXES + 1);
+    let mut real = envoy_sidecar_at("10.0.0.10");
+    real.cluster_id = "c1".into();
+    assert!(
+        push.all(&real, Kind::Cluster)
+            .contains_key("inbound|8080||")
+    );
+}

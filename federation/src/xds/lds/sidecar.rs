@@ -33,7 +33,7 @@ pub fn listeners(proxy: &Proxy, src: &Sources, trust_domain: &str) -> Vec<Listen
     if proxy.kind != ProxyKind::Sidecar {
         return Vec::new();
     }
-    let index = OwnEndpoints::new(src.snapshot);
+    let index = OwnEndpoints::new(src.snapshot, None);
     let own: Vec<&EndpointView> = index.of(src.snapshot, proxy).collect();
     listeners_with(proxy, src, &own, trust_domain)
 }

@@ -24,19 +24,24 @@ pub struct OwnEndpoints<S = RandomState> {
 }
 
 impl OwnEndpoints {
-    pub fn new(snapshot: &Snapshot) -> OwnEndpoints {
-        OwnEndpoints::with_hasher(snapshot, RandomState::new())
+    /// Indexes the endpoints of `snapshot` in cluster `only` (None: every cluster's).
+    pub fn new(snapshot: &Snapshot, only: Option<&str>) -> OwnEndpoints {
+        OwnEndpoints::with_hasher(snapshot, RandomState::new(), only)
     }
 }
 
 impl<S: BuildHasher> OwnEndpoints<S> {
     /// Indexes `snapshot` hashing addresses with `hasher` (a seeded one by default: addresses
     /// come from remote clusters, whose owners should not be able to pile them on one hash).
-    pub fn with_hasher(snapshot: &Snapshot, hasher: S) -> OwnEndpoints<S> {
+    /// Only endpoints of cluster `only` are indexed, when given: lookups for proxies of
+    /// other clusters then miss.
+    pub fn with_hasher(snapshot: &Snapshot, hasher: S, only: Option<&str>) -> OwnEndpoints<S> {
         let mut entries = Vec::new();
         for (s, svc) in (0u32..).zip(&snapshot.services) {
             for (e, ep) in (0u32..).zip(&svc.endpoints) {
-                entries.push((hasher.hash_one(ep.address.as_str()), s, e));
+                if only.is_none_or(|c| *ep.cluster == *c) {
+                    entries.push((hasher.hash_one(ep.address.as_str()), s, e));
+                }
             }
         }
         entries.sort_unstable();
@@ -141,7 +146,7 @@ mod tests {
     }
 
     fn found(s: &Snapshot, p: &Proxy) -> Vec<(String, u16, u16)> {
-        let idx = OwnEndpoints::new(s);
+        let idx = OwnEndpoints::new(s, None);
         idx.of(s, p)
             .map(|e| (e.cluster.to_string(), e.port, e.service_port))
             .collect()
@@ -197,8 +202,8 @@ mod tests {
             fn write(&mut self, _: &[u8]) {}
         }
         let s = snapshot();
-        let seeded = OwnEndpoints::new(&s);
-        let colliding = OwnEndpoints::with_hasher(&s, BuildHasherDefault::<Zero>::default());
+        let seeded = OwnEndpoints::new(&s, None);
+        let colliding = OwnEndpoints::with_hasher(&s, BuildHasherDefault::<Zero>::default(), None);
         let mut p = test_sidecar();
         for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.10", "10.0.0.9", ""] {
             for cluster in ["c1", "c2", "c3", ""] {
@@ -213,12 +218,34 @@ mod tests {
         }
     }
 
+    /// An index of one cluster's endpoints finds, for proxies of that cluster, what a scan
+    /// of the whole mesh finds (Istio: a proxy's service instances are in its own cluster),
+    /// and nothing of another cluster.
+    #[test]
+    fn an_index_of_one_cluster_serves_that_clusters_proxies() {
+        let s = snapshot();
+        let mut p = test_sidecar();
+        for cluster in ["c1", "c2"] {
+            let idx = OwnEndpoints::new(&s, Some(cluster));
+            for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.9"] {
+                p.ip = ip.into();
+                p.cluster_id = cluster.into();
+                let found: Vec<_> = idx.of(&s, &p).collect();
+                assert_eq!(found, scan(&s, &p), "{ip} in {cluster}");
+            }
+        }
+        p.ip = "10.0.0.1".into();
+        p.cluster_id = "c2".into();
+        assert!(scan(&s, &p).len() == 1, "c2 has a pod at 10.0.0.1");
+        assert_eq!(OwnEndpoints::new(&s, Some("c1")).of(&s, &p).count(), 0);
+    }
+
     /// An index asked about another snapshot (a bug) finds nothing wrong: its entries point
     /// past the end or at endpoints whose address is not the proxy's.
     #[test]
     fn another_snapshot_yields_misses_not_other_pods() {
         let s = snapshot();
-        let idx = OwnEndpoints::new(&s);
+        let idx = OwnEndpoints::new(&s, None);
         let empty = Snapshot::default();
         let p = test_sidecar();
         assert_eq!(idx.of(&empty, &p).count(), 0);
