@@ -189,7 +189,9 @@ async fn scale(o: &FederationOptions, servers: &[ApiServer]) -> Result<Value, St
     // The API servers serve that sync from this process, on the same cores.
     let serve_cpu0 = crate::peers::cpu_seconds(std::process::id());
     let started = Instant::now();
-    let mut child = std::process::Command::new(&o.meshfed)
+    let mut child = std::process::Command::new("taskset")
+        .args(["-c", &super::PROXY_CORE.to_string()])
+        .arg(&o.meshfed)
         .args([
             "federation",
             "--cluster-id",
@@ -419,6 +421,9 @@ async fn at_scale(
 }
 
 pub fn run(o: &FederationOptions) -> Result<Value, String> {
+    // As the other benches: the API servers (and in-process controllers) on one core, the
+    // `meshfed federation` process on the other, so neither's figure is the other's load.
+    super::pin_self(super::LOAD_CORE)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let report = rt.block_on(async {
         let mut report = serde_json::Map::new();
