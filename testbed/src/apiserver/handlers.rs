@@ -103,6 +103,30 @@ pub fn list(store: &Store, req: &Request) -> ApiResult<Value> {
     })
 }
 
+/// [`list`] as JSON text built from the stored objects' text (not for Tables).
+pub fn list_text(store: &Store, req: &Request) -> ApiResult<Vec<u8>> {
+    req.check_scope(false)?;
+    let after = match req.query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(decode_continue(token)?),
+        None => None,
+    };
+    let limit = req
+        .query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let (items, rv, next) = store.list_page_text(
+        req.path.res,
+        req.path.namespace.as_deref(),
+        &req.selector()?,
+        after,
+        limit,
+    );
+    let cont = next.map(|(ns, name)| encode_continue(&ns, &name));
+    present::list_text(&items, req.rt(), &req.path.version, rv, cont)
+}
+
 /// The continue token names the last (namespace, name) returned.
 fn encode_continue(ns: &str, name: &str) -> String {
     let key = serde_json::json!([ns, name]).to_string();

@@ -533,6 +533,10 @@ async fn resource(
     }
     let (status, doc) = match method {
         Method::GET if watching && path.name.is_none() => return watch_response(&hreq, shared),
+        Method::GET if path.name.is_none() && !table => {
+            let body = handlers::list_text(store, &hreq)?;
+            return Ok(bytes_response(StatusCode::OK, body));
+        }
         Method::GET if path.name.is_none() => (StatusCode::OK, handlers::list(store, &hreq)?),
         Method::GET => (StatusCode::OK, handlers::get(store, &hreq)?),
         Method::POST => (StatusCode::CREATED, handlers::create(store, &hreq)?),
@@ -581,6 +585,14 @@ fn watch_response(req: &handlers::Request, shared: &Shared) -> Result<Response<B
         .header("content-type", content_type)
         .body(body)
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())))
+}
+
+fn bytes_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 fn json_response(status: StatusCode, doc: &Value) -> Response<Body> {

@@ -54,6 +54,11 @@ impl Selector {
         Ok(Selector { labels, fields })
     }
 
+    /// The empty selector: every object matches without being read.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
         let label = |k: &str| labels.get(k).and_then(Value::as_str);
